@@ -199,6 +199,9 @@ type Dest struct {
 	// Index is a small number, unique per service while the Dest lives,
 	// that callers may use to index per-worker statistics arrays.
 	Index int
+
+	// Stats are the destination's traffic counters, one slot per worker.
+	Stats Counters
 }
 
 // NewDest makes a live destination from its configuration.
@@ -327,14 +330,28 @@ func (d *Dest) total() int64 {
 }
 
 // Service is a live virtual service.
+//
+// Config and Sched belong to the control plane, which changes them under
+// the Table's lock and then calls Publish; the data path reads the published
+// copy through State, never the fields themselves.
 type Service struct {
 	Config ServiceConfig
 	// Sched is the service's scheduler, set when the service is created or
 	// its scheduler changes (control plane only).
 	Sched Scheduler
+	state atomic.Pointer[ServiceState]
+	// Stats are the service's traffic counters, one slot per worker.
+	Stats Counters
 	// dests is the immutable snapshot of the destination list in IPVS list
 	// order: the most recently added first (list_add_rcu at the head).
 	dests atomic.Pointer[[]*Dest]
+}
+
+// ServiceState is the published, immutable view of a service's
+// configuration and scheduler that workers read.
+type ServiceState struct {
+	Config ServiceConfig
+	Sched  Scheduler
 }
 
 // NewService makes a live service with no destinations.
@@ -342,8 +359,15 @@ func NewService(c ServiceConfig) *Service {
 	s := &Service{Config: c}
 	empty := []*Dest{}
 	s.dests.Store(&empty)
+	s.Publish()
 	return s
 }
+
+// State is the published configuration and scheduler (data path).
+func (s *Service) State() *ServiceState { return s.state.Load() }
+
+// Publish makes the current Config and Sched visible to the data path.
+func (s *Service) Publish() { s.state.Store(&ServiceState{Config: s.Config, Sched: s.Sched}) }
 
 // Dests is the current destination snapshot, newest first. Callers must not
 // modify it.

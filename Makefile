@@ -1,0 +1,68 @@
+# gvs — Linux Virtual Server as a userspace Go dataplane.
+#
+#   make demo   build, create a lab of network namespaces, balance real traffic, tear down (root)
+#   make test   everything CI runs: unit, golden-pcap replay, fuzz seeds, netns end-to-end (root)
+#
+# Tools the tests and the demo need are installed here when missing (Debian packages), so a fresh
+# machine needs nothing but these two commands.
+
+GO        ?= go
+BIN       := bin
+GOFLAGS   ?=
+export GOFLAGS
+TEST_PKGS ?= ./...
+# Packages whose tests are also run under the race detector.
+RACE_PKGS ?= ./conntrack/... ./scheduler/... ./ipvs/... ./forwarder/
+
+APT_PKGS  := iproute2 socat curl nginx-light nftables ethtool procps
+# The commands those packages provide, checked before anything is installed.
+APT_CMDS  := ip socat curl nginx nft ethtool sysctl
+
+.PHONY: all build test unit race deps demo golden fuzz bench clean vet
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l . | tee /dev/stderr)" || (echo "gofmt: files above need formatting" && exit 1)
+
+# deps installs the Debian packages the end-to-end tests and the demo use, only when a command is missing.
+deps:
+	@missing=""; for c in $(APT_CMDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing test tools (missing:$$missing)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $(APT_PKGS) >/dev/null; \
+	fi
+
+unit:
+	$(GO) test -count=1 -timeout 15m $(TEST_PKGS)
+
+race:
+	$(GO) test -count=1 -race -timeout 10m $(RACE_PKGS)
+
+test: deps vet unit race
+
+# golden regenerates the replay inputs and the golden outputs under testdata/replay.
+golden:
+	$(GO) run ./cmd/gvs-pcapgen -out testdata/replay
+	$(GO) test ./forwarder/ -run TestGolden -update
+
+# fuzz runs each fuzz target for FUZZTIME (a campaign; not part of make test, which runs the seeds).
+FUZZTIME ?= 60s
+fuzz:
+	@for p in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list 'Fuzz.*' $$p | grep ^Fuzz); do \
+			echo "== $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$p || exit 1; \
+		done; \
+	done
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./checksum/ ./rewrite/ ./conntrack/ ./scheduler/ ./forwarder/
+
+clean:
+	rm -rf $(BIN)

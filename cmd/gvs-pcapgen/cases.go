@@ -1,0 +1,339 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/gopacket/gopacket/layers"
+
+	"gvs/internal/frames"
+)
+
+// The lab's addresses (DESIGN.md "The lab"): clients on 198.18.1.0/24 behind
+// vip0, real servers on 198.18.2.0/24 behind dip0, the VIP from 198.51.100.0/24.
+var (
+	vip     = netip.MustParseAddr("198.51.100.10")
+	vip0    = netip.MustParseAddr("198.18.1.1")
+	dip0    = netip.MustParseAddr("198.18.2.1")
+	client  = netip.MustParseAddr("198.18.1.11")
+	client2 = netip.MustParseAddr("198.18.1.12")
+	router  = netip.MustParseAddr("198.18.1.254")
+	rs1     = netip.MustParseAddr("198.18.2.11")
+	rs2     = netip.MustParseAddr("198.18.2.12")
+	rs3     = netip.MustParseAddr("198.18.2.13")
+
+	vip0MAC = frames.DerivedMAC(vip0)
+	dip0MAC = frames.DerivedMAC(dip0)
+)
+
+func mac(a netip.Addr) frames.MAC { return frames.DerivedMAC(a) }
+
+// toVIP is the link layer of a frame arriving from host a on the VIP side.
+func toVIP(a netip.Addr) frames.L2 { return frames.L2{Src: mac(a), Dst: vip0MAC} }
+
+// toDIP is the link layer of a frame arriving from real server a on the DIP side.
+func toDIP(a netip.Addr) frames.L2 { return frames.L2{Src: mac(a), Dst: dip0MAC} }
+
+func ip(src, dst netip.Addr) frames.IP { return frames.IP{Src: src, Dst: dst, DF: true} }
+
+// conversation is one TCP connection between a client and a real server
+// through the VIP, with sequence numbers tracked for realism.
+type conversation struct {
+	s            *scenario
+	c            netip.Addr
+	cport        uint16
+	vport, rport uint16
+	rs           netip.Addr
+	nat          bool // replies come back through the director (dip0)
+	cseq, sseq   uint32
+	ttl          uint8
+}
+
+func (v *conversation) fromClient(syn, ack, fin, psh bool, payload []byte) []byte {
+	f := frames.TCP(toVIP(v.c), frames.IP{Src: v.c, Dst: vip, DF: true, TTL: v.ttl}, frames.TCPSeg{
+		SrcPort: v.cport, DstPort: v.vport, Seq: v.cseq, Ack: v.sseq, SYN: syn, ACK: ack, FIN: fin, PSH: psh, Payload: payload,
+	})
+	v.cseq += uint32(len(payload))
+	if syn || fin {
+		v.cseq++
+	}
+	v.s.in(f)
+	return f
+}
+
+// fromServer is a NAT reply as the real server sends it (RIP:rport -> client).
+func (v *conversation) fromServer(syn, ack, fin, psh bool, payload []byte) []byte {
+	f := frames.TCP(toDIP(v.rs), ip(v.rs, v.c), frames.TCPSeg{
+		SrcPort: v.rport, DstPort: v.cport, Seq: v.sseq, Ack: v.cseq, SYN: syn, ACK: ack, FIN: fin, PSH: psh, Payload: payload,
+	})
+	v.sseq += uint32(len(payload))
+	if syn || fin {
+		v.sseq++
+	}
+	v.s.out(f)
+	return f
+}
+
+// serverSeesFromDirector is the reply as the client receives it after SNAT
+// (VIP:vport -> client): what an ICMP error from the client side quotes.
+func (v *conversation) asSentToClient(flagsSynAck bool) []byte {
+	return frames.TCP(frames.L2{Src: vip0MAC, Dst: mac(v.c)}, ip(vip, v.c), frames.TCPSeg{
+		SrcPort: v.vport, DstPort: v.cport, Seq: v.sseq - 1, Ack: v.cseq, SYN: flagsSynAck, ACK: true,
+	})
+}
+
+func newConv(s *scenario, c netip.Addr, cport, vport uint16, rs netip.Addr, rport uint16, nat bool) *conversation {
+	return &conversation{s: s, c: c, cport: cport, vport: vport, rs: rs, rport: rport, nat: nat,
+		cseq: 1000 + uint32(cport)*7, sseq: 50000 + uint32(cport)*13}
+}
+
+func udpIn(s *scenario, c netip.Addr, cport, vport uint16, payload string) []byte {
+	f := frames.UDP(toVIP(c), frames.IP{Src: c, Dst: vip}, frames.UDPDgram{SrcPort: cport, DstPort: vport, Payload: []byte(payload)})
+	s.in(f)
+	return f
+}
+
+func udpOut(s *scenario, rs netip.Addr, rport uint16, c netip.Addr, cport uint16, payload string) []byte {
+	f := frames.UDP(toDIP(rs), frames.IP{Src: rs, Dst: c}, frames.UDPDgram{SrcPort: rport, DstPort: cport, Payload: []byte(payload)})
+	s.out(f)
+	return f
+}
+
+var cases = map[string]func() *scenario{
+	// A full TCP connection through NAT, port 80 -> 8080: handshake, data
+	// both ways, client closes first, then the server.
+	"nat-tcp": func() *scenario {
+		s := &scenario{rules: "-A -t 198.51.100.10:80 -s rr\n-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m -w 1\n"}
+		v := newConv(s, client, 40001, 80, rs1, 8080, true)
+		v.fromClient(true, false, false, false, nil) // SYN          -> SYN_RECV (active)
+		v.fromServer(true, true, false, false, nil)  // SYN/ACK      -> SYN_RECV
+		v.fromClient(false, true, false, false, nil) // ACK          -> ESTABLISHED
+		v.fromClient(false, true, false, true, []byte("GET / HTTP/1.0\r\n\r\n"))
+		v.fromServer(false, true, false, true, bytes.Repeat([]byte("x"), 600))
+		v.fromClient(false, true, true, false, nil)  // FIN in       -> CLOSE_WAIT (inactive)
+		v.fromServer(false, true, false, false, nil) // ACK out
+		v.fromServer(false, true, true, false, nil)  // FIN out      -> TIME_WAIT
+		v.fromClient(false, true, false, false, nil) // last ACK
+		s.after(121 * time.Second)                   // TIME_WAIT (120 s) runs out
+		v2 := newConv(s, client, 40002, 80, rs1, 8080, true)
+		v2.fromClient(true, false, false, false, nil) // a new connection
+		return s
+	},
+	// Direct routing: the director only sees the client's half.
+	"dr-tcp": func() *scenario {
+		s := &scenario{rules: "-A -t 198.51.100.10:80 -s wlc\n-a -t 198.51.100.10:80 -r 198.18.2.11:80 -g -w 1\n"}
+		v := newConv(s, client, 40101, 80, rs1, 80, false)
+		v.fromClient(true, false, false, false, nil) // SYN -> SYN_RECV
+		v.fromClient(false, true, false, false, nil) // ACK -> ESTABLISHED
+		v.fromClient(false, true, false, true, []byte("GET / HTTP/1.0\r\n\r\n"))
+		v.fromClient(false, true, true, false, nil)  // FIN -> FIN_WAIT (INPUT_ONLY table)
+		v.fromClient(false, true, false, false, nil) // ACK -> FIN_WAIT
+		s.after(119 * time.Second)
+		v.fromClient(false, true, false, false, nil) // still there: re-armed
+		s.after(121 * time.Second)
+		v.fromClient(false, true, false, false, nil) // expired: not a SYN, dropped
+		return s
+	},
+	// IPIP tunnel, and path-MTU: a DF packet that does not fit after 20 bytes
+	// of encapsulation gets "fragmentation needed" with MTU 1480.
+	"tun-tcp": func() *scenario {
+		s := &scenario{rules: "-A -t 198.51.100.10:80 -s rr\n-a -t 198.51.100.10:80 -r 198.18.2.11:80 -i -w 1\n"}
+		v := newConv(s, client, 40201, 80, rs1, 80, false)
+		v.fromClient(true, false, false, false, nil)
+		v.fromClient(false, true, false, false, nil)
+		v.fromClient(false, true, false, true, bytes.Repeat([]byte("a"), 1000)) // fits: 1040+20
+		v.fromClient(false, true, false, true, bytes.Repeat([]byte("b"), 1460)) // 1500 + 20 > 1500, DF
+		v.fromClient(false, true, false, true, bytes.Repeat([]byte("c"), 1440)) // 1480 + 20 = 1500: fits
+		return s
+	},
+	// UDP through NAT, 53 -> 5353, including a datagram without checksum.
+	"nat-udp": func() *scenario {
+		s := &scenario{rules: "-A -u 198.51.100.10:53 -s rr\n-a -u 198.51.100.10:53 -r 198.18.2.11:5353 -m -w 1\n-a -u 198.51.100.10:53 -r 198.18.2.12:5353 -m -w 1\n"}
+		// rr's first pick is the newest destination (IPVS lists new ones first): rs2.
+		udpIn(s, client, 33000, 53, "query-1")
+		udpOut(s, rs2, 5353, client, 33000, "answer-1")
+		nc := frames.UDP(toVIP(client), frames.IP{Src: client, Dst: vip}, frames.UDPDgram{SrcPort: 33001, DstPort: 53, Payload: []byte("no-checksum"), NoChecksum: true})
+		s.in(nc)
+		nr := frames.UDP(toDIP(rs1), frames.IP{Src: rs1, Dst: client}, frames.UDPDgram{SrcPort: 5353, DstPort: 33001, Payload: []byte("no-checksum-reply"), NoChecksum: true})
+		s.out(nr)
+		udpIn(s, client2, 33000, 53, "query-2")
+		udpOut(s, rs2, 5353, client2, 33000, "answer-2")
+		// A reply from a real server with no connection behind it is not ours.
+		udpOut(s, rs1, 5353, client2, 39999, "stray")
+		return s
+	},
+	// Persistence: -p 360 with a /24 netmask over rr.
+	"persistence": func() *scenario {
+		s := &scenario{rules: "-A -u 198.51.100.10:53 -s rr -p 360 -M 255.255.255.0\n-a -u 198.51.100.10:53 -r 198.18.2.11:53 -g -w 1\n-a -u 198.51.100.10:53 -r 198.18.2.12:53 -g -w 1\n"}
+		udpIn(s, client, 34000, 53, "a1")                            // template -> rs2 (rr's first pick)
+		udpIn(s, client, 34001, 53, "a2")                            // same client, new port: template
+		udpIn(s, client2, 34000, 53, "b1")                           // same /24: same real server
+		udpIn(s, netip.MustParseAddr("198.18.3.7"), 34000, 53, "c1") // other /24: rr -> rs1
+		s.after(200 * time.Second)
+		udpIn(s, client, 34002, 53, "a3") // template re-armed by use
+		s.after(661 * time.Second)        // connections (300 s) and template (360 s) gone
+		udpIn(s, client, 34003, 53, "a4") // scheduled afresh: rr moves on -> rs2
+		return s
+	},
+	// Weight 0 quiesces a real server: no new connections.
+	"weight0": func() *scenario {
+		s := &scenario{rules: "-A -u 198.51.100.10:53 -s rr\n-a -u 198.51.100.10:53 -r 198.18.2.11:53 -g -w 1\n-a -u 198.51.100.10:53 -r 198.18.2.12:53 -g -w 0\n"}
+		for i := 0; i < 6; i++ {
+			udpIn(s, client, uint16(35000+i), 53, fmt.Sprintf("q%d", i))
+		}
+		return s
+	},
+	// Timeouts expire between packets: UDP after 300 s, TCP SYN_RECV after 60 s.
+	"timeouts": func() *scenario {
+		s := &scenario{rules: "-A -u 198.51.100.10:53 -s rr\n-a -u 198.51.100.10:53 -r 198.18.2.11:53 -m -w 1\n-a -u 198.51.100.10:53 -r 198.18.2.12:53 -m -w 1\n" +
+			"-A -t 198.51.100.10:80 -s rr\n-a -t 198.51.100.10:80 -r 198.18.2.11:80 -m -w 1\n"}
+		udpIn(s, client, 36000, 53, "t0") // -> rs2
+		s.after(299 * time.Second)
+		udpIn(s, client, 36000, 53, "t299") // same connection, re-armed
+		s.after(301 * time.Second)
+		udpIn(s, client, 36000, 53, "t600") // expired: rescheduled -> rs1
+		v := newConv(s, client, 40301, 80, rs1, 80, true)
+		v.fromClient(true, false, false, false, nil) // SYN_RECV, 60 s
+		s.after(61 * time.Second)
+		v.fromClient(false, true, false, false, nil) // too late: no connection
+		return s
+	},
+	// ICMP errors related to NAT connections, both directions.
+	"icmp-nat": func() *scenario {
+		s := &scenario{rules: "-A -t 198.51.100.10:80 -s rr\n-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m -w 1\n" +
+			"-A -u 198.51.100.10:53 -s rr\n-a -u 198.51.100.10:53 -r 198.18.2.12:5353 -m -w 1\n"}
+		v := newConv(s, client, 40401, 80, rs1, 8080, true)
+		v.fromClient(true, false, false, false, nil)
+		v.fromServer(true, true, false, false, nil)
+		// A router on the client side cannot deliver the SYN/ACK: host unreachable
+		// about VIP:80 -> client, sent to the VIP.
+		about := v.asSentToClient(true)
+		s.in(frames.ICMPError(toVIP(router), ip(router, vip), layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeHost, 0, about))
+		// The real server has no listener on 5353: port unreachable about
+		// client -> RIP:5353, sent to the client.
+		q := udpIn(s, client, 37000, 53, "q")
+		_ = q
+		dnated := frames.UDP(frames.L2{Src: dip0MAC, Dst: mac(rs2)}, frames.IP{Src: client, Dst: rs2, TTL: 63}, frames.UDPDgram{SrcPort: 37000, DstPort: 5353, Payload: []byte("q")})
+		s.out(frames.ICMPError(toDIP(rs2), ip(rs2, client), layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort, 0, dnated))
+		// An echo request to the VIP is not related to anything: not ours.
+		s.in(frames.ICMPEcho(toVIP(client), ip(client, vip), 7, 1))
+		return s
+	},
+	// ICMP errors related to DR and TUN connections go to the connection's real server.
+	"icmp-dr-tun": func() *scenario {
+		s := &scenario{rules: "-A -t 198.51.100.10:80 -s rr\n-a -t 198.51.100.10:80 -r 198.18.2.11:80 -g -w 1\n" +
+			"-A -t 198.51.100.10:443 -s rr\n-a -t 198.51.100.10:443 -r 198.18.2.12:443 -i -w 1\n"}
+		v := newConv(s, client, 40501, 80, rs1, 80, false)
+		v.fromClient(true, false, false, false, nil)
+		about := frames.TCP(frames.L2{Src: mac(rs1), Dst: mac(client)}, ip(vip, client), frames.TCPSeg{SrcPort: 80, DstPort: 40501, SYN: true, ACK: true, Seq: 1, Ack: 2})
+		s.in(frames.ICMPError(toVIP(router), ip(router, vip), layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeHost, 0, about))
+		t := newConv(s, client, 40502, 443, rs2, 443, false)
+		t.fromClient(true, false, false, false, nil)
+		about2 := frames.TCP(frames.L2{Src: mac(rs2), Dst: mac(client)}, ip(vip, client), frames.TCPSeg{SrcPort: 443, DstPort: 40502, SYN: true, ACK: true, Seq: 1, Ack: 2})
+		s.in(frames.ICMPError(toVIP(router), ip(router, vip), layers.ICMPv4TypeTimeExceeded, 0, 0, about2))
+		return s
+	},
+	// TTL: 1 cannot be forwarded (time exceeded back to the client), 2 leaves with 1.
+	"ttl": func() *scenario {
+		s := &scenario{rules: "-A -t 198.51.100.10:80 -s rr\n-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m -w 1\n"}
+		v := newConv(s, client, 40601, 80, rs1, 8080, true)
+		v.ttl = 1
+		v.fromClient(true, false, false, false, nil)
+		v2 := newConv(s, client, 40602, 80, rs1, 8080, true)
+		v2.ttl = 2
+		v2.fromClient(true, false, false, false, nil)
+		return s
+	},
+	// A service whose only real server is quiesced answers port unreachable.
+	"no-dest": func() *scenario {
+		s := &scenario{rules: "-A -t 198.51.100.10:80 -s wlc\n-a -t 198.51.100.10:80 -r 198.18.2.11:80 -g -w 0\n" +
+			"-A -u 198.51.100.10:53 -s rr\n"}
+		v := newConv(s, client, 40701, 80, rs1, 80, false)
+		v.fromClient(true, false, false, false, nil)
+		udpIn(s, client, 38000, 53, "nobody")
+		return s
+	},
+	// 802.1Q-tagged frames keep their tag.
+	"vlan": func() *scenario {
+		s := &scenario{rules: "-A -u 198.51.100.10:53 -s rr\n-a -u 198.51.100.10:53 -r 198.18.2.11:5353 -m -w 1\n"}
+		l2 := toVIP(client)
+		l2.VLAN = 100
+		s.in(frames.UDP(l2, frames.IP{Src: client, Dst: vip}, frames.UDPDgram{SrcPort: 39000, DstPort: 53, Payload: []byte("tagged")}))
+		l2r := toDIP(rs1)
+		l2r.VLAN = 200
+		s.out(frames.UDP(l2r, frames.IP{Src: rs1, Dst: client}, frames.UDPDgram{SrcPort: 5353, DstPort: 39000, Payload: []byte("tagged-reply")}))
+		return s
+	},
+	"malformed": malformed,
+}
+
+func init() {
+	// One case per scheduler: 120 UDP flows from different clients over three
+	// DR real servers with weights 3, 2, 1 (added in that order).
+	for _, name := range []string{"rr", "wrr", "lc", "wlc", "sed", "nq", "fo", "ovf", "lblc", "lblcr", "dh", "sh", "mh", "twos"} {
+		name := name
+		cases["sched-"+name] = func() *scenario {
+			rules := fmt.Sprintf("-A -u 198.51.100.10:53 -s %s\n", name)
+			for i, rs := range []netip.Addr{rs1, rs2, rs3} {
+				rules += fmt.Sprintf("-a -u 198.51.100.10:53 -r %s:53 -g -w %d\n", rs, 3-i)
+			}
+			s := &scenario{rules: rules}
+			for i := 0; i < 120; i++ {
+				c := netip.AddrFrom4([4]byte{198, 18, byte(4 + i/100), byte(10 + i%100)})
+				udpIn(s, c, uint16(20000+i), 53, "flow")
+			}
+			return s
+		}
+	}
+}
+
+// malformed is a corpus of frames the parser must drop with a named reason,
+// and frames that are simply not the director's business.
+func malformed() *scenario {
+	s := &scenario{rules: "-A -t 198.51.100.10:80 -s rr\n-a -t 198.51.100.10:80 -r 198.18.2.11:80 -m -w 1\n"}
+	good := frames.TCP(toVIP(client), ip(client, vip), frames.TCPSeg{SrcPort: 41000, DstPort: 80, SYN: true, Seq: 1})
+	mut := func(f func(b []byte) []byte) []byte { return f(append([]byte(nil), good...)) }
+	s.in(good[:10])                                                          // truncated Ethernet header
+	s.in(good[:14+12])                                                       // truncated IPv4 header
+	s.in(mut(func(b []byte) []byte { b[14] = 0x65; return b }))              // version 6 in an IPv4 ethertype
+	s.in(mut(func(b []byte) []byte { b[14] = 0x44; return b }))              // IHL 4
+	s.in(mut(func(b []byte) []byte { b[16], b[17] = 0x05, 0xdc; return b })) // total length beyond the frame
+	s.in(mut(func(b []byte) []byte { b[24] ^= 0xff; return b }))             // bad header checksum
+	s.in(mut(func(b []byte) []byte { b[14+20+12] = 0x20; return b }))        // TCP data offset 2
+	s.in(mut(func(b []byte) []byte { return b[:14+20+10] }))                 // truncated TCP (and IP length)
+	u := frames.UDP(toVIP(client), ip(client, vip), frames.UDPDgram{SrcPort: 41001, DstPort: 53, Payload: []byte("u")})
+	u[14+20+4], u[14+20+5] = 0x00, 0x03 // UDP length 3
+	s.in(u)
+	e := frames.ICMPEcho(toVIP(client), ip(client, vip), 1, 1)
+	e[14+20+2] ^= 0x55 // bad ICMP checksum: not an error type, still not ours
+	s.in(e)
+	ie := frames.ICMPError(toVIP(router), ip(router, vip), layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeHost, 0, good)
+	ie[14+20+2] ^= 0x55 // bad ICMP checksum on an error
+	s.in(ie)
+	s.in(frames.ARPRequest(mac(client), client, vip))                                                        // ARP for the VIP: control path
+	s.in(frames.TCP(toVIP(client), ip(client, vip0), frames.TCPSeg{SrcPort: 41002, DstPort: 22, SYN: true})) // to the director itself
+	s.in(frames.TCP(toVIP(client), ip(client, vip), frames.TCPSeg{SrcPort: 41003, DstPort: 80, ACK: true}))  // no connection, not a SYN
+	s.in(frames.TCP(toVIP(client), ip(client, vip), frames.TCPSeg{SrcPort: 41004, DstPort: 81, SYN: true}))  // no such service
+	frag := frames.UDP(toVIP(client), frames.IP{Src: client, Dst: vip}, frames.UDPDgram{SrcPort: 41005, DstPort: 53, Payload: []byte("fragment")})
+	frag[14+6] = 0x20 // MF: a first fragment of a datagram
+	frag[24], frag[25] = 0, 0
+	s.in(fixIPChecksum(frag))
+	return s
+}
+
+func fixIPChecksum(b []byte) []byte {
+	h := b[14:34]
+	h[10], h[11] = 0, 0
+	var sum uint32
+	for i := 0; i < 20; i += 2 {
+		sum += uint32(h[i])<<8 | uint32(h[i+1])
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	c := ^uint16(sum)
+	h[10], h[11] = byte(c>>8), byte(c)
+	return b
+}

@@ -1,0 +1,173 @@
+package conntrack
+
+import (
+	"sync/atomic"
+
+	"gvs/ipvs"
+)
+
+// Expire removes every entry whose time has come (now >= expires), unbinding
+// it from its destination, and returns how many it removed. Templates that
+// still control connections are extended by 60 s steps instead. Shards with
+// nothing due are skipped without taking their lock, so calling Expire
+// often (before every replayed frame) is cheap: the cost is O(shards) atomic
+// loads plus O(expired + wheel ticks passed).
+//
+// Connections are reclaimed first (pass 1) and due templates decided after
+// (pass 2), so a template whose connections are due by now goes with them.
+// A template is thus never freed while it controls a live connection, and
+// is freed by the first Expire at which its deadline has passed and it
+// controls nothing; the kernel's timer, which does not see connections that
+// die between two 60 s steps, may keep it up to 60 s longer.
+func (t *Table) Expire(now int64) int {
+	n, busy := 0, false
+	for i := range t.shards {
+		s := &t.shards[i]
+		if now < s.nextDue.Load() {
+			continue
+		}
+		s.mu.Lock()
+		n += t.advance(s, now, true)
+		busy = busy || s.nextDue.Load() <= now
+		s.mu.Unlock()
+	}
+	if !busy {
+		return n
+	}
+	for i := range t.shards {
+		s := &t.shards[i]
+		if now < s.nextDue.Load() {
+			continue
+		}
+		s.mu.Lock()
+		n += t.advance(s, now, false)
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// advance moves s's wheel (locked) to now, processing every tick passed and
+// the current tick's list if something in it may be due. With deferBusy, due
+// templates that control connections are left due (on the current tick's
+// list) for a second call; without, they are extended.
+func (t *Table) advance(s *shard, now int64, deferBusy bool) int {
+	s.start(now)
+	nt := now >> tickShift
+	n := 0
+	switch {
+	case nt > s.cur:
+		from := s.cur
+		if nt-from >= wheelSize {
+			from = nt - wheelSize + 1
+		}
+		s.cur = nt
+		s.curMin = maxInt64
+		for tk := from; tk <= nt; tk++ {
+			n += t.processList(s, uint32(tk)&wheelMask, now, deferBusy)
+		}
+	case s.curMin <= now:
+		s.curMin = maxInt64
+		n += t.processList(s, uint32(s.cur)&wheelMask, now, deferBusy)
+	}
+	s.publishDue()
+	return n
+}
+
+// processList empties one wheel list: due entries are freed, the others
+// (re-armed since they were filed) go back on the list of their new tick.
+func (t *Table) processList(s *shard, w uint32, now int64, deferBusy bool) int {
+	slot := s.wheel[w]
+	s.wheel[w] = nilSlot
+	n := 0
+	for slot != nilSlot {
+		e := s.at(slot)
+		next := e.next
+		switch {
+		case now < e.expires:
+			s.file(slot, e)
+		case e.flags&fTemplate != 0 && atomic.LoadUint32(&e.ctl) != 0:
+			if !deferBusy {
+				steps := (now-e.expires)/templateBusyRearm + 1
+				e.expires += steps * templateBusyRearm
+			}
+			s.file(slot, e) // when deferred: still due, on the current tick
+		default:
+			t.release(s, slot, e, false)
+			s.expired++
+			n++
+		}
+		slot = next
+	}
+	return n
+}
+
+// Walk calls fn with a copy of every live entry, connections and templates
+// (ipvsadm -Lnc). Each shard is copied under its lock and fn runs after the
+// lock is released, so fn may call back into the table; fn must not keep
+// the *Conn. Walk allocates and is for the control plane only.
+func (t *Table) Walk(now int64, fn func(*Conn)) {
+	var buf []Conn
+	for i := range t.shards {
+		s := &t.shards[i]
+		buf = buf[:0]
+		s.mu.Lock()
+		for slot := uint32(0); slot < s.used; slot++ {
+			e := s.at(slot)
+			if e.flags&fUsed == 0 {
+				continue
+			}
+			if e.flags&fTemplate != 0 {
+				if e.flags&fUnhashed != 0 || !s.tmplAlive(slot, e, now) {
+					continue
+				}
+			} else if now >= e.expires {
+				continue
+			}
+			buf = append(buf, Conn{})
+			fill(e, &buf[len(buf)-1])
+		}
+		s.mu.Unlock()
+		for j := range buf {
+			fn(&buf[j])
+		}
+	}
+}
+
+// Flush removes every entry (ipvsadm -C) and returns how many. Connections
+// go first, then templates; a template that a concurrently created
+// connection still uses is hidden and freed when that connection ends.
+func (t *Table) Flush() int { return t.removeWhere(func(*entry) bool { return true }) }
+
+// RemoveDest removes every connection and template bound to d (as the
+// kernel's expire_nodest_conn flush does after d is deleted) and returns
+// how many.
+func (t *Table) RemoveDest(d *ipvs.Dest) int {
+	return t.removeWhere(func(e *entry) bool { return e.dest == d })
+}
+
+func (t *Table) removeWhere(match func(*entry) bool) int {
+	n := 0
+	for pass := 0; pass < 2; pass++ {
+		templates := pass == 1
+		for i := range t.shards {
+			s := &t.shards[i]
+			s.mu.Lock()
+			for slot := uint32(0); slot < s.used; slot++ {
+				e := s.at(slot)
+				if e.flags&fUsed == 0 || (e.flags&fTemplate != 0) != templates || !match(e) {
+					continue
+				}
+				if templates && !t.retire(s, slot, e) {
+					continue
+				}
+				if !templates {
+					t.release(s, slot, e, true)
+				}
+				s.removed++
+				n++
+			}
+			s.mu.Unlock()
+		}
+	}
+	return n
+}

@@ -1,0 +1,137 @@
+package conntrack
+
+import (
+	"encoding/binary"
+	"net/netip"
+
+	"github.com/cespare/xxhash/v2"
+
+	"gvs/ipvs"
+)
+
+// Keys are packed, pointer-free values: comparable with ==, cheap to copy,
+// and free of netip.Addr's internal pointer, so building one per packet
+// costs nothing and the table never keeps a reference to caller memory.
+// Addresses are 16 bytes; IPv4 is stored v4-mapped (netip.Addr.As16), so
+// IPv6 needs no other layout.
+
+// InKey identifies a connection by its client-side tuple, as packets from
+// the client carry it: (protocol, client address:port, virtual address:port).
+type InKey struct {
+	CAddr [16]byte
+	VAddr [16]byte
+	CPort uint16
+	VPort uint16
+	Proto ipvs.Protocol
+}
+
+// NewInKey builds an InKey from netip values.
+func NewInKey(proto ipvs.Protocol, c, v netip.AddrPort) InKey {
+	return InKey{Proto: proto, CAddr: c.Addr().As16(), CPort: c.Port(), VAddr: v.Addr().As16(), VPort: v.Port()}
+}
+
+// InKeyV4 builds an InKey from raw IPv4 addresses, as a packet parser has them.
+func InKeyV4(proto ipvs.Protocol, caddr [4]byte, cport uint16, vaddr [4]byte, vport uint16) InKey {
+	return InKey{Proto: proto, CAddr: Mapped4(caddr), CPort: cport, VAddr: Mapped4(vaddr), VPort: vport}
+}
+
+// ReplyKey identifies a NAT connection by the tuple its replies carry:
+// (protocol, real server address:port, client address:port).
+type ReplyKey struct {
+	DAddr [16]byte
+	CAddr [16]byte
+	DPort uint16
+	CPort uint16
+	Proto ipvs.Protocol
+}
+
+// NewReplyKey builds a ReplyKey from netip values; d is the real server
+// (the reply's source) and c the client (the reply's destination).
+func NewReplyKey(proto ipvs.Protocol, d, c netip.AddrPort) ReplyKey {
+	return ReplyKey{Proto: proto, DAddr: d.Addr().As16(), DPort: d.Port(), CAddr: c.Addr().As16(), CPort: c.Port()}
+}
+
+// ReplyKeyV4 builds a ReplyKey from raw IPv4 addresses.
+func ReplyKeyV4(proto ipvs.Protocol, daddr [4]byte, dport uint16, caddr [4]byte, cport uint16) ReplyKey {
+	return ReplyKey{Proto: proto, DAddr: Mapped4(daddr), DPort: dport, CAddr: Mapped4(caddr), CPort: cport}
+}
+
+// TemplateKey is the lookup key of a persistence template, as
+// ip_vs_sched_persist looks one up: (protocol, client network, virtual
+// address or fwmark, virtual port). VPort is 0 for port-0, FTP (21) and
+// fwmark services, so one template then covers every port. The template's
+// destination is the value found, not part of the key.
+type TemplateKey struct {
+	CNet  [16]byte
+	VAddr [16]byte
+	VPort uint16
+	Proto ipvs.Protocol
+}
+
+// NewTemplateKey builds the template key of a client for a (proto, VIP,
+// vport) service; the client address is masked to bits (the -M netmask as a
+// prefix length of the address family: 0..32 for IPv4, 0..128 for IPv6;
+// out-of-range values mean "whole address").
+func NewTemplateKey(proto ipvs.Protocol, client netip.Addr, bits int, vaddr netip.Addr, vport uint16) TemplateKey {
+	return TemplateKey{Proto: proto, CNet: maskAddr(client, bits), VAddr: vaddr.As16(), VPort: vport}
+}
+
+// NewFWMarkTemplateKey builds the template key of a client for a
+// firewall-mark service: protocol IP, the mark stored in the virtual address
+// as IPv4 0.0.0.<mark> (which is how ipvsadm -Lnc shows it), port 0.
+func NewFWMarkTemplateKey(mark uint32, client netip.Addr, bits int) TemplateKey {
+	var m [4]byte
+	binary.BigEndian.PutUint32(m[:], mark)
+	return TemplateKey{Proto: ipvs.ProtoIP, CNet: maskAddr(client, bits), VAddr: Mapped4(m)}
+}
+
+// Mapped4 returns the v4-mapped 16-byte form of an IPv4 address, the same
+// bytes as netip.AddrFrom4(a).As16().
+func Mapped4(a [4]byte) [16]byte {
+	return [16]byte{10: 0xff, 11: 0xff, 12: a[0], 13: a[1], 14: a[2], 15: a[3]}
+}
+
+func maskAddr(a netip.Addr, bits int) [16]byte {
+	if p, err := a.Prefix(bits); err == nil {
+		return p.Addr().As16()
+	}
+	return a.As16()
+}
+
+// addrOf turns a stored address back into a netip.Addr (IPv4 unmapped).
+func addrOf(b [16]byte) netip.Addr { return netip.AddrFrom16(b).Unmap() }
+
+// Hash domains, so that a template and a connection with equal bytes never
+// collide by construction.
+const (
+	kindConn     = 1
+	kindTemplate = 2
+)
+
+// hashConn is the hash of a connection: the seeded xxhash of (protocol,
+// client address, client port). Both the in-key and the reply key contain
+// exactly these fields, so both indexes of a connection live in the same
+// shard and one lock serves In and Out (IPVS hashes connections the same
+// way). Conns differing only in the virtual or real side share a hash and
+// are told apart by the full compare.
+func hashConn(seed uint64, proto ipvs.Protocol, caddr *[16]byte, cport uint16) uint64 {
+	var b [28]byte
+	binary.LittleEndian.PutUint64(b[0:8], seed)
+	copy(b[8:24], caddr[:])
+	binary.LittleEndian.PutUint16(b[24:26], cport)
+	b[26] = byte(proto)
+	b[27] = kindConn
+	return xxhash.Sum64(b[:])
+}
+
+// hashTemplate is the seeded xxhash of a whole TemplateKey.
+func hashTemplate(seed uint64, k *TemplateKey) uint64 {
+	var b [44]byte
+	binary.LittleEndian.PutUint64(b[0:8], seed)
+	copy(b[8:24], k.CNet[:])
+	copy(b[24:40], k.VAddr[:])
+	binary.LittleEndian.PutUint16(b[40:42], k.VPort)
+	b[42] = byte(k.Proto)
+	b[43] = kindTemplate
+	return xxhash.Sum64(b[:])
+}

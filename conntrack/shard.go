@@ -1,0 +1,285 @@
+package conntrack
+
+import (
+	"math"
+	"sync"
+	"sync/atomic"
+
+	"gvs/ipvs"
+)
+
+// Internal entry flags (entry.flags).
+const (
+	fUsed       uint8 = 1 << iota // slot holds a live entry
+	fTemplate                     // persistence template (IP_VS_CONN_F_TEMPLATE)
+	fNoOutput                     // IP_VS_CONN_F_NOOUTPUT: non-NAT, no reply seen
+	fInactive                     // counted in dest InactConns (IP_VS_CONN_F_INACTIVE)
+	fControlled                   // ctl/ctlShard name the controlling template
+	fUnhashed                     // template removed from the index, kept for its controls
+	fReply                        // entry is in the reply index (NAT)
+)
+
+// entry is one slab slot: 96 bytes, one pointer (dest). Addresses are
+// v4-mapped 16-byte arrays.
+type entry struct {
+	caddr   [16]byte // client address; the masked client network for templates
+	vaddr   [16]byte // virtual address (or fwmark as 0.0.0.<mark>)
+	daddr   [16]byte // real server address
+	expires int64    // now >= expires: dead
+	dest    *ipvs.Dest
+	cport   uint16
+	vport   uint16
+	dport   uint16
+	proto   ipvs.Protocol
+	state   State
+	method  ipvs.Method
+	flags   uint8
+	// ctlShard and ctl name the controlling template (shard, slot) of a
+	// connection with fControlled. For a template, ctl is n_control, always
+	// accessed atomically because controlled connections in other shards
+	// decrement it without the template shard's lock.
+	ctlShard uint16
+	ctl      uint32
+	// prev and next link the entry into its timing-wheel list (or next
+	// links the free list). prev of a list head is headMark|wheel index.
+	prev uint32
+	next uint32
+	// gen changes every time the slot is allocated, so a TemplateRef to a
+	// reused slot is recognised as stale.
+	gen uint32
+	// aux is the count of input packets of a connection, or the timeout in
+	// seconds of a template.
+	aux uint32
+}
+
+const (
+	nilSlot  = math.MaxUint32
+	headMark = 1 << 31
+	maxSlots = headMark - 1 // slot numbers stay below headMark
+
+	chunkBits = 8
+	chunkSize = 1 << chunkBits
+	chunkMask = chunkSize - 1
+
+	// The timing wheel: 4096 ticks of 2^28 ns (268 ms) cover 1099 s, more
+	// than the longest default timeout; longer ones go round again.
+	tickShift = 28
+	wheelBits = 12
+	wheelSize = 1 << wheelBits
+	wheelMask = wheelSize - 1
+
+	maxInt64 = math.MaxInt64
+)
+
+type chunk [chunkSize]entry
+
+// cell is one open-addressing index slot: the low 32 bits of the entry's
+// hash (which also give its home position) and slot+1 (0 = empty).
+type cell struct {
+	tag  uint32
+	slot uint32
+}
+
+// index is a linear-probing hash index of slot numbers with backward-shift
+// deletion (no tombstones), kept at most 3/4 full.
+type index struct {
+	cells []cell
+	mask  uint32
+	count uint32
+}
+
+func (ix *index) insert(tag, slot uint32) {
+	if (ix.count+1)*4 > uint32(len(ix.cells))*3 {
+		ix.grow()
+	}
+	i := tag & ix.mask
+	for ix.cells[i].slot != 0 {
+		i = (i + 1) & ix.mask
+	}
+	ix.cells[i] = cell{tag: tag, slot: slot + 1}
+	ix.count++
+}
+
+func (ix *index) grow() {
+	n := 2 * len(ix.cells)
+	if n < 16 {
+		n = 16
+	}
+	old := ix.cells
+	ix.cells = make([]cell, n)
+	ix.mask = uint32(n - 1)
+	for _, c := range old {
+		if c.slot == 0 {
+			continue
+		}
+		i := c.tag & ix.mask
+		for ix.cells[i].slot != 0 {
+			i = (i + 1) & ix.mask
+		}
+		ix.cells[i] = c
+	}
+}
+
+// remove deletes the cell of slot (filed under tag); it reports whether it
+// was there.
+func (ix *index) remove(tag, slot uint32) bool {
+	if ix.count == 0 {
+		return false
+	}
+	want := slot + 1
+	i := tag & ix.mask
+	for {
+		c := ix.cells[i]
+		if c.slot == 0 {
+			return false
+		}
+		if c.slot == want {
+			break
+		}
+		i = (i + 1) & ix.mask
+	}
+	// Backward shift: pull later members of the probe run into the hole
+	// unless their home lies cyclically in (hole, j].
+	j := i
+	for {
+		j = (j + 1) & ix.mask
+		c := ix.cells[j]
+		if c.slot == 0 {
+			break
+		}
+		home := c.tag & ix.mask
+		if (j-home)&ix.mask < (j-i)&ix.mask {
+			continue // home is after the hole: must stay
+		}
+		ix.cells[i] = c
+		i = j
+	}
+	ix.cells[i] = cell{}
+	ix.count--
+	return true
+}
+
+// shard is one lock's worth of the table. Everything but nextDue and dir is
+// guarded by mu.
+type shard struct {
+	mu sync.Mutex
+
+	chunks []*chunk // the slab; slot s is chunks[s>>chunkBits][s&chunkMask]
+	// dir publishes chunks for lock-free readers (the n_control decrement
+	// of a template from another shard). Appends write only elements past
+	// the published length, so readers never race with them.
+	dir   atomic.Pointer[[]*chunk]
+	used  uint32 // slots handed out so far (high-water mark)
+	free  uint32 // free-list head
+	in    index  // connections by in-key, templates by template key
+	reply index  // NAT connections by reply key
+
+	wheel   [wheelSize]uint32 // list heads by expiry tick
+	cur     int64             // current tick: every earlier tick is done
+	curMin  int64             // lower bound of expires in the current tick's list
+	started bool
+	nextDue atomic.Int64 // Expire may skip the shard while now < nextDue
+
+	inserts, expired, removed, fullDrops uint64
+
+	_ [64]byte // keep neighbouring shards' locks off this cache line
+}
+
+func (s *shard) init() {
+	s.free = nilSlot
+	for i := range s.wheel {
+		s.wheel[i] = nilSlot
+	}
+	s.curMin = maxInt64
+	s.nextDue.Store(maxInt64)
+}
+
+func (s *shard) at(slot uint32) *entry {
+	return &s.chunks[slot>>chunkBits][slot&chunkMask]
+}
+
+// alloc returns a free slot, growing the slab by one chunk when needed;
+// ok is false when the shard has run out of slot numbers.
+func (s *shard) alloc() (uint32, bool) {
+	if s.free != nilSlot {
+		slot := s.free
+		s.free = s.at(slot).next
+		return slot, true
+	}
+	if s.used >= maxSlots {
+		return 0, false
+	}
+	if s.used>>chunkBits >= uint32(len(s.chunks)) {
+		s.chunks = append(s.chunks, new(chunk))
+		d := s.chunks
+		s.dir.Store(&d)
+	}
+	slot := s.used
+	s.used++
+	return slot, true
+}
+
+// start sets the wheel's clock on first use.
+func (s *shard) start(now int64) {
+	if !s.started {
+		s.started = true
+		s.cur = now >> tickShift
+		s.publishDue()
+	}
+}
+
+func (s *shard) publishDue() {
+	d := (s.cur + 1) << tickShift
+	if s.curMin < d {
+		d = s.curMin
+	}
+	s.nextDue.Store(d)
+}
+
+// file puts the entry on the wheel list of its expiry tick (never earlier
+// than the current tick).
+func (s *shard) file(slot uint32, e *entry) {
+	t := e.expires >> tickShift
+	if t <= s.cur {
+		t = s.cur
+		if e.expires < s.curMin {
+			s.curMin = e.expires
+			s.publishDue()
+		}
+	}
+	w := uint32(t) & wheelMask
+	head := s.wheel[w]
+	e.prev = headMark | w
+	e.next = head
+	if head != nilSlot {
+		s.at(head).prev = slot
+	}
+	s.wheel[w] = slot
+}
+
+// unfile takes the entry off its wheel list.
+func (s *shard) unfile(e *entry) {
+	if e.prev&headMark != 0 {
+		s.wheel[e.prev&wheelMask] = e.next
+	} else {
+		s.at(e.prev).next = e.next
+	}
+	if e.next != nilSlot {
+		s.at(e.next).prev = e.prev
+	}
+}
+
+// rearm sets a new expiry. Later expiries are lazy (the wheel re-files the
+// entry when it reaches the old tick); earlier ones are re-filed at once so
+// the entry is reclaimed on time.
+func (s *shard) rearm(slot uint32, e *entry, exp int64) {
+	old := e.expires
+	e.expires = exp
+	if exp>>tickShift < old>>tickShift {
+		s.unfile(e)
+		s.file(slot, e)
+	} else if exp < s.curMin && exp>>tickShift <= s.cur {
+		s.curMin = exp
+		s.publishDue()
+	}
+}

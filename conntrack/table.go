@@ -1,0 +1,649 @@
+package conntrack
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"math/bits"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"gvs/ipvs"
+)
+
+// Defaults for a zero Config.
+const (
+	DefaultShards   = 64
+	DefaultCapacity = 1 << 22
+	// MaxShards bounds Config.Shards (a template reference stores the shard
+	// in 16 bits).
+	MaxShards = 1 << 16
+)
+
+// templateBusyRearm is how long a template that still controls connections
+// lives on when its own time runs out (IPVS: 60 s).
+const templateBusyRearm = int64(60 * time.Second)
+
+// Exported errors callers branch on.
+var (
+	// ErrFull is returned by Create and CreateTemplate when the table holds
+	// Capacity live entries and none of the shard's entries could be
+	// reclaimed. Every refusal is counted in Stats.FullDrops.
+	ErrFull = errors.New("connection table full")
+	// ErrNoDest is returned when Create or CreateTemplate get a nil dest.
+	ErrNoDest = errors.New("no destination")
+)
+
+// Config configures a Table. The zero value is usable.
+type Config struct {
+	// Shards is the number of lock shards, rounded up to a power of two
+	// (0: DefaultShards; at most MaxShards).
+	Shards int
+	// Capacity is the maximum number of live entries, templates included
+	// (0: DefaultCapacity).
+	Capacity int
+	// Seed keys the hash (0: a random seed is drawn at New).
+	Seed uint64
+	// Timeouts overrides the state timeouts; zero fields keep the defaults.
+	Timeouts Timeouts
+	// SecureTCP selects IPVS's secure_tcp state table (tcp_states_dos).
+	SecureTCP bool
+	// ExpireQuiescentTemplate makes templates whose destination has weight
+	// 0 invalid (the expire_quiescent_template sysctl).
+	ExpireQuiescentTemplate bool
+}
+
+// Table is the connection table. All methods are safe for concurrent use.
+type Table struct {
+	shards     []shard
+	shardShift uint // hash >> shardShift is the shard index
+	seed       uint64
+	capacity   int64
+	live       atomic.Int64
+
+	timeouts        timeoutTable
+	secure          atomic.Bool
+	expireQuiescent atomic.Bool
+}
+
+// New makes an empty table.
+func New(cfg Config) *Table {
+	n := cfg.Shards
+	if n <= 0 {
+		n = DefaultShards
+	}
+	if n > MaxShards {
+		n = MaxShards
+	}
+	sb := bits.Len(uint(n - 1)) // round up to a power of two
+	t := &Table{
+		shards:     make([]shard, 1<<sb),
+		shardShift: uint(64 - sb),
+		seed:       cfg.Seed,
+		capacity:   int64(cfg.Capacity),
+	}
+	if t.capacity <= 0 {
+		t.capacity = DefaultCapacity
+	}
+	if t.seed == 0 {
+		var b [8]byte
+		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+		t.seed = binary.LittleEndian.Uint64(b[:]) | 1
+	}
+	for i := range t.shards {
+		t.shards[i].init()
+	}
+	t.timeouts.store(cfg.Timeouts)
+	t.secure.Store(cfg.SecureTCP)
+	t.expireQuiescent.Store(cfg.ExpireQuiescentTemplate)
+	return t
+}
+
+// Conn is a copy of a connection or template, filled into caller-owned
+// memory so that nobody holds a pointer into the table.
+type Conn struct {
+	Proto ipvs.Protocol
+	CAddr netip.Addr // client (a template: the masked client network)
+	CPort uint16
+	VAddr netip.Addr // virtual address (fwmark template: 0.0.0.<mark>)
+	VPort uint16
+	DAddr netip.Addr // real server
+	DPort uint16
+	// Dest is the destination the entry is bound to; it stays valid (and
+	// counting) after it is removed from its service.
+	Dest   *ipvs.Dest
+	Method ipvs.Method // copied from Dest when the entry was created
+	State  State
+	Flags  ConnFlags
+	// Expires is the time (on the caller's clock) at which the entry dies.
+	Expires int64
+	// InPkts counts input packets of a connection (0 for templates).
+	InPkts uint32
+	// NControl is, for a template, the number of connections it controls.
+	NControl uint32
+}
+
+// ConnFlags are the connection flags of Conn, with IPVS's values.
+type ConnFlags uint16
+
+// Connection flags.
+const (
+	FlagNoOutput  ConnFlags = 0x0080 // non-NAT connection, no output packet seen
+	FlagInactive  ConnFlags = 0x0100 // counted in InActConn
+	FlagTemplate  ConnFlags = 0x1000 // persistence template
+	FlagOnePacket ConnFlags = 0x2000 // one-packet scheduling, never stored
+)
+
+// Remaining is the time left before the entry expires at now (0 if none).
+func (c *Conn) Remaining(now int64) time.Duration {
+	if c.Expires <= now {
+		return 0
+	}
+	return time.Duration(c.Expires - now)
+}
+
+// TemplateRef names a template for Create (zero: none). It is a plain value;
+// a ref to a template that has since gone away is simply ignored.
+type TemplateRef struct {
+	dest  *ipvs.Dest
+	slot  uint32
+	gen   uint32
+	shard uint16
+}
+
+// IsZero reports whether r names no template.
+func (r TemplateRef) IsZero() bool { return r.gen == 0 }
+
+// Dest is the template's destination.
+func (r TemplateRef) Dest() *ipvs.Dest { return r.dest }
+
+// Stats are the table's counters.
+type Stats struct {
+	Live      int64  // live entries (templates included)
+	Inserts   uint64 // entries created
+	Expired   uint64 // entries removed because their time ran out
+	Removed   uint64 // entries removed by Remove, Flush, RemoveDest, DropTemplate
+	FullDrops uint64 // creations refused with ErrFull
+}
+
+// SetTimeouts is ipvsadm --set: it changes the TCP ESTABLISHED, TCP FIN_WAIT
+// and UDP timeouts; a zero (or negative) value leaves that one unchanged.
+// Entries pick the new value up on their next packet.
+func (t *Table) SetTimeouts(tcp, tcpFin, udp time.Duration) {
+	if tcp > 0 {
+		t.timeouts.tcp[StateEstablished].Store(int64(tcp))
+	}
+	if tcpFin > 0 {
+		t.timeouts.tcp[StateFinWait].Store(int64(tcpFin))
+	}
+	if udp > 0 {
+		t.timeouts.udp.Store(int64(udp))
+	}
+}
+
+// GetTimeouts returns what ipvsadm --timeout prints (tcp tcpfin udp).
+func (t *Table) GetTimeouts() (tcp, tcpFin, udp time.Duration) {
+	return time.Duration(t.timeouts.tcp[StateEstablished].Load()),
+		time.Duration(t.timeouts.tcp[StateFinWait].Load()),
+		time.Duration(t.timeouts.udp.Load())
+}
+
+// Timeouts returns the whole current timeout table.
+func (t *Table) Timeouts() Timeouts { return t.timeouts.load() }
+
+// SetSecureTCP switches between the normal and the secure_tcp state table.
+func (t *Table) SetSecureTCP(on bool) { t.secure.Store(on) }
+
+// SetExpireQuiescentTemplate sets the expire_quiescent_template behaviour.
+func (t *Table) SetExpireQuiescentTemplate(on bool) { t.expireQuiescent.Store(on) }
+
+// Len is the number of live entries, templates included (entries that are
+// due but not yet reclaimed count until Expire or a lookup removes them).
+func (t *Table) Len() int { return int(t.live.Load()) }
+
+// Capacity is the configured maximum of live entries.
+func (t *Table) Capacity() int { return int(t.capacity) }
+
+// Stats sums the shards' counters.
+func (t *Table) Stats() Stats {
+	st := Stats{Live: t.live.Load()}
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		st.Inserts += s.inserts
+		st.Expired += s.expired
+		st.Removed += s.removed
+		st.FullDrops += s.fullDrops
+		s.mu.Unlock()
+	}
+	return st
+}
+
+func (t *Table) shardOf(h uint64) (*shard, uint16) {
+	i := uint16(h >> t.shardShift)
+	return &t.shards[i], i
+}
+
+// findConn returns the slot of the connection with key k, or nilSlot.
+func (s *shard) findConn(tag uint32, k *InKey) uint32 {
+	ix := &s.in
+	if ix.count == 0 {
+		return nilSlot
+	}
+	for i := tag & ix.mask; ; i = (i + 1) & ix.mask {
+		c := ix.cells[i]
+		if c.slot == 0 {
+			return nilSlot
+		}
+		if c.tag != tag {
+			continue
+		}
+		e := s.at(c.slot - 1)
+		if e.cport == k.CPort && e.vport == k.VPort && e.proto == k.Proto &&
+			e.flags&fTemplate == 0 && e.caddr == k.CAddr && e.vaddr == k.VAddr {
+			return c.slot - 1
+		}
+	}
+}
+
+// findReply returns the slot of the NAT connection with reply key k.
+func (s *shard) findReply(tag uint32, k *ReplyKey) uint32 {
+	ix := &s.reply
+	if ix.count == 0 {
+		return nilSlot
+	}
+	for i := tag & ix.mask; ; i = (i + 1) & ix.mask {
+		c := ix.cells[i]
+		if c.slot == 0 {
+			return nilSlot
+		}
+		if c.tag != tag {
+			continue
+		}
+		e := s.at(c.slot - 1)
+		if e.cport == k.CPort && e.dport == k.DPort && e.proto == k.Proto &&
+			e.caddr == k.CAddr && e.daddr == k.DAddr {
+			return c.slot - 1
+		}
+	}
+}
+
+// findTemplate returns the slot of the hashed template with key k.
+func (s *shard) findTemplate(tag uint32, k *TemplateKey) uint32 {
+	ix := &s.in
+	if ix.count == 0 {
+		return nilSlot
+	}
+	for i := tag & ix.mask; ; i = (i + 1) & ix.mask {
+		c := ix.cells[i]
+		if c.slot == 0 {
+			return nilSlot
+		}
+		if c.tag != tag {
+			continue
+		}
+		e := s.at(c.slot - 1)
+		if e.flags&fTemplate != 0 && e.vport == k.VPort && e.proto == k.Proto &&
+			e.caddr == k.CNet && e.vaddr == k.VAddr {
+			return c.slot - 1
+		}
+	}
+}
+
+// fill copies an entry into c.
+func fill(e *entry, c *Conn) {
+	*c = Conn{
+		Proto:   e.proto,
+		CAddr:   addrOf(e.caddr),
+		CPort:   e.cport,
+		VAddr:   addrOf(e.vaddr),
+		VPort:   e.vport,
+		DAddr:   addrOf(e.daddr),
+		DPort:   e.dport,
+		Dest:    e.dest,
+		Method:  e.method,
+		State:   e.state,
+		Expires: e.expires,
+	}
+	if e.flags&fNoOutput != 0 {
+		c.Flags |= FlagNoOutput
+	}
+	if e.flags&fInactive != 0 {
+		c.Flags |= FlagInactive
+	}
+	if e.flags&fTemplate != 0 {
+		c.Flags |= FlagTemplate
+		c.NControl = atomic.LoadUint32(&e.ctl)
+	} else {
+		c.InPkts = e.aux
+	}
+}
+
+// transition runs one packet through a connection: TCP state machine (with
+// dest counter moves), NOOUTPUT bookkeeping, and the timer re-arm.
+func (t *Table) transition(s *shard, slot uint32, e *entry, dir Direction, tcpFlags uint8, now int64) {
+	if e.proto != ipvs.ProtoTCP {
+		if dir == DirOutput {
+			e.flags &^= fNoOutput
+		}
+		s.rearm(slot, e, now+t.timeouts.udp.Load())
+		return
+	}
+	if e.flags&fNoOutput != 0 {
+		if dir == DirOutput {
+			e.flags &^= fNoOutput
+		} else {
+			dir = DirInputOnly
+		}
+	}
+	next := NextTCPState(e.state, dir, tcpFlags, t.secure.Load())
+	if next != e.state {
+		if act := next.Active(); act == (e.flags&fInactive != 0) {
+			if act {
+				e.flags &^= fInactive
+			} else {
+				e.flags |= fInactive
+			}
+			e.dest.SetActive(act)
+		}
+		e.state = next
+	}
+	s.rearm(slot, e, now+t.timeouts.tcp[next].Load())
+}
+
+// In handles a packet client -> virtual of an existing connection: if the
+// connection exists and is alive, it runs the state machine (INPUT, or
+// INPUT_ONLY while NOOUTPUT), re-arms the timer, counts the packet, fills c
+// and returns true. A dead entry counts as missing and is removed.
+func (t *Table) In(k InKey, tcpFlags uint8, now int64, c *Conn) bool {
+	h := hashConn(t.seed, k.Proto, &k.CAddr, k.CPort)
+	s, _ := t.shardOf(h)
+	s.mu.Lock()
+	slot := s.findConn(uint32(h), &k)
+	if slot == nilSlot {
+		s.mu.Unlock()
+		return false
+	}
+	e := s.at(slot)
+	if now >= e.expires {
+		t.release(s, slot, e, true)
+		s.expired++
+		s.mu.Unlock()
+		return false
+	}
+	e.aux++
+	t.transition(s, slot, e, DirInput, tcpFlags, now)
+	fill(e, c)
+	s.mu.Unlock()
+	return true
+}
+
+// Out handles a NAT reply real server -> client: reply-index lookup, OUTPUT
+// state table, clears NOOUTPUT, re-arms the timer and fills c.
+func (t *Table) Out(k ReplyKey, tcpFlags uint8, now int64, c *Conn) bool {
+	h := hashConn(t.seed, k.Proto, &k.CAddr, k.CPort)
+	s, _ := t.shardOf(h)
+	s.mu.Lock()
+	slot := s.findReply(uint32(h), &k)
+	if slot == nilSlot {
+		s.mu.Unlock()
+		return false
+	}
+	e := s.at(slot)
+	if now >= e.expires {
+		t.release(s, slot, e, true)
+		s.expired++
+		s.mu.Unlock()
+		return false
+	}
+	t.transition(s, slot, e, DirOutput, tcpFlags, now)
+	fill(e, c)
+	s.mu.Unlock()
+	return true
+}
+
+// PeekIn looks a connection up by its in-key without changing it (no state
+// change, no re-arm): for ICMP errors related to a connection.
+func (t *Table) PeekIn(k InKey, now int64, c *Conn) bool {
+	h := hashConn(t.seed, k.Proto, &k.CAddr, k.CPort)
+	s, _ := t.shardOf(h)
+	s.mu.Lock()
+	slot := s.findConn(uint32(h), &k)
+	ok := slot != nilSlot && now < s.at(slot).expires
+	if ok {
+		fill(s.at(slot), c)
+	}
+	s.mu.Unlock()
+	return ok
+}
+
+// PeekOut looks a NAT connection up by its reply key without changing it.
+func (t *Table) PeekOut(k ReplyKey, now int64, c *Conn) bool {
+	h := hashConn(t.seed, k.Proto, &k.CAddr, k.CPort)
+	s, _ := t.shardOf(h)
+	s.mu.Lock()
+	slot := s.findReply(uint32(h), &k)
+	ok := slot != nilSlot && now < s.at(slot).expires
+	if ok {
+		fill(s.at(slot), c)
+	}
+	s.mu.Unlock()
+	return ok
+}
+
+// Create adds a connection for the first packet of a flow, bound to dest
+// with real port dport: the dest counts it in InActConn (dest.Bind), its
+// method is copied from dest, non-NAT connections get NOOUTPUT, and the
+// packet's state transition is applied (a SYN leaves it SYN_RECV and
+// active). UDP (and any non-TCP protocol) has the one state UDP. NAT
+// connections are also entered in the reply index.
+//
+// A non-zero tmpl makes the new connection controlled by that template: the
+// template's n_control is raised and its timer re-armed to its persistence
+// timeout. A stale tmpl (the template went away) is ignored.
+//
+// If a live connection with key k already exists (another worker created it
+// first), the packet is applied to it as In would, c is filled from it and
+// the error is nil. When the table is full, the shard's due entries are
+// reclaimed first; if it is still full Create returns ErrFull.
+func (t *Table) Create(k InKey, dest *ipvs.Dest, dport uint16, tmpl TemplateRef, tcpFlags uint8, now int64, c *Conn) error {
+	if dest == nil {
+		return ErrNoDest
+	}
+	controlled := t.holdTemplate(tmpl, now)
+	h := hashConn(t.seed, k.Proto, &k.CAddr, k.CPort)
+	s, _ := t.shardOf(h)
+	s.mu.Lock()
+	s.start(now)
+	if slot := s.findConn(uint32(h), &k); slot != nilSlot {
+		e := s.at(slot)
+		if now < e.expires {
+			e.aux++
+			t.transition(s, slot, e, DirInput, tcpFlags, now)
+			fill(e, c)
+			s.mu.Unlock()
+			if controlled {
+				t.dropControl(tmpl.shard, tmpl.slot)
+			}
+			return nil
+		}
+		t.release(s, slot, e, true)
+		s.expired++
+	}
+	slot, err := t.reserve(s, now)
+	if err != nil {
+		s.mu.Unlock()
+		if controlled {
+			t.dropControl(tmpl.shard, tmpl.slot)
+		}
+		return err
+	}
+	e := s.at(slot)
+	method := dest.Method()
+	*e = entry{
+		caddr:  k.CAddr,
+		vaddr:  k.VAddr,
+		daddr:  dest.Addr.As16(),
+		dest:   dest,
+		cport:  k.CPort,
+		vport:  k.VPort,
+		dport:  dport,
+		proto:  k.Proto,
+		state:  StateNone,
+		method: method,
+		flags:  fUsed | fInactive,
+		gen:    e.gen + 1,
+		aux:    1,
+		// A new connection starts in NONE with a 3 s timer (IPVS); the
+		// transition below sets the real one.
+		expires: now + int64(3*time.Second),
+	}
+	if k.Proto != ipvs.ProtoTCP {
+		e.state = StateUDP
+	}
+	if method != ipvs.Masq {
+		e.flags |= fNoOutput
+	}
+	if controlled {
+		e.flags |= fControlled
+		e.ctlShard, e.ctl = tmpl.shard, tmpl.slot
+	}
+	dest.Bind(false)
+	s.file(slot, e)
+	s.in.insert(uint32(h), slot)
+	if method == ipvs.Masq {
+		e.flags |= fReply
+		s.reply.insert(uint32(h), slot)
+	}
+	t.transition(s, slot, e, DirInput, tcpFlags, now)
+	s.inserts++
+	fill(e, c)
+	s.mu.Unlock()
+	return nil
+}
+
+// CreateOnePacket handles a one-packet-scheduled (-o) datagram: the
+// connection is bound and unbound at once and never stored, as IPVS does
+// with IP_VS_CONN_F_ONE_PACKET; a non-zero tmpl is re-armed as for Create.
+// c describes the would-be connection, with FlagOnePacket.
+func (t *Table) CreateOnePacket(k InKey, dest *ipvs.Dest, dport uint16, tmpl TemplateRef, now int64, c *Conn) error {
+	if dest == nil {
+		return ErrNoDest
+	}
+	if t.holdTemplate(tmpl, now) {
+		t.dropControl(tmpl.shard, tmpl.slot)
+	}
+	dest.Bind(false)
+	dest.Unbind(false, false)
+	*c = Conn{
+		Proto: k.Proto, CAddr: addrOf(k.CAddr), CPort: k.CPort, VAddr: addrOf(k.VAddr), VPort: k.VPort,
+		DAddr: dest.Addr, DPort: dport, Dest: dest, Method: dest.Method(), State: StateUDP,
+		Flags: FlagOnePacket | FlagInactive, Expires: now, InPkts: 1,
+	}
+	if k.Proto == ipvs.ProtoTCP {
+		c.State = StateNone
+	}
+	if c.Method != ipvs.Masq {
+		c.Flags |= FlagNoOutput
+	}
+	return nil
+}
+
+// reserve takes one unit of capacity and a slot in s (locked). When the
+// table is full it first reclaims s's due entries.
+func (t *Table) reserve(s *shard, now int64) (uint32, error) {
+	if t.live.Add(1) > t.capacity {
+		t.live.Add(-1)
+		t.advance(s, now, true)
+		t.advance(s, now, false)
+		if t.live.Add(1) > t.capacity {
+			t.live.Add(-1)
+			s.fullDrops++
+			return 0, ErrFull
+		}
+	}
+	slot, ok := s.alloc()
+	if !ok {
+		t.live.Add(-1)
+		s.fullDrops++
+		return 0, ErrFull
+	}
+	return slot, nil
+}
+
+// holdTemplate validates tmpl and, if it still names the same template,
+// raises its n_control and re-arms it to its persistence timeout.
+func (t *Table) holdTemplate(r TemplateRef, now int64) bool {
+	if r.gen == 0 || int(r.shard) >= len(t.shards) {
+		return false
+	}
+	s := &t.shards[r.shard]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r.slot >= s.used {
+		return false
+	}
+	e := s.at(r.slot)
+	if e.gen != r.gen || e.flags&(fUsed|fTemplate) != fUsed|fTemplate {
+		return false
+	}
+	atomic.AddUint32(&e.ctl, 1)
+	if e.flags&fUnhashed == 0 {
+		s.rearm(r.slot, e, now+int64(e.aux)*int64(time.Second))
+	}
+	return true
+}
+
+// dropControl lowers a template's n_control. It takes no lock: the template
+// cannot be freed while n_control > 0, and the chunk directory is read
+// through its published copy.
+func (t *Table) dropControl(sh uint16, slot uint32) {
+	d := *t.shards[sh].dir.Load()
+	atomic.AddUint32(&d[slot>>chunkBits][slot&chunkMask].ctl, ^uint32(0))
+}
+
+// release frees an entry of s (locked): it leaves its indexes and (if
+// inWheel) its wheel list, is unbound from its dest, and lets go of its
+// controlling template.
+func (t *Table) release(s *shard, slot uint32, e *entry, inWheel bool) {
+	if inWheel {
+		s.unfile(e)
+	}
+	if e.flags&fTemplate != 0 {
+		if e.flags&fUnhashed == 0 {
+			k := TemplateKey{CNet: e.caddr, VAddr: e.vaddr, VPort: e.vport, Proto: e.proto}
+			s.in.remove(uint32(hashTemplate(t.seed, &k)), slot)
+		}
+		e.dest.Unbind(true, false)
+	} else {
+		tag := uint32(hashConn(t.seed, e.proto, &e.caddr, e.cport))
+		s.in.remove(tag, slot)
+		if e.flags&fReply != 0 {
+			s.reply.remove(tag, slot)
+		}
+		e.dest.Unbind(false, e.flags&fInactive == 0)
+		if e.flags&fControlled != 0 {
+			t.dropControl(e.ctlShard, e.ctl)
+		}
+	}
+	gen := e.gen
+	*e = entry{gen: gen, next: s.free}
+	s.free = slot
+	t.live.Add(-1)
+}
+
+// Remove deletes the connection with key k (for instance when its dest is
+// gone and expire_nodest_conn is on). It reports whether there was one.
+func (t *Table) Remove(k InKey) bool {
+	h := hashConn(t.seed, k.Proto, &k.CAddr, k.CPort)
+	s, _ := t.shardOf(h)
+	s.mu.Lock()
+	slot := s.findConn(uint32(h), &k)
+	if slot != nilSlot {
+		t.release(s, slot, s.at(slot), true)
+		s.removed++
+	}
+	s.mu.Unlock()
+	return slot != nilSlot
+}

@@ -1,0 +1,268 @@
+//go:build linux
+
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+)
+
+// Ingress manages one nftables table of family netdev holding a base chain
+// (hook ingress, one per interface) that drops the IPv4 traffic gvs forwards
+// itself, so that the kernel neither answers it (RST, ICMP unreachable) nor
+// forwards a second copy. AF_PACKET ETH_P_ALL sockets see frames before this
+// hook, so the data path is unaffected.
+//
+// Matches are kept in sets (one per interface, direction and match shape),
+// and every Sync rebuilds the whole table in one netlink batch, so the
+// kernel switches from the old rule set to the new one atomically.
+//
+// Ingress works in the network namespace of the goroutine that created it.
+type Ingress struct {
+	log   *zap.Logger
+	table *nftables.Table
+
+	mu     sync.Mutex // serializes Sync and Close; guards conn and closed
+	conn   *nftables.Conn
+	closed bool
+}
+
+// NewIngress opens an nftables connection and takes ownership of the netdev
+// table named table (see TableName). A table of that name left behind by a
+// crashed run is deleted.
+func NewIngress(table string, log *zap.Logger) (*Ingress, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if table == "" {
+		return nil, errors.New("ingress: empty table name")
+	}
+	conn, err := nftables.New(nftables.AsLasting())
+	if err != nil {
+		return nil, fmt.Errorf("ingress: opening nftables: %w", err)
+	}
+	in := &Ingress{
+		log:   log.With(zap.String("table", table)),
+		table: &nftables.Table{Name: table, Family: nftables.TableFamilyNetdev},
+		conn:  conn,
+	}
+	if _, err := conn.ListTableOfFamily(table, nftables.TableFamilyNetdev); err == nil {
+		in.log.Warn("deleting stale nftables table from an earlier run")
+		conn.DelTable(in.table)
+		if err := conn.Flush(); err != nil {
+			_ = conn.CloseLasting()
+			return nil, fmt.Errorf("ingress: deleting stale table %s: %w", table, err)
+		}
+	}
+	return in, nil
+}
+
+// Table is the name of the managed table.
+func (in *Ingress) Table() string { return in.table.Name }
+
+// matchShape is what an ingress set matches besides the address.
+type matchShape uint8
+
+const (
+	shapeAddr          matchShape = iota // ip daddr
+	shapeAddrProto                       // ip daddr . meta l4proto
+	shapeAddrProtoPort                   // ip daddr . meta l4proto . th dport
+)
+
+func shapeOf(r IngressRule) matchShape {
+	switch {
+	case r.Port != 0:
+		return shapeAddrProtoPort
+	case r.Proto != 0:
+		return shapeAddrProto
+	}
+	return shapeAddr
+}
+
+var setSuffix = [...]string{shapeAddr: "", shapeAddrProto: "_proto", shapeAddrProtoPort: "_proto_port"}
+
+// setKeyType is the nftables key type of a set of the given shape.
+var setKeyType = [...]nftables.SetDatatype{
+	shapeAddr:          nftables.TypeIPAddr,
+	shapeAddrProto:     nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto),
+	shapeAddrProtoPort: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService),
+}
+
+// setKey encodes a rule as a set element key. Concatenated keys put each
+// field in its own 32-bit register, zero-padded, as the kernel loads them.
+func setKey(r IngressRule) []byte {
+	a := r.Addr.Unmap().As4()
+	switch shapeOf(r) {
+	case shapeAddrProto:
+		return []byte{a[0], a[1], a[2], a[3], byte(r.Proto), 0, 0, 0}
+	case shapeAddrProtoPort:
+		return []byte{a[0], a[1], a[2], a[3], byte(r.Proto), 0, 0, 0, byte(r.Port >> 8), byte(r.Port), 0, 0}
+	}
+	return a[:]
+}
+
+// Registers as the kernel numbers them: NFT_REG_1 is the first 16-byte
+// data register; NFT_REG32_01 and _02 are its second and third 32-bit words.
+const (
+	reg1    = unix.NFT_REG_1
+	reg32_1 = unix.NFT_REG32_01
+	reg32_2 = unix.NFT_REG32_02
+)
+
+// IPv4 header and transport header offsets.
+const (
+	ipv4SrcOff = 12
+	ipv4DstOff = 16
+	l4SrcOff   = 0
+	l4DstOff   = 2
+)
+
+// matchExprs builds "meta protocol ip, <key> @set, counter, drop".
+func matchExprs(dir Direction, shape matchShape, set *nftables.Set) []expr.Any {
+	addrOff, portOff := uint32(ipv4DstOff), uint32(l4DstOff)
+	if dir == MatchSrc {
+		addrOff, portOff = ipv4SrcOff, l4SrcOff
+	}
+	e := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{0x08, 0x00}},
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: addrOff, Len: 4},
+	}
+	if shape >= shapeAddrProto {
+		e = append(e, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32_1})
+	}
+	if shape == shapeAddrProtoPort {
+		e = append(e, &expr.Payload{DestRegister: reg32_2, Base: expr.PayloadBaseTransportHeader, Offset: portOff, Len: 2})
+	}
+	return append(e,
+		&expr.Lookup{SourceRegister: reg1, SetName: set.Name, SetID: set.ID},
+		&expr.Counter{},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	)
+}
+
+// setGroup is one set of an interface's chain with its elements.
+type setGroup struct {
+	dir   Direction
+	shape matchShape
+	elems []nftables.SetElement
+}
+
+// Sync replaces every rule of the table by rules, atomically. Rules are
+// validated first; on a validation error nothing changes. An empty rules
+// leaves an empty table. Kernels before 6.16 reject (and Sync returns an
+// error, changing nothing) an interface that does not exist; newer ones
+// attach the chain when the interface appears.
+func (in *Ingress) Sync(rules []IngressRule) error {
+	byIf := map[string]map[[2]uint8]*setGroup{}
+	seen := map[IngressRule]bool{}
+	for _, r := range rules {
+		if err := r.Validate(); err != nil {
+			return err
+		}
+		r.Addr = r.Addr.Unmap()
+		if seen[r] {
+			continue
+		}
+		seen[r] = true
+		groups := byIf[r.Interface]
+		if groups == nil {
+			groups = map[[2]uint8]*setGroup{}
+			byIf[r.Interface] = groups
+		}
+		k := [2]uint8{uint8(r.Dir), uint8(shapeOf(r))}
+		g := groups[k]
+		if g == nil {
+			g = &setGroup{dir: r.Dir, shape: shapeOf(r)}
+			groups[k] = g
+		}
+		g.elems = append(g.elems, nftables.SetElement{Key: setKey(r)})
+	}
+
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.closed {
+		return errors.New("ingress: closed")
+	}
+	c := in.conn
+	// "add; delete; add" makes the batch independent of whether the table
+	// exists (a first run, or a stale table from a crash) and replaces all
+	// of it in the same transaction.
+	c.AddTable(in.table)
+	c.DelTable(in.table)
+	c.AddTable(in.table)
+	for _, ifname := range slices.Sorted(maps.Keys(byIf)) {
+		chain := c.AddChain(&nftables.Chain{
+			Name:     ChainName(ifname),
+			Table:    in.table,
+			Type:     nftables.ChainTypeFilter,
+			Hooknum:  nftables.ChainHookIngress,
+			Priority: nftables.ChainPriorityRef(IngressPriority),
+			Device:   ifname,
+		})
+		groups := byIf[ifname]
+		for _, k := range groupOrder {
+			g := groups[k]
+			if g == nil {
+				continue
+			}
+			set := &nftables.Set{
+				Table:         in.table,
+				Name:          fmt.Sprintf("%s_%v%s", ifname, g.dir, setSuffix[g.shape]),
+				KeyType:       setKeyType[g.shape],
+				Concatenation: g.shape != shapeAddr,
+			}
+			if err := c.AddSet(set, g.elems); err != nil {
+				_ = c.Flush() // drop the half-built batch; Flush also reports it
+				return fmt.Errorf("ingress: set %s: %w", set.Name, err)
+			}
+			c.AddRule(&nftables.Rule{Table: in.table, Chain: chain, Exprs: matchExprs(g.dir, g.shape, set)})
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("ingress: installing %d rules: %w", len(seen), err)
+	}
+	in.log.Info("ingress drop rules installed", zap.Int("rules", len(seen)), zap.Int("interfaces", len(byIf)))
+	return nil
+}
+
+// Close deletes the table and closes the connection. It is idempotent and
+// does not fail if the table is already gone.
+func (in *Ingress) Close() error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.closed {
+		return nil
+	}
+	in.closed = true
+	c := in.conn
+	c.AddTable(in.table) // so that the delete cannot fail with ENOENT
+	c.DelTable(in.table)
+	err := c.Flush()
+	if cerr := c.CloseLasting(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("ingress: deleting table %s: %w", in.table.Name, err)
+	}
+	in.log.Info("ingress drop rules removed")
+	return nil
+}
+
+// groupOrder lists the (direction, shape) keys of setGroup in install order.
+var groupOrder = func() (o [][2]uint8) {
+	for _, d := range []Direction{MatchDst, MatchSrc} {
+		for _, sh := range []matchShape{shapeAddr, shapeAddrProto, shapeAddrProtoPort} {
+			o = append(o, [2]uint8{uint8(d), uint8(sh)})
+		}
+	}
+	return o
+}()

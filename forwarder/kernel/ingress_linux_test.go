@@ -1,0 +1,277 @@
+//go:build linux
+
+package kernel
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"go.uber.org/zap/zaptest"
+
+	"gvs/ipvs"
+)
+
+var (
+	dirAddr   = netip.MustParseAddr("198.18.0.1")
+	peerAddr  = netip.MustParseAddr("198.18.0.2")
+	vip       = netip.MustParseAddr("198.51.100.10")
+	vipAny    = netip.MustParseAddr("198.51.100.20")
+	vipTCP    = netip.MustParseAddr("198.51.100.30")
+	noDeliver = 250 * time.Millisecond // how long "not delivered" waits
+)
+
+// udpProbe sends a fresh payload from "from" to "to" and reports whether
+// it arrived at rx within wait.
+type udpProbe struct {
+	t   *testing.T
+	seq int
+}
+
+func (p *udpProbe) delivered(from *net.UDPConn, to netip.AddrPort, rx *net.UDPConn, wait time.Duration) bool {
+	p.t.Helper()
+	p.seq++
+	msg := []byte(fmt.Sprintf("probe-%d", p.seq))
+	if _, err := from.WriteToUDPAddrPort(msg, to); err != nil {
+		p.t.Fatalf("send to %v: %v", to, err)
+	}
+	buf := make([]byte, 64)
+	deadline := time.Now().Add(wait)
+	for {
+		_ = rx.SetReadDeadline(deadline)
+		n, _, err := rx.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return false
+		}
+		if bytes.Equal(buf[:n], msg) {
+			return true
+		}
+	}
+}
+
+func listenUDP(t *testing.T, ap netip.AddrPort) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(ap))
+	if err != nil {
+		t.Fatalf("listen %v: %v", ap, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestIngressDropsInNetNS(t *testing.T) {
+	requireNetNS(t)
+	dir, peer := newNS(t, "ia"), newNS(t, "ib")
+	vethPair(t, dir, "a0", "198.18.0.1/24", peer, "b0", "198.18.0.2/24")
+	dir.ip(t, "addr", "add", "198.51.100.0/24", "dev", "lo") // VIPs local, so sockets can bind
+	peer.ip(t, "route", "add", "198.51.100.0/24", "via", "198.18.0.1")
+
+	var vip5000, vip5001, vipAnyRx, vipTCPRx, dip6000 *net.UDPConn
+	dir.do(t, func() {
+		vip5000 = listenUDP(t, netip.AddrPortFrom(vip, 5000))
+		vip5001 = listenUDP(t, netip.AddrPortFrom(vip, 5001))
+		vipAnyRx = listenUDP(t, netip.AddrPortFrom(vipAny, 9999))
+		vipTCPRx = listenUDP(t, netip.AddrPortFrom(vipTCP, 80))
+		dip6000 = listenUDP(t, netip.AddrPortFrom(dirAddr, 6000))
+	})
+	var fromRS, fromEphemeral *net.UDPConn
+	peer.do(t, func() {
+		fromRS = listenUDP(t, netip.AddrPortFrom(peerAddr, 7000))
+		fromEphemeral = listenUDP(t, netip.AddrPortFrom(peerAddr, 0))
+	})
+	p := &udpProbe{t: t}
+	type check struct {
+		name string
+		from *net.UDPConn
+		to   netip.AddrPort
+		rx   *net.UDPConn
+		want bool
+	}
+	run := func(stage string, checks []check) {
+		t.Helper()
+		for _, c := range checks {
+			wait := time.Second
+			if !c.want {
+				wait = noDeliver
+			}
+			if got := p.delivered(c.from, c.to, c.rx, wait); got != c.want {
+				t.Errorf("%s: %s: delivered=%v, want %v", stage, c.name, got, c.want)
+			}
+		}
+	}
+	ap := netip.AddrPortFrom
+	run("no rules", []check{
+		{"vip:5000", fromEphemeral, ap(vip, 5000), vip5000, true},
+		{"dip:6000 from rs:7000", fromRS, ap(dirAddr, 6000), dip6000, true},
+	})
+
+	table := TableName("@gvsd-test-" + runID)
+	rules := []IngressRule{
+		{Interface: "a0", Dir: MatchDst, Addr: vip, Proto: ipvs.ProtoUDP, Port: 5000},
+		{Interface: "a0", Dir: MatchSrc, Addr: peerAddr, Proto: ipvs.ProtoUDP, Port: 7000},
+		{Interface: "a0", Dir: MatchDst, Addr: vipAny},
+		{Interface: "a0", Dir: MatchDst, Addr: vipTCP, Proto: ipvs.ProtoTCP},
+		{Interface: "a0", Dir: MatchDst, Addr: vip, Proto: ipvs.ProtoUDP, Port: 5000}, // duplicate
+	}
+	var in *Ingress
+	dir.do(t, func() {
+		var err error
+		if in, err = NewIngress(table, zaptest.NewLogger(t)); err != nil {
+			t.Fatalf("NewIngress: %v", err)
+		}
+	})
+	t.Cleanup(func() { in.Close() })
+	if err := in.Sync(rules); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	// Idempotent: the same rules again.
+	if err := in.Sync(rules); err != nil {
+		t.Fatalf("second Sync: %v", err)
+	}
+
+	// Read back through the library (nft(8) is not needed).
+	var conn *nftables.Conn
+	dir.do(t, func() {
+		var err error
+		if conn, err = nftables.New(nftables.AsLasting()); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer conn.CloseLasting()
+	checkTable(t, conn, table, map[string][]string{
+		"a0_daddr":            {"c6336414"},
+		"a0_daddr_proto":      {"c633641e06000000"},
+		"a0_daddr_proto_port": {"c633640a110000001388" + "0000"},
+		"a0_saddr_proto_port": {"c6120002110000001b58" + "0000"},
+	})
+
+	run("rules", []check{
+		{"vip:5000 dropped", fromEphemeral, ap(vip, 5000), vip5000, false},
+		{"vip:5001 passes", fromEphemeral, ap(vip, 5001), vip5001, true},
+		{"vipAny dropped", fromEphemeral, ap(vipAny, 9999), vipAnyRx, false},
+		{"vipTCP passes udp", fromEphemeral, ap(vipTCP, 80), vipTCPRx, true},
+		{"from rs:7000 dropped", fromRS, ap(dirAddr, 6000), dip6000, false},
+		{"from other port passes", fromEphemeral, ap(dirAddr, 6000), dip6000, true},
+	})
+
+	// Replace: only port 5001 now.
+	if err := in.Sync([]IngressRule{{Interface: "a0", Dir: MatchDst, Addr: vip, Proto: ipvs.ProtoUDP, Port: 5001}}); err != nil {
+		t.Fatalf("Sync replace: %v", err)
+	}
+	run("replaced", []check{
+		{"vip:5000 passes", fromEphemeral, ap(vip, 5000), vip5000, true},
+		{"vip:5001 dropped", fromEphemeral, ap(vip, 5001), vip5001, false},
+		{"from rs:7000 passes", fromRS, ap(dirAddr, 6000), dip6000, true},
+	})
+
+	// A bad rule changes nothing.
+	if err := in.Sync([]IngressRule{{Interface: "a0", Addr: netip.MustParseAddr("2001:db8::1")}}); err == nil {
+		t.Error("Sync accepted an IPv6 rule")
+	}
+	run("after failed sync", []check{{"vip:5001 still dropped", fromEphemeral, ap(vip, 5001), vip5001, false}})
+
+	// A crashed run leaves its table; the next one removes it on start.
+	var in2 *Ingress
+	dir.do(t, func() {
+		var err error
+		if in2, err = NewIngress(table, zaptest.NewLogger(t)); err != nil {
+			t.Fatalf("NewIngress over stale table: %v", err)
+		}
+	})
+	run("stale table removed", []check{{"vip:5001 passes", fromEphemeral, ap(vip, 5001), vip5001, true}})
+	if err := in2.Sync(rules[:1]); err != nil {
+		t.Fatalf("Sync after stale: %v", err)
+	}
+	run("new owner", []check{{"vip:5000 dropped", fromEphemeral, ap(vip, 5000), vip5000, false}})
+
+	if err := in2.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := in2.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := conn.ListTableOfFamily(table, nftables.TableFamilyNetdev); err == nil {
+		t.Error("table still present after Close")
+	}
+	run("closed", []check{{"vip:5000 passes", fromEphemeral, ap(vip, 5000), vip5000, true}})
+	// The first owner's Close finds no table and still succeeds.
+	if err := in.Close(); err != nil {
+		t.Errorf("Close of a table already gone: %v", err)
+	}
+	if err := in.Sync(rules); err == nil {
+		t.Error("Sync after Close succeeded")
+	}
+}
+
+// checkTable verifies the table layout: one ingress base chain on a0 at
+// IngressPriority, one rule per set ending in drop, and the sets' elements
+// (hex keys).
+func checkTable(t *testing.T, conn *nftables.Conn, table string, sets map[string][]string) {
+	t.Helper()
+	tbl := &nftables.Table{Name: table, Family: nftables.TableFamilyNetdev}
+	chains, err := conn.ListChainsOfTableFamily(nftables.TableFamilyNetdev)
+	if err != nil {
+		t.Fatalf("listing chains: %v", err)
+	}
+	var chain *nftables.Chain
+	for _, c := range chains {
+		if c.Table.Name == table {
+			if chain != nil {
+				t.Fatalf("more than one chain: %q and %q", chain.Name, c.Name)
+			}
+			chain = c
+		}
+	}
+	if chain == nil || chain.Name != ChainName("a0") {
+		t.Fatalf("chain %s not found in %+v", ChainName("a0"), chains)
+	}
+	if chain.Hooknum == nil || *chain.Hooknum != *nftables.ChainHookIngress ||
+		chain.Priority == nil || *chain.Priority != IngressPriority || chain.Type != nftables.ChainTypeFilter {
+		t.Errorf("chain %s: hook/priority/type wrong: %+v", chain.Name, chain)
+	}
+	rules, err := conn.GetRules(tbl, chain)
+	if err != nil {
+		t.Fatalf("listing rules: %v", err)
+	}
+	if len(rules) != len(sets) {
+		t.Errorf("%d rules, want %d (one per set)", len(rules), len(sets))
+	}
+	for _, r := range rules {
+		v, ok := r.Exprs[len(r.Exprs)-1].(*expr.Verdict)
+		if !ok || v.Kind != expr.VerdictDrop {
+			t.Errorf("rule does not end in drop: %#v", r.Exprs[len(r.Exprs)-1])
+		}
+	}
+	got, err := conn.GetSets(tbl)
+	if err != nil {
+		t.Fatalf("listing sets: %v", err)
+	}
+	if len(got) != len(sets) {
+		t.Errorf("%d sets, want %d", len(got), len(sets))
+	}
+	for _, s := range got {
+		want, ok := sets[s.Name]
+		if !ok {
+			t.Errorf("unexpected set %q", s.Name)
+			continue
+		}
+		elems, err := conn.GetSetElements(s)
+		if err != nil {
+			t.Fatalf("elements of %s: %v", s.Name, err)
+		}
+		var keys []string
+		for _, e := range elems {
+			keys = append(keys, fmt.Sprintf("%x", e.Key))
+		}
+		slices.Sort(keys)
+		if !slices.Equal(keys, want) {
+			t.Errorf("set %s: elements %v, want %v", s.Name, keys, want)
+		}
+	}
+}

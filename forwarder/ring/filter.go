@@ -1,0 +1,186 @@
+package ring
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"golang.org/x/net/bpf"
+)
+
+// Filter describes the frames an RX ring accepts: IPv4 frames whose
+// destination is in DstAddrs (the VIPs), IPv4 frames whose source is in
+// SrcAddrs (real servers answering through a NAT director), and ARP frames
+// if ARP is set. Anything else is dropped in the kernel, before it is
+// copied into the ring.
+//
+// Frames are matched untagged (the kernel strips the outer VLAN tag before
+// the filter runs, see the package documentation) and with one 802.1Q or
+// 802.1ad tag still in the data. IPv4 frames too short to hold the compared
+// address are dropped. An empty Filter drops everything.
+type Filter struct {
+	DstAddrs []netip.Addr
+	SrcAddrs []netip.Addr
+	ARP      bool
+}
+
+// acceptLen is what the program returns for an accepted frame: the number
+// of bytes to keep, more than any frame.
+const acceptLen = 1 << 18
+
+// maxFilterLen is BPF_MAXINSNS, the kernel's limit for a classic program.
+const maxFilterLen = 4096
+
+// EtherTypes and offsets used by the filter.
+const (
+	etherTypeIPv4   = 0x0800
+	etherTypeARP    = 0x0806
+	etherTypeVLAN   = 0x8100
+	etherTypeQinQ   = 0x88a8
+	ipv4SrcOff      = 12
+	ipv4DstOff      = 16
+	untaggedL3Start = 14
+	taggedL3Start   = 18
+)
+
+// FilterIPv4Dst returns a program accepting IPv4 frames (with or without a
+// VLAN tag) whose destination address is in addrs.
+func FilterIPv4Dst(addrs []netip.Addr) ([]bpf.RawInstruction, error) {
+	return Filter{DstAddrs: addrs}.Assemble()
+}
+
+// FilterIPv4Src returns a program accepting IPv4 frames (with or without a
+// VLAN tag) whose source address is in addrs.
+func FilterIPv4Src(addrs []netip.Addr) ([]bpf.RawInstruction, error) {
+	return Filter{SrcAddrs: addrs}.Assemble()
+}
+
+// Assemble compiles the filter to a classic BPF program for
+// RXConfig.Filter or RX.SetFilter. Addresses must be IPv4 (IPv4-mapped
+// IPv6 addresses are unmapped); duplicates are ignored. The program tests
+// the addresses one by one, so it is limited to about 2000 addresses in
+// all.
+func (f Filter) Assemble() ([]bpf.RawInstruction, error) {
+	dst, err := ipv4Keys(f.DstAddrs)
+	if err != nil {
+		return nil, fmt.Errorf("ring: filter destination: %w", err)
+	}
+	src, err := ipv4Keys(f.SrcAddrs)
+	if err != nil {
+		return nil, fmt.Errorf("ring: filter source: %w", err)
+	}
+	prog := f.program(dst, src)
+	if len(prog) > maxFilterLen {
+		return nil, fmt.Errorf("ring: filter needs %d instructions, the kernel allows %d", len(prog), maxFilterLen)
+	}
+	return bpf.Assemble(prog)
+}
+
+// ipv4Keys converts addresses to sorted, deduplicated big-endian words.
+func ipv4Keys(addrs []netip.Addr) ([]uint32, error) {
+	keys := make([]uint32, 0, len(addrs))
+	for _, a := range addrs {
+		a = a.Unmap()
+		if !a.Is4() {
+			return nil, fmt.Errorf("%v is not an IPv4 address", a)
+		}
+		b := a.As4()
+		keys = append(keys, binary.BigEndian.Uint32(b[:]))
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys), nil
+}
+
+// program lays out the filter. Every jump goes forward by a few
+// instructions, whatever the number of addresses:
+//
+//	    ldh [12]
+//	    jeq #0x0800      -> ip14
+//	    jeq #0x8100      -> vlan
+//	    jeq #0x88a8      -> vlan
+//	    jeq #0x0806      -> accept   (only with ARP)
+//	    ret #0
+//	vlan:
+//	    ldh [16]
+//	    jeq #0x0800      -> ip18
+//	    jeq #0x0806      -> accept   (only with ARP)
+//	    ret #0
+//	accept:
+//	    ret #acceptLen
+//	ip18:
+//	    ldx #18
+//	    ja ip
+//	ip14:
+//	    ldx #14
+//	ip:
+//	    ld [x+16]                    (destination; only with DstAddrs)
+//	    jne #addr, skip 1; ret #acceptLen      (per address)
+//	    ld [x+12]                    (source; only with SrcAddrs)
+//	    jne #addr, skip 1; ret #acceptLen      (per address)
+//	    ret #0
+func (f Filter) program(dst, src []uint32) []bpf.Instruction {
+	arp := 0
+	if f.ARP {
+		arp = 1
+	}
+	// Sizes of the fixed sections, to compute the skips.
+	const (
+		vlanLen   = 3 // ldh, jeq ipv4, ret (+ARP)
+		acceptSec = 1
+		ip18Len   = 2
+	)
+	p := make([]bpf.Instruction, 0, 16+2*(len(dst)+len(src)))
+	// Head: 4+arp instructions after the first load, then the drop.
+	// Distances are counted from the instruction after the jump.
+	headRest := 3 + arp // instructions after "jeq ipv4" up to and including "ret #0"
+	vlanSec := vlanLen + arp
+	p = append(p,
+		bpf.LoadAbsolute{Off: 12, Size: 2},
+		// to ip14: skip the rest of the head, vlan, accept, ip18.
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: etherTypeIPv4, SkipTrue: uint8(headRest + vlanSec + acceptSec + ip18Len)},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: etherTypeVLAN, SkipTrue: uint8(headRest - 1)},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: etherTypeQinQ, SkipTrue: uint8(headRest - 2)},
+	)
+	if f.ARP {
+		p = append(p, bpf.JumpIf{Cond: bpf.JumpEqual, Val: etherTypeARP, SkipTrue: uint8(1 + vlanSec)})
+	}
+	p = append(p, bpf.RetConstant{Val: 0})
+	// vlan:
+	p = append(p,
+		bpf.LoadAbsolute{Off: 16, Size: 2},
+		// to ip18: skip the rest of vlan and accept.
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: etherTypeIPv4, SkipTrue: uint8(1 + arp + acceptSec)},
+	)
+	if f.ARP {
+		p = append(p, bpf.JumpIf{Cond: bpf.JumpEqual, Val: etherTypeARP, SkipTrue: 1})
+	}
+	p = append(p, bpf.RetConstant{Val: 0})
+	// accept:
+	p = append(p, bpf.RetConstant{Val: acceptLen})
+	// ip18, ip14, ip:
+	p = append(p,
+		bpf.LoadConstant{Dst: bpf.RegX, Val: taggedL3Start},
+		bpf.Jump{Skip: 1},
+		bpf.LoadConstant{Dst: bpf.RegX, Val: untaggedL3Start},
+	)
+	p = appendMatch(p, ipv4DstOff, dst)
+	p = appendMatch(p, ipv4SrcOff, src)
+	return append(p, bpf.RetConstant{Val: 0})
+}
+
+// appendMatch loads the 32-bit word at X+off and accepts when it equals
+// one of keys.
+func appendMatch(p []bpf.Instruction, off uint32, keys []uint32) []bpf.Instruction {
+	if len(keys) == 0 {
+		return p
+	}
+	p = append(p, bpf.LoadIndirect{Off: off, Size: 4})
+	for _, k := range keys {
+		p = append(p,
+			bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: k, SkipTrue: 1},
+			bpf.RetConstant{Val: acceptLen},
+		)
+	}
+	return p
+}

@@ -1,0 +1,263 @@
+package ring
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"golang.org/x/net/bpf"
+)
+
+var (
+	vip1   = netip.MustParseAddr("198.18.0.100")
+	vip2   = netip.MustParseAddr("198.18.0.101")
+	rs1    = netip.MustParseAddr("198.19.0.1")
+	client = netip.MustParseAddr("198.18.1.1")
+	other  = netip.MustParseAddr("198.18.9.9")
+)
+
+// runFilter runs a program on a frame in x/net/bpf's VM.
+func runFilter(tb testing.TB, raw []bpf.RawInstruction, frame []byte) bool {
+	tb.Helper()
+	insns, ok := bpf.Disassemble(raw)
+	if !ok {
+		tb.Fatalf("program does not disassemble: %v", raw)
+	}
+	vm, err := bpf.NewVM(insns)
+	if err != nil {
+		tb.Fatalf("NewVM: %v", err)
+	}
+	n, err := vm.Run(frame)
+	if err != nil {
+		tb.Fatalf("vm.Run: %v", err)
+	}
+	return n > 0
+}
+
+// refMatch is an independent statement of Filter's semantics, including the
+// kernel's rule that a load beyond the frame drops it.
+func refMatch(f Filter, b []byte) bool {
+	if len(b) < 14 {
+		return false
+	}
+	et, l3 := binary.BigEndian.Uint16(b[12:]), 14
+	if et == etherTypeVLAN || et == etherTypeQinQ {
+		if len(b) < 18 {
+			return false
+		}
+		et, l3 = binary.BigEndian.Uint16(b[16:]), 18
+	}
+	switch et {
+	case etherTypeARP:
+		return f.ARP
+	case etherTypeIPv4:
+	default:
+		return false
+	}
+	in := func(set []netip.Addr, off int) (match, short bool) {
+		if len(b) < l3+off+4 {
+			return false, true
+		}
+		a := netip.AddrFrom4([4]byte(b[l3+off : l3+off+4]))
+		return slices.ContainsFunc(set, func(x netip.Addr) bool { return x.Unmap() == a }), false
+	}
+	if len(f.DstAddrs) > 0 {
+		m, short := in(f.DstAddrs, 16)
+		if short {
+			return false
+		}
+		if m {
+			return true
+		}
+	}
+	if len(f.SrcAddrs) > 0 {
+		m, _ := in(f.SrcAddrs, 12)
+		return m
+	}
+	return false
+}
+
+func TestFilter(t *testing.T) {
+	lb := Filter{DstAddrs: []netip.Addr{vip1, vip2}, SrcAddrs: []netip.Addr{rs1}, ARP: true}
+	tagged := func(s frameSpec) frameSpec { s.vlanTCI = 100; return s }
+	toVIP := frameSpec{src: client, dst: vip1, sport: 1000, dport: 80}
+	fromRS := frameSpec{src: rs1, dst: client, sport: 80, dport: 1000}
+	stray := frameSpec{src: client, dst: other, sport: 1000, dport: 80}
+	arp := frameSpec{etherType: etherTypeARP, src: client, dst: vip1}
+	ipv6 := frameSpec{etherType: 0x86dd}
+	short := buildFrame(toVIP)[:14+19] // IPv4 header cut before the end of the destination
+
+	tests := []struct {
+		name   string
+		filter Filter
+		frame  []byte
+		want   bool
+	}{
+		{"dst vip", lb, buildFrame(toVIP), true},
+		{"dst second vip", lb, buildFrame(frameSpec{src: client, dst: vip2}), true},
+		{"src real server", lb, buildFrame(fromRS), true},
+		{"stray ipv4", lb, buildFrame(stray), false},
+		{"arp", lb, buildFrame(arp), true},
+		{"ipv6", lb, buildFrame(ipv6), false},
+		{"802.1Q dst vip", lb, buildFrame(tagged(toVIP)), true},
+		{"802.1ad dst vip", lb, buildFrame(frameSpec{src: client, dst: vip1, vlanTCI: 5, vlanTPID: etherTypeQinQ}), true},
+		{"802.1Q src real server", lb, buildFrame(tagged(fromRS)), true},
+		{"802.1Q stray", lb, buildFrame(tagged(stray)), false},
+		{"802.1Q arp", lb, buildFrame(tagged(arp)), true},
+		{"802.1Q ipv6", lb, buildFrame(tagged(ipv6)), false},
+		{"short ipv4", lb, short, false},
+		{"runt", lb, []byte{1, 2, 3}, false},
+		{"empty", lb, nil, false},
+		{"tag without inner type", lb, buildFrame(tagged(toVIP))[:17], false},
+		{"arp disabled", Filter{DstAddrs: []netip.Addr{vip1}}, buildFrame(arp), false},
+		{"802.1Q arp disabled", Filter{DstAddrs: []netip.Addr{vip1}}, buildFrame(tagged(arp)), false},
+		{"dst only: src rs ignored", Filter{DstAddrs: []netip.Addr{vip1}}, buildFrame(fromRS), false},
+		{"src only: dst vip ignored", Filter{SrcAddrs: []netip.Addr{rs1}}, buildFrame(toVIP), false},
+		{"src only: src rs", Filter{SrcAddrs: []netip.Addr{rs1}}, buildFrame(fromRS), true},
+		{"empty filter drops ipv4", Filter{}, buildFrame(toVIP), false},
+		{"empty filter drops arp", Filter{}, buildFrame(arp), false},
+		{"arp only", Filter{ARP: true}, buildFrame(arp), true},
+		{"arp only drops ipv4", Filter{ARP: true}, buildFrame(toVIP), false},
+		{"v4-mapped vip", Filter{DstAddrs: []netip.Addr{netip.AddrFrom16(vip1.As16())}}, buildFrame(toVIP), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw, err := tt.filter.Assemble()
+			if err != nil {
+				t.Fatalf("Assemble: %v", err)
+			}
+			if got := runFilter(t, raw, tt.frame); got != tt.want {
+				t.Errorf("VM accepts = %v, want %v", got, tt.want)
+			}
+			if got := refMatch(tt.filter, tt.frame); got != tt.want {
+				t.Errorf("reference accepts = %v, want %v (test table or reference is wrong)", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFilterHelpers(t *testing.T) {
+	dst, err := FilterIPv4Dst([]netip.Addr{vip1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := FilterIPv4Src([]netip.Addr{rs1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	toVIP := buildFrame(frameSpec{src: client, dst: vip1})
+	fromRS := buildFrame(frameSpec{src: rs1, dst: client})
+	for _, c := range []struct {
+		name  string
+		prog  []bpf.RawInstruction
+		frame []byte
+		want  bool
+	}{
+		{"dst/vip", dst, toVIP, true}, {"dst/rs", dst, fromRS, false},
+		{"src/rs", src, fromRS, true}, {"src/vip", src, toVIP, false},
+	} {
+		if got := runFilter(t, c.prog, c.frame); got != c.want {
+			t.Errorf("%s: accepts = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestFilterErrors(t *testing.T) {
+	many := make([]netip.Addr, 2100)
+	for i := range many {
+		many[i] = netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
+	}
+	tests := []struct {
+		name    string
+		filter  Filter
+		wantErr string
+	}{
+		{"ipv6 dst", Filter{DstAddrs: []netip.Addr{netip.MustParseAddr("2001:db8::1")}}, "filter destination: 2001:db8::1 is not an IPv4 address"},
+		{"zero src", Filter{SrcAddrs: []netip.Addr{{}}}, "filter source: invalid IP is not an IPv4 address"},
+		{"too many", Filter{DstAddrs: many}, "the kernel allows 4096"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := tt.filter.Assemble()
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Assemble error = %v, want it to contain %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestFilterLarge checks a list long enough that a naive "jump to a shared
+// accept" layout would overflow the 8-bit jump offsets, and that duplicates
+// are folded.
+func TestFilterLarge(t *testing.T) {
+	addrs := make([]netip.Addr, 0, 1200)
+	for i := range 600 {
+		a := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
+		addrs = append(addrs, a, a)
+	}
+	f := Filter{DstAddrs: addrs, ARP: true}
+	raw, err := f.Assemble()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := len(raw), 14+1+2*600+1; got != want { // head 6, vlan 4, accept 1, ldx/ja/ldx 3
+		t.Errorf("program length %d, want %d (duplicates folded)", got, want)
+	}
+	for _, i := range []int{0, 1, 255, 256, 599} {
+		a := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
+		if !runFilter(t, raw, buildFrame(frameSpec{src: client, dst: a})) {
+			t.Errorf("address #%d %v not accepted", i, a)
+		}
+	}
+	if runFilter(t, raw, buildFrame(frameSpec{src: client, dst: netip.MustParseAddr("198.18.2.88")})) {
+		t.Error("address #600 accepted")
+	}
+}
+
+// FuzzFilter compares the assembled program in the VM with the reference
+// semantics on arbitrary frames.
+func FuzzFilter(f *testing.F) {
+	seeds := []frameSpec{
+		{src: client, dst: vip1},
+		{src: rs1, dst: client},
+		{src: client, dst: other, vlanTCI: 7},
+		{etherType: etherTypeARP, src: client, dst: vip1, vlanTCI: 9, vlanTPID: etherTypeQinQ},
+		{etherType: 0x86dd},
+	}
+	for _, s := range seeds {
+		f.Add(buildFrame(s), uint8(0))
+	}
+	f.Add([]byte{}, uint8(1))
+	f.Add(buildFrame(frameSpec{src: client, dst: vip1})[:30], uint8(2)) // cut inside the IPv4 header
+	f.Add(buildFrame(frameSpec{src: client, dst: vip1, vlanTCI: 1})[:16], uint8(3))
+
+	filters := []Filter{
+		{DstAddrs: []netip.Addr{vip1, vip2}, SrcAddrs: []netip.Addr{rs1}, ARP: true},
+		{DstAddrs: []netip.Addr{vip1}},
+		{SrcAddrs: []netip.Addr{rs1, client}},
+		{ARP: true},
+	}
+	vms := make([]*bpf.VM, len(filters))
+	for i, flt := range filters {
+		raw, err := flt.Assemble()
+		if err != nil {
+			f.Fatal(err)
+		}
+		insns, _ := bpf.Disassemble(raw)
+		if vms[i], err = bpf.NewVM(insns); err != nil {
+			f.Fatal(err)
+		}
+	}
+	f.Fuzz(func(t *testing.T, frame []byte, which uint8) {
+		i := int(which) % len(filters)
+		n, err := vms[i].Run(frame)
+		if err != nil {
+			t.Fatalf("vm.Run: %v", err)
+		}
+		if got, want := n > 0, refMatch(filters[i], frame); got != want {
+			t.Fatalf("filter %d on % x: VM accepts %v, reference %v", i, frame, got, want)
+		}
+	})
+}

@@ -1,0 +1,711 @@
+package ipvs
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// trashPeriod is IP_VS_DEST_TRASH_PERIOD: how long a deleted destination
+// (or service) is kept for reuse when nothing refers to it any more.
+const trashPeriod = 120 * time.Second
+
+// Table is the set of live virtual services: ipvsadm's view of IPVS.
+//
+// The control plane changes it with Apply (one command) or ApplyAll (a
+// batch, all or nothing); those calls are serialized by the Table's mutex.
+// The data path finds services with Lookup, which reads an immutable map
+// published through an atomic pointer and never locks or allocates.
+//
+// Object identity follows IPVS: an edit (-E, -e) changes a Service or Dest
+// in place; a deleted Dest is marked unavailable and kept in a trash for
+// reuse, so deleting and re-adding a real server (also across -C, and
+// always inside one ApplyAll batch) brings back the same Dest object with
+// its counters and connections. A re-created service likewise reuses its
+// old Service object (its counters are zeroed, as for a new IPVS service).
+//
+// Caveat: -E writes Service.Config and Service.Sched in place while the
+// data path may read them (see the package report); readers that need a
+// consistent view of the table use Read.
+type Table struct {
+	mu       sync.Mutex // serializes control-plane calls; guards the fields below
+	newSched func(name string, flags SvcFlags) (Scheduler, error)
+	pes      map[string]bool
+	svcs     []*Service // in creation order
+	byKey    map[ServiceKey]*Service
+	trashSvc map[ServiceKey]trashedSvc
+	trashDst map[destKey]trashedDest
+	timeouts Timeouts
+	now      func() time.Time
+
+	snap atomic.Pointer[lookupSnap]
+}
+
+type destKey struct {
+	svc ServiceKey
+	ap  netip.AddrPort
+}
+
+type trashedSvc struct {
+	svc *Service
+	at  time.Time
+}
+
+type trashedDest struct {
+	d  *Dest
+	at time.Time
+}
+
+// lookupSnap is the immutable lookup state the data path reads.
+type lookupSnap struct {
+	byAddr map[addrKey]*Service
+	byMark map[markKey]*Service
+}
+
+// addrKey is a packed, pointer-free <protocol, VIP, port> key (IPv4 as
+// v4-mapped IPv6).
+type addrKey struct {
+	addr  [16]byte
+	port  uint16
+	proto Protocol
+	v6    bool
+}
+
+type markKey struct {
+	mark uint32
+	v6   bool
+}
+
+// NewTable makes an empty table. newSched makes a scheduler instance for a
+// service (package scheduler provides it); an error from it is reported as
+// ipvsadm's "Scheduler or persistence engine not found".
+func NewTable(newSched func(name string, flags SvcFlags) (Scheduler, error)) *Table {
+	t := &Table{
+		newSched: newSched,
+		pes:      map[string]bool{},
+		byKey:    map[ServiceKey]*Service{},
+		trashSvc: map[ServiceKey]trashedSvc{},
+		trashDst: map[destKey]trashedDest{},
+		timeouts: DefaultTimeouts,
+		now:      time.Now,
+	}
+	t.snap.Store(&lookupSnap{byAddr: map[addrKey]*Service{}, byMark: map[markKey]*Service{}})
+	return t
+}
+
+// AllowPE makes a persistence engine name (--pe) acceptable. None is by
+// default: gvs implements no persistence engine, and IPVS refuses unknown
+// ones with "Scheduler or persistence engine not found".
+func (t *Table) AllowPE(name string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.pes[name] = true
+}
+
+// Lookup finds the service for a packet the way ip_vs_service_find does:
+// the fwmark service when fwmark is non-zero and one exists for the
+// packet's address family, else the exact <proto, addr, port> service,
+// else (TCP to port 20 or to an unprivileged port) the FTP service on port
+// 21 of that address, else the port-0 service of that address. It returns
+// nil when none matches. It is safe for concurrent use and does not
+// allocate.
+func (t *Table) Lookup(proto Protocol, addr netip.Addr, port uint16, fwmark uint32) *Service {
+	s := t.snap.Load()
+	v6 := addr.Is6()
+	if fwmark != 0 {
+		if svc := s.byMark[markKey{fwmark, v6}]; svc != nil {
+			return svc
+		}
+	}
+	k := addrKey{addr: addr.As16(), port: port, proto: proto, v6: v6}
+	if svc := s.byAddr[k]; svc != nil {
+		return svc
+	}
+	if proto == ProtoTCP && (port == 20 || port >= 1024) {
+		k.port = 21
+		if svc := s.byAddr[k]; svc != nil {
+			return svc
+		}
+	}
+	if port != 0 {
+		k.port = 0
+		if svc := s.byAddr[k]; svc != nil {
+			return svc
+		}
+	}
+	return nil
+}
+
+// Service returns the service with exactly this key, or nil.
+func (t *Table) Service(k ServiceKey) *Service {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.byKey[normKey(k)]
+}
+
+// Services returns the services sorted as ipvsadm sorts them (see
+// SortServices).
+func (t *Table) Services() []*Service {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := append([]*Service(nil), t.svcs...)
+	SortServices(out)
+	return out
+}
+
+// Read calls fn with the services in creation order while holding the
+// control-plane lock, so that no Apply runs meanwhile (for listings).
+// fn must not call other Table methods.
+func (t *Table) Read(fn func(svcs []*Service)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	fn(t.svcs)
+}
+
+// Timeouts returns the current --set timeouts.
+func (t *Table) Timeouts() Timeouts {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.timeouts
+}
+
+// Apply executes one command that changes the table: -A -E -D -C -a -e -d
+// -Z --set. Errors are *Error with libipvs's wording and ipvsadm's exit
+// status; on error nothing changed.
+func (t *Table) Apply(cmd *Command) error { return t.ApplyAll([]*Command{cmd}) }
+
+// ApplyAll executes a batch of commands all or nothing: they are applied in
+// order to a staged copy of the table, and only when every one succeeds is
+// the result published. Services and destinations present before and after
+// keep their objects (counters and connections continue). An error names
+// the failing command's rules-file line when Command.Line is set
+// ("line 3: Service not defined").
+func (t *Table) ApplyAll(cmds []*Command) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := &stage{t: t, svcs: map[ServiceKey]*stSvc{}, timeouts: t.timeouts}
+	for _, c := range cmds {
+		if err := st.apply(c); err != nil {
+			if e, ok := err.(*Error); ok && c.Line > 0 {
+				return &Error{Msg: fmt.Sprintf(msgRulesLine, c.Line, e.Msg), Code: e.Code, Err: e.Err}
+			}
+			return err
+		}
+	}
+	st.commit()
+	return nil
+}
+
+// normKey drops the unused fields of a fwmark key.
+func normKey(k ServiceKey) ServiceKey {
+	if k.FWMark != 0 {
+		return ServiceKey{FWMark: k.FWMark, V6: k.V6}
+	}
+	k.V6 = false
+	return k
+}
+
+// stSvc is a service in a staged batch.
+type stSvc struct {
+	key     ServiceKey
+	obj     *Service // the live object with this key when the batch began
+	present bool     // exists in the staged state
+	fresh   bool     // created in this batch (new counters)
+	touched bool     // changed in this batch
+	zero    bool
+	cfg     ServiceConfig
+	sched   Scheduler    // new scheduler instance, nil: keep obj's
+	dests   []DestConfig // oldest first (the reverse of IPVS list order)
+}
+
+// stage is a batch being validated.
+type stage struct {
+	t        *Table
+	svcs     map[ServiceKey]*stSvc
+	newOrder []ServiceKey // services without a live object, in creation order
+	cleared  bool
+	zeroAll  bool
+	timeouts Timeouts
+}
+
+// get returns the staged state of a service key (present or not).
+func (st *stage) get(k ServiceKey) *stSvc {
+	if s := st.svcs[k]; s != nil {
+		return s
+	}
+	s := &stSvc{key: k, obj: st.t.byKey[k]}
+	if s.obj != nil && !st.cleared {
+		s.present = true
+		s.cfg = s.obj.Config
+		ds := s.obj.Dests()
+		for i := len(ds) - 1; i >= 0; i-- {
+			s.dests = append(s.dests, ds[i].Config())
+		}
+	}
+	st.svcs[k] = s
+	return s
+}
+
+func (s *stSvc) findDest(ap netip.AddrPort) int {
+	for i := range s.dests {
+		if s.dests[i].AddrPort() == ap {
+			return i
+		}
+	}
+	return -1
+}
+
+// apply validates one command against the staged state and records it.
+func (st *stage) apply(c *Command) error {
+	key := normKey(c.Service.ServiceKey)
+	switch c.Kind {
+	case CmdClear:
+		st.cleared = true
+		st.svcs = map[ServiceKey]*stSvc{}
+		st.newOrder = nil
+		return nil
+	case CmdSet:
+		for _, p := range [][2]*int{{&st.timeouts.TCP, &c.Timeouts.TCP},
+			{&st.timeouts.TCPFin, &c.Timeouts.TCPFin}, {&st.timeouts.UDP, &c.Timeouts.UDP}} {
+			if *p[1] != 0 {
+				*p[0] = *p[1]
+			}
+		}
+		return nil
+	case CmdZero:
+		if !c.HasService() {
+			st.zeroAll = true
+			return nil
+		}
+		s := st.get(key)
+		if !s.present {
+			return opErr(ErrNoService, msgNoService)
+		}
+		s.zero = true
+		return nil
+	case CmdAddService:
+		s := st.get(key)
+		if s.present {
+			return opErr(ErrServiceExists, msgServiceExists)
+		}
+		sched, err := st.newScheduler(c.Service)
+		if err != nil {
+			return err
+		}
+		cfg := c.Service
+		cfg.ServiceKey = key
+		*s = stSvc{key: key, obj: s.obj, present: true, fresh: true, touched: true, cfg: cfg, sched: sched}
+		if s.obj == nil && !contains(st.newOrder, key) {
+			st.newOrder = append(st.newOrder, key)
+		}
+		return nil
+	case CmdEditService:
+		s := st.get(key)
+		if !s.present {
+			return opErr(ErrNoService, msgNoService)
+		}
+		// Scheduler flags (sh-port, mh-fallback, ...) are fixed when a
+		// scheduler is made, so a flag change needs a new one too.
+		if c.Service.Scheduler != s.cfg.Scheduler || c.Service.Flags&SvcSchedMask != s.cfg.Flags&SvcSchedMask {
+			sched, err := st.newScheduler(c.Service)
+			if err != nil {
+				return err
+			}
+			s.sched = sched
+		} else if err := st.checkPE(c.Service.PE); err != nil {
+			return err
+		}
+		cfg := c.Service
+		cfg.ServiceKey = key
+		s.cfg = cfg
+		s.touched = true
+		return nil
+	case CmdDeleteService:
+		s := st.get(key)
+		if !s.present {
+			return opErr(ErrNoService, msgNoService)
+		}
+		*s = stSvc{key: key, obj: s.obj, touched: true}
+		return nil
+	case CmdAddServer, CmdEditServer, CmdDeleteServer:
+		s := st.get(key)
+		if !s.present {
+			return opErr(ErrServiceNotDefined, msgNotDefined)
+		}
+		d := c.Dest
+		if key.FWMark == 0 && c.Kind != CmdDeleteServer && (d.Method == Tunnel || d.Method == Route) {
+			d.Port = key.Port
+		}
+		if c.Kind != CmdDeleteServer {
+			if d.Weight < 0 || d.Weight > 65535 || d.LThreshold > d.UThreshold {
+				return opErr(ErrRange, msgERANGE)
+			}
+			if d.Method == Tunnel && d.TunType == TunGUE && d.TunPort == 0 {
+				return opErr(ErrInvalid, msgEINVAL)
+			}
+		}
+		i := s.findDest(d.AddrPort())
+		switch c.Kind {
+		case CmdAddServer:
+			if i >= 0 {
+				return opErr(ErrDestExists, msgDestExists)
+			}
+			if !unicast(d.Addr) {
+				return opErr(ErrInvalid, msgEINVAL)
+			}
+			s.dests = append(s.dests, d)
+		case CmdEditServer:
+			if i < 0 {
+				return opErr(ErrNoDest, msgNoDest)
+			}
+			s.dests[i] = d
+		default:
+			if i < 0 {
+				return opErr(ErrNoDest, msgNoDest)
+			}
+			s.dests = append(s.dests[:i:i], s.dests[i+1:]...)
+		}
+		s.touched = true
+		return nil
+	case CmdStartDaemon, CmdStopDaemon:
+		return opErr(ErrUnsupported, msgNoDaemon)
+	}
+	return opErr(ErrInvalid, fmt.Sprintf(msgNotTableCmd, c.Kind))
+}
+
+func contains(ks []ServiceKey, k ServiceKey) bool {
+	for _, x := range ks {
+		if x == k {
+			return true
+		}
+	}
+	return false
+}
+
+// unicast is the kernel's check that a destination address is unicast
+// (inet_addr_type RTN_UNICAST/RTN_LOCAL; ipv6_addr_type unicast).
+func unicast(a netip.Addr) bool {
+	if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() {
+		return false
+	}
+	if a.Is4() {
+		b := a.As4()
+		return b[0] != 0 && a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
+	}
+	return true
+}
+
+func (st *stage) checkPE(pe string) error {
+	if pe != "" && !st.t.pes[pe] {
+		return opErr(ErrNotFound, msgNotFound)
+	}
+	return nil
+}
+
+func (st *stage) newScheduler(c ServiceConfig) (Scheduler, error) {
+	var s Scheduler
+	var err error
+	if st.t.newSched != nil {
+		s, err = st.t.newSched(c.Scheduler, c.Flags)
+	}
+	if err != nil || s == nil {
+		return nil, opErr(ErrNotFound, msgNotFound)
+	}
+	if err := st.checkPE(c.PE); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// commit publishes the staged state. It cannot fail.
+func (st *stage) commit() {
+	t := st.t
+	now := t.now()
+	t.pruneTrash(now)
+	t.timeouts = st.timeouts
+
+	var keep, removed []*Service
+	for _, svc := range t.svcs {
+		k := normKey(svc.Config.ServiceKey)
+		s := st.svcs[k]
+		switch {
+		case s == nil && st.cleared, s != nil && !s.present:
+			removed = append(removed, svc)
+		case s == nil:
+			keep = append(keep, svc)
+			if st.zeroAll {
+				zeroService(svc)
+			}
+		default:
+			keep = append(keep, st.commitService(s, svc, now))
+		}
+	}
+	for _, k := range st.newOrder {
+		s := st.svcs[k]
+		if !s.present || s.obj != nil {
+			continue
+		}
+		var svc *Service
+		if tr, ok := t.trashSvc[k]; ok {
+			svc = tr.svc
+			delete(t.trashSvc, k)
+		}
+		keep = append(keep, st.commitService(s, svc, now))
+	}
+
+	t.svcs = keep
+	t.byKey = make(map[ServiceKey]*Service, len(keep))
+	snap := &lookupSnap{byAddr: make(map[addrKey]*Service), byMark: make(map[markKey]*Service)}
+	for _, svc := range keep {
+		k := normKey(svc.Config.ServiceKey)
+		t.byKey[k] = svc
+		if k.FWMark != 0 {
+			snap.byMark[markKey{k.FWMark, k.V6}] = svc
+		} else {
+			snap.byAddr[addrKey{addr: k.Addr.As16(), port: k.Port, proto: k.Proto, v6: k.Addr.Is6()}] = svc
+		}
+	}
+	t.snap.Store(snap)
+
+	// Only now that no lookup can return them: retire removed services.
+	for _, svc := range removed {
+		k := normKey(svc.Config.ServiceKey)
+		for _, d := range svc.Dests() {
+			t.trashDest(k, d, now)
+		}
+		svc.SetDests(nil)
+		t.trashSvc[k] = trashedSvc{svc: svc, at: now}
+	}
+}
+
+// commitService makes svc (the live or trashed object, or nil for a new
+// one) match the staged service s, and returns it.
+func (st *stage) commitService(s *stSvc, svc *Service, now time.Time) *Service {
+	t := st.t
+	if svc == nil {
+		svc = NewService(s.cfg)
+	}
+	if !s.touched && !st.zeroAll && !s.zero {
+		return svc
+	}
+	if s.fresh {
+		// A new IPVS service starts with zero counters; destinations
+		// reused from the trash keep theirs.
+		svc.Stats.Reset()
+	}
+	if svc.Config != s.cfg {
+		svc.Config = s.cfg
+	}
+
+	old := map[netip.AddrPort]*Dest{}
+	for _, d := range svc.Dests() {
+		old[d.AddrPort()] = d
+	}
+	n := len(s.dests)
+	list := make([]*Dest, n)
+	isNew := make([]bool, n)
+	for i := range list {
+		cfg := s.dests[n-1-i] // newest first
+		ap := cfg.AddrPort()
+		d := old[ap]
+		delete(old, ap)
+		if d == nil {
+			dk := destKey{s.key, ap}
+			if tr, ok := t.trashDst[dk]; ok && tr.d.Svc == svc {
+				d = tr.d
+				delete(t.trashDst, dk)
+				d.available.Store(true)
+				d.Update(cfg)
+			}
+		}
+		switch {
+		case d == nil:
+			d = NewDest(svc, cfg)
+			isNew[i] = true
+		case d.Config() != cfg:
+			d.Update(cfg)
+		}
+		list[i] = d
+	}
+	// Kept destinations keep their Index unless it collides; new ones
+	// take the smallest free numbers.
+	used := map[int]bool{}
+	var needIndex []*Dest
+	for i, d := range list {
+		if isNew[i] || used[d.Index] {
+			needIndex = append(needIndex, d)
+			continue
+		}
+		used[d.Index] = true
+	}
+	next := 0
+	for _, d := range needIndex {
+		for used[next] {
+			next++
+		}
+		d.Index = next
+		used[next] = true
+	}
+	for _, d := range old {
+		t.trashDest(s.key, d, now)
+	}
+	svc.SetDests(list)
+	if s.zero || st.zeroAll {
+		zeroService(svc)
+	}
+	if s.sched != nil {
+		s.sched.Update(svc)
+		svc.Sched = s.sched
+	} else if svc.Sched != nil && s.touched {
+		svc.Sched.Update(svc)
+	}
+	svc.Publish()
+	return svc
+}
+
+func zeroService(svc *Service) {
+	svc.Stats.Reset()
+	for _, d := range svc.Dests() {
+		d.Stats.Reset()
+	}
+}
+
+// trashDest retires a destination: unavailable for scheduling, kept for
+// reuse by a later -a.
+func (t *Table) trashDest(k ServiceKey, d *Dest, now time.Time) {
+	d.SetUnavailable()
+	t.trashDst[destKey{k, d.AddrPort()}] = trashedDest{d: d, at: now}
+}
+
+// pruneTrash forgets trashed destinations that have been unused for the
+// trash period and have no connections, and trashed services without
+// trashed destinations.
+func (t *Table) pruneTrash(now time.Time) {
+	keys := map[ServiceKey]bool{}
+	for k, tr := range t.trashDst {
+		d := tr.d
+		idle := d.ActiveConns.Load() == 0 && d.InactConns.Load() == 0 && d.PersistConns.Load() == 0
+		if idle && now.Sub(tr.at) >= trashPeriod {
+			delete(t.trashDst, k)
+			continue
+		}
+		keys[k.svc] = true
+	}
+	for k, tr := range t.trashSvc {
+		if !keys[k] && now.Sub(tr.at) >= trashPeriod {
+			delete(t.trashSvc, k)
+		}
+	}
+}
+
+// SortServices sorts services as ipvsadm does (ipvs_cmp_services with
+// glibc's merge sort): by fwmark, address family, protocol, address and
+// port, with the C comparator's 32-bit wrap-around kept, so that for
+// example 192.168.0.1 sorts before 10.0.0.1 exactly as ipvsadm prints it.
+func SortServices(svcs []*Service) {
+	msort(svcs, make([]*Service, len(svcs)), cmpServices)
+}
+
+// SortDests sorts destinations as ipvsadm does (ipvs_cmp_dests): by
+// address then port, with the same wrap-around.
+func SortDests(ds []*Dest) {
+	msort(ds, make([]*Dest, len(ds)), func(a, b *Dest) int { return cmpAddrPort(a.Addr, a.Port, b.Addr, b.Port) })
+}
+
+// msort is glibc's msort_with_tmp: a top-down merge sort that takes from
+// the left run while cmp <= 0. The comparator is not transitive, so the
+// algorithm matters for the output order.
+func msort[T any](b, tmp []T, cmp func(a, b T) int) {
+	n := len(b)
+	if n <= 1 {
+		return
+	}
+	n1 := n / 2
+	b1, b2 := b[:n1], b[n1:]
+	msort(b1, tmp, cmp)
+	msort(b2, tmp, cmp)
+	i, j, k := 0, 0, 0
+	for i < len(b1) && j < len(b2) {
+		if cmp(b1[i], b2[j]) <= 0 {
+			tmp[k] = b1[i]
+			i++
+		} else {
+			tmp[k] = b2[j]
+			j++
+		}
+		k++
+	}
+	k += copy(tmp[k:], b1[i:])
+	copy(b, tmp[:k])
+}
+
+// addrWords is the address as the C union nf_inet_addr's four big-endian
+// words (IPv4 in the first).
+func addrWords(a netip.Addr) (w [4]uint32, v6 bool) {
+	if a.Is4() {
+		b := a.As4()
+		w[0] = binary.BigEndian.Uint32(b[:])
+		return w, false
+	}
+	b := a.As16()
+	for i := range w {
+		w[i] = binary.BigEndian.Uint32(b[4*i:])
+	}
+	return w, true
+}
+
+// cmpAddrPort compares like ipvs_cmp_dests: the first argument's family
+// decides how many words are compared, each difference is an unsigned
+// 32-bit subtraction read as a signed int.
+func cmpAddrPort(a netip.Addr, ap uint16, b netip.Addr, bp uint16) int {
+	wa, v6 := addrWords(a)
+	wb, _ := addrWords(b)
+	n := 1
+	if v6 {
+		n = 4
+	}
+	for i := 0; i < n; i++ {
+		if r := int32(wa[i] - wb[i]); r != 0 {
+			return int(r)
+		}
+	}
+	return int(ap) - int(bp)
+}
+
+// svcSortFields are what ipvs_cmp_services compares.
+func svcSortFields(s *Service) (mark uint32, af int, proto int) {
+	k := s.Config.ServiceKey
+	af = 2 // AF_INET
+	if k.FWMark != 0 {
+		if k.V6 {
+			af = 10 // AF_INET6
+		}
+		return k.FWMark, af, int(ProtoTCP) // ipvsadm gives fwmark services TCP
+	}
+	if k.Addr.Is6() {
+		af = 10
+	}
+	return 0, af, int(k.Proto)
+}
+
+func cmpServices(a, b *Service) int {
+	ma, afa, pa := svcSortFields(a)
+	mb, afb, pb := svcSortFields(b)
+	if r := int32(ma - mb); r != 0 {
+		return int(r)
+	}
+	if afa != afb {
+		return afa - afb
+	}
+	if pa != pb {
+		return pa - pb
+	}
+	ka, kb := a.Config.ServiceKey, b.Config.ServiceKey
+	if ka.FWMark != 0 {
+		return 0
+	}
+	return cmpAddrPort(ka.Addr, ka.Port, kb.Addr, kb.Port)
+}

@@ -1,0 +1,417 @@
+package ipvs
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeSched is a scheduler for tests: first usable destination, and a
+// record of Update calls.
+type fakeSched struct {
+	name    string
+	flags   SvcFlags
+	mu      sync.Mutex
+	updates int
+	seen    int // number of dests at the last Update
+}
+
+func (f *fakeSched) Name() string { return f.name }
+
+func (f *fakeSched) Schedule(svc *Service, _ *Flow) *Dest {
+	for _, d := range svc.Dests() {
+		if d.Usable() {
+			return d
+		}
+	}
+	return nil
+}
+
+func (f *fakeSched) Update(svc *Service) {
+	f.mu.Lock()
+	f.updates++
+	f.seen = len(svc.Dests())
+	f.mu.Unlock()
+}
+
+var knownScheds = map[string]bool{"rr": true, "wrr": true, "lc": true, "wlc": true, "sh": true, "mh": true,
+	"dh": true, "sed": true, "nq": true, "fo": true, "ovf": true, "lblc": true, "lblcr": true}
+
+func newFakeSched(name string, flags SvcFlags) (Scheduler, error) {
+	if !knownScheds[name] {
+		return nil, errors.New("unknown scheduler")
+	}
+	return &fakeSched{name: name, flags: flags}, nil
+}
+
+// mustApply parses and applies command lines to t.
+func mustApply(t testing.TB, tab *Table, lines ...string) {
+	t.Helper()
+	for _, l := range lines {
+		c, err := ParseArgs(strings.Fields(l))
+		if err != nil {
+			t.Fatalf("ParseArgs(%q): %v", l, err)
+		}
+		if err := tab.Apply(c); err != nil {
+			t.Fatalf("Apply(%q): %v", l, err)
+		}
+	}
+}
+
+func applyErr(t *testing.T, tab *Table, line string) error {
+	t.Helper()
+	c, err := ParseArgs(strings.Fields(line))
+	if err != nil {
+		t.Fatalf("ParseArgs(%q): %v", line, err)
+	}
+	return tab.Apply(c)
+}
+
+func key(s string) ServiceKey {
+	c, err := ParseArgs(append([]string{"-D"}, strings.Fields(s)...))
+	if err != nil {
+		panic(err)
+	}
+	return c.Service.ServiceKey
+}
+
+func TestTableErrors(t *testing.T) {
+	tab := NewTable(newFakeSched)
+	mustApply(t, tab,
+		"-A -t 10.0.0.1:80 -s rr",
+		"-a -t 10.0.0.1:80 -r 192.168.1.1 -m",
+	)
+	tests := []struct {
+		line     string
+		msg      string
+		sentinel error
+	}{
+		{"-A -t 10.0.0.1:80", "Service already exists", ErrServiceExists},
+		{"-A -t 10.0.0.2:80 -s nosuch", "Scheduler or persistence engine not found", ErrNotFound},
+		{"-A -t 10.0.0.2:80 --pe sip", "Scheduler or persistence engine not found", ErrNotFound},
+		{"-E -t 10.0.0.2:80", "No such service", ErrNoService},
+		{"-E -t 10.0.0.1:80 -s nosuch", "Scheduler or persistence engine not found", ErrNotFound},
+		{"-D -u 10.0.0.1:80", "No such service", ErrNoService},
+		{"-Z -t 10.0.0.1:81", "No such service", ErrNoService},
+		{"-a -t 10.0.0.2:80 -r 192.168.1.1", "Service not defined", ErrServiceNotDefined},
+		{"-e -t 10.0.0.2:80 -r 192.168.1.1", "Service not defined", ErrServiceNotDefined},
+		{"-d -t 10.0.0.2:80 -r 192.168.1.1", "Service not defined", ErrServiceNotDefined},
+		{"-a -t 10.0.0.1:80 -r 192.168.1.1 -m", "Destination already exists", ErrDestExists},
+		{"-e -t 10.0.0.1:80 -r 192.168.1.2 -m", "No such destination", ErrNoDest},
+		{"-d -t 10.0.0.1:80 -r 192.168.1.2", "No such destination", ErrNoDest},
+		{"-a -t 10.0.0.1:80 -r 192.168.1.3 -y 5", "Numerical result out of range", ErrRange},
+		{"-e -t 10.0.0.1:80 -r 192.168.1.1 -m -x 5 -y 6", "Numerical result out of range", ErrRange},
+		{"-a -t 10.0.0.1:80 -r 224.0.0.1 -m", "Invalid operation.  Possibly wrong module version, address not unicast, ...", ErrInvalid},
+		{"-a -t 10.0.0.1:80 -r 0.0.0.0 -m", "Invalid operation.  Possibly wrong module version, address not unicast, ...", ErrInvalid},
+		{"--start-daemon master", "the connection sync daemon is not supported by gvs", ErrUnsupported},
+		{"-L", "the 'list' command does not change the table", ErrInvalid},
+	}
+	for _, tc := range tests {
+		err := applyErr(t, tab, tc.line)
+		var e *Error
+		if !errors.As(err, &e) || e.Msg != tc.msg || e.Code != ExitFailure || !errors.Is(err, tc.sentinel) {
+			t.Errorf("%q: got %v, want %q (exit 255, %v)", tc.line, err, tc.msg, tc.sentinel)
+		}
+	}
+	// Nothing changed.
+	svcs := tab.Services()
+	if len(svcs) != 1 || len(svcs[0].Dests()) != 1 || svcs[0].Config.Scheduler != "rr" {
+		t.Fatalf("table changed by failing commands: %d services", len(svcs))
+	}
+}
+
+func TestTableDestLifecycle(t *testing.T) {
+	tab := NewTable(newFakeSched)
+	mustApply(t, tab, "-A -t 10.0.0.1:80 -s wrr")
+	svc := tab.Service(key("-t 10.0.0.1:80"))
+	if svc == nil {
+		t.Fatal("service not found")
+	}
+	sched := svc.Sched.(*fakeSched)
+	mustApply(t, tab,
+		"-a -t 10.0.0.1:80 -r 192.168.1.1 -m -w 1",
+		"-a -t 10.0.0.1:80 -r 192.168.1.2:8080 -m -w 2",
+		"-a -t 10.0.0.1:80 -r 192.168.1.3 -w 3", // DR: port forced to 80
+	)
+	ds := svc.Dests()
+	want := []string{"192.168.1.3:80", "192.168.1.2:8080", "192.168.1.1:80"} // newest first
+	for i, d := range ds {
+		if d.AddrPort().String() != want[i] || d.Svc != svc || !d.Available() {
+			t.Errorf("dest %d = %v (svc ok %v, available %v), want %s", i, d.AddrPort(), d.Svc == svc, d.Available(), want[i])
+		}
+	}
+	if ds[0].Index != 2 || ds[1].Index != 1 || ds[2].Index != 0 {
+		t.Errorf("indexes %d %d %d, want 2 1 0", ds[0].Index, ds[1].Index, ds[2].Index)
+	}
+	// one Update when the service was created, one per -a
+	if sched.updates != 4 || sched.seen != 3 {
+		t.Errorf("scheduler updates %d (saw %d dests), want 4 (3)", sched.updates, sched.seen)
+	}
+
+	// -e changes the object in place; an omitted -w means weight 1, as ipvsadm sends it.
+	d2 := ds[1]
+	mustApply(t, tab, "-e -t 10.0.0.1:80 -r 192.168.1.2:8080 -m -x 10")
+	if svc.Dests()[1] != d2 || d2.Weight() != 1 || d2.UThreshold() != 10 {
+		t.Errorf("edit: same object %v, weight %d, uthreshold %d", svc.Dests()[1] == d2, d2.Weight(), d2.UThreshold())
+	}
+
+	// -d marks the dest unavailable and removes it from the snapshot.
+	d2.ActiveConns.Add(1) // a live connection keeps it in the trash
+	mustApply(t, tab, "-d -t 10.0.0.1:80 -r 192.168.1.2:8080")
+	if d2.Available() || len(svc.Dests()) != 2 {
+		t.Fatalf("delete: available %v, %d dests", d2.Available(), len(svc.Dests()))
+	}
+	// A new dest takes the smallest free index.
+	mustApply(t, tab, "-a -t 10.0.0.1:80 -r 192.168.1.4 -m")
+	if got := svc.Dests()[0]; got.Index != 1 {
+		t.Errorf("new dest index %d, want 1", got.Index)
+	}
+	// Re-adding the deleted dest brings back the same object (IPVS trash).
+	tab.now = func() time.Time { return time.Now().Add(time.Hour) }
+	mustApply(t, tab, "-a -t 10.0.0.1:80 -r 192.168.1.2:8080 -m -w 5")
+	if got := svc.Dests()[0]; got != d2 || !d2.Available() || d2.Weight() != 5 || d2.ActiveConns.Load() != 1 {
+		t.Errorf("re-add: same object %v, available %v, weight %d", got == d2, d2.Available(), d2.Weight())
+	}
+	if d2.Index == svc.Dests()[1].Index {
+		t.Errorf("revived dest shares index %d", d2.Index)
+	}
+
+	// -E with another scheduler makes a new instance; with the same one it keeps it.
+	mustApply(t, tab, "-E -t 10.0.0.1:80 -s wrr -p 100")
+	if svc.Sched != sched || !svc.Config.Persistent() || svc.Config.Timeout != 100 {
+		t.Errorf("edit with same scheduler replaced it or lost the config")
+	}
+	mustApply(t, tab, "-E -t 10.0.0.1:80 -s rr")
+	if svc.Sched == Scheduler(sched) || svc.Sched.Name() != "rr" || svc.Config.Persistent() {
+		t.Errorf("edit with a new scheduler: %v persistent %v", svc.Sched.Name(), svc.Config.Persistent())
+	}
+	if ns := svc.Sched.(*fakeSched); ns.updates != 1 || ns.seen != 4 {
+		t.Errorf("new scheduler: %d updates, saw %d dests", ns.updates, ns.seen)
+	}
+
+	// -D makes every dest unavailable.
+	ds = svc.Dests()
+	mustApply(t, tab, "-D -t 10.0.0.1:80")
+	for _, d := range ds {
+		if d.Available() {
+			t.Errorf("dest %v still available after -D", d.AddrPort())
+		}
+	}
+	if tab.Lookup(ProtoTCP, mustAddr("10.0.0.1"), 80, 0) != nil || len(tab.Services()) != 0 {
+		t.Error("service still visible after -D")
+	}
+}
+
+func TestTableLookup(t *testing.T) {
+	tab := NewTable(newFakeSched)
+	mustApply(t, tab,
+		"-A -t 10.0.0.1:80",
+		"-A -u 10.0.0.1:80",
+		"-A -t 10.0.0.1:21",
+		"-A -t 10.0.0.2:0 -p",
+		"-A -f 7",
+		"-A -f 7 -6",
+		"-A -t [2001:db8::1]:80",
+	)
+	get := func(s string) *Service { return tab.Service(key(s)) }
+	v4, v4b := mustAddr("10.0.0.1"), mustAddr("10.0.0.2")
+	tests := []struct {
+		name  string
+		proto Protocol
+		addr  netip.Addr
+		port  uint16
+		mark  uint32
+		want  *Service
+	}{
+		{"exact tcp", ProtoTCP, v4, 80, 0, get("-t 10.0.0.1:80")},
+		{"exact udp", ProtoUDP, v4, 80, 0, get("-u 10.0.0.1:80")},
+		{"fwmark first", ProtoTCP, v4, 80, 7, get("-f 7")},
+		{"fwmark v6", ProtoTCP, mustAddr("2001:db8::1"), 80, 7, get("-f 7 -6")},
+		{"unknown mark falls back", ProtoTCP, v4, 80, 8, get("-t 10.0.0.1:80")},
+		{"ftp data port 20", ProtoTCP, v4, 20, 0, get("-t 10.0.0.1:21")},
+		{"ftp passive port", ProtoTCP, v4, 40000, 0, get("-t 10.0.0.1:21")},
+		{"privileged port: no ftp", ProtoTCP, v4, 443, 0, nil},
+		{"udp: no ftp", ProtoUDP, v4, 40000, 0, nil},
+		{"port zero service", ProtoTCP, v4b, 443, 0, get("-t 10.0.0.2:0")},
+		{"port zero: other protocol", ProtoUDP, v4b, 443, 0, nil},
+		{"v6 exact", ProtoTCP, mustAddr("2001:db8::1"), 80, 0, get("-t [2001:db8::1]:80")},
+		{"v4-mapped v6 is not v4", ProtoTCP, mustAddr("::ffff:10.0.0.1"), 80, 0, nil},
+		{"miss", ProtoTCP, mustAddr("10.9.9.9"), 80, 0, nil},
+	}
+	for _, tc := range tests {
+		if got := tab.Lookup(tc.proto, tc.addr, tc.port, tc.mark); got != tc.want {
+			t.Errorf("%s: Lookup = %p, want %p", tc.name, got, tc.want)
+		}
+	}
+	allocs := testing.AllocsPerRun(1000, func() {
+		_ = tab.Lookup(ProtoTCP, v4, 80, 0)
+		_ = tab.Lookup(ProtoTCP, v4b, 443, 7)
+		_ = tab.Lookup(ProtoUDP, mustAddr("2001:db8::2"), 53, 0)
+	})
+	if allocs != 0 {
+		t.Errorf("Lookup allocates %.1f times per run", allocs)
+	}
+}
+
+func TestApplyAllAtomic(t *testing.T) {
+	tab := NewTable(newFakeSched)
+	mustApply(t, tab, "-A -t 10.0.0.1:80 -s rr", "-a -t 10.0.0.1:80 -r 192.168.1.1 -m")
+	svc := tab.Service(key("-t 10.0.0.1:80"))
+	d := svc.Dests()[0]
+	d.InactConns.Add(3)
+	d.Stats[0].Conns.Add(42)
+
+	rules := "-C\n-A -t 10.0.0.1:80 -s wrr\n-a -t 10.0.0.1:80 -r 192.168.1.1 -m -w 4\n" +
+		"-A -t 10.0.0.9:80\n-a -t 10.0.0.8:80 -r 192.168.1.2\n"
+	cmds, err := ParseRules(strings.NewReader(rules))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = tab.ApplyAll(cmds)
+	if err == nil || err.Error() != "line 5: Service not defined" {
+		t.Fatalf("ApplyAll = %v, want line 5: Service not defined", err)
+	}
+	if got := tab.Services(); len(got) != 1 || got[0] != svc || svc.Config.Scheduler != "rr" || d.Weight() != 1 {
+		t.Fatalf("failed batch changed the table")
+	}
+
+	// The same batch without the bad line: objects survive the -C.
+	if err := tab.ApplyAll(cmds[:4]); err != nil {
+		t.Fatal(err)
+	}
+	if tab.Service(key("-t 10.0.0.1:80")) != svc || svc.Config.Scheduler != "wrr" {
+		t.Fatal("service object not kept across -C in a batch")
+	}
+	if got := svc.Dests(); len(got) != 1 || got[0] != d || !d.Available() || d.Weight() != 4 ||
+		d.InactConns.Load() != 3 || d.Stats.Sum().Conns != 42 {
+		t.Fatalf("dest object not kept with its counters")
+	}
+	if svc.Stats.Sum().Conns != 0 {
+		t.Error("re-created service did not start with zero counters")
+	}
+	if tab.Lookup(ProtoTCP, mustAddr("10.0.0.9"), 80, 0) == nil {
+		t.Error("new service not published")
+	}
+}
+
+func TestZeroAndTimeouts(t *testing.T) {
+	tab := NewTable(newFakeSched)
+	mustApply(t, tab, "-A -t 10.0.0.1:80", "-a -t 10.0.0.1:80 -r 192.168.1.1", "-A -u 10.0.0.1:53")
+	a, b := tab.Service(key("-t 10.0.0.1:80")), tab.Service(key("-u 10.0.0.1:53"))
+	a.Stats[1].InPkts.Add(5)
+	a.Dests()[0].Stats[2].OutBytes.Add(7)
+	b.Stats[0].Conns.Add(1)
+	mustApply(t, tab, "-Z -t 10.0.0.1:80")
+	if a.Stats.Sum() != (Totals{}) || a.Dests()[0].Stats.Sum() != (Totals{}) || b.Stats.Sum().Conns != 1 {
+		t.Error("-Z of one service")
+	}
+	mustApply(t, tab, "-Z")
+	if b.Stats.Sum().Conns != 0 {
+		t.Error("-Z of all services")
+	}
+	if tab.Timeouts() != DefaultTimeouts {
+		t.Errorf("default timeouts %v", tab.Timeouts())
+	}
+	mustApply(t, tab, "--set 0 60 0")
+	if got := tab.Timeouts(); got != (Timeouts{900, 60, 300}) {
+		t.Errorf("--set 0 60 0 gave %v", got)
+	}
+}
+
+func TestSortServicesLikeIpvsadm(t *testing.T) {
+	tab := NewTable(newFakeSched)
+	mustApply(t, tab,
+		"-A -u 10.0.0.1:53",
+		"-A -f 2",
+		"-A -t 10.0.0.1:443",
+		"-A -t 192.168.0.1:80",
+		"-A -f 1 -6",
+		"-A -t 10.0.0.1:80",
+		"-A -f 1",
+	)
+	var got []string
+	for _, s := range tab.Services() {
+		got = append(got, s.Config.ServiceKey.String())
+	}
+	// 192.168.0.1 - 10.0.0.1 overflows a C int: ipvsadm lists it first.
+	want := "-t 192.168.0.1:80,-t 10.0.0.1:80,-t 10.0.0.1:443,-u 10.0.0.1:53,-f 1,-f 1 -6,-f 2"
+	if strings.Join(got, ",") != want {
+		t.Errorf("order\n got %s\nwant %s", strings.Join(got, ","), want)
+	}
+}
+
+func TestLookupConcurrentWithApply(t *testing.T) {
+	tab := NewTable(newFakeSched)
+	mustApply(t, tab, "-A -t 10.0.0.1:80")
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for w := 0; w < 2; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f := &Flow{}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if svc := tab.Lookup(ProtoTCP, mustAddr("10.0.0.1"), 80, 0); svc != nil {
+					for _, d := range svc.Dests() {
+						_ = d.Usable()
+					}
+					_ = f
+				}
+			}
+		}()
+	}
+	for i := 0; i < 200; i++ {
+		mustApply(t, tab, fmt.Sprintf("-a -t 10.0.0.1:80 -r 192.168.%d.%d -m", i/250, i%250+1))
+		if i%3 == 0 {
+			mustApply(t, tab, fmt.Sprintf("-A -t 10.0.1.%d:80", i+1))
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if n := len(tab.Service(key("-t 10.0.0.1:80")).Dests()); n != 200 {
+		t.Errorf("%d dests, want 200", n)
+	}
+}
+
+func BenchmarkLookup(b *testing.B) {
+	tab := NewTable(newFakeSched)
+	for i := 0; i < 100; i++ {
+		mustApply(b, tab, fmt.Sprintf("-A -t 10.0.%d.%d:80", i/250, i%250+1))
+	}
+	a := mustAddr("10.0.0.50")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if tab.Lookup(ProtoTCP, a, 80, 0) == nil {
+			b.Fatal("miss")
+		}
+	}
+}
+
+func BenchmarkApplyAddDest(b *testing.B) {
+	tab := NewTable(newFakeSched)
+	mustApply(b, tab, "-A -t 10.0.0.1:80")
+	add, _ := ParseArgs(strings.Fields("-A -t 10.0.0.1:80"))
+	cmds := []*Command{{Kind: CmdClear}, add}
+	for i := 0; i < 1000; i++ {
+		c, _ := ParseArgs(strings.Fields(fmt.Sprintf("-a -t 10.0.0.1:80 -r 10.1.%d.%d -m", i/250, i%250+1)))
+		cmds = append(cmds, c)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		// a whole rules reload: 1 service, 1000 real servers
+		if err := tab.ApplyAll(cmds); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,128 @@
+package rewrite
+
+import (
+	"encoding/binary"
+
+	"gvs/checksum"
+)
+
+const (
+	// ICMPErrorMaxLen bounds the IP datagram of a generated ICMP error:
+	// its IP header, ICMP header and quote fit in 576 bytes (RFC 1812
+	// 4.3.2.3).
+	ICMPErrorMaxLen = 576
+	// ICMPErrorMaxFrame is a buffer size that always suffices for a
+	// generated ICMP error frame: a tagged Ethernet header plus
+	// ICMPErrorMaxLen.
+	ICMPErrorMaxFrame = EthernetLen + VLANLen + ICMPErrorMaxLen
+	// ICMPErrorTTL is the TTL of generated ICMP errors.
+	ICMPErrorTTL = 64
+)
+
+// TimeExceeded builds an ICMP time exceeded (type 11, code 0: TTL exceeded
+// in transit) about the offending frame, decoded into p, into dst. See
+// PortUnreachable for the arguments and the result.
+func TimeExceeded(dst, frame []byte, p *Parsed, src [4]byte, m MACs) ([]byte, bool) {
+	return icmpError(dst, frame, p, src, m, ICMPTimeExceeded, 0, 0)
+}
+
+// FragNeeded builds an ICMP destination unreachable, fragmentation needed
+// and DF set (type 3, code 4), carrying the next-hop mtu in bytes 6-7 (RFC
+// 1191). See PortUnreachable for the other arguments and the result.
+func FragNeeded(dst, frame []byte, p *Parsed, src [4]byte, mtu uint16, m MACs) ([]byte, bool) {
+	return icmpError(dst, frame, p, src, m, ICMPDestUnreach, ICMPCodeFragNeeded, mtu)
+}
+
+// PortUnreachable builds an ICMP destination unreachable, port unreachable
+// (type 3, code 3) about the offending frame into dst.
+//
+// frame is the offending frame as received (not rewritten) and p its
+// decoding (verdict IP). src is the director's address facing the sender,
+// the ICMP source; the ICMP destination is the offending packet's source.
+// m gives the Ethernet addresses, normally Dst = the offending frame's
+// source MAC and Src = our interface's MAC. A VLAN tag of the offending
+// frame is repeated. The reply has TTL 64, precedence "internetwork
+// control" (TOS 0xC0, as Linux sends errors), DF set and ID 0 (an atomic
+// datagram, RFC 6864), and quotes the original IP header and as much of
+// its payload as keeps the datagram within ICMPErrorMaxLen and dst.
+//
+// It returns the frame, a prefix of dst, and true; or nil and false when no
+// error may be sent (RFC 1812 4.3.2.7): about an ICMP error, a non-first
+// fragment, a packet to a broadcast or multicast IP or MAC address, or from
+// an address that is not a unicast host (0/8, 127/8, 224/4 and above) -
+// or when dst cannot hold the IP header and 8 bytes of the quote.
+// ICMPErrorMaxFrame bytes are always enough.
+func PortUnreachable(dst, frame []byte, p *Parsed, src [4]byte, m MACs) ([]byte, bool) {
+	return icmpError(dst, frame, p, src, m, ICMPDestUnreach, ICMPCodePortUnreach, 0)
+}
+
+func icmpError(dst, frame []byte, p *Parsed, src [4]byte, m MACs, typ, code uint8, mtu uint16) ([]byte, bool) {
+	if !mayReply(frame, p) {
+		return nil, false
+	}
+	orig := frame[p.L3:p.End]
+	l2 := EthernetLen
+	if p.VLAN {
+		l2 += VLANLen
+	}
+	hdr := l2 + IPv4MinLen + ICMPLen
+	n := min(len(orig), ICMPErrorMaxLen-IPv4MinLen-ICMPLen, len(dst)-hdr)
+	if n < len(orig) && n < p.IHL+8 {
+		return nil, false
+	}
+	out := dst[:hdr+n]
+
+	m.apply(out)
+	if p.VLAN {
+		binary.BigEndian.PutUint16(out[ethType:], EtherTypeVLAN)
+		binary.BigEndian.PutUint16(out[vlanTCI:], p.TCI)
+		binary.BigEndian.PutUint16(out[vlanTyp:], EtherTypeIPv4)
+	} else {
+		binary.BigEndian.PutUint16(out[ethType:], EtherTypeIPv4)
+	}
+
+	ip := IPv4(out[l2 : l2+IPv4MinLen])
+	ip[ipVerIHL] = 0x45
+	ip[ipTOS] = ipPrecInetCtrl
+	binary.BigEndian.PutUint16(ip[ipTotalLen:], uint16(IPv4MinLen+ICMPLen+n))
+	binary.BigEndian.PutUint16(ip[ipID:], 0)
+	binary.BigEndian.PutUint16(ip[ipFrag:], ipFlagDF)
+	ip[ipTTL] = ICMPErrorTTL
+	ip[ipProto] = ProtoICMP
+	ip.SetSrc(src)
+	ip.SetDst(p.Src)
+	ip.FixChecksum()
+
+	c := ICMPv4(out[l2+IPv4MinLen:])
+	c[icmpType] = typ
+	c[icmpCode] = code
+	binary.BigEndian.PutUint16(c[icmpRest:], 0)
+	binary.BigEndian.PutUint16(c[icmpMTU:], mtu)
+	copy(c[ICMPLen:], orig[:n])
+	c.SetChecksum(0)
+	c.SetChecksum(checksum.Checksum(c, 0))
+	return out, true
+}
+
+// mayReply applies RFC 1812 4.3.2.7: no ICMP error about an ICMP error,
+// a non-first fragment, a link-layer or IP broadcast or multicast, or a
+// packet whose source is not a unicast host.
+func mayReply(frame []byte, p *Parsed) bool {
+	if p.IHL == 0 || p.FragOff != 0 {
+		return false
+	}
+	if p.Proto == ProtoICMP && isICMPError(p.ICMPType) {
+		return false
+	}
+	if frame[ethDst]&1 != 0 { // group bit: broadcast or multicast MAC
+		return false
+	}
+	if p.Dst[0] >= 224 {
+		return false // multicast, reserved and the limited broadcast
+	}
+	switch s := p.Src[0]; {
+	case s == 0, s == 127, s >= 224:
+		return false
+	}
+	return true
+}
