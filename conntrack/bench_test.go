@@ -35,8 +35,10 @@ func sizeName(n int) string {
 }
 
 // filled builds a table with n ESTABLISHED NAT connections created at t0.
-func filled(tb testing.TB, n int) (*Table, *ipvs.Dest) {
-	t := New(Config{Capacity: 2*n + 1<<20, Seed: 11})
+func filled(tb testing.TB, n int) (*Table, *ipvs.Dest) { return filledCap(tb, n, n) }
+
+func filledCap(tb testing.TB, n, capacity int) (*Table, *ipvs.Dest) {
+	t := New(Config{Capacity: capacity, Seed: 11})
 	d := newDest(tb, ipvs.Masq, "198.19.9.1", 8080)
 	var c Conn
 	for i := 0; i < n; i++ {
@@ -50,7 +52,7 @@ func filled(tb testing.TB, n int) (*Table, *ipvs.Dest) {
 func BenchmarkInsert(b *testing.B) {
 	for _, n := range sizes(b) {
 		b.Run(sizeName(n), func(b *testing.B) {
-			t, d := filled(b, n)
+			t, d := filledCap(b, n, n+b.N)
 			var c Conn
 			b.ReportAllocs()
 			b.ResetTimer()

@@ -59,9 +59,9 @@ func (m *model) lookup(k InKey, now int64) *mconn {
 }
 
 type opRunner struct {
-	t     testing.TB
-	tb    *Table
-	m     model
+	t      testing.TB
+	tb     *Table
+	m      model
 	dests  [2]*ipvs.Dest
 	now    int64
 	maxLen int // most entries seen at once

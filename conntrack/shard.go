@@ -57,7 +57,7 @@ const (
 	headMark = 1 << 31
 	maxSlots = headMark - 1 // slot numbers stay below headMark
 
-	chunkBits = 8
+	chunkBits = 9 // 512 entries: 48 KiB, a whole number of pages (no size-class waste)
 	chunkSize = 1 << chunkBits
 	chunkMask = chunkSize - 1
 

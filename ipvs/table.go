@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,6 +64,8 @@ type trashedDest struct {
 type lookupSnap struct {
 	byAddr map[addrKey]*Service
 	byMark map[markKey]*Service
+	// vips holds every service address (IPv4 as v4-mapped), for IsVIP.
+	vips map[[16]byte]struct{}
 }
 
 // addrKey is a packed, pointer-free <protocol, VIP, port> key (IPv4 as
@@ -92,7 +95,7 @@ func NewTable(newSched func(name string, flags SvcFlags) (Scheduler, error)) *Ta
 		timeouts: DefaultTimeouts,
 		now:      time.Now,
 	}
-	t.snap.Store(&lookupSnap{byAddr: map[addrKey]*Service{}, byMark: map[markKey]*Service{}})
+	t.snap.Store(&lookupSnap{byAddr: map[addrKey]*Service{}, byMark: map[markKey]*Service{}, vips: map[[16]byte]struct{}{}})
 	return t
 }
 
@@ -137,6 +140,25 @@ func (t *Table) Lookup(proto Protocol, addr netip.Addr, port uint16, fwmark uint
 		}
 	}
 	return nil
+}
+
+// IsVIP reports whether addr is the address of any (non-fwmark) service.
+// Like Lookup it is lock-free and does not allocate.
+func (t *Table) IsVIP(addr netip.Addr) bool {
+	_, ok := t.snap.Load().vips[addr.As16()]
+	return ok
+}
+
+// VIPs lists the addresses of the (non-fwmark) services, for the control
+// path (ARP replies, ingress filters).
+func (t *Table) VIPs() []netip.Addr {
+	s := t.snap.Load()
+	out := make([]netip.Addr, 0, len(s.vips))
+	for a := range s.vips {
+		out = append(out, netip.AddrFrom16(a).Unmap())
+	}
+	slices.SortFunc(out, func(a, b netip.Addr) int { return a.Compare(b) })
+	return out
 }
 
 // Service returns the service with exactly this key, or nil.
@@ -458,7 +480,7 @@ func (st *stage) commit() {
 
 	t.svcs = keep
 	t.byKey = make(map[ServiceKey]*Service, len(keep))
-	snap := &lookupSnap{byAddr: make(map[addrKey]*Service), byMark: make(map[markKey]*Service)}
+	snap := &lookupSnap{byAddr: make(map[addrKey]*Service), byMark: make(map[markKey]*Service), vips: make(map[[16]byte]struct{})}
 	for _, svc := range keep {
 		k := normKey(svc.Config.ServiceKey)
 		t.byKey[k] = svc
@@ -466,6 +488,7 @@ func (st *stage) commit() {
 			snap.byMark[markKey{k.FWMark, k.V6}] = svc
 		} else {
 			snap.byAddr[addrKey{addr: k.Addr.As16(), port: k.Port, proto: k.Proto, v6: k.Addr.Is6()}] = svc
+			snap.vips[k.Addr.As16()] = struct{}{}
 		}
 	}
 	t.snap.Store(snap)

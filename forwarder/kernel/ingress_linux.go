@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/vishvananda/netns"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
@@ -30,14 +31,14 @@ type Ingress struct {
 	log   *zap.Logger
 	table *nftables.Table
 
-	mu     sync.Mutex // serializes Sync and Close; guards conn and closed
-	conn   *nftables.Conn
+	mu     sync.Mutex // serializes Sync and Close; guards ns and closed
+	ns     netns.NsHandle
 	closed bool
 }
 
-// NewIngress opens an nftables connection and takes ownership of the netdev
-// table named table (see TableName). A table of that name left behind by a
-// crashed run is deleted.
+// NewIngress takes ownership of the netdev table named table (see
+// TableName) in the calling goroutine's network namespace. A table of that
+// name left behind by a crashed run is deleted.
 func NewIngress(table string, log *zap.Logger) (*Ingress, error) {
 	if log == nil {
 		log = zap.NewNop()
@@ -45,24 +46,46 @@ func NewIngress(table string, log *zap.Logger) (*Ingress, error) {
 	if table == "" {
 		return nil, errors.New("ingress: empty table name")
 	}
-	conn, err := nftables.New(nftables.AsLasting())
+	ns, err := netns.Get()
 	if err != nil {
-		return nil, fmt.Errorf("ingress: opening nftables: %w", err)
+		return nil, fmt.Errorf("ingress: current network namespace: %w", err)
 	}
 	in := &Ingress{
 		log:   log.With(zap.String("table", table)),
 		table: &nftables.Table{Name: table, Family: nftables.TableFamilyNetdev},
-		conn:  conn,
+		ns:    ns,
 	}
-	if _, err := conn.ListTableOfFamily(table, nftables.TableFamilyNetdev); err == nil {
+	c, err := in.newConn()
+	if err != nil {
+		ns.Close()
+		return nil, err
+	}
+	_, err = c.ListTableOfFamily(table, nftables.TableFamilyNetdev)
+	switch {
+	case errors.Is(err, unix.ENOENT): // no table: a clean start
+	case err != nil:
+		ns.Close()
+		return nil, fmt.Errorf("ingress: looking for table %s: %w", table, err)
+	default:
 		in.log.Warn("deleting stale nftables table from an earlier run")
-		conn.DelTable(in.table)
-		if err := conn.Flush(); err != nil {
-			_ = conn.CloseLasting()
+		c.DelTable(in.table)
+		if err := c.Flush(); err != nil {
+			ns.Close()
 			return nil, fmt.Errorf("ingress: deleting stale table %s: %w", table, err)
 		}
 	}
 	return in, nil
+}
+
+// newConn returns an nftables connection into the Ingress's namespace.
+// Each batch gets its own: a batch that cannot be built is dropped with
+// its connection instead of being half sent.
+func (in *Ingress) newConn() (*nftables.Conn, error) {
+	c, err := nftables.New(nftables.WithNetNSFd(int(in.ns)))
+	if err != nil {
+		return nil, fmt.Errorf("ingress: opening nftables: %w", err)
+	}
+	return c, nil
 }
 
 // Table is the name of the managed table.
@@ -158,9 +181,9 @@ type setGroup struct {
 
 // Sync replaces every rule of the table by rules, atomically. Rules are
 // validated first; on a validation error nothing changes. An empty rules
-// leaves an empty table. Kernels before 6.16 reject (and Sync returns an
-// error, changing nothing) an interface that does not exist; newer ones
-// attach the chain when the interface appears.
+// leaves an empty table. Older kernels reject an interface that does not
+// exist (Sync returns the error and nothing changes); recent ones (seen on
+// 6.18) accept it and attach the chain when the interface appears.
 func (in *Ingress) Sync(rules []IngressRule) error {
 	byIf := map[string]map[[2]uint8]*setGroup{}
 	seen := map[IngressRule]bool{}
@@ -192,7 +215,10 @@ func (in *Ingress) Sync(rules []IngressRule) error {
 	if in.closed {
 		return errors.New("ingress: closed")
 	}
-	c := in.conn
+	c, err := in.newConn()
+	if err != nil {
+		return err
+	}
 	// "add; delete; add" makes the batch independent of whether the table
 	// exists (a first run, or a stale table from a crash) and replaces all
 	// of it in the same transaction.
@@ -221,7 +247,6 @@ func (in *Ingress) Sync(rules []IngressRule) error {
 				Concatenation: g.shape != shapeAddr,
 			}
 			if err := c.AddSet(set, g.elems); err != nil {
-				_ = c.Flush() // drop the half-built batch; Flush also reports it
 				return fmt.Errorf("ingress: set %s: %w", set.Name, err)
 			}
 			c.AddRule(&nftables.Rule{Table: in.table, Chain: chain, Exprs: matchExprs(g.dir, g.shape, set)})
@@ -243,14 +268,14 @@ func (in *Ingress) Close() error {
 		return nil
 	}
 	in.closed = true
-	c := in.conn
+	defer in.ns.Close()
+	c, err := in.newConn()
+	if err != nil {
+		return err
+	}
 	c.AddTable(in.table) // so that the delete cannot fail with ENOENT
 	c.DelTable(in.table)
-	err := c.Flush()
-	if cerr := c.CloseLasting(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := c.Flush(); err != nil {
 		return fmt.Errorf("ingress: deleting table %s: %w", in.table.Name, err)
 	}
 	in.log.Info("ingress drop rules removed")

@@ -123,3 +123,33 @@ func TestResolverInNetNS(t *testing.T) {
 	}
 	r.Want(peerAddr) // after Close: returns, does nothing
 }
+
+// A next hop that changes its MAC without announcing it: the periodic
+// refresh makes the kernel re-probe STALE entries, so the cache follows.
+func TestResolverRevalidatesStaleInNetNS(t *testing.T) {
+	requireNetNS(t)
+	dir, peer := newNS(t, "sa"), newNS(t, "sb")
+	vethPair(t, dir, "a0", "198.18.0.1/24", peer, "b0", "198.18.0.2/24")
+	// Fast neighbour timers on the director so the re-probe fits the test.
+	dir.sh(t, "echo 0 > /proc/sys/net/ipv4/neigh/a0/delay_first_probe_time; echo 100 > /proc/sys/net/ipv4/neigh/a0/retrans_time_ms")
+	var r *Resolver
+	dir.do(t, func() {
+		var err error
+		if r, err = NewResolver(ResolverConfig{RefreshInterval: 200 * time.Millisecond, RetryInterval: 50 * time.Millisecond}); err != nil {
+			t.Fatalf("NewResolver: %v", err)
+		}
+	})
+	defer r.Close()
+	r.Want(peerAddr)
+	var n Neighbor
+	if !eventually(2*time.Second, func() (ok bool) { n, ok = r.Lookup(peerAddr); return ok }) {
+		t.Fatal("peer not resolved")
+	}
+	newMAC := [6]byte{0x02, 0x66, 0x55, 0x44, 0x33, 0x22}
+	peer.ip(t, "link", "set", "b0", "address", net.HardwareAddr(newMAC[:]).String()) // arp_notify is off
+	// Age the director's entry to STALE as time would.
+	dir.ip(t, "neigh", "replace", peerAddr.String(), "lladdr", net.HardwareAddr(n.MAC[:]).String(), "dev", "a0", "nud", "stale")
+	if !eventually(3*time.Second, func() bool { n, _ = r.Lookup(peerAddr); return n.MAC == newMAC }) {
+		t.Errorf("MAC = %x after silent change, want %x", n.MAC, newMAC)
+	}
+}

@@ -42,6 +42,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -171,6 +172,10 @@ type Lab struct {
 	opts Options
 	plan *plan
 
+	// created lists the namespaces New made, in order; written only by
+	// New, so a failed New never removes a namespace it did not create.
+	created []string
+
 	mu     sync.Mutex
 	procs  []*Proc // started by Start, stopped by Close
 	closed bool
@@ -211,6 +216,7 @@ func (l *Lab) build() error {
 		if err := runIP("netns", "add", ns); err != nil {
 			return err
 		}
+		l.created = append(l.created, ns)
 		if err := runIP("-n", ns, "link", "set", "lo", "up"); err != nil {
 			return err
 		}
@@ -360,7 +366,7 @@ func (l *Lab) Close() error {
 		wg.Go(func() { p.Stop() })
 	}
 	wg.Wait()
-	return removeRun(l.plan.suffix, l.plan.namespaces())
+	return removeRun(l.plan.suffix, l.created)
 }
 
 // CloseOnSignal makes SIGINT, SIGTERM and SIGHUP close the lab and then
@@ -436,4 +442,24 @@ func (l *Lab) Servers() []Server {
 		ss[i].LAN, ss[i].ClientLeg = ss[i].LAN.clone(), ss[i].ClientLeg.clone()
 	}
 	return ss
+}
+
+// String describes the lab, one host per line, for logs and the demo.
+func (l *Lab) String() string {
+	var b strings.Builder
+	p := l.plan
+	fmt.Fprintf(&b, "lab %s: VIP %v, bridges %s/%s in %s\n", p.suffix, l.opts.VIP, p.clientBr, p.serverBr, p.bridgeNS)
+	d := p.director
+	fmt.Fprintf(&b, "  director %s: %s %v %v, %s %v %v\n", d.NS, d.VIPSide.Name, d.VIPSide.Prefix, d.VIPSide.MAC, d.DIPSide.Name, d.DIPSide.Prefix, d.DIPSide.MAC)
+	for _, c := range p.clients {
+		fmt.Fprintf(&b, "  client %s: %s %v %v\n", c.NS, c.Name, c.Prefix, c.MAC)
+	}
+	for _, s := range p.servers {
+		fmt.Fprintf(&b, "  server %s: %s %v %v", s.NS, s.LAN.Name, s.LAN.Prefix, s.LAN.MAC)
+		if s.ClientLeg.IsValid() {
+			fmt.Fprintf(&b, ", %s %v %v", s.ClientLeg.Name, s.ClientLeg.Prefix, s.ClientLeg.MAC)
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
 }

@@ -235,6 +235,13 @@ func TestCleanupRemovesOnlyStaleLabs(t *testing.T) {
 	l := newLab(t, Options{Prefix: prefix, Servers: 1})
 	sfx := l.Suffix()
 
+	// A namespace that merely shares the prefix is not a lab's.
+	foreign := prefix + "foreign-" + sfx
+	if err := runIP("netns", "add", foreign); err != nil {
+		t.Fatal(err)
+	}
+	defer runIP("netns", "del", foreign)
+
 	removed, err := Cleanup(prefix)
 	if err != nil || slices.ContainsFunc(removed, func(ns string) bool { return strings.HasSuffix(ns, sfx) }) {
 		t.Fatalf("Cleanup of a live lab removed %v, %v", removed, err)
@@ -287,6 +294,9 @@ func TestCleanupRemovesOnlyStaleLabs(t *testing.T) {
 	}
 	if ownerAlive(sfx) {
 		t.Error("marker survived Cleanup")
+	}
+	if _, err := os.Stat(NSPath(foreign)); err != nil || slices.Contains(removed, foreign) {
+		t.Errorf("Cleanup removed the foreign namespace %s: %v", foreign, err)
 	}
 	// Close after an external cleanup has nothing left to do.
 	if err := l.Close(); err != nil {
@@ -435,7 +445,7 @@ func TestCloseOnSignal(t *testing.T) {
 }
 
 func TestDoEntersAndLeaves(t *testing.T) {
-	l := newLab(t, Options{Servers: 1})
+	l := newLab(t, Options{Servers: 1, ServerMTU: 1600})
 	ino := func(path string) uint64 {
 		var st syscall.Stat_t
 		if err := syscall.Stat(path, &st); err != nil {
@@ -455,6 +465,23 @@ func TestDoEntersAndLeaves(t *testing.T) {
 		}
 		if inside != target {
 			t.Fatalf("inside Do: namespace %d, want %d", inside, target)
+		}
+	}
+	for ns, want := range map[string]map[string]int{
+		l.Director().NS:   {DirectorVIPIf: 1500, DirectorDIPIf: 1600},
+		l.Servers()[0].NS: {ServerIf: 1600},
+		l.BridgeNS():      {"brs-" + l.Suffix(): 1600, "brc-" + l.Suffix(): 1500},
+	} {
+		for ifname, mtu := range want {
+			if err := Do(ns, func() error {
+				ifi, err := net.InterfaceByName(ifname)
+				if err == nil && ifi.MTU != mtu {
+					err = fmt.Errorf("MTU %d, want %d", ifi.MTU, mtu)
+				}
+				return err
+			}); err != nil {
+				t.Errorf("%s %s: %v", ns, ifname, err)
+			}
 		}
 	}
 	wantErr := errors.New("from fn")

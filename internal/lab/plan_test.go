@@ -183,3 +183,21 @@ func TestLabName(t *testing.T) {
 		}
 	}
 }
+
+func TestString(t *testing.T) {
+	o, _ := Options{Servers: 2, ClientLegOnServers: true}.withDefaults()
+	p, err := newPlan(o, "abc123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := (&Lab{opts: o, plan: p}).String()
+	want := `lab abc123: VIP 198.51.100.10, bridges brc-abc123/brs-abc123 in gvsb-abc123
+  director gvsd-abc123: vip0 198.18.1.1/24 02:00:c6:12:01:01, dip0 198.18.2.1/24 02:00:c6:12:02:01
+  client gvsc1-abc123: eth0 198.18.1.11/24 02:00:c6:12:01:0b
+  server gvsr1-abc123: eth0 198.18.2.11/24 02:00:c6:12:02:0b, eth1 198.18.1.101/24 02:00:c6:12:01:65
+  server gvsr2-abc123: eth0 198.18.2.12/24 02:00:c6:12:02:0c, eth1 198.18.1.102/24 02:00:c6:12:01:66
+`
+	if got != want {
+		t.Fatalf("got\n%s\nwant\n%s", got, want)
+	}
+}

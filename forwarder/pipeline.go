@@ -1,0 +1,518 @@
+// Package forwarder is gvs's pipeline: everything between "a frame arrived
+// on this link at this time" and "send these bytes on that link" (or drop
+// with a counted reason, answer with an ICMP error, or leave the frame to the
+// kernel), with IPVS's behaviour. The step is a pure function of (frame,
+// arrival link, time, tables): the daemon runs it under its rings, gvs-replay
+// over a capture, the tests directly.
+//
+// One packet's walk (Worker.Process):
+//
+//	parse (rewrite.Parsed)                 malformed -> Drop(reason)
+//	ICMP error related to a connection  -> NAT: rewrite outer+embedded; DR/TUN: to the real server
+//	client -> VIP:port of a connection  -> state machine, rewrite for the method, Transmit
+//	real server -> client (NAT reply)   -> state machine (OUTPUT), SNAT to VIP:port, Transmit
+//	first packet to a service           -> persistence template or scheduler, new entry, Transmit
+//	                                       (no real server: ICMP port unreachable, as IPVS)
+//	anything else                       -> Pass (the kernel's)
+//
+// The direction of a packet is found by lookup, as IPVS does, never assumed
+// from the interface it arrived on.
+//
+// Concurrency: a Pipeline is shared; each worker goroutine owns one Worker
+// (scratch space, counters). Process does not allocate and takes no lock
+// shared by all workers (the connection table locks one shard).
+package forwarder
+
+import (
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"gvs/conntrack"
+	"gvs/ipvs"
+	"gvs/rewrite"
+)
+
+// Headroom is the room the pipeline needs in front of a frame in its buffer:
+// IPIP encapsulation writes 20 bytes there (plus 4 when a VLAN tag is
+// removed the frame moves back, so nothing more is needed).
+const Headroom = rewrite.TUNHeadroom
+
+// Config assembles a pipeline.
+type Config struct {
+	// Env knows the director's links and next hops.
+	Env Env
+	// Services is the virtual-service registry (ipvsadm rules).
+	Services *ipvs.Table
+	// Conns is the connection table.
+	Conns *conntrack.Table
+	// ConnReuseMode is IPVS's conn_reuse_mode sysctl (default 1): a new SYN
+	// that finds an old connection in TIME_WAIT or CLOSE reschedules it.
+	// Set NoConnReuse to keep reusing old connections (mode 0).
+	NoConnReuse bool
+}
+
+// Pipeline is the shared part of the data path.
+type Pipeline struct {
+	env     Env
+	svcs    *ipvs.Table
+	conns   *conntrack.Table
+	reuse   bool
+	workers atomic.Int32
+}
+
+// New makes a pipeline.
+func New(c Config) *Pipeline {
+	return &Pipeline{env: c.Env, svcs: c.Services, conns: c.Conns, reuse: !c.NoConnReuse}
+}
+
+// Conns is the pipeline's connection table.
+func (p *Pipeline) Conns() *conntrack.Table { return p.conns }
+
+// Services is the pipeline's service registry.
+func (p *Pipeline) Services() *ipvs.Table { return p.svcs }
+
+// Env is the pipeline's environment.
+func (p *Pipeline) Env() Env { return p.env }
+
+// Counters are one worker's frame counters. Only the worker writes them;
+// others may read them at any time.
+type Counters struct {
+	Actions [numActions]atomic.Uint64
+	Reasons [NumReasons]atomic.Uint64
+}
+
+// Worker is one worker goroutine's state. It is not safe for concurrent use.
+type Worker struct {
+	p        *Pipeline
+	id       int // stats slot, < ipvs.MaxWorkers
+	parsed   rewrite.Parsed
+	conn     conntrack.Conn
+	ipid     uint16
+	scratch  [rewrite.ICMPErrorMaxFrame]byte
+	Counters Counters
+}
+
+// NewWorker makes the state for one worker goroutine. Workers are numbered
+// in creation order; at most ipvs.MaxWorkers may exist (later ones share
+// statistics slots).
+func (p *Pipeline) NewWorker() *Worker {
+	id := int(p.workers.Add(1)-1) % ipvs.MaxWorkers
+	return &Worker{p: p, id: id, ipid: uint16(id) << 12}
+}
+
+// Result is the outcome of one frame.
+type Result struct {
+	Action Action
+	// Link is the egress link (Transmit, Reply).
+	Link int
+	// Frame holds the bytes to send (Transmit, Reply): a slice of the
+	// caller's buffer, or of the worker's scratch space for replies, valid
+	// until the next call.
+	Frame  []byte
+	Reason Reason
+	// Conn describes the connection the frame belongs to, when there is one
+	// (Dest non-nil).
+	Dest   *ipvs.Dest
+	State  conntrack.State
+	Method ipvs.Method
+	// New reports a newly scheduled connection.
+	New bool
+	// Out reports a packet in the OUTPUT direction (real server -> client).
+	Out bool
+}
+
+// Process runs one frame through the pipeline. The frame is
+// buf[off:off+n]; off must be at least Headroom. link is the link it
+// arrived on (VIPSide or DIPSide); csumPartial reports a frame whose L4
+// checksum is only the pseudo-header sum (TP_STATUS_CSUMNOTREADY); now is
+// the clock in nanoseconds. The frame may be rewritten in place.
+func (w *Worker) Process(buf []byte, off, n, link int, csumPartial bool, now int64) Result {
+	frame := buf[off : off+n]
+	p := &w.parsed
+	switch p.Decode(frame) {
+	case rewrite.Malformed:
+		return w.drop(Reason(p.Reason))
+	case rewrite.NotIP:
+		return w.count(Result{Action: Pass})
+	case rewrite.ARP:
+		return w.count(Result{Action: Control})
+	}
+	if p.VLAN {
+		// The egress link decides tagging, not the ingress tag: forward
+		// untagged. Move the MAC addresses over the 4-byte tag.
+		copy(buf[off+4:off+16], buf[off:off+12])
+		off += 4
+		n -= 4
+		frame = buf[off : off+n]
+		if p.Decode(frame) != rewrite.IP {
+			return w.drop(Reason(p.Reason))
+		}
+	}
+	dst := p.DstAddr()
+	if p.IsFragment() {
+		if w.p.svcs.IsVIP(dst) {
+			return w.drop(Fragment)
+		}
+		return w.count(Result{Action: Pass})
+	}
+	switch p.Proto {
+	case rewrite.ProtoTCP, rewrite.ProtoUDP:
+	case rewrite.ProtoICMP:
+		if p.Embedded {
+			return w.icmpRelated(buf, off, n, link, now)
+		}
+		return w.count(Result{Action: Pass})
+	default:
+		return w.count(Result{Action: Pass})
+	}
+
+	proto := ipvs.Protocol(p.Proto)
+	flags := p.TCPFlags
+	tcp := proto == ipvs.ProtoTCP
+	syn := tcp && flags&(rewrite.TCPSyn|rewrite.TCPRst) == rewrite.TCPSyn
+	c := &w.conn
+
+	// Client -> virtual service, existing connection.
+	k := conntrack.InKeyV4(proto, p.Src, p.SrcPort, p.Dst, p.DstPort)
+	if syn && w.p.reuse && w.p.conns.PeekIn(k, now, c) && w.reusable(c, proto, dst) {
+		// conn_reuse_mode: a new SYN on a finished connection without a
+		// template starts a new one, scheduled afresh.
+		w.p.conns.Remove(k)
+	}
+	if w.p.conns.In(k, flags, now, c) {
+		if !c.Dest.Available() {
+			return w.drop(DestRemoved)
+		}
+		w.countIn(c.Dest, p.End-p.L3)
+		return w.xmitIn(buf, off, n, link, csumPartial, false)
+	}
+
+	// Real server -> client: a NAT reply.
+	rk := conntrack.ReplyKeyV4(proto, p.Src, p.SrcPort, p.Dst, p.DstPort)
+	if w.p.conns.Out(rk, flags, now, c) {
+		w.countOut(c.Dest, p.End-p.L3)
+		return w.xmitOut(buf, off, n, link, csumPartial)
+	}
+
+	// First packet to a service.
+	svc := w.p.svcs.Lookup(proto, dst, p.DstPort, 0)
+	if svc == nil {
+		return w.count(Result{Action: Pass})
+	}
+	if tcp && !syn {
+		return w.drop(NoConn)
+	}
+	if p.TTL <= 1 {
+		return w.icmpReply(frame, link, TTLExceeded)
+	}
+	return w.schedule(svc, k, buf, off, n, link, csumPartial, now)
+}
+
+// reusable is conn_reuse_mode 1: the old connection is over (TIME_WAIT or
+// CLOSE) and not controlled by a persistence template (connections of a
+// persistent service are).
+func (w *Worker) reusable(c *conntrack.Conn, proto ipvs.Protocol, vip netip.Addr) bool {
+	if c.State != conntrack.StateTimeWait && c.State != conntrack.StateClose {
+		return false
+	}
+	svc := w.p.svcs.Lookup(proto, vip, c.VPort, 0)
+	return svc == nil || !svc.State().Config.Persistent()
+}
+
+func (w *Worker) schedule(svc *ipvs.Service, k conntrack.InKey, buf []byte, off, n, link int, partial bool, now int64) Result {
+	p := &w.parsed
+	frame := buf[off : off+n]
+	st := svc.State()
+	cfg := &st.Config
+	flow := ipvs.Flow{Proto: ipvs.Protocol(p.Proto), SrcAddr: p.SrcAddr(), DstAddr: p.DstAddr(), SrcPort: p.SrcPort, DstPort: p.DstPort}
+
+	var dest *ipvs.Dest
+	var tmpl conntrack.TemplateRef
+	if cfg.Persistent() {
+		vport := cfg.Port
+		if vport == 21 || vport == 0 {
+			// FTP and port-0 services: one template for every port.
+			vport = 0
+		}
+		tk := conntrack.NewTemplateKey(flow.Proto, flow.SrcAddr, cfg.Netmask, flow.DstAddr, vport)
+		if d, ref, ok := w.p.conns.Template(tk, now); ok {
+			dest, tmpl = d, ref
+		} else if d := schedule(st, svc, &flow); d != nil {
+			ref, err := w.p.conns.CreateTemplate(tk, d, time.Duration(cfg.Timeout)*time.Second, now)
+			if err != nil {
+				return w.drop(TableFull)
+			}
+			dest, tmpl = ref.Dest(), ref
+		}
+	} else {
+		dest = schedule(st, svc, &flow)
+	}
+	if dest == nil {
+		return w.icmpReply(frame, link, NoDest)
+	}
+	dport := dest.Port
+	if dport == 0 {
+		dport = p.DstPort // port-0 real server: keep the packet's port
+	}
+	c := &w.conn
+	var err error
+	if cfg.OnePacket() && flow.Proto == ipvs.ProtoUDP {
+		err = w.p.conns.CreateOnePacket(k, dest, dport, tmpl, now, c)
+	} else {
+		err = w.p.conns.Create(k, dest, dport, tmpl, p.TCPFlags, now, c)
+	}
+	if err != nil {
+		return w.drop(TableFull)
+	}
+	w.countConn(c.Dest)
+	w.countIn(c.Dest, p.End-p.L3)
+	return w.xmitIn(buf, off, n, link, partial, true)
+}
+
+func schedule(st *ipvs.ServiceState, svc *ipvs.Service, f *ipvs.Flow) *ipvs.Dest {
+	if st.Sched == nil {
+		return nil
+	}
+	return st.Sched.Schedule(svc, f)
+}
+
+// xmitIn sends a client's packet to the connection's real server with the
+// connection's method. w.conn and w.parsed describe it.
+func (w *Worker) xmitIn(buf []byte, off, n, link int, partial, isNew bool) Result {
+	p, c := &w.parsed, &w.conn
+	frame := buf[off : off+n]
+	res := Result{Dest: c.Dest, State: c.State, Method: c.Method, New: isNew}
+	if p.TTL <= 1 {
+		return w.icmpReplyRes(frame, link, TTLExceeded, res)
+	}
+	hop, ok := w.p.env.Route(c.DAddr)
+	if !ok {
+		res.Action, res.Reason = Drop, NoRoute
+		return w.count(res)
+	}
+	links := w.p.env.Links()
+	m := rewrite.MACs{Dst: hop.MAC, Src: links[hop.Link].MAC}
+	ipLen := p.End - p.L3
+	mtu := hop.MTU
+	if c.Method == ipvs.Tunnel {
+		mtu -= 20
+	}
+	if ipLen > mtu {
+		if !p.DF {
+			res.Action, res.Reason = Drop, TooBig
+			return w.count(res)
+		}
+		return w.fragNeeded(frame, link, mtu, res)
+	}
+	rip := c.DAddr.As4()
+	out := frame[:p.End] // Ethernet padding is not forwarded
+	switch c.Method {
+	case ipvs.Masq:
+		ok = rewrite.NATIn(frame, p, rip, c.DPort, m, partial)
+	case ipvs.Tunnel:
+		w.ipid++
+		out, ok = rewrite.TUN(buf[:off+n], off, p, hop.Src.As4(), rip, w.ipid, m, partial)
+	default: // Route, Local
+		ok = rewrite.DR(frame, p, m, partial)
+	}
+	if !ok {
+		res.Action, res.Reason = Drop, RewriteFailed
+		return w.count(res)
+	}
+	res.Action, res.Link, res.Frame = Transmit, hop.Link, out
+	return w.count(res)
+}
+
+// xmitOut sends a NAT reply to the client as coming from the VIP.
+func (w *Worker) xmitOut(buf []byte, off, n, link int, partial bool) Result {
+	p, c := &w.parsed, &w.conn
+	frame := buf[off : off+n]
+	res := Result{Dest: c.Dest, State: c.State, Method: c.Method, Out: true}
+	if p.TTL <= 1 {
+		return w.icmpReplyFrom(frame, link, TTLExceeded, res, w.linkAddr(link))
+	}
+	hop, ok := w.p.env.Route(c.CAddr)
+	if !ok {
+		res.Action, res.Reason = Drop, NoRoute
+		return w.count(res)
+	}
+	if ipLen := p.End - p.L3; ipLen > hop.MTU {
+		if !p.DF {
+			res.Action, res.Reason = Drop, TooBig
+			return w.count(res)
+		}
+		return w.fragNeededFrom(frame, link, hop.MTU, res, w.linkAddr(link))
+	}
+	links := w.p.env.Links()
+	m := rewrite.MACs{Dst: hop.MAC, Src: links[hop.Link].MAC}
+	if !rewrite.NATOut(frame, p, c.VAddr.As4(), c.VPort, m, partial) {
+		res.Action, res.Reason = Drop, RewriteFailed
+		return w.count(res)
+	}
+	res.Action, res.Link, res.Frame = Transmit, hop.Link, frame[:p.End]
+	return w.count(res)
+}
+
+// icmpRelated handles an ICMP error whose quoted packet may belong to a
+// connection (IPVS's ip_vs_in_icmp / ip_vs_out_icmp).
+func (w *Worker) icmpRelated(buf []byte, off, n, link int, now int64) Result {
+	p, c := &w.parsed, &w.conn
+	in := &p.Inner
+	if !in.Ports {
+		return w.count(Result{Action: Pass})
+	}
+	proto := ipvs.Protocol(in.Proto)
+	frame := buf[off : off+n]
+	ipLen := p.End - p.L3
+
+	// From outside, about a packet the director sent VIP:vport -> client:
+	// the reversed quote is the connection's client -> VIP key.
+	k := conntrack.InKeyV4(proto, in.Dst, in.DstPort, in.Src, in.SrcPort)
+	if w.p.conns.PeekIn(k, now, c) {
+		if !c.Dest.Available() {
+			return w.drop(DestRemoved)
+		}
+		w.countIn(c.Dest, ipLen)
+		if c.Method != ipvs.Masq {
+			// DR and TUN: the real server gets the error unchanged, by the
+			// connection's own transmitter.
+			return w.xmitIn(buf, off, n, link, false, false)
+		}
+		res := Result{Dest: c.Dest, State: c.State, Method: c.Method}
+		if p.TTL <= 1 {
+			return w.icmpReplyRes(frame, link, TTLExceeded, res)
+		}
+		hop, ok := w.p.env.Route(c.DAddr)
+		if !ok {
+			res.Action, res.Reason = Drop, NoRoute
+			return w.count(res)
+		}
+		m := rewrite.MACs{Dst: hop.MAC, Src: w.p.env.Links()[hop.Link].MAC}
+		if !rewrite.ICMPIn(frame, p, c.DAddr.As4(), c.DPort, m) {
+			res.Action, res.Reason = Drop, RewriteFailed
+			return w.count(res)
+		}
+		res.Action, res.Link, res.Frame = Transmit, hop.Link, frame[:p.End]
+		return w.count(res)
+	}
+
+	// From a real server, about a client packet it got client -> RIP:rport:
+	// the reversed quote is the NAT reply key.
+	rk := conntrack.ReplyKeyV4(proto, in.Dst, in.DstPort, in.Src, in.SrcPort)
+	if w.p.conns.PeekOut(rk, now, c) && c.Method == ipvs.Masq {
+		w.countOut(c.Dest, ipLen)
+		res := Result{Dest: c.Dest, State: c.State, Method: c.Method, Out: true}
+		if p.TTL <= 1 {
+			return w.icmpReplyFrom(frame, link, TTLExceeded, res, w.linkAddr(link))
+		}
+		hop, ok := w.p.env.Route(c.CAddr)
+		if !ok {
+			res.Action, res.Reason = Drop, NoRoute
+			return w.count(res)
+		}
+		m := rewrite.MACs{Dst: hop.MAC, Src: w.p.env.Links()[hop.Link].MAC}
+		if !rewrite.ICMPOut(frame, p, c.VAddr.As4(), c.VPort, m) {
+			res.Action, res.Reason = Drop, RewriteFailed
+			return w.count(res)
+		}
+		res.Action, res.Link, res.Frame = Transmit, hop.Link, frame[:p.End]
+		return w.count(res)
+	}
+	return w.count(Result{Action: Pass})
+}
+
+// icmpReply answers the frame's sender with an ICMP error from the address
+// the frame was sent to (the VIP), as the kernel does for a local address.
+func (w *Worker) icmpReply(frame []byte, link int, why Reason) Result {
+	return w.icmpReplyRes(frame, link, why, Result{})
+}
+
+func (w *Worker) icmpReplyRes(frame []byte, link int, why Reason, res Result) Result {
+	return w.icmpReplyFrom(frame, link, why, res, w.parsed.Dst)
+}
+
+func (w *Worker) icmpReplyFrom(frame []byte, link int, why Reason, res Result, src [4]byte) Result {
+	p := &w.parsed
+	m := rewrite.MACs{Dst: [6]byte(frame[6:12]), Src: w.p.env.Links()[link].MAC}
+	var out []byte
+	var ok bool
+	switch why {
+	case TTLExceeded:
+		out, ok = rewrite.TimeExceeded(w.scratch[:], frame, p, src, m)
+	default: // NoDest
+		out, ok = rewrite.PortUnreachable(w.scratch[:], frame, p, src, m)
+	}
+	res.Reason = why
+	if !ok {
+		res.Action = Drop
+		w.Counters.Reasons[NoReply].Add(1)
+		return w.count(res)
+	}
+	res.Action, res.Link, res.Frame = Reply, link, out
+	return w.count(res)
+}
+
+func (w *Worker) fragNeeded(frame []byte, link, mtu int, res Result) Result {
+	return w.fragNeededFrom(frame, link, mtu, res, w.parsed.Dst)
+}
+
+func (w *Worker) fragNeededFrom(frame []byte, link, mtu int, res Result, src [4]byte) Result {
+	m := rewrite.MACs{Dst: [6]byte(frame[6:12]), Src: w.p.env.Links()[link].MAC}
+	out, ok := rewrite.FragNeeded(w.scratch[:], frame, &w.parsed, src, uint16(mtu), m)
+	res.Reason = FragNeeded
+	if !ok {
+		res.Action = Drop
+		w.Counters.Reasons[NoReply].Add(1)
+		return w.count(res)
+	}
+	res.Action, res.Link, res.Frame = Reply, link, out
+	return w.count(res)
+}
+
+// linkAddr is the director's own address on a link.
+func (w *Worker) linkAddr(link int) [4]byte {
+	return w.p.env.Links()[link].Prefix.Addr().As4()
+}
+
+func (w *Worker) drop(r Reason) Result { return w.count(Result{Action: Drop, Reason: r}) }
+
+func (w *Worker) count(r Result) Result {
+	w.Counters.Actions[r.Action].Add(1)
+	if r.Reason != ReasonNone {
+		w.Counters.Reasons[r.Reason].Add(1)
+	}
+	return r
+}
+
+func (w *Worker) countConn(d *ipvs.Dest) {
+	d.Stats[w.id].Conns.Add(1)
+	d.Svc.Stats[w.id].Conns.Add(1)
+}
+
+func (w *Worker) countIn(d *ipvs.Dest, bytes int) {
+	d.Stats[w.id].InPkts.Add(1)
+	d.Stats[w.id].InBytes.Add(uint64(bytes))
+	d.Svc.Stats[w.id].InPkts.Add(1)
+	d.Svc.Stats[w.id].InBytes.Add(uint64(bytes))
+}
+
+func (w *Worker) countOut(d *ipvs.Dest, bytes int) {
+	d.Stats[w.id].OutPkts.Add(1)
+	d.Stats[w.id].OutBytes.Add(uint64(bytes))
+	d.Svc.Stats[w.id].OutPkts.Add(1)
+	d.Svc.Stats[w.id].OutBytes.Add(uint64(bytes))
+}
+
+// Totals sums the counters of a set of workers.
+func Totals(ws ...*Worker) (actions [numActions]uint64, reasons [NumReasons]uint64) {
+	for _, w := range ws {
+		for i := range actions {
+			actions[i] += w.Counters.Actions[i].Load()
+		}
+		for i := range reasons {
+			reasons[i] += w.Counters.Reasons[i].Load()
+		}
+	}
+	return
+}
