@@ -87,8 +87,11 @@ func NewFWMarkTemplateKey(mark uint32, client netip.Addr, bits int) TemplateKey 
 
 // Mapped4 returns the v4-mapped 16-byte form of an IPv4 address, the same
 // bytes as netip.AddrFrom4(a).As16().
-func Mapped4(a [4]byte) [16]byte {
-	return [16]byte{10: 0xff, 11: 0xff, 12: a[0], 13: a[1], 14: a[2], 15: a[3]}
+func Mapped4(a [4]byte) (m [16]byte) {
+	// Two word stores instead of sixteen byte stores: this is on every
+	// packet's path.
+	binary.BigEndian.PutUint64(m[8:], 0xffff<<32|uint64(binary.BigEndian.Uint32(a[:])))
+	return m
 }
 
 func maskAddr(a netip.Addr, bits int) [16]byte {
@@ -99,7 +102,12 @@ func maskAddr(a netip.Addr, bits int) [16]byte {
 }
 
 // addrOf turns a stored address back into a netip.Addr (IPv4 unmapped).
-func addrOf(b [16]byte) netip.Addr { return netip.AddrFrom16(b).Unmap() }
+func addrOf(b [16]byte) netip.Addr {
+	if binary.BigEndian.Uint64(b[:8]) == 0 && binary.BigEndian.Uint32(b[8:12]) == 0xffff {
+		return netip.AddrFrom4([4]byte(b[12:]))
+	}
+	return netip.AddrFrom16(b).Unmap()
+}
 
 // Hash domains, so that a template and a connection with equal bytes never
 // collide by construction.

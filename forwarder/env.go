@@ -161,6 +161,9 @@ func NewStaticEnv(f Facts) (*StaticEnv, error) {
 	return e, nil
 }
 
+// Generation is constant: a StaticEnv never changes, so routes may be cached.
+func (e *StaticEnv) Generation() uint64 { return 0 }
+
 // Links returns the two links (VIPSide, DIPSide).
 func (e *StaticEnv) Links() *[2]Link { return &e.links }
 

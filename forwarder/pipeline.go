@@ -52,9 +52,18 @@ type Config struct {
 	NoConnReuse bool
 }
 
+// Generationer is an optional interface of an Env whose answers can change:
+// Generation changes whenever any Route answer may have changed, so that
+// workers may cache routes until it does. An Env without it is asked every
+// time; StaticEnv never changes.
+type Generationer interface {
+	Generation() uint64
+}
+
 // Pipeline is the shared part of the data path.
 type Pipeline struct {
 	env     Env
+	gen     Generationer // nil: do not cache routes
 	svcs    *ipvs.Table
 	conns   *conntrack.Table
 	reuse   bool
@@ -63,7 +72,9 @@ type Pipeline struct {
 
 // New makes a pipeline.
 func New(c Config) *Pipeline {
-	return &Pipeline{env: c.Env, svcs: c.Services, conns: c.Conns, reuse: !c.NoConnReuse}
+	p := &Pipeline{env: c.Env, svcs: c.Services, conns: c.Conns, reuse: !c.NoConnReuse}
+	p.gen, _ = c.Env.(Generationer)
+	return p
 }
 
 // Conns is the pipeline's connection table.
@@ -88,6 +99,8 @@ type Worker struct {
 	id       int // stats slot, < ipvs.MaxWorkers
 	parsed   rewrite.Parsed
 	conn     conntrack.Conn
+	flow     ipvs.Flow
+	routes   [routeCacheSize]routeEntry
 	ipid     uint16
 	scratch  [rewrite.ICMPErrorMaxFrame]byte
 	Counters Counters
@@ -99,6 +112,33 @@ type Worker struct {
 func (p *Pipeline) NewWorker() *Worker {
 	id := int(p.workers.Add(1)-1) % ipvs.MaxWorkers
 	return &Worker{p: p, id: id, ipid: uint16(id) << 12}
+}
+
+// The route cache: direct-mapped by the destination's low address bits.
+const routeCacheSize = 64
+
+type routeEntry struct {
+	addr netip.Addr
+	gen  uint64
+	hop  Hop
+	ok   bool
+}
+
+// route asks the Env for the next hop to dst through the worker's cache.
+func (w *Worker) route(dst netip.Addr) (Hop, bool) {
+	g := w.p.gen
+	if g == nil {
+		return w.p.env.Route(dst)
+	}
+	gen := g.Generation() + 1 // +1: a zero entry is never valid
+	a := dst.As4()
+	e := &w.routes[a[3]&(routeCacheSize-1)]
+	if e.gen == gen && e.addr == dst {
+		return e.hop, e.ok
+	}
+	hop, ok := w.p.env.Route(dst)
+	*e = routeEntry{addr: dst, gen: gen, hop: hop, ok: ok}
+	return hop, ok
 }
 
 // Result is the outcome of one frame.
@@ -225,7 +265,10 @@ func (w *Worker) schedule(svc *ipvs.Service, k conntrack.InKey, buf []byte, off,
 	frame := buf[off : off+n]
 	st := svc.State()
 	cfg := &st.Config
-	flow := ipvs.Flow{Proto: ipvs.Protocol(p.Proto), SrcAddr: p.SrcAddr(), DstAddr: p.DstAddr(), SrcPort: p.SrcPort, DstPort: p.DstPort}
+	// The flow lives in the worker: handed to a scheduler through an
+	// interface, a stack value would escape to the heap.
+	flow := &w.flow
+	*flow = ipvs.Flow{Proto: ipvs.Protocol(p.Proto), SrcAddr: p.SrcAddr(), DstAddr: p.DstAddr(), SrcPort: p.SrcPort, DstPort: p.DstPort}
 
 	var dest *ipvs.Dest
 	var tmpl conntrack.TemplateRef
@@ -238,7 +281,7 @@ func (w *Worker) schedule(svc *ipvs.Service, k conntrack.InKey, buf []byte, off,
 		tk := conntrack.NewTemplateKey(flow.Proto, flow.SrcAddr, cfg.Netmask, flow.DstAddr, vport)
 		if d, ref, ok := w.p.conns.Template(tk, now); ok {
 			dest, tmpl = d, ref
-		} else if d := schedule(st, svc, &flow); d != nil {
+		} else if d := schedule(st, svc, flow); d != nil {
 			ref, err := w.p.conns.CreateTemplate(tk, d, time.Duration(cfg.Timeout)*time.Second, now)
 			if err != nil {
 				return w.drop(TableFull)
@@ -246,7 +289,7 @@ func (w *Worker) schedule(svc *ipvs.Service, k conntrack.InKey, buf []byte, off,
 			dest, tmpl = ref.Dest(), ref
 		}
 	} else {
-		dest = schedule(st, svc, &flow)
+		dest = schedule(st, svc, flow)
 	}
 	if dest == nil {
 		return w.icmpReply(frame, link, NoDest)
@@ -286,7 +329,7 @@ func (w *Worker) xmitIn(buf []byte, off, n, link int, partial, isNew bool) Resul
 	if p.TTL <= 1 {
 		return w.icmpReplyRes(frame, link, TTLExceeded, res)
 	}
-	hop, ok := w.p.env.Route(c.DAddr)
+	hop, ok := w.route(c.DAddr)
 	if !ok {
 		res.Action, res.Reason = Drop, NoRoute
 		return w.count(res)
@@ -332,7 +375,7 @@ func (w *Worker) xmitOut(buf []byte, off, n, link int, partial bool) Result {
 	if p.TTL <= 1 {
 		return w.icmpReplyFrom(frame, link, TTLExceeded, res, w.linkAddr(link))
 	}
-	hop, ok := w.p.env.Route(c.CAddr)
+	hop, ok := w.route(c.CAddr)
 	if !ok {
 		res.Action, res.Reason = Drop, NoRoute
 		return w.count(res)
@@ -383,7 +426,7 @@ func (w *Worker) icmpRelated(buf []byte, off, n, link int, now int64) Result {
 		if p.TTL <= 1 {
 			return w.icmpReplyRes(frame, link, TTLExceeded, res)
 		}
-		hop, ok := w.p.env.Route(c.DAddr)
+		hop, ok := w.route(c.DAddr)
 		if !ok {
 			res.Action, res.Reason = Drop, NoRoute
 			return w.count(res)
@@ -406,7 +449,7 @@ func (w *Worker) icmpRelated(buf []byte, off, n, link int, now int64) Result {
 		if p.TTL <= 1 {
 			return w.icmpReplyFrom(frame, link, TTLExceeded, res, w.linkAddr(link))
 		}
-		hop, ok := w.p.env.Route(c.CAddr)
+		hop, ok := w.route(c.CAddr)
 		if !ok {
 			res.Action, res.Reason = Drop, NoRoute
 			return w.count(res)

@@ -307,8 +307,8 @@ func (r *RX) Ready() bool {
 // Wait blocks until a frame is ready, the timeout expires (ErrTimeout) or
 // the socket reports an error (e.g. ENETDOWN). A negative timeout waits
 // forever. It returns at once when a frame is already ready. Release held
-// frames before waiting: while one is held the kernel reports the socket
-// readable and Wait does not block.
+// frames before waiting: while the newest frame is held the kernel reports
+// the socket readable and Wait returns at once.
 func (r *RX) Wait(timeout time.Duration) error {
 	if r.closed.Load() {
 		return ErrClosed

@@ -639,7 +639,7 @@ func (r fwdResult) pps() float64 { return float64(r.delivered) / r.elapsed.Secon
 // the sink has caught up by half a window; if that takes more than a
 // second the frames in flight are written off as lost.
 func runForward(tb testing.TB, e *fwdEnv, count int, limit time.Duration) fwdResult {
-	const window = 256
+	const window = 512
 	var (
 		delivered atomic.Int64
 		stop      atomic.Bool

@@ -1,0 +1,151 @@
+package daemon
+
+import (
+	"net/netip"
+	"slices"
+
+	"gvs/forwarder/kernel"
+	"gvs/ipvs"
+)
+
+// Derived is everything the daemon computes from the service table to
+// share the interfaces with the kernel: see Derive.
+type Derived struct {
+	// VIPs are the addresses of the (non-fwmark) services, sorted.
+	VIPs []netip.Addr
+	// MasqRIPs are the addresses of the NAT (-m) real servers, sorted:
+	// their replies come back through the director.
+	MasqRIPs []netip.Addr
+	// RIPs are the addresses of every real server, sorted (resolver wants).
+	RIPs []netip.Addr
+	// Ingress are the nftables netdev-ingress drops: traffic to each
+	// service on the VIP interface, NAT replies from each masqueraded real
+	// server's port on the DIP interface.
+	Ingress []kernel.IngressRule
+	// FWMarkServices counts fwmark services, which gvs cannot match at
+	// ingress (the mark is set later, by netfilter): neither filters nor
+	// drops cover them.
+	FWMarkServices int
+}
+
+// Derive computes the Derived state of table for a director whose VIP
+// interface is vipIf and DIP interface dipIf (the same name when one-armed).
+func Derive(table *ipvs.Table, vipIf, dipIf string) Derived {
+	var d Derived
+	vips := map[netip.Addr]bool{}
+	masq := map[netip.Addr]bool{}
+	rips := map[netip.Addr]bool{}
+	type replyKey struct {
+		addr  netip.Addr
+		proto ipvs.Protocol
+		port  uint16
+	}
+	replies := map[replyKey]bool{}
+	table.Read(func(svcs []*ipvs.Service) {
+		for _, s := range svcs {
+			k := s.Config.ServiceKey
+			if k.FWMark != 0 {
+				d.FWMarkServices++
+			} else if a := k.Addr.Unmap(); a.Is4() {
+				vips[a] = true
+				d.Ingress = append(d.Ingress, kernel.IngressRule{
+					Interface: vipIf, Dir: kernel.MatchDst, Addr: a, Proto: k.Proto, Port: k.Port,
+				})
+			}
+			for _, dst := range s.Dests() {
+				a := dst.Addr.Unmap()
+				if !a.Is4() {
+					continue
+				}
+				rips[a] = true
+				if dst.Method() != ipvs.Masq {
+					continue
+				}
+				masq[a] = true
+				proto := k.Proto
+				if k.FWMark != 0 {
+					// A fwmark service covers every protocol: match the
+					// address and port for both TCP and UDP.
+					for _, p := range [2]ipvs.Protocol{ipvs.ProtoTCP, ipvs.ProtoUDP} {
+						replies[replyKey{a, p, dst.Port}] = true
+					}
+					continue
+				}
+				replies[replyKey{a, proto, dst.Port}] = true
+			}
+		}
+	})
+	for k := range replies {
+		d.Ingress = append(d.Ingress, kernel.IngressRule{
+			Interface: dipIf, Dir: kernel.MatchSrc, Addr: k.addr, Proto: k.proto, Port: k.port,
+		})
+	}
+	slices.SortFunc(d.Ingress, cmpRule)
+	d.VIPs = sortedAddrs(vips)
+	d.MasqRIPs = sortedAddrs(masq)
+	d.RIPs = sortedAddrs(rips)
+	return d
+}
+
+// Filters returns the RX filters of the VIP side and the DIP side. A
+// one-arm director has one ring per worker: its filter is the union, and
+// both returned filters are equal.
+func (d *Derived) Filters(oneArm bool) (vip, dip Filter) {
+	vip = Filter{Dst: d.VIPs}
+	dip = Filter{Src: d.MasqRIPs, ICMP: true}
+	if oneArm {
+		u := Filter{Dst: d.VIPs, Src: d.MasqRIPs, ICMP: true}
+		return u, u
+	}
+	return vip, dip
+}
+
+// ARPAddrs returns the VIPs the daemon must answer ARP for: those not
+// configured on the host (when the host holds a VIP, on lo for instance,
+// the kernel answers ARP itself according to its arp_ignore setting).
+func (d *Derived) ARPAddrs(hostHas func(netip.Addr) bool) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range d.VIPs {
+		if !hostHas(a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func sortedAddrs(m map[netip.Addr]bool) []netip.Addr {
+	out := make([]netip.Addr, 0, len(m))
+	for a := range m {
+		out = append(out, a)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+func cmpRule(a, b kernel.IngressRule) int {
+	switch {
+	case a.Interface != b.Interface:
+		if a.Interface < b.Interface {
+			return -1
+		}
+		return 1
+	case a.Dir != b.Dir:
+		return int(a.Dir) - int(b.Dir)
+	case a.Addr != b.Addr:
+		return a.Addr.Compare(b.Addr)
+	case a.Proto != b.Proto:
+		return int(a.Proto) - int(b.Proto)
+	}
+	return int(a.Port) - int(b.Port)
+}
+
+// diffAddrs returns the addresses of old that are not in cur (both sorted).
+func diffAddrs(old, cur []netip.Addr) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range old {
+		if _, found := slices.BinarySearchFunc(cur, a, netip.Addr.Compare); !found {
+			out = append(out, a)
+		}
+	}
+	return out
+}

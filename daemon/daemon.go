@@ -1,0 +1,345 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"gvs/conntrack"
+	"gvs/forwarder"
+	"gvs/forwarder/kernel"
+	"gvs/forwarder/ring"
+	"gvs/ipvs"
+	"gvs/scheduler"
+)
+
+// Config configures a Daemon.
+type Config struct {
+	// VIPIf is the interface clients' traffic arrives on; DIPIf the one the
+	// real servers are on. They may be the same (one-arm director).
+	VIPIf, DIPIf string
+	// RulesFile is an ipvsadm-save rules file loaded at start and on
+	// Reload; empty: start with no services.
+	RulesFile string
+	// Socket is the control socket name (abstract, without '@'); it also
+	// names the nftables table (kernel.TableName). Default "gvsd".
+	Socket string
+	// Workers is the number of data-path workers; 0: DefaultWorkers().
+	Workers int
+	// Batch is the number of frames taken from one ring per turn; 0:
+	// DefaultBatch.
+	Batch int
+	// ConnCapacity bounds the connection table; 0: conntrack's default.
+	ConnCapacity int
+	// StatsInterval, if positive, logs Stats at debug level that often.
+	StatsInterval time.Duration
+	// Logger receives the daemon's logs; nil: no logs.
+	Logger *zap.Logger
+	// Control, if not nil, serves the control socket: Run calls it in its
+	// own goroutine once the data path is up and cancels its context at
+	// shutdown. An error other than the context's is logged and stops the
+	// daemon.
+	Control func(ctx context.Context, d *Daemon) error
+}
+
+// DefaultSocket is the default control socket name.
+const DefaultSocket = "gvsd"
+
+// DefaultWorkers is half the CPUs, at least one: each worker spins on its
+// own locked thread, and the kernel needs the other half for the interfaces'
+// softirq work (on the 2-CPU reference machine: 1 worker).
+func DefaultWorkers() int { return max(1, runtime.NumCPU()/2) }
+
+// Daemon is a running director. Create it with New, run it with Run.
+type Daemon struct {
+	cfg    Config
+	log    *zap.Logger
+	start  time.Time
+	oneArm bool
+
+	table *ipvs.Table
+	conns *conntrack.Table
+	env   *Env
+	pipe  *forwarder.Pipeline
+
+	res     *kernel.Resolver
+	ingress *kernel.Ingress
+	arp     *kernel.ARPResponder
+
+	workers []*worker
+	rxs     []*ring.RX
+	txs     []*ring.TX
+	stop    atomic.Bool
+
+	mu       sync.Mutex // serializes Sync and Reload; guards the fields below
+	closed   bool
+	synced   bool
+	derived  Derived
+	filters  [2]Filter
+	arpAddrs []netip.Addr
+}
+
+// New sets the director up: it reads the interfaces, loads the rules, opens
+// the rings and installs the kernel coexistence state. Nothing is forwarded
+// before Run. On error everything set up so far is removed again.
+func New(cfg Config) (d *Daemon, err error) {
+	if cfg.VIPIf == "" || cfg.DIPIf == "" {
+		return nil, errors.New("both the VIP and the DIP interface are required")
+	}
+	if cfg.Socket == "" {
+		cfg.Socket = DefaultSocket
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = DefaultWorkers()
+	}
+	if cfg.Workers > ipvs.MaxWorkers {
+		return nil, fmt.Errorf("at most %d workers", ipvs.MaxWorkers)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	d = &Daemon{cfg: cfg, log: cfg.Logger, start: time.Now(), oneArm: cfg.VIPIf == cfg.DIPIf}
+	defer func() {
+		if err != nil {
+			d.close()
+			d = nil
+		}
+	}()
+
+	vip, err := ReadLink(cfg.VIPIf)
+	if err != nil {
+		return d, err
+	}
+	dip := vip
+	if !d.oneArm {
+		if dip, err = ReadLink(cfg.DIPIf); err != nil {
+			return d, err
+		}
+	}
+	d.table = ipvs.NewTable(scheduler.New)
+	if cfg.RulesFile != "" {
+		cmds, err := readRules(cfg.RulesFile)
+		if err != nil {
+			return d, err
+		}
+		if err := d.table.ApplyAll(cmds); err != nil {
+			return d, fmt.Errorf("%s: %w", cfg.RulesFile, err)
+		}
+	}
+	d.conns = conntrack.New(conntrack.Config{Capacity: cfg.ConnCapacity})
+	if d.res, err = kernel.NewResolver(kernel.ResolverConfig{Logger: d.log.Named("resolver")}); err != nil {
+		return d, err
+	}
+	if d.env, err = NewEnv(d.res, vip, dip); err != nil {
+		return d, err
+	}
+	d.pipe = forwarder.New(forwarder.Config{Env: d.env, Services: d.table, Conns: d.conns})
+
+	for _, ifname := range d.interfaces() {
+		changed, err := kernel.DisableGRO(ifname)
+		if len(changed) > 0 {
+			d.log.Info("receive offloads switched off", zap.String("interface", ifname), zap.Strings("features", changed))
+		}
+		if err != nil {
+			d.log.Warn("receive offloads stay on: oversized frames will be dropped (counter oversize)",
+				zap.String("interface", ifname), zap.Error(err))
+		}
+	}
+	if d.ingress, err = kernel.NewIngress(kernel.TableName(cfg.Socket), d.log.Named("ingress")); err != nil {
+		return d, err
+	}
+	if d.arp, err = kernel.NewARPResponder(cfg.VIPIf, d.log.Named("arp")); err != nil {
+		return d, err
+	}
+	if err := d.openRings(vip, dip); err != nil {
+		return d, err
+	}
+	if err := d.Sync(); err != nil {
+		return d, err
+	}
+	return d, nil
+}
+
+// interfaces lists the distinct interfaces, VIP side first.
+func (d *Daemon) interfaces() []string {
+	if d.oneArm {
+		return []string{d.cfg.VIPIf}
+	}
+	return []string{d.cfg.VIPIf, d.cfg.DIPIf}
+}
+
+// ringFrameSize is a slot size that holds a whole frame of the link's MTU
+// (plus a VLAN tag) behind the ring's slot header.
+func ringFrameSize(mtu int) int {
+	n := mtu + 14 + 4 + ring.RXDataOffset
+	n = (n + 15) &^ 15
+	return max(n, ring.DefaultFrameSize)
+}
+
+// openRings opens every worker's rings: an RX ring per interface in that
+// interface's fanout group (hash of the flow, defragmented), with an empty
+// filter until the first Sync, and a TX ring per egress interface.
+func (d *Daemon) openRings(vip, dip LinkInfo) error {
+	links := []LinkInfo{vip}
+	if !d.oneArm {
+		links = append(links, dip)
+	}
+	drop, err := Filter{}.Assemble()
+	if err != nil {
+		return err
+	}
+	pid := os.Getpid()
+	for i := 0; i < d.cfg.Workers; i++ {
+		w := newWorker(d.pipe.NewWorker(), d.Clock, d.cfg.Batch)
+		for side, l := range links {
+			fs := ringFrameSize(l.MTU)
+			rx, err := ring.OpenRX(l.Index, &ring.RXConfig{
+				FrameSize: fs,
+				Fanout:    &ring.Fanout{Group: uint16(pid<<1 | side), Mode: ring.FanoutHash},
+				Filter:    drop,
+			})
+			if err != nil {
+				return fmt.Errorf("%s: %w", l.Name, err)
+			}
+			d.rxs = append(d.rxs, rx)
+			w.addRX(rx, side)
+			txc := ring.DefaultTXConfig()
+			txc.FrameSize = fs
+			txc.FlushEvery = -1 // the worker flushes once per batch
+			tx, err := ring.OpenTX(l.Index, &txc)
+			if err != nil {
+				return fmt.Errorf("%s: %w", l.Name, err)
+			}
+			d.txs = append(d.txs, tx)
+			w.tx[side] = tx
+		}
+		if d.oneArm {
+			w.tx[forwarder.DIPSide] = w.tx[forwarder.VIPSide]
+			w.rxSide[0] = forwarder.DIPSide // one wire: the side does not matter
+		}
+		d.workers = append(d.workers, w)
+	}
+	return nil
+}
+
+// Clock is the daemon's clock: monotonic nanoseconds since New. The
+// connection table and the control socket use it.
+func (d *Daemon) Clock() int64 { return int64(time.Since(d.start)) }
+
+// Table is the service table.
+func (d *Daemon) Table() *ipvs.Table { return d.table }
+
+// Conns is the connection table.
+func (d *Daemon) Conns() *conntrack.Table { return d.conns }
+
+// Env is the live environment.
+func (d *Daemon) Env() *Env { return d.env }
+
+// Logger is the daemon's logger.
+func (d *Daemon) Logger() *zap.Logger { return d.log }
+
+// Socket is the control socket name.
+func (d *Daemon) Socket() string { return d.cfg.Socket }
+
+// Run forwards until ctx ends, then stops the workers and removes
+// everything New installed (nftables table, ARP responder, rings). It
+// returns nil after a clean shutdown.
+func (d *Daemon) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, w := range d.workers {
+		wg.Go(func() { w.run(&d.stop) })
+	}
+	var arpWG sync.WaitGroup
+	arpWG.Go(func() {
+		if err := d.arp.Run(ctx); err != nil {
+			d.log.Warn("ARP responder stopped", zap.Error(err))
+		}
+	})
+	var bg sync.WaitGroup
+	bg.Go(func() { d.housekeeping(ctx) })
+	var runErr error
+	var errOnce sync.Once
+	if d.cfg.Control != nil {
+		bg.Go(func() {
+			if err := d.cfg.Control(ctx, d); err != nil && ctx.Err() == nil {
+				errOnce.Do(func() { runErr = fmt.Errorf("control socket: %w", err) })
+				cancel()
+			}
+		})
+	}
+	d.log.Info("gvsd ready",
+		zap.String("vip_if", d.cfg.VIPIf), zap.String("dip_if", d.cfg.DIPIf),
+		zap.Int("workers", len(d.workers)), zap.Int("services", len(d.table.Services())),
+		zap.String("socket", "@"+d.cfg.Socket), zap.Duration("startup", time.Since(d.start)))
+	<-ctx.Done()
+	d.stop.Store(true)
+	wg.Wait()
+	bg.Wait()
+	_ = d.arp.Close()
+	arpWG.Wait()
+	s := d.Stats()
+	d.log.Info("gvsd stopping", zap.Uint64("rx", s.RX), zap.Uint64("tx", s.TX), zap.Any("drops", s.Reasons))
+	if err := d.close(); err != nil {
+		return errors.Join(runErr, err)
+	}
+	return runErr
+}
+
+// housekeeping expires connections every 100 ms and logs statistics.
+func (d *Daemon) housekeeping(ctx context.Context) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var lastStats time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			d.conns.Expire(d.Clock())
+			if iv := d.cfg.StatsInterval; iv > 0 && now.Sub(lastStats) >= iv {
+				lastStats = now
+				if ce := d.log.Check(zap.DebugLevel, "stats"); ce != nil {
+					ce.Write(d.Stats().Fields()...)
+				}
+			}
+		}
+	}
+}
+
+// close releases everything; safe on a partly built Daemon.
+func (d *Daemon) close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	var errs []error
+	if d.ingress != nil {
+		errs = append(errs, d.ingress.Close())
+	}
+	if d.arp != nil {
+		errs = append(errs, d.arp.Close())
+	}
+	for _, r := range d.rxs {
+		errs = append(errs, r.Close())
+	}
+	for _, t := range d.txs {
+		_ = t.Flush()
+		errs = append(errs, t.Close())
+	}
+	if d.res != nil {
+		errs = append(errs, d.res.Close())
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,118 @@
+package daemon
+
+import (
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+
+	"gvs/forwarder"
+	"gvs/forwarder/kernel"
+)
+
+// Resolver is what Env needs from kernel.Resolver: the next hop towards a
+// registered destination (a real server) and towards any other address (a
+// client, through the routing table). Both must be safe for concurrent use
+// and must not allocate.
+type Resolver interface {
+	Lookup(addr netip.Addr) (kernel.Neighbor, bool)
+	Gateway(client netip.Addr) (kernel.Neighbor, bool)
+}
+
+// LinkInfo is one of the director's interfaces as read from the kernel.
+type LinkInfo struct {
+	Index int
+	forwarder.Link
+}
+
+// Env is the live forwarder.Env: links read from the kernel and next hops
+// from a Resolver. Links may be replaced (SetLinks) while workers run; the
+// data path always sees a consistent pair.
+type Env struct {
+	res   Resolver
+	links atomic.Pointer[envLinks]
+}
+
+// envLinks is immutable once published.
+type envLinks struct {
+	links   [2]forwarder.Link
+	ifindex [2]int
+}
+
+// NewEnv makes an Env over res with the VIP-side and DIP-side links. In a
+// one-arm director both are the same interface.
+func NewEnv(res Resolver, vip, dip LinkInfo) (*Env, error) {
+	e := &Env{res: res}
+	if err := e.SetLinks(vip, dip); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// SetLinks replaces the two links (after an MTU or address change).
+func (e *Env) SetLinks(vip, dip LinkInfo) error {
+	for _, l := range [2]LinkInfo{vip, dip} {
+		switch {
+		case l.Index <= 0:
+			return fmt.Errorf("link %q: invalid interface index %d", l.Name, l.Index)
+		case !l.Prefix.IsValid() || !l.Prefix.Addr().Is4():
+			return fmt.Errorf("link %q: no IPv4 address", l.Name)
+		case l.MTU < 68:
+			return fmt.Errorf("link %q: MTU %d too small", l.Name, l.MTU)
+		}
+	}
+	e.links.Store(&envLinks{
+		links:   [2]forwarder.Link{vip.Link, dip.Link},
+		ifindex: [2]int{vip.Index, dip.Index},
+	})
+	return nil
+}
+
+// OneArm reports whether both sides are the same interface.
+func (e *Env) OneArm() bool {
+	l := e.links.Load()
+	return l.ifindex[forwarder.VIPSide] == l.ifindex[forwarder.DIPSide]
+}
+
+// Ifindex returns the interface index of a side (forwarder.VIPSide or
+// forwarder.DIPSide).
+func (e *Env) Ifindex(side int) int { return e.links.Load().ifindex[side] }
+
+// Links returns the two links (forwarder.Env).
+func (e *Env) Links() *[2]forwarder.Link { return &e.links.Load().links }
+
+// Route finds how to reach dst (forwarder.Env): through the resolver's
+// entry for a registered real server, else through the routing table (a
+// client). A next hop whose MAC is unknown, or which leaves by an interface
+// other than the director's two, is not routable: the pipeline then drops
+// the frame and counts no_route (the resolver has already asked the kernel
+// to resolve the neighbour). It does not allocate.
+func (e *Env) Route(dst netip.Addr) (forwarder.Hop, bool) {
+	n, ok := e.res.Lookup(dst)
+	if !ok {
+		if n, ok = e.res.Gateway(dst); !ok {
+			return forwarder.Hop{}, false
+		}
+	}
+	l := e.links.Load()
+	side := -1
+	switch n.IfIndex {
+	case l.ifindex[forwarder.DIPSide]: // checked first: one-arm routes to the DIP side
+		side = forwarder.DIPSide
+	case l.ifindex[forwarder.VIPSide]:
+		side = forwarder.VIPSide
+	default:
+		return forwarder.Hop{}, false
+	}
+	if n.MAC == ([6]byte{}) {
+		return forwarder.Hop{}, false
+	}
+	link := &l.links[side]
+	h := forwarder.Hop{Link: side, MAC: n.MAC, Src: n.Src, MTU: n.MTU}
+	if !h.Src.Is4() {
+		h.Src = link.Prefix.Addr()
+	}
+	if h.MTU <= 0 || h.MTU > link.MTU {
+		h.MTU = link.MTU
+	}
+	return h, true
+}

@@ -1,0 +1,200 @@
+package daemon
+
+import (
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"gvs/forwarder"
+	"gvs/forwarder/ring"
+)
+
+// rxRing is the part of *ring.RX a worker uses (an interface so that the
+// per-frame code can be tested without sockets).
+type rxRing interface {
+	Next() ([]byte, ring.Meta, bool)
+	Release()
+	Wait(timeout time.Duration) error
+	Fd() int
+}
+
+// txRing is the part of *ring.TX a worker uses.
+type txRing interface {
+	Slot() ([]byte, bool)
+	Commit(n int) bool
+	Flush() error
+	Pending() int
+	MaxFrame() int
+}
+
+// WorkerCounters are one worker's own frame counters (the pipeline's are in
+// forwarder.Counters). Only the worker writes them; anyone may read them.
+type WorkerCounters struct {
+	// RX counts frames taken from the RX rings.
+	RX atomic.Uint64
+	// TX counts frames committed to a TX ring.
+	TX atomic.Uint64
+	// Oversize counts frames dropped because they were truncated in the RX
+	// ring (GRO/LRO super-frames, jumbo frames) or longer than the egress
+	// MTU + 14.
+	Oversize atomic.Uint64
+	// TXFull counts frames dropped because the egress TX ring had no free
+	// slot.
+	TXFull atomic.Uint64
+	// TXError counts frames the TX ring refused (should not happen after
+	// the length check; counted to be seen).
+	TXError atomic.Uint64
+	// VLAN counts frames that arrived with a stripped 802.1Q tag: they
+	// belong to a VLAN interface on top of ours and are left to the kernel.
+	VLAN atomic.Uint64
+}
+
+const (
+	// DefaultBatch is the number of frames a worker takes from one RX ring
+	// before it flushes its TX rings and turns to the other ring.
+	DefaultBatch = 64
+	// pollTimeout bounds how long an idle worker sleeps, and so how long
+	// it takes to notice shutdown.
+	pollTimeout = 100 * time.Millisecond
+	// bufSize is the worker's frame buffer after the headroom: more than
+	// any RX slot holds.
+	bufSize = 64 << 10
+)
+
+// worker is one data-path goroutine's state.
+type worker struct {
+	fw     *forwarder.Worker
+	rx     []rxRing  // one per distinct interface
+	rxSide []int     // the link each rx ring receives on
+	tx     [2]txRing // per egress side; the same ring twice when one-armed
+	batch  int
+	clock  func() int64
+	buf    []byte
+	pfds   []unix.PollFd
+	c      WorkerCounters
+}
+
+func newWorker(fw *forwarder.Worker, clock func() int64, batch int) *worker {
+	if batch <= 0 {
+		batch = DefaultBatch
+	}
+	return &worker{fw: fw, clock: clock, batch: batch, buf: make([]byte, forwarder.Headroom+bufSize)}
+}
+
+// addRX adds an RX ring receiving on side.
+func (w *worker) addRX(r rxRing, side int) {
+	w.rx = append(w.rx, r)
+	w.rxSide = append(w.rxSide, side)
+	w.pfds = append(w.pfds, unix.PollFd{Fd: int32(r.Fd()), Events: unix.POLLIN | unix.POLLERR})
+}
+
+// run is the worker loop. It locks its OS thread and returns when stop is
+// set (within pollTimeout).
+func (w *worker) run(stop *atomic.Bool) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	for !stop.Load() {
+		if w.poll() == 0 {
+			w.wait()
+		}
+	}
+	w.flush()
+}
+
+// poll drains up to a batch from every RX ring, flushing the TX rings after
+// each batch, and returns the number of frames taken.
+func (w *worker) poll() int {
+	total := 0
+	for i, r := range w.rx {
+		now := w.clock()
+		side := w.rxSide[i]
+		n := 0
+		for n < w.batch {
+			frame, meta, ok := r.Next()
+			if !ok {
+				break
+			}
+			w.handle(frame, meta, side, now)
+			r.Release()
+			n++
+		}
+		if n > 0 {
+			w.flush()
+		}
+		total += n
+	}
+	return total
+}
+
+// handle runs one received frame through the pipeline and queues what it
+// sends. It does not allocate.
+func (w *worker) handle(frame []byte, meta ring.Meta, side int, now int64) {
+	w.c.RX.Add(1)
+	if meta.Truncated() || meta.Status&ring.StatusCopy != 0 || len(frame) > bufSize {
+		w.c.Oversize.Add(1)
+		return
+	}
+	if meta.Status&ring.StatusVLANValid != 0 {
+		w.c.VLAN.Add(1)
+		return
+	}
+	n := copy(w.buf[forwarder.Headroom:], frame)
+	res := w.fw.Process(w.buf, forwarder.Headroom, n, side, meta.CsumNotReady(), now)
+	if res.Action != forwarder.Transmit && res.Action != forwarder.Reply {
+		return // Drop (counted by the pipeline); Pass, Control: the kernel has its copy
+	}
+	w.send(res.Link, res.Frame)
+}
+
+// send copies frame into the TX ring of side.
+func (w *worker) send(side int, frame []byte) {
+	if side < 0 || side > 1 {
+		w.c.TXError.Add(1)
+		return
+	}
+	tx := w.tx[side]
+	if len(frame) > tx.MaxFrame() {
+		w.c.Oversize.Add(1)
+		return
+	}
+	slot, ok := tx.Slot()
+	if !ok {
+		// Let the kernel take what is queued and retry once.
+		_ = tx.Flush()
+		if slot, ok = tx.Slot(); !ok {
+			w.c.TXFull.Add(1)
+			return
+		}
+	}
+	if !tx.Commit(copy(slot, frame)) {
+		w.c.TXError.Add(1)
+		return
+	}
+	w.c.TX.Add(1)
+}
+
+// flush kicks every TX ring (once when both sides share one).
+func (w *worker) flush() {
+	_ = w.tx[0].Flush()
+	if w.tx[1] != w.tx[0] {
+		_ = w.tx[1].Flush()
+	}
+}
+
+// wait sleeps until an RX ring has a frame, or briefly when TX frames are
+// still queued (EAGAIN/ENOBUFS on the last kick), or up to pollTimeout.
+func (w *worker) wait() {
+	timeout := pollTimeout
+	if w.tx[0].Pending() > 0 || w.tx[1].Pending() > 0 {
+		w.flush()
+		timeout = time.Millisecond
+	}
+	if len(w.rx) == 1 {
+		_ = w.rx[0].Wait(timeout)
+		return
+	}
+	// EINTR and errors: the loop polls the rings again anyway.
+	_, _ = unix.Poll(w.pfds, int(timeout/time.Millisecond))
+}
