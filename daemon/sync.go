@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/net/bpf"
 
 	"gvs/ipvs"
 	"gvs/scheduler"
@@ -86,7 +87,7 @@ func (d *Daemon) setFilters(vf, df Filter) error {
 	if d.synced && want[0].Equal(d.filters[0]) && want[1].Equal(d.filters[1]) {
 		return nil
 	}
-	var progs [2][]byteCodeProg
+	var progs [2][]bpf.RawInstruction
 	var errs []error
 	for side, f := range want {
 		p, err := f.Assemble()
@@ -100,7 +101,7 @@ func (d *Daemon) setFilters(vf, df Filter) error {
 		for i, r := range w.rx {
 			// SO_ATTACH_FILTER replaces a socket's filter atomically in the
 			// kernel; the worker keeps reading the ring meanwhile.
-			if err := r.(filterSetter).SetFilter(progs[w.rxSide[i]]); err != nil {
+			if err := r.SetFilter(progs[w.rxSide[i]]); err != nil {
 				errs = append(errs, fmt.Errorf("ring filter: %w", err))
 			}
 		}
@@ -172,19 +173,19 @@ func ReloadCommands(cur *ipvs.Table, cmds []*ipvs.Command) ([]*ipvs.Command, err
 	}
 	for _, ns := range next.Services() {
 		k := ns.Config.ServiceKey
-		os := old[k]
-		if os == nil {
+		prev := old[k]
+		if prev == nil {
 			batch = append(batch, &ipvs.Command{Kind: ipvs.CmdAddService, Service: ns.Config})
 		} else {
 			batch = append(batch, &ipvs.Command{Kind: ipvs.CmdEditService, Service: ns.Config})
 		}
 		have := map[netip.AddrPort]bool{}
-		if os != nil {
+		if prev != nil {
 			keep := map[netip.AddrPort]bool{}
 			for _, d := range ns.Dests() {
 				keep[d.AddrPort()] = true
 			}
-			for _, d := range os.Dests() {
+			for _, d := range prev.Dests() {
 				have[d.AddrPort()] = true
 				if !keep[d.AddrPort()] {
 					batch = append(batch, &ipvs.Command{Kind: ipvs.CmdDeleteServer, Service: ns.Config, Dest: d.Config()})

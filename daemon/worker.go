@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 
 	"gvs/forwarder"
@@ -17,6 +18,7 @@ type rxRing interface {
 	Next() ([]byte, ring.Meta, bool)
 	Release()
 	Wait(timeout time.Duration) error
+	SetFilter(filter []bpf.RawInstruction) error
 	Fd() int
 }
 

@@ -1,0 +1,140 @@
+// Command gvsd is the gvs director daemon: IPVS in userspace on AF_PACKET
+// rings.
+//
+//	gvsd --vip-if IF --dip-if IF [--rules FILE] [--socket NAME] [--workers N]
+//	     [--log-level LEVEL] [--log-format json|console] [--stats-interval D]
+//
+// It loads the ipvsadm-save rules file, captures the services' traffic on
+// the VIP interface and the NAT replies on the DIP interface (the same
+// interface for a one-arm director), forwards it with IPVS's semantics, and
+// serves the ipvsadm-compatible control socket @NAME (default @gvsd) for
+// gvsadm. SIGHUP re-reads the rules file and applies it atomically (existing
+// connections keep flowing); SIGTERM and SIGINT stop it, removing its
+// nftables table and ARP responder, with exit status 0.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"gvs/daemon"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+// options are the parsed command line.
+type options struct {
+	cfg       daemon.Config
+	logLevel  string
+	logFormat string
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("gvsd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.cfg.VIPIf, "vip-if", "", "interface facing the clients (required)")
+	fs.StringVar(&o.cfg.DIPIf, "dip-if", "", "interface facing the real servers (required; the same as --vip-if for a one-arm director)")
+	fs.StringVar(&o.cfg.RulesFile, "rules", "", "rules file in ipvsadm-save format, loaded at start and on SIGHUP")
+	fs.StringVar(&o.cfg.Socket, "socket", daemon.DefaultSocket, "control socket name (abstract unix socket @NAME)")
+	fs.IntVar(&o.cfg.Workers, "workers", 0, fmt.Sprintf("data-path workers (default: half the CPUs, at least 1; here %d)", daemon.DefaultWorkers()))
+	fs.IntVar(&o.cfg.Batch, "batch", daemon.DefaultBatch, "frames taken from a ring per turn")
+	fs.IntVar(&o.cfg.ConnCapacity, "conn-capacity", 0, "connection table capacity (default: conntrack's)")
+	fs.DurationVar(&o.cfg.StatsInterval, "stats-interval", 10*time.Second, "log data-path counters at debug level this often (0: never)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	case o.cfg.VIPIf == "" || o.cfg.DIPIf == "":
+		return o, errors.New("--vip-if and --dip-if are required")
+	case o.cfg.Workers < 0:
+		return o, errors.New("--workers must not be negative")
+	case o.logFormat != "json" && o.logFormat != "console":
+		return o, fmt.Errorf("--log-format %q: want json or console", o.logFormat)
+	}
+	return o, nil
+}
+
+func newLogger(level, format string) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	zc := zap.NewProductionConfig()
+	if format == "console" {
+		zc = zap.NewDevelopmentConfig()
+	}
+	zc.Level = zap.NewAtomicLevelAt(lvl)
+	zc.Sampling = nil
+	zc.OutputPaths = []string{"stderr"}
+	return zc.Build()
+}
+
+func run(args []string, stderr io.Writer) int {
+	o, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "gvsd:", err)
+		return 2
+	}
+	log, err := newLogger(o.logLevel, o.logFormat)
+	if err != nil {
+		fmt.Fprintln(stderr, "gvsd:", err)
+		return 2
+	}
+	defer log.Sync()
+	o.cfg.Logger = log
+	if serveControl != nil {
+		o.cfg.Control = serveControl
+	} else {
+		log.Warn("this build has no control socket: gvsadm cannot reach the daemon")
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	d, err := daemon.New(o.cfg)
+	if err != nil {
+		log.Error("cannot start", zap.Error(err))
+		return 1
+	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if err := d.Reload(); err != nil {
+					log.Error("reload failed; the rules in force are unchanged", zap.Error(err))
+				}
+			}
+		}
+	}()
+	if err := d.Run(ctx); err != nil {
+		log.Error("stopped with an error", zap.Error(err))
+		return 1
+	}
+	log.Info("gvsd stopped")
+	return 0
+}

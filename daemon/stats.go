@@ -1,0 +1,59 @@
+package daemon
+
+import (
+	"go.uber.org/zap"
+
+	"gvs/forwarder"
+)
+
+// Stats are the daemon's frame counters summed over its workers.
+type Stats struct {
+	// Workers is the number of workers summed.
+	Workers int
+	// RX, TX, Oversize, TXFull, TXError, VLAN: see WorkerCounters.
+	RX, TX, Oversize, TXFull, TXError, VLAN uint64
+	// Actions counts the pipeline's verdicts by name ("transmit", "drop",
+	// ...), Reasons its drop and reply reasons by counter name
+	// ("no_route", "bad_ip_checksum", ...); zero counters are left out.
+	Actions map[string]uint64
+	Reasons map[string]uint64
+}
+
+// Stats sums the per-worker counters. It may be called at any time from any
+// goroutine; it allocates (two small maps) and is not for the data path.
+func (d *Daemon) Stats() Stats { return sumStats(d.workers) }
+
+func sumStats(ws []*worker) Stats {
+	s := Stats{Workers: len(ws), Actions: map[string]uint64{}, Reasons: map[string]uint64{}}
+	fws := make([]*forwarder.Worker, 0, len(ws))
+	for _, w := range ws {
+		s.RX += w.c.RX.Load()
+		s.TX += w.c.TX.Load()
+		s.Oversize += w.c.Oversize.Load()
+		s.TXFull += w.c.TXFull.Load()
+		s.TXError += w.c.TXError.Load()
+		s.VLAN += w.c.VLAN.Load()
+		fws = append(fws, w.fw)
+	}
+	actions, reasons := forwarder.Totals(fws...)
+	for i, n := range actions {
+		if n != 0 {
+			s.Actions[forwarder.Action(i).String()] = n
+		}
+	}
+	for i, n := range reasons {
+		if n != 0 {
+			s.Reasons[forwarder.Reason(i).String()] = n
+		}
+	}
+	return s
+}
+
+// Fields renders the statistics as log fields.
+func (s Stats) Fields() []zap.Field {
+	return []zap.Field{
+		zap.Uint64("rx", s.RX), zap.Uint64("tx", s.TX), zap.Uint64("oversize", s.Oversize),
+		zap.Uint64("tx_full", s.TXFull), zap.Uint64("tx_error", s.TXError), zap.Uint64("vlan", s.VLAN),
+		zap.Any("actions", s.Actions), zap.Any("reasons", s.Reasons),
+	}
+}
