@@ -21,7 +21,9 @@ type DialError struct {
 }
 
 // Error describes the failure.
-func (e *DialError) Error() string { return fmt.Sprintf("control: connecting to @%s: %v", e.Name, e.Err) }
+func (e *DialError) Error() string {
+	return fmt.Sprintf("control: connecting to @%s: %v", e.Name, e.Err)
+}
 
 // Unwrap returns the underlying error (a *net.OpError wrapping the errno).
 func (e *DialError) Unwrap() error { return e.Err }

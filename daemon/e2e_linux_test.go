@@ -22,10 +22,10 @@ import (
 )
 
 var (
-	buildOnce           sync.Once
-	gvsdBin, testsrvBin string
-	buildErr            error
-	buildDir            string
+	buildOnce                     sync.Once
+	gvsdBin, testsrvBin, adminBin string
+	buildErr                      error
+	buildDir                      string
 )
 
 // binaries builds gvsd and gvs-testsrv once per test binary.
@@ -39,11 +39,12 @@ func binaries(t *testing.T) (gvsd, testsrv string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 		var wg sync.WaitGroup
-		var e1, e2 error
+		var e1, e2, e3 error
 		wg.Go(func() { gvsdBin, e1 = lab.Build(ctx, buildDir, "gvs/cmd/gvsd") })
 		wg.Go(func() { testsrvBin, e2 = lab.Build(ctx, buildDir, "gvs/cmd/gvs-testsrv") })
+		wg.Go(func() { adminBin, e3 = lab.Build(ctx, buildDir, "gvs/cmd/gvsadm") })
 		wg.Wait()
-		buildErr = errors.Join(e1, e2)
+		buildErr = errors.Join(e1, e2, e3)
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
@@ -62,8 +63,9 @@ func TestMain(m *testing.M) {
 // director is a lab with real servers running gvs-testsrv and gvsd running
 // in the director namespace with rules.
 type director struct {
-	l    *lab.Lab
-	gvsd *lab.Proc
+	l     *lab.Lab
+	gvsd  *lab.Proc
+	rules string // the rules file
 }
 
 func startDirector(t *testing.T, ctx context.Context, opts lab.Options, rules func(vip string) string) *director {
@@ -94,14 +96,14 @@ func startDirector(t *testing.T, ctx context.Context, opts lab.Options, rules fu
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() || testing.Verbose() {
 			t.Logf("gvsd output:\n%s", p.Output())
 		}
 	})
 	if _, err := p.WaitFor(ctx, "gvsd ready"); err != nil {
 		t.Fatal(err)
 	}
-	return &director{l: l, gvsd: p}
+	return &director{l: l, gvsd: p, rules: file}
 }
 
 // httpGet fetches url from the client namespace on a fresh connection.
@@ -234,6 +236,38 @@ func TestNAT(t *testing.T) {
 	}
 	if got := udpEcho(t, ctx, d, 53, "hello"); got != "r1 hello" {
 		t.Errorf("UDP echo through NAT: got %q, want %q", got, "r1 hello")
+	}
+
+	// A change through the control socket: a new UDP service is captured
+	// and answered at once (OnChange re-syncs filters and ingress drops).
+	dns := d.l.Director().NS
+	vipPort := d.l.VIP().String() + ":54"
+	for _, args := range [][]string{{"-A", "-u", vipPort, "-s", "rr"}, {"-a", "-u", vipPort, "-r", "198.18.2.12:9000", "-m"}} {
+		if out, err := d.l.Run(ctx, dns, adminBin, args...); err != nil {
+			t.Fatalf("gvsadm %v: %v: %s", args, err, out)
+		}
+	}
+	if got := udpEcho(t, ctx, d, 54, "ctl"); got != "r2 ctl" {
+		t.Errorf("UDP echo after gvsadm -A/-a: got %q", got)
+	}
+	if out, err := d.l.Run(ctx, dns, adminBin, "-Ln"); err != nil || !strings.Contains(out, "UDP  "+vipPort) {
+		t.Errorf("gvsadm -Ln: %v\n%s", err, out)
+	}
+
+	// SIGHUP with r3 removed from the file: only r1 and r2 answer.
+	rules := strings.ReplaceAll(natRules(d.l.VIP().String()), "-a -t "+d.l.VIP().String()+":80 -r 198.18.2.13:8080 -m -w 1\n", "")
+	if err := os.WriteFile(d.rules, []byte(rules), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(d.gvsd.Pid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.gvsd.WaitFor(ctx, "rules reloaded"); err != nil {
+		t.Fatal(err)
+	}
+	seen = serverNames(t, ctx, d, 4)
+	if seen["r1"] != 2 || seen["r2"] != 2 {
+		t.Errorf("after reload without r3, 4 GETs: %v", seen)
 	}
 
 	stopAndCheck(t, d)

@@ -96,7 +96,7 @@ type Counters struct {
 // Worker is one worker goroutine's state. It is not safe for concurrent use.
 type Worker struct {
 	p        *Pipeline
-	id       int // stats slot, < ipvs.MaxWorkers
+	id       int // statistics slot, < ipvs.MaxWorkers; this worker is its only writer
 	parsed   rewrite.Parsed
 	conn     conntrack.Conn
 	flow     ipvs.Flow
@@ -107,10 +107,13 @@ type Worker struct {
 }
 
 // NewWorker makes the state for one worker goroutine. Workers are numbered
-// in creation order; at most ipvs.MaxWorkers may exist (later ones share
-// statistics slots).
+// in creation order and each owns a statistics slot; a pipeline has at most
+// ipvs.MaxWorkers workers (asking for more is a programming error: panic).
 func (p *Pipeline) NewWorker() *Worker {
-	id := int(p.workers.Add(1)-1) % ipvs.MaxWorkers
+	id := int(p.workers.Add(1) - 1)
+	if id >= ipvs.MaxWorkers {
+		panic("forwarder: more than ipvs.MaxWorkers workers")
+	}
 	return &Worker{p: p, id: id, ipid: uint16(id) << 12}
 }
 
@@ -489,7 +492,7 @@ func (w *Worker) icmpReplyFrom(frame []byte, link int, why Reason, res Result, s
 	res.Reason = why
 	if !ok {
 		res.Action = Drop
-		w.Counters.Reasons[NoReply].Add(1)
+		inc(&w.Counters.Reasons[NoReply], 1)
 		return w.count(res)
 	}
 	res.Action, res.Link, res.Frame = Reply, link, out
@@ -506,7 +509,7 @@ func (w *Worker) fragNeededFrom(frame []byte, link, mtu int, res Result, src [4]
 	res.Reason = FragNeeded
 	if !ok {
 		res.Action = Drop
-		w.Counters.Reasons[NoReply].Add(1)
+		inc(&w.Counters.Reasons[NoReply], 1)
 		return w.count(res)
 	}
 	res.Action, res.Link, res.Frame = Reply, link, out
@@ -521,30 +524,39 @@ func (w *Worker) linkAddr(link int) [4]byte {
 func (w *Worker) drop(r Reason) Result { return w.count(Result{Action: Drop, Reason: r}) }
 
 func (w *Worker) count(r Result) Result {
-	w.Counters.Actions[r.Action].Add(1)
+	inc(&w.Counters.Actions[r.Action], 1)
 	if r.Reason != ReasonNone {
-		w.Counters.Reasons[r.Reason].Add(1)
+		inc(&w.Counters.Reasons[r.Reason], 1)
 	}
 	return r
 }
 
+// inc adds to a counter that only this worker writes: a load and a store,
+// not a locked read-modify-write (readers still load atomically).
+func inc(c *atomic.Uint64, n uint64) { c.Store(c.Load() + n) }
+
+// add adds to the worker's own statistics slot of a service or destination.
+func (w *Worker) add(c *atomic.Uint64, n uint64) { c.Store(c.Load() + n) }
+
 func (w *Worker) countConn(d *ipvs.Dest) {
-	d.Stats[w.id].Conns.Add(1)
-	d.Svc.Stats[w.id].Conns.Add(1)
+	w.add(&d.Stats[w.id].Conns, 1)
+	w.add(&d.Svc.Stats[w.id].Conns, 1)
 }
 
 func (w *Worker) countIn(d *ipvs.Dest, bytes int) {
-	d.Stats[w.id].InPkts.Add(1)
-	d.Stats[w.id].InBytes.Add(uint64(bytes))
-	d.Svc.Stats[w.id].InPkts.Add(1)
-	d.Svc.Stats[w.id].InBytes.Add(uint64(bytes))
+	ds, ss := &d.Stats[w.id], &d.Svc.Stats[w.id]
+	w.add(&ds.InPkts, 1)
+	w.add(&ds.InBytes, uint64(bytes))
+	w.add(&ss.InPkts, 1)
+	w.add(&ss.InBytes, uint64(bytes))
 }
 
 func (w *Worker) countOut(d *ipvs.Dest, bytes int) {
-	d.Stats[w.id].OutPkts.Add(1)
-	d.Stats[w.id].OutBytes.Add(uint64(bytes))
-	d.Svc.Stats[w.id].OutPkts.Add(1)
-	d.Svc.Stats[w.id].OutBytes.Add(uint64(bytes))
+	ds, ss := &d.Stats[w.id], &d.Svc.Stats[w.id]
+	w.add(&ds.OutPkts, 1)
+	w.add(&ds.OutBytes, uint64(bytes))
+	w.add(&ss.OutPkts, 1)
+	w.add(&ss.OutBytes, uint64(bytes))
 }
 
 // Totals sums the counters of a set of workers.

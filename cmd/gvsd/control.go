@@ -3,22 +3,21 @@ package main
 import (
 	"context"
 
+	"gvs/control"
 	"gvs/daemon"
 )
 
-// serveControl serves the control socket for a daemon (daemon.Config.Control).
-//
-// TODO(integration): package control (being written in parallel) provides
-//
-//	control.Serve(ctx, name string, e *control.Engine, log *zap.Logger) error
-//	control.Engine{Table, Conns, Clock, OnChange, AdminGID}
-//
-// Wire it here once it exists:
-//
-//	serveControl = func(ctx context.Context, d *daemon.Daemon) error {
-//		e := &control.Engine{Table: d.Table(), Conns: d.Conns(), Clock: d.Clock, OnChange: d.Sync}
-//		return control.Serve(ctx, d.Socket(), e, d.Logger().Named("control"))
-//	}
-//
-// Until then it is nil and gvsd warns at start that it has no control socket.
-var serveControl func(ctx context.Context, d *daemon.Daemon) error
+// controlServer returns the daemon's control hook: the ipvsadm engine over
+// the daemon's tables and clock, served on the abstract socket @NAME, with
+// the daemon's Sync as the change hook (kernel filters, ingress drops, ARP,
+// neighbour wants follow every ipvsadm change).
+func controlServer(adminGID int) func(ctx context.Context, d *daemon.Daemon) error {
+	return func(ctx context.Context, d *daemon.Daemon) error {
+		e := control.NewEngine(d.Table(), d.Conns(), d.Clock)
+		e.OnChange = d.Sync
+		e.AdminGID = adminGID
+		// The rate estimator (ipvsadm --rate) samples the counters every 2 s.
+		go e.RunEstimator(ctx)
+		return control.Serve(ctx, d.Socket(), e, d.Logger().Named("control"))
+	}
+}

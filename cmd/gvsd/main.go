@@ -39,6 +39,7 @@ type options struct {
 	cfg       daemon.Config
 	logLevel  string
 	logFormat string
+	adminGID  int
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -53,6 +54,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.cfg.Batch, "batch", daemon.DefaultBatch, "frames taken from a ring per turn")
 	fs.IntVar(&o.cfg.ConnCapacity, "conn-capacity", 0, "connection table capacity (default: conntrack's)")
 	fs.DurationVar(&o.cfg.StatsInterval, "stats-interval", 10*time.Second, "log data-path counters at debug level this often (0: never)")
+	fs.IntVar(&o.adminGID, "admin-gid", -1, "group (primary GID of the caller) allowed to change the daemon besides root; -1: root only")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
 	if err := fs.Parse(args); err != nil {
@@ -102,11 +104,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	defer log.Sync()
 	o.cfg.Logger = log
-	if serveControl != nil {
-		o.cfg.Control = serveControl
-	} else {
-		log.Warn("this build has no control socket: gvsadm cannot reach the daemon")
-	}
+	o.cfg.Control = controlServer(o.adminGID)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

@@ -1,0 +1,130 @@
+package daemon
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"gvs/ipvs"
+	"gvs/scheduler"
+)
+
+func tableFrom(t testing.TB, rules string) *ipvs.Table {
+	t.Helper()
+	cmds, err := ipvs.ParseRules(strings.NewReader(rules))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := ipvs.NewTable(scheduler.New)
+	if err := tb.ApplyAll(cmds); err != nil {
+		t.Fatal(err)
+	}
+	return tb
+}
+
+const mixedRules = `
+-A -t 198.51.100.10:80 -s rr
+-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m
+-a -t 198.51.100.10:80 -r 198.18.2.12:8080 -m
+-a -t 198.51.100.10:80 -r 198.18.2.13:80 -g
+-A -u 198.51.100.10:53 -s wlc
+-a -u 198.51.100.10:53 -r 198.18.2.11:5353 -m
+-A -t 203.0.113.5:443 -s sh
+-a -t 203.0.113.5:443 -r 198.18.3.7:443 -i
+-A -f 7 -s rr
+-a -f 7 -r 198.18.2.14:0 -m
+`
+
+func addrs(ss ...string) []netip.Addr {
+	out := make([]netip.Addr, len(ss))
+	for i, s := range ss {
+		out[i] = netip.MustParseAddr(s)
+	}
+	return out
+}
+
+func TestDerive(t *testing.T) {
+	d := Derive(tableFrom(t, mixedRules), "vip0", "dip0")
+	if want := addrs("198.51.100.10", "203.0.113.5"); !slices.Equal(d.VIPs, want) {
+		t.Errorf("VIPs %v, want %v", d.VIPs, want)
+	}
+	if want := addrs("198.18.2.11", "198.18.2.12", "198.18.2.14"); !slices.Equal(d.MasqRIPs, want) {
+		t.Errorf("MasqRIPs %v, want %v", d.MasqRIPs, want)
+	}
+	if want := addrs("198.18.2.11", "198.18.2.12", "198.18.2.13", "198.18.2.14", "198.18.3.7"); !slices.Equal(d.RIPs, want) {
+		t.Errorf("RIPs %v, want %v", d.RIPs, want)
+	}
+	if d.FWMarkServices != 1 {
+		t.Errorf("FWMarkServices %d", d.FWMarkServices)
+	}
+	var got []string
+	for _, r := range d.Ingress {
+		got = append(got, r.String())
+	}
+	want := []string{
+		"dip0: ip saddr 198.18.2.11 tcp sport 8080 drop",
+		"dip0: ip saddr 198.18.2.11 udp sport 5353 drop",
+		"dip0: ip saddr 198.18.2.12 tcp sport 8080 drop",
+		"dip0: ip saddr 198.18.2.14 tcp drop", // fwmark, port 0: any port, both protocols
+		"dip0: ip saddr 198.18.2.14 udp drop",
+		"vip0: ip daddr 198.51.100.10 tcp dport 80 drop",
+		"vip0: ip daddr 198.51.100.10 udp dport 53 drop",
+		"vip0: ip daddr 203.0.113.5 tcp dport 443 drop",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("ingress rules\n got %q\nwant %q", got, want)
+	}
+	for _, r := range d.Ingress {
+		if err := r.Validate(); err != nil {
+			t.Errorf("%v: %v", r, err)
+		}
+	}
+}
+
+func TestDeriveOneArmAndEmpty(t *testing.T) {
+	d := Derive(tableFrom(t, mixedRules), "eth0", "eth0")
+	for _, r := range d.Ingress {
+		if r.Interface != "eth0" {
+			t.Errorf("one-arm rule on %s", r.Interface)
+		}
+	}
+	vf, df := d.Filters(true)
+	if !vf.Equal(df) || !vf.ICMP || len(vf.Dst) != 2 || len(vf.Src) != 3 {
+		t.Errorf("one-arm filters %+v %+v", vf, df)
+	}
+	e := Derive(ipvs.NewTable(scheduler.New), "vip0", "dip0")
+	if len(e.VIPs)+len(e.RIPs)+len(e.Ingress) != 0 {
+		t.Errorf("empty table derived %+v", e)
+	}
+}
+
+func TestDeriveFilters(t *testing.T) {
+	d := Derive(tableFrom(t, mixedRules), "vip0", "dip0")
+	vf, df := d.Filters(false)
+	if !vf.Equal(Filter{Dst: addrs("203.0.113.5", "198.51.100.10", "198.51.100.10")}) {
+		t.Errorf("VIP filter %+v", vf)
+	}
+	if !df.Equal(Filter{Src: d.MasqRIPs, ICMP: true}) || vf.Equal(df) {
+		t.Errorf("DIP filter %+v", df)
+	}
+}
+
+func TestARPAddrs(t *testing.T) {
+	d := Derive(tableFrom(t, mixedRules), "vip0", "dip0")
+	onHost := map[netip.Addr]bool{netip.MustParseAddr("203.0.113.5"): true}
+	got := d.ARPAddrs(func(a netip.Addr) bool { return onHost[a] })
+	if want := addrs("198.51.100.10"); !slices.Equal(got, want) {
+		t.Errorf("ARP addrs %v, want %v (a VIP held by the host is the kernel's to answer)", got, want)
+	}
+}
+
+func TestDiffAddrs(t *testing.T) {
+	got := diffAddrs(addrs("10.0.0.1", "10.0.0.2", "10.0.0.3"), addrs("10.0.0.2", "10.0.0.4"))
+	if want := addrs("10.0.0.1", "10.0.0.3"); !slices.Equal(got, want) {
+		t.Errorf("diff %v", got)
+	}
+	if diffAddrs(nil, addrs("10.0.0.1")) != nil {
+		t.Error("nothing removed")
+	}
+}

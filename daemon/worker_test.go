@@ -1,0 +1,223 @@
+package daemon
+
+import (
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/bpf"
+
+	"gvs/conntrack"
+	"gvs/forwarder"
+	"gvs/forwarder/ring"
+	"gvs/internal/frames"
+)
+
+// fakeRX hands out a fixed list of frames.
+type fakeRX struct {
+	frames   [][]byte
+	metas    []ring.Meta
+	next     int
+	released int
+}
+
+func (r *fakeRX) Next() ([]byte, ring.Meta, bool) {
+	if r.next == len(r.frames) {
+		return nil, ring.Meta{}, false
+	}
+	i := r.next
+	r.next++
+	return r.frames[i], r.metas[i], true
+}
+func (r *fakeRX) Release()                                    { r.released++ }
+func (r *fakeRX) Wait(time.Duration) error                    { return ring.ErrTimeout }
+func (r *fakeRX) SetFilter(filter []bpf.RawInstruction) error { return nil }
+func (r *fakeRX) Fd() int                                     { return -1 }
+
+// fakeTX records committed frames in a fixed number of slots.
+type fakeTX struct {
+	slots   int
+	max     int
+	slot    [2048]byte
+	sent    [][]byte
+	record  bool
+	flushes int
+	commits int
+}
+
+func (t *fakeTX) Slot() ([]byte, bool) {
+	if t.commits >= t.slots {
+		return nil, false
+	}
+	return t.slot[:], true
+}
+func (t *fakeTX) Commit(n int) bool {
+	if n < 14 || n > t.max {
+		return false
+	}
+	t.commits++
+	if t.record {
+		t.sent = append(t.sent, append([]byte(nil), t.slot[:n]...))
+	}
+	return true
+}
+func (t *fakeTX) Flush() error  { t.flushes++; return nil }
+func (t *fakeTX) Pending() int  { return 0 }
+func (t *fakeTX) MaxFrame() int { return t.max }
+
+var (
+	testVIP    = netip.MustParseAddr("198.51.100.10")
+	testClient = netip.MustParseAddr("198.18.1.11")
+	testRIP    = netip.MustParseAddr("198.18.2.11")
+)
+
+// testWorker is a worker over the lab's static facts and a NAT service.
+func testWorker(tb testing.TB) (*worker, [2]*fakeTX) {
+	tb.Helper()
+	env, err := forwarder.NewStaticEnv(forwarder.DefaultFacts())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tbl := tableFrom(tb, "-A -t 198.51.100.10:80 -s rr\n-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m\n"+
+		"-A -u 198.51.100.10:53 -s rr\n-a -u 198.51.100.10:53 -r 198.18.2.11:5353 -m\n")
+	p := forwarder.New(forwarder.Config{Env: env, Services: tbl, Conns: conntrack.New(conntrack.Config{Shards: 4})})
+	var clock atomic.Int64
+	w := newWorker(p.NewWorker(), func() int64 { return clock.Add(1000) }, 0)
+	txs := [2]*fakeTX{{slots: 1 << 30, max: 1514}, {slots: 1 << 30, max: 1514}}
+	w.tx = [2]txRing{txs[0], txs[1]}
+	return w, txs
+}
+
+func TestWorkerHandle(t *testing.T) {
+	vipMAC := frames.DerivedMAC(netip.MustParseAddr("198.18.1.1"))
+	l2 := frames.L2{Src: frames.DerivedMAC(testClient), Dst: vipMAC}
+	syn := frames.TCP(l2, frames.IP{Src: testClient, Dst: testVIP}, frames.TCPSeg{SrcPort: 40000, DstPort: 80, SYN: true})
+	udp := frames.UDP(l2, frames.IP{Src: testClient, Dst: testVIP}, frames.UDPDgram{SrcPort: 40001, DstPort: 53, Payload: []byte("q")})
+	big := frames.UDP(l2, frames.IP{Src: testClient, Dst: testVIP}, frames.UDPDgram{SrcPort: 40002, DstPort: 53, Payload: make([]byte, 1400)})
+	other := frames.UDP(l2, frames.IP{Src: testClient, Dst: netip.MustParseAddr("198.18.1.1")}, frames.UDPDgram{SrcPort: 1, DstPort: 2})
+	full := func(f []byte) ring.Meta { return ring.Meta{Len: uint32(len(f)), Snap: uint32(len(f))} }
+
+	tests := []struct {
+		name   string
+		frame  []byte
+		meta   ring.Meta
+		txFull bool // the DIP-side TX ring has no free slot
+		txMax  int
+		check  func(t *testing.T, c *WorkerCounters, sent [][]byte)
+	}{
+		{name: "SYN to NAT service goes to the real server", frame: syn, meta: full(syn), check: func(t *testing.T, c *WorkerCounters, sent [][]byte) {
+			if c.TX.Load() != 1 || len(sent) != 1 {
+				t.Fatalf("tx %d, sent %d", c.TX.Load(), len(sent))
+			}
+			if dst := netip.AddrFrom4([4]byte(sent[0][30:34])); dst != testRIP {
+				t.Errorf("NAT destination %v, want %v", dst, testRIP)
+			}
+			if mac := [6]byte(sent[0][0:6]); mac != forwarder.DerivedMAC(testRIP) {
+				t.Errorf("destination MAC %x", mac)
+			}
+		}},
+		{name: "truncated frame counts oversize", frame: syn, meta: ring.Meta{Len: 3000, Snap: uint32(len(syn))}, check: func(t *testing.T, c *WorkerCounters, sent [][]byte) {
+			if c.Oversize.Load() != 1 || len(sent) != 0 {
+				t.Errorf("oversize %d sent %d", c.Oversize.Load(), len(sent))
+			}
+		}},
+		{name: "VLAN-tagged (stripped) frame is left to the kernel", frame: udp,
+			meta: ring.Meta{Len: uint32(len(udp)), Snap: uint32(len(udp)), Status: ring.StatusVLANValid, VLANTCI: 5},
+			check: func(t *testing.T, c *WorkerCounters, sent [][]byte) {
+				if c.VLAN.Load() != 1 || len(sent) != 0 {
+					t.Errorf("vlan %d sent %d", c.VLAN.Load(), len(sent))
+				}
+			}},
+		{name: "full TX ring counts tx_full", frame: udp, meta: full(udp), txFull: true, check: func(t *testing.T, c *WorkerCounters, sent [][]byte) {
+			if c.TXFull.Load() != 1 || c.TX.Load() != 0 {
+				t.Errorf("tx_full %d tx %d", c.TXFull.Load(), c.TX.Load())
+			}
+		}},
+		{name: "longer than the egress MTU+14 counts oversize", frame: big, meta: full(big), txMax: 1000, check: func(t *testing.T, c *WorkerCounters, sent [][]byte) {
+			if c.Oversize.Load() != 1 || len(sent) != 0 {
+				t.Errorf("oversize %d sent %d", c.Oversize.Load(), len(sent))
+			}
+		}},
+		{name: "not ours: passed, nothing sent", frame: other, meta: full(other), check: func(t *testing.T, c *WorkerCounters, sent [][]byte) {
+			if c.RX.Load() != 1 || len(sent) != 0 || c.Oversize.Load()+c.TXFull.Load()+c.TXError.Load() != 0 {
+				t.Errorf("counters rx %d, sent %d", c.RX.Load(), len(sent))
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w, txs := testWorker(t)
+			txs[1].record = true
+			if tc.txFull {
+				txs[1].slots = 0
+			}
+			if tc.txMax != 0 {
+				txs[1].max = tc.txMax
+			}
+			rx := &fakeRX{frames: [][]byte{tc.frame}, metas: []ring.Meta{tc.meta}}
+			w.addRX(rx, forwarder.VIPSide)
+			if n := w.poll(); n != 1 || rx.released != 1 {
+				t.Fatalf("poll took %d, released %d", n, rx.released)
+			}
+			if txs[0].commits != 0 {
+				t.Error("something was sent on the VIP side")
+			}
+			tc.check(t, &w.c, txs[1].sent)
+		})
+	}
+}
+
+func TestWorkerBatchAndStats(t *testing.T) {
+	w, txs := testWorker(t)
+	l2 := frames.L2{Src: frames.DerivedMAC(testClient), Dst: frames.DerivedMAC(netip.MustParseAddr("198.18.1.1"))}
+	rx := &fakeRX{}
+	for i := 0; i < 100; i++ {
+		f := frames.UDP(l2, frames.IP{Src: testClient, Dst: testVIP}, frames.UDPDgram{SrcPort: uint16(1000 + i), DstPort: 53})
+		rx.frames = append(rx.frames, f)
+		rx.metas = append(rx.metas, ring.Meta{Len: uint32(len(f)), Snap: uint32(len(f))})
+	}
+	w.addRX(rx, forwarder.VIPSide)
+	if n := w.poll(); n != DefaultBatch {
+		t.Errorf("first turn took %d frames, want a batch of %d", n, DefaultBatch)
+	}
+	if n := w.poll(); n != 100-DefaultBatch {
+		t.Errorf("second turn took %d", n)
+	}
+	if txs[1].flushes < 2 {
+		t.Errorf("TX flushed %d times, want once per batch", txs[1].flushes)
+	}
+	s := sumStats([]*worker{w})
+	if s.RX != 100 || s.TX != 100 || s.Actions["transmit"] != 100 || s.Workers != 1 {
+		t.Errorf("stats %+v", s)
+	}
+	if len(s.Fields()) == 0 {
+		t.Error("no log fields")
+	}
+}
+
+func TestWorkerNoAllocs(t *testing.T) {
+	w, _ := testWorker(t)
+	l2 := frames.L2{Src: frames.DerivedMAC(testClient), Dst: frames.DerivedMAC(netip.MustParseAddr("198.18.1.1"))}
+	udp := frames.UDP(l2, frames.IP{Src: testClient, Dst: testVIP}, frames.UDPDgram{SrcPort: 40001, DstPort: 53, Payload: []byte("q")})
+	meta := ring.Meta{Len: uint32(len(udp)), Snap: uint32(len(udp))}
+	w.handle(udp, meta, forwarder.VIPSide, 1) // creates the connection
+	allocs := testing.AllocsPerRun(1000, func() { w.handle(udp, meta, forwarder.VIPSide, 2) })
+	if allocs != 0 {
+		t.Errorf("handle allocates %v times per frame", allocs)
+	}
+	if w.c.TX.Load() < 1000 {
+		t.Errorf("only %d frames sent", w.c.TX.Load())
+	}
+}
+
+func BenchmarkWorkerHandle(b *testing.B) {
+	w, _ := testWorker(b)
+	l2 := frames.L2{Src: frames.DerivedMAC(testClient), Dst: frames.DerivedMAC(netip.MustParseAddr("198.18.1.1"))}
+	udp := frames.UDP(l2, frames.IP{Src: testClient, Dst: testVIP}, frames.UDPDgram{SrcPort: 40001, DstPort: 53, Payload: make([]byte, 64)})
+	meta := ring.Meta{Len: uint32(len(udp)), Snap: uint32(len(udp))}
+	b.ReportAllocs()
+	for b.Loop() {
+		w.handle(udp, meta, forwarder.VIPSide, 2)
+	}
+}
