@@ -3,6 +3,7 @@ package daemon
 import (
 	"fmt"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 
 	"gvs/forwarder"
@@ -28,8 +29,59 @@ type LinkInfo struct {
 // from a Resolver. Links may be replaced (SetLinks) while workers run; the
 // data path always sees a consistent pair.
 type Env struct {
-	res   Resolver
-	links atomic.Pointer[envLinks]
+	res     Resolver
+	links   atomic.Pointer[envLinks]
+	learned [learnShards]learnShard
+}
+
+// The learned-neighbour table: source MACs of on-link clients, taken from
+// the first frame of each of their connections (forwarder.Learner). The
+// kernel would learn them from the traffic itself, but gvs hides that
+// traffic from it, so without this the first reply to a new client would be
+// dropped (no_route) until ARP resolution completed. The kernel's own entry
+// always wins; this is only the fallback. Sharded, touched only by new
+// connections and by route misses.
+const (
+	learnShards   = 64
+	learnPerShard = 1024
+)
+
+type learnShard struct {
+	mu sync.Mutex
+	m  map[netip.Addr][6]byte
+}
+
+// Learn records the source MAC of an on-link client on the VIP side.
+func (e *Env) Learn(src netip.Addr, mac [6]byte, link int) {
+	if link != forwarder.VIPSide || mac[0]&1 != 0 || mac == ([6]byte{}) {
+		return
+	}
+	l := e.links.Load()
+	if !l.links[forwarder.VIPSide].Prefix.Contains(src) {
+		return // off-link: the frame's source is a router, resolved by the kernel
+	}
+	sh := &e.learned[learnIndex(src)]
+	sh.mu.Lock()
+	if old, ok := sh.m[src]; !ok || old != mac {
+		if sh.m == nil || len(sh.m) >= learnPerShard {
+			sh.m = make(map[netip.Addr][6]byte)
+		}
+		sh.m[src] = mac
+	}
+	sh.mu.Unlock()
+}
+
+func (e *Env) learnedMAC(dst netip.Addr) ([6]byte, bool) {
+	sh := &e.learned[learnIndex(dst)]
+	sh.mu.Lock()
+	mac, ok := sh.m[dst]
+	sh.mu.Unlock()
+	return mac, ok
+}
+
+func learnIndex(a netip.Addr) int {
+	b := a.As4()
+	return int(b[3]^b[2]*7) % learnShards
 }
 
 // envLinks is immutable once published.
@@ -90,7 +142,7 @@ func (e *Env) Route(dst netip.Addr) (forwarder.Hop, bool) {
 	n, ok := e.res.Lookup(dst)
 	if !ok {
 		if n, ok = e.res.Gateway(dst); !ok {
-			return forwarder.Hop{}, false
+			return e.routeLearned(dst)
 		}
 	}
 	l := e.links.Load()
@@ -104,7 +156,7 @@ func (e *Env) Route(dst netip.Addr) (forwarder.Hop, bool) {
 		return forwarder.Hop{}, false
 	}
 	if n.MAC == ([6]byte{}) {
-		return forwarder.Hop{}, false
+		return e.routeLearned(dst)
 	}
 	link := &l.links[side]
 	h := forwarder.Hop{Link: side, MAC: n.MAC, Src: n.Src, MTU: n.MTU}
@@ -115,4 +167,18 @@ func (e *Env) Route(dst netip.Addr) (forwarder.Hop, bool) {
 		h.MTU = link.MTU
 	}
 	return h, true
+}
+
+// routeLearned is the fallback for an on-link client the kernel does not
+// know yet: the MAC its own frames came from.
+func (e *Env) routeLearned(dst netip.Addr) (forwarder.Hop, bool) {
+	if !dst.Is4() {
+		return forwarder.Hop{}, false
+	}
+	mac, ok := e.learnedMAC(dst)
+	if !ok {
+		return forwarder.Hop{}, false
+	}
+	link := &e.links.Load().links[forwarder.VIPSide]
+	return forwarder.Hop{Link: forwarder.VIPSide, MAC: mac, Src: link.Prefix.Addr(), MTU: link.MTU}, true
 }

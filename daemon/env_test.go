@@ -153,3 +153,33 @@ func BenchmarkEnvRoute(b *testing.B) {
 		_, _ = e.Route(addrRS)
 	}
 }
+
+// An on-link client the kernel has not resolved (gvs hides its frames from
+// the kernel) is reached with the MAC its own first frame came from; other
+// addresses are never learned.
+func TestEnvLearn(t *testing.T) {
+	e := newFakeEnv(t, vipLink, dipLink)
+	onLink := netip.MustParseAddr("198.18.1.11")
+	macCli := [6]byte{2, 0, 198, 18, 1, 11}
+	if _, ok := e.Route(onLink); ok {
+		t.Fatal("unknown client routable before learning")
+	}
+	e.Learn(onLink, [6]byte{1, 0, 94, 0, 0, 1}, forwarder.VIPSide)         // multicast source: ignored
+	e.Learn(onLink, macCli, forwarder.DIPSide)                             // wrong side: ignored
+	e.Learn(netip.MustParseAddr("203.0.113.9"), macCli, forwarder.VIPSide) // off-link: ignored
+	if _, ok := e.Route(onLink); ok {
+		t.Fatal("learned from a frame that must be ignored")
+	}
+	if _, ok := e.Route(netip.MustParseAddr("203.0.113.9")); ok {
+		t.Fatal("off-link client learned")
+	}
+	e.Learn(onLink, macCli, forwarder.VIPSide)
+	h, ok := e.Route(onLink)
+	if !ok || h.MAC != macCli || h.Link != forwarder.VIPSide || h.Src != vipLink.Prefix.Addr() || h.MTU != 1500 {
+		t.Fatalf("learned route = %+v, %v", h, ok)
+	}
+	// The kernel's answer wins over the learned one.
+	if h, _ := e.Route(addrCli); h.MAC != macGW {
+		t.Fatalf("kernel route replaced: %+v", h)
+	}
+}

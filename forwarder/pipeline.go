@@ -60,10 +60,21 @@ type Generationer interface {
 	Generation() uint64
 }
 
+// Learner is an optional interface of an Env: the pipeline tells it the
+// source MAC address of the first packet of every new connection (before
+// rewriting) and the link it came in on. A live Env uses it for on-link
+// clients whose frames the host kernel never sees (gvs hides them from it),
+// so that the first reply to a new client need not wait for ARP. It is
+// called only on new connections and must be safe for concurrent use.
+type Learner interface {
+	Learn(src netip.Addr, mac [6]byte, link int)
+}
+
 // Pipeline is the shared part of the data path.
 type Pipeline struct {
 	env     Env
 	gen     Generationer // nil: do not cache routes
+	learner Learner      // nil: nothing to tell
 	svcs    *ipvs.Table
 	conns   *conntrack.Table
 	reuse   bool
@@ -74,6 +85,7 @@ type Pipeline struct {
 func New(c Config) *Pipeline {
 	p := &Pipeline{env: c.Env, svcs: c.Services, conns: c.Conns, reuse: !c.NoConnReuse}
 	p.gen, _ = c.Env.(Generationer)
+	p.learner, _ = c.Env.(Learner)
 	return p
 }
 
@@ -310,6 +322,9 @@ func (w *Worker) schedule(svc *ipvs.Service, k conntrack.InKey, buf []byte, off,
 	}
 	if err != nil {
 		return w.drop(TableFull)
+	}
+	if w.p.learner != nil {
+		w.p.learner.Learn(flow.SrcAddr, [6]byte(frame[6:12]), link)
 	}
 	w.countConn(c.Dest)
 	w.countIn(c.Dest, p.End-p.L3)
