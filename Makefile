@@ -18,7 +18,10 @@ APT_PKGS  := iproute2 socat curl nginx-light nftables ethtool procps
 # The commands those packages provide, checked before anything is installed.
 APT_CMDS  := ip socat curl nginx nft ethtool sysctl
 
-.PHONY: all build test unit race deps demo golden fuzz bench clean vet
+.PHONY: all build test unit race deps demo golden fuzz bench clean vet check-root
+
+MODE  ?= nat
+SCHED ?= rr
 
 all: build
 
@@ -63,6 +66,13 @@ fuzz:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./checksum/ ./rewrite/ ./conntrack/ ./scheduler/ ./forwarder/
+
+check-root:
+	@if [ "$$(id -u)" != 0 ]; then echo "make demo needs root (network namespaces)"; exit 1; fi
+
+# demo: the main job on a fresh machine. MODE=nat|dr|tun, SCHED=rr|wrr|wlc|sh|mh|...
+demo: check-root deps build
+	$(BIN)/gvs-demo -mode $(MODE) -sched $(SCHED) -bin $(BIN)
 
 clean:
 	rm -rf $(BIN)
