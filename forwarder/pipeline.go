@@ -113,6 +113,7 @@ type Worker struct {
 	conn     conntrack.Conn
 	flow     ipvs.Flow
 	routes   [routeCacheSize]routeEntry
+	res      Result
 	ipid     uint16
 	scratch  [rewrite.ICMPErrorMaxFrame]byte
 	Counters Counters
@@ -183,15 +184,21 @@ type Result struct {
 // checksum is only the pseudo-header sum (TP_STATUS_CSUMNOTREADY); now is
 // the clock in nanoseconds. The frame may be rewritten in place.
 func (w *Worker) Process(buf []byte, off, n, link int, csumPartial bool, now int64) Result {
+	return *w.process(buf, off, n, link, csumPartial, now)
+}
+
+// The steps below fill the worker's Result in place and return a pointer
+// to it: one copy at the API boundary instead of one per step.
+func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int64) *Result {
 	frame := buf[off : off+n]
 	p := &w.parsed
 	switch p.Decode(frame) {
 	case rewrite.Malformed:
 		return w.drop(Reason(p.Reason))
 	case rewrite.NotIP:
-		return w.count(Result{Action: Pass})
+		return w.result(Result{Action: Pass})
 	case rewrite.ARP:
-		return w.count(Result{Action: Control})
+		return w.result(Result{Action: Control})
 	}
 	if p.VLAN {
 		// The egress link decides tagging, not the ingress tag: forward
@@ -209,7 +216,7 @@ func (w *Worker) Process(buf []byte, off, n, link int, csumPartial bool, now int
 		if w.p.svcs.IsVIP(dst) {
 			return w.drop(Fragment)
 		}
-		return w.count(Result{Action: Pass})
+		return w.result(Result{Action: Pass})
 	}
 	switch p.Proto {
 	case rewrite.ProtoTCP, rewrite.ProtoUDP:
@@ -217,9 +224,9 @@ func (w *Worker) Process(buf []byte, off, n, link int, csumPartial bool, now int
 		if p.Embedded {
 			return w.icmpRelated(buf, off, n, link, now)
 		}
-		return w.count(Result{Action: Pass})
+		return w.result(Result{Action: Pass})
 	default:
-		return w.count(Result{Action: Pass})
+		return w.result(Result{Action: Pass})
 	}
 
 	proto := ipvs.Protocol(p.Proto)
@@ -228,14 +235,33 @@ func (w *Worker) Process(buf []byte, off, n, link int, csumPartial bool, now int
 	syn := tcp && flags&(rewrite.TCPSyn|rewrite.TCPRst) == rewrite.TCPSyn
 	c := &w.conn
 
-	// Client -> virtual service, existing connection.
-	k := conntrack.InKeyV4(proto, p.Src, p.SrcPort, p.Dst, p.DstPort)
-	if syn && w.p.reuse && w.p.conns.PeekIn(k, now, c) && w.reusable(c, proto, dst) {
-		// conn_reuse_mode: a new SYN on a finished connection without a
-		// template starts a new one, scheduled afresh.
-		w.p.conns.Remove(k)
+	// A packet to a VIP comes from a client; any other is at most a NAT
+	// reply (real server -> client). Telling them apart first saves the
+	// other direction's lookup.
+	if !w.p.svcs.IsVIP(dst) {
+		rk := conntrack.ReplyKeyV4(proto, p.Src, p.SrcPort, p.Dst, p.DstPort)
+		if w.p.conns.Out(rk, flags, now, c) {
+			w.countOut(c.Dest, p.End-p.L3)
+			return w.xmitOut(buf, off, n, link, csumPartial)
+		}
+		return w.result(Result{Action: Pass})
 	}
-	if w.p.conns.In(k, flags, now, c) {
+
+	// Client -> virtual service, existing connection. A SYN looks first
+	// without touching the state (conn_reuse_mode may start afresh), and
+	// a SYN that finds nothing needs no second lookup.
+	k := conntrack.InKeyV4(proto, p.Src, p.SrcPort, p.Dst, p.DstPort)
+	known := true
+	if syn {
+		known = w.p.conns.PeekIn(k, now, c)
+		if known && w.p.reuse && w.reusable(c, proto, dst) {
+			// conn_reuse_mode: a new SYN on a finished connection without
+			// a template starts a new one, scheduled afresh.
+			w.p.conns.Remove(k)
+			known = false
+		}
+	}
+	if known && w.p.conns.In(k, flags, now, c) {
 		if !c.Dest.Available() {
 			return w.drop(DestRemoved)
 		}
@@ -243,17 +269,10 @@ func (w *Worker) Process(buf []byte, off, n, link int, csumPartial bool, now int
 		return w.xmitIn(buf, off, n, link, csumPartial, false)
 	}
 
-	// Real server -> client: a NAT reply.
-	rk := conntrack.ReplyKeyV4(proto, p.Src, p.SrcPort, p.Dst, p.DstPort)
-	if w.p.conns.Out(rk, flags, now, c) {
-		w.countOut(c.Dest, p.End-p.L3)
-		return w.xmitOut(buf, off, n, link, csumPartial)
-	}
-
 	// First packet to a service.
 	svc := w.p.svcs.Lookup(proto, dst, p.DstPort, 0)
 	if svc == nil {
-		return w.count(Result{Action: Pass})
+		return w.result(Result{Action: Pass})
 	}
 	if tcp && !syn {
 		return w.drop(NoConn)
@@ -275,7 +294,7 @@ func (w *Worker) reusable(c *conntrack.Conn, proto ipvs.Protocol, vip netip.Addr
 	return svc == nil || !svc.State().Config.Persistent()
 }
 
-func (w *Worker) schedule(svc *ipvs.Service, k conntrack.InKey, buf []byte, off, n, link int, partial bool, now int64) Result {
+func (w *Worker) schedule(svc *ipvs.Service, k conntrack.InKey, buf []byte, off, n, link int, partial bool, now int64) *Result {
 	p := &w.parsed
 	frame := buf[off : off+n]
 	st := svc.State()
@@ -340,10 +359,11 @@ func schedule(st *ipvs.ServiceState, svc *ipvs.Service, f *ipvs.Flow) *ipvs.Dest
 
 // xmitIn sends a client's packet to the connection's real server with the
 // connection's method. w.conn and w.parsed describe it.
-func (w *Worker) xmitIn(buf []byte, off, n, link int, partial, isNew bool) Result {
+func (w *Worker) xmitIn(buf []byte, off, n, link int, partial, isNew bool) *Result {
 	p, c := &w.parsed, &w.conn
 	frame := buf[off : off+n]
-	res := Result{Dest: c.Dest, State: c.State, Method: c.Method, New: isNew}
+	res := &w.res
+	*res = Result{Dest: c.Dest, State: c.State, Method: c.Method, New: isNew}
 	if p.TTL <= 1 {
 		return w.icmpReplyRes(frame, link, TTLExceeded, res)
 	}
@@ -386,10 +406,11 @@ func (w *Worker) xmitIn(buf []byte, off, n, link int, partial, isNew bool) Resul
 }
 
 // xmitOut sends a NAT reply to the client as coming from the VIP.
-func (w *Worker) xmitOut(buf []byte, off, n, link int, partial bool) Result {
+func (w *Worker) xmitOut(buf []byte, off, n, link int, partial bool) *Result {
 	p, c := &w.parsed, &w.conn
 	frame := buf[off : off+n]
-	res := Result{Dest: c.Dest, State: c.State, Method: c.Method, Out: true}
+	res := &w.res
+	*res = Result{Dest: c.Dest, State: c.State, Method: c.Method, Out: true}
 	if p.TTL <= 1 {
 		return w.icmpReplyFrom(frame, link, TTLExceeded, res, w.linkAddr(link))
 	}
@@ -417,11 +438,11 @@ func (w *Worker) xmitOut(buf []byte, off, n, link int, partial bool) Result {
 
 // icmpRelated handles an ICMP error whose quoted packet may belong to a
 // connection (IPVS's ip_vs_in_icmp / ip_vs_out_icmp).
-func (w *Worker) icmpRelated(buf []byte, off, n, link int, now int64) Result {
+func (w *Worker) icmpRelated(buf []byte, off, n, link int, now int64) *Result {
 	p, c := &w.parsed, &w.conn
 	in := &p.Inner
 	if !in.Ports {
-		return w.count(Result{Action: Pass})
+		return w.result(Result{Action: Pass})
 	}
 	proto := ipvs.Protocol(in.Proto)
 	frame := buf[off : off+n]
@@ -440,7 +461,8 @@ func (w *Worker) icmpRelated(buf []byte, off, n, link int, now int64) Result {
 			// connection's own transmitter.
 			return w.xmitIn(buf, off, n, link, false, false)
 		}
-		res := Result{Dest: c.Dest, State: c.State, Method: c.Method}
+		res := &w.res
+		*res = Result{Dest: c.Dest, State: c.State, Method: c.Method}
 		if p.TTL <= 1 {
 			return w.icmpReplyRes(frame, link, TTLExceeded, res)
 		}
@@ -463,7 +485,8 @@ func (w *Worker) icmpRelated(buf []byte, off, n, link int, now int64) Result {
 	rk := conntrack.ReplyKeyV4(proto, in.Dst, in.DstPort, in.Src, in.SrcPort)
 	if w.p.conns.PeekOut(rk, now, c) && c.Method == ipvs.Masq {
 		w.countOut(c.Dest, ipLen)
-		res := Result{Dest: c.Dest, State: c.State, Method: c.Method, Out: true}
+		res := &w.res
+		*res = Result{Dest: c.Dest, State: c.State, Method: c.Method, Out: true}
 		if p.TTL <= 1 {
 			return w.icmpReplyFrom(frame, link, TTLExceeded, res, w.linkAddr(link))
 		}
@@ -480,20 +503,21 @@ func (w *Worker) icmpRelated(buf []byte, off, n, link int, now int64) Result {
 		res.Action, res.Link, res.Frame = Transmit, hop.Link, frame[:p.End]
 		return w.count(res)
 	}
-	return w.count(Result{Action: Pass})
+	return w.result(Result{Action: Pass})
 }
 
 // icmpReply answers the frame's sender with an ICMP error from the address
 // the frame was sent to (the VIP), as the kernel does for a local address.
-func (w *Worker) icmpReply(frame []byte, link int, why Reason) Result {
-	return w.icmpReplyRes(frame, link, why, Result{})
+func (w *Worker) icmpReply(frame []byte, link int, why Reason) *Result {
+	w.res = Result{}
+	return w.icmpReplyRes(frame, link, why, &w.res)
 }
 
-func (w *Worker) icmpReplyRes(frame []byte, link int, why Reason, res Result) Result {
+func (w *Worker) icmpReplyRes(frame []byte, link int, why Reason, res *Result) *Result {
 	return w.icmpReplyFrom(frame, link, why, res, w.parsed.Dst)
 }
 
-func (w *Worker) icmpReplyFrom(frame []byte, link int, why Reason, res Result, src [4]byte) Result {
+func (w *Worker) icmpReplyFrom(frame []byte, link int, why Reason, res *Result, src [4]byte) *Result {
 	p := &w.parsed
 	m := rewrite.MACs{Dst: [6]byte(frame[6:12]), Src: w.p.env.Links()[link].MAC}
 	var out []byte
@@ -514,11 +538,11 @@ func (w *Worker) icmpReplyFrom(frame []byte, link int, why Reason, res Result, s
 	return w.count(res)
 }
 
-func (w *Worker) fragNeeded(frame []byte, link, mtu int, res Result) Result {
+func (w *Worker) fragNeeded(frame []byte, link, mtu int, res *Result) *Result {
 	return w.fragNeededFrom(frame, link, mtu, res, w.parsed.Dst)
 }
 
-func (w *Worker) fragNeededFrom(frame []byte, link, mtu int, res Result, src [4]byte) Result {
+func (w *Worker) fragNeededFrom(frame []byte, link, mtu int, res *Result, src [4]byte) *Result {
 	m := rewrite.MACs{Dst: [6]byte(frame[6:12]), Src: w.p.env.Links()[link].MAC}
 	out, ok := rewrite.FragNeeded(w.scratch[:], frame, &w.parsed, src, uint16(mtu), m)
 	res.Reason = FragNeeded
@@ -536,9 +560,15 @@ func (w *Worker) linkAddr(link int) [4]byte {
 	return w.p.env.Links()[link].Prefix.Addr().As4()
 }
 
-func (w *Worker) drop(r Reason) Result { return w.count(Result{Action: Drop, Reason: r}) }
+func (w *Worker) drop(r Reason) *Result { return w.result(Result{Action: Drop, Reason: r}) }
 
-func (w *Worker) count(r Result) Result {
+// result sets the worker's Result and counts it.
+func (w *Worker) result(r Result) *Result {
+	w.res = r
+	return w.count(&w.res)
+}
+
+func (w *Worker) count(r *Result) *Result {
 	inc(&w.Counters.Actions[r.Action], 1)
 	if r.Reason != ReasonNone {
 		inc(&w.Counters.Reasons[r.Reason], 1)

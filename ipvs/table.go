@@ -64,8 +64,12 @@ type trashedDest struct {
 type lookupSnap struct {
 	byAddr map[addrKey]*Service
 	byMark map[markKey]*Service
-	// vips holds every service address (IPv4 as v4-mapped), for IsVIP.
-	vips map[[16]byte]struct{}
+	// vips holds every service address (IPv4 as v4-mapped), for IsVIP;
+	// few4 lists the IPv4 ones when there are at most 16 (a linear scan of
+	// a few words beats hashing 16 bytes on every packet).
+	vips  map[[16]byte]struct{}
+	few4  []uint32
+	many4 bool
 }
 
 // addrKey is a packed, pointer-free <protocol, VIP, port> key (IPv4 as
@@ -145,7 +149,18 @@ func (t *Table) Lookup(proto Protocol, addr netip.Addr, port uint16, fwmark uint
 // IsVIP reports whether addr is the address of any (non-fwmark) service.
 // Like Lookup it is lock-free and does not allocate.
 func (t *Table) IsVIP(addr netip.Addr) bool {
-	_, ok := t.snap.Load().vips[addr.As16()]
+	s := t.snap.Load()
+	if addr.Is4() && !s.many4 {
+		b := addr.As4()
+		a := binary.BigEndian.Uint32(b[:])
+		for _, v := range s.few4 {
+			if v == a {
+				return true
+			}
+		}
+		return false
+	}
+	_, ok := s.vips[addr.As16()]
 	return ok
 }
 
@@ -490,6 +505,15 @@ func (st *stage) commit() {
 			snap.byAddr[addrKey{addr: k.Addr.As16(), port: k.Port, proto: k.Proto, v6: k.Addr.Is6()}] = svc
 			snap.vips[k.Addr.As16()] = struct{}{}
 		}
+	}
+	for a := range snap.vips {
+		if m := netip.AddrFrom16(a); m.Is4In6() {
+			b := m.Unmap().As4()
+			snap.few4 = append(snap.few4, binary.BigEndian.Uint32(b[:]))
+		}
+	}
+	if len(snap.few4) > 16 {
+		snap.few4, snap.many4 = nil, true
 	}
 	t.snap.Store(snap)
 

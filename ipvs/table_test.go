@@ -415,3 +415,35 @@ func BenchmarkApplyAddDest(b *testing.B) {
 		}
 	}
 }
+
+// IsVIP answers for every service address, through the short list with few
+// VIPs and through the map with many.
+func TestIsVIP(t *testing.T) {
+	for _, n := range []int{1, 16, 17, 40} {
+		tab := NewTable(func(string, SvcFlags) (Scheduler, error) { return &fakeSched{}, nil })
+		var cmds []*Command
+		for i := 0; i < n; i++ {
+			c, err := ParseArgs([]string{"-A", "-t", fmt.Sprintf("198.51.100.%d:80", i+1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmds = append(cmds, c)
+		}
+		if err := tab.ApplyAll(cmds); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < n; i++ {
+			if !tab.IsVIP(netip.MustParseAddr(fmt.Sprintf("198.51.100.%d", i+1))) {
+				t.Fatalf("%d VIPs: 198.51.100.%d not found", n, i+1)
+			}
+		}
+		for _, a := range []string{"198.51.100.200", "203.0.113.1", "2001:db8::1"} {
+			if tab.IsVIP(netip.MustParseAddr(a)) {
+				t.Fatalf("%d VIPs: %s reported as a VIP", n, a)
+			}
+		}
+		if got := len(tab.VIPs()); got != n {
+			t.Fatalf("VIPs() = %d addresses, want %d", got, n)
+		}
+	}
+}
