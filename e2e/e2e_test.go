@@ -10,8 +10,10 @@ import (
 	"io"
 	"maps"
 	mrand "math/rand/v2"
+	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -54,18 +56,28 @@ func testMode(t *testing.T, m mode) {
 	}
 
 	t.Run("curl", func(t *testing.T) {
+		e := e.with(t)
 		seen := map[string]int{}
 		for i := range 6 {
 			body, err := e.curl(cli, "http://"+httpSvc+"/")
 			if err != nil {
 				t.Fatalf("curl %d: %v", i+1, err)
 			}
-			// The real server saw the client's own address and the VIP
-			// (DR, TUN) or its own address (NAT).
+			// The real server sees the client's own address (no SNAT), and
+			// as its local address the VIP (DR, TUN: the packet is
+			// unchanged) or its own address (NAT rewrites the destination).
 			if r := field(body, "remote"); !strings.HasPrefix(r, e.l.Clients()[0].Addr().String()+":") {
 				t.Errorf("curl %d: the server saw remote %q, want the client's address", i+1, r)
 			}
-			seen[field(body, "name")]++
+			name := field(body, "name")
+			wantLocal := e.vipPort(httpPort)
+			if n, err := strconv.Atoi(strings.TrimPrefix(name, "r")); err == nil && e.m == modeNAT {
+				wantLocal = e.rip(n-1, httpPort)
+			}
+			if l := field(body, "local"); l != wantLocal {
+				t.Errorf("curl %d: %s saw local %q, want %q", i+1, name, l, wantLocal)
+			}
+			seen[name]++
 		}
 		if want := map[string]int{"r1": 2, "r2": 2, "r3": 2}; !maps.Equal(seen, want) {
 			t.Errorf("rr, 6 curl requests: answers %v, want %v", seen, want)
@@ -73,12 +85,13 @@ func testMode(t *testing.T, m mode) {
 	})
 
 	t.Run("socat", func(t *testing.T) {
+		e := e.with(t)
 		e.socatTransfer(e.server(1).NS, cli, socatPort, socatSvc)
 	})
 
-	t.Run("udp", func(t *testing.T) { testUDP(t, e, udpSvc) })
+	t.Run("udp", func(t *testing.T) { testUDP(t, e.with(t), udpSvc) })
 
-	t.Run("conns", func(t *testing.T) { testConnCounters(t, e, sinkSvc) })
+	t.Run("conns", func(t *testing.T) { testConnCounters(t, e.with(t), sinkSvc) })
 }
 
 // testUDP sends N datagrams from distinct source ports, checks every
@@ -133,6 +146,7 @@ func testUDP(t *testing.T, e *env, svc string) {
 		want.OutPkts, want.OutBytes = n, outBytes
 	}
 	st := e.stats()["UDP "+svc]
+	t.Logf("ipvsadm -Ln --stats --exact -u %s after %d datagrams:\n%s", svc, n, e.ipvsadm("-Ln", "--stats", "--exact", "-u", svc))
 	if st.counters != want {
 		t.Errorf("--stats --exact of %s: %+v, want %+v", svc, st.counters, want)
 	}
@@ -194,6 +208,20 @@ func testConnCounters(t *testing.T, e *env, svc string) {
 	if !ok {
 		t.Errorf("%d connections closed: -Ln shows %+v, want ActiveConn 0 and InActConn %d", k, s.Dests, k)
 	}
+	// The states behind those counters, as ipvsadm -Lnc shows them.
+	wantState := "TIME_WAIT"
+	if e.m != modeNAT {
+		wantState = "FIN_WAIT"
+	}
+	states := map[string]int{}
+	for line := range strings.Lines(e.ipvsadm("-Lnc")) {
+		if f := strings.Fields(line); len(f) == 6 && f[0] == "TCP" && f[4] == svc {
+			states[f[2]]++
+		}
+	}
+	if want := map[string]int{wantState: k}; !maps.Equal(states, want) {
+		t.Errorf("-Lnc states of %s after closing: %v, want %v", svc, states, want)
+	}
 	if c := e.stats()["TCP "+svc].Conns; c != k {
 		t.Errorf("--stats of %s: Conns %d, want %d", svc, c, k)
 	}
@@ -230,10 +258,11 @@ func TestSelftest(t *testing.T) {
 // TestSchedulers checks wrr, wlc, sh and mh with real NAT traffic.
 func TestSchedulers(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, modeNAT, envOptions{}, 45*time.Second)
+	e := newEnv(t, modeNAT, envOptions{clients: 2}, 45*time.Second)
 	cli := e.client(0)
 
 	t.Run("wrr", func(t *testing.T) {
+		e := e.with(t)
 		svc := e.addService("-t", 81, "wrr", httpPort, []int{3, 2, 1})
 		seen := e.names(cli, svc, 60)
 		if want := map[string]int{"r1": 30, "r2": 20, "r3": 10}; !maps.Equal(seen, want) {
@@ -242,13 +271,14 @@ func TestSchedulers(t *testing.T) {
 	})
 
 	t.Run("wlc", func(t *testing.T) {
+		e := e.with(t)
 		// r1 alone gets 4 held connections; then r2 and r3 join, and the
 		// new connections avoid r1 (wlc: 256*active + inactive).
 		svc := e.vipPort(82)
 		e.ipvsadm("-A", "-t", svc, "-s", "wlc")
 		e.ipvsadm("-a", "-t", svc, "-r", e.rip(0, sinkPort), "-m")
 		e.holdSink(cli, svc, 4)
-		if s, ok := e.waitList("TCP", svc, 3*time.Second, func(s service) bool { return s.Dests[0].Active == 4 }); !ok {
+		if s, ok := e.waitList("TCP", svc, 3*time.Second, func(s service) bool { return len(s.Dests) == 1 && s.Dests[0].Active == 4 }); !ok {
 			t.Fatalf("4 held connections on r1: %+v", s.Dests)
 		}
 		e.ipvsadm("-a", "-t", svc, "-r", e.rip(1, sinkPort), "-m")
@@ -268,10 +298,14 @@ func TestSchedulers(t *testing.T) {
 
 	for i, sched := range []string{"sh", "mh"} {
 		t.Run(sched, func(t *testing.T) {
+			e := e.with(t)
 			svc := e.addService("-t", 83+i, sched, httpPort, nil)
-			seen := e.names(cli, svc, 10)
-			if len(seen) != 1 {
-				t.Errorf("%s: 10 connections from one client went to %v, want one server", sched, seen)
+			for c := range 2 {
+				seen := e.names(e.client(c), svc, 10)
+				if len(seen) != 1 {
+					t.Errorf("%s: 10 connections from client %d went to %v, want one server", sched, c+1, seen)
+				}
+				t.Logf("%s: client %d -> %v", sched, c+1, seen)
 			}
 		})
 	}
@@ -376,9 +410,34 @@ func TestDrainAndLiveChanges(t *testing.T) {
 	// to X and the third.
 	e.ipvsadm("-e", "-t", svc, "-r", xAddr, "-m", "-w", "1")
 	yAddr := e.rip((x+1)%3, sinkPort)
+	// One open connection per real server, each with data sent.
+	open := e.holdSink(cli, svc, 3)
+	for _, c := range open {
+		if _, err := c.Write([]byte("before -d\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	toY := slices.IndexFunc(open, func(c *net.TCPConn) bool {
+		return e.connDest(svc, c.LocalAddr().String()) == yAddr
+	})
+	if toY < 0 {
+		t.Fatalf("-Lnc shows none of 3 connections going to %s:\n%s", yAddr, e.ipvsadm("-Lnc"))
+	}
 	e.ipvsadm("-d", "-t", svc, "-r", yAddr)
 	if _, ok := e.service("TCP", svc).dest(yAddr); ok {
 		t.Errorf("-Ln still lists %s after -d", yAddr)
+	}
+	// IPVS drops the packets of connections whose real server was deleted
+	// (expire_nodest_conn=0): the sink on Y never sees the end of the
+	// stream. The connections to the others complete.
+	for i, c := range open {
+		ans, err := finishSink(c, time.Second)
+		switch {
+		case i == toY && err == nil:
+			t.Errorf("connection to the deleted %s completed after -d: %q", yAddr, ans)
+		case i != toY && (err != nil || !strings.HasSuffix(ans, " bytes=10")):
+			t.Errorf("connection %d (not to the deleted server): %q, %v", i, ans, err)
+		}
 	}
 	before = e.stats()["TCP "+svc].Dests
 	short(4)
@@ -420,6 +479,7 @@ func TestLargeTransfer(t *testing.T) {
 	httpSvc := e.addService("-t", 80, "rr", httpPort, nil)
 
 	t.Run("upload", func(t *testing.T) {
+		e := e.with(t)
 		c := e.holdSink(cli, sinkSvc, 1)[0]
 		start := time.Now()
 		c.SetWriteDeadline(start.Add(60 * time.Second))
@@ -442,6 +502,7 @@ func TestLargeTransfer(t *testing.T) {
 	})
 
 	t.Run("download", func(t *testing.T) {
+		e := e.with(t)
 		ctx, cancel := context.WithTimeout(e.ctx, 60*time.Second)
 		defer cancel()
 		cmd := e.l.ExecContext(ctx, cli, "curl", "-sS", "--fail", "--max-time", "60", "-o", "-",
@@ -536,6 +597,7 @@ func TestIpvsadmCLI(t *testing.T) {
 	e.ipvsadm("-a", "-t", e.vipPort(8443), "-r", e.rip(2, 8443), "-m", "-w", "7")
 
 	t.Run("save-restore", func(t *testing.T) {
+		e := e.with(t)
 		list := e.ipvsadm("-Ln")
 		if ls := e.list(); len(ls) != 4 {
 			t.Fatalf("-Ln lists %d services, want 4:\n%s", len(ls), list)
@@ -560,6 +622,7 @@ func TestIpvsadmCLI(t *testing.T) {
 	})
 
 	t.Run("errors", func(t *testing.T) {
+		e := e.with(t)
 		list := e.ipvsadm("-Ln")
 		missing := e.vipPort(99)
 		tests := []struct {

@@ -193,6 +193,14 @@ func newEnv(t *testing.T, m mode, o envOptions, timeout time.Duration) *env {
 	return e
 }
 
+// with returns a copy of e that reports to t: subtests must fail
+// themselves, not their parent.
+func (e *env) with(t *testing.T) *env {
+	c := *e
+	c.t = t
+	return &c
+}
+
 // start runs a background process in ns and waits for its ready line.
 func (e *env) start(ns, ready, name string, args ...string) *lab.Proc {
 	e.t.Helper()
@@ -524,4 +532,17 @@ func finishSink(c *net.TCPConn, timeout time.Duration) (string, error) {
 		return "", fmt.Errorf("reading the sink's answer: %w (got %q)", err, line)
 	}
 	return strings.TrimSpace(line), nil
+}
+
+// connDest returns the real server ("ip:port") of the connection from
+// client ("ip:port") to the virtual service svc, as `ipvsadm -Lnc` shows
+// it, or "" when it lists none.
+func (e *env) connDest(svc, client string) string {
+	e.t.Helper()
+	for line := range strings.Lines(e.ipvsadm("-Lnc")) {
+		if f := strings.Fields(line); len(f) == 6 && f[3] == client && f[4] == svc {
+			return f[5]
+		}
+	}
+	return ""
 }
