@@ -18,7 +18,7 @@ APT_PKGS  := iproute2 socat curl nginx-light nftables ethtool procps
 # The commands those packages provide, checked before anything is installed.
 APT_CMDS  := ip socat curl nginx nft ethtool sysctl
 
-.PHONY: all build test unit race deps demo golden fuzz bench clean vet check-root
+.PHONY: all build test unit race deps demo golden fuzz bench bench-go bench-deps clean vet check-root
 
 MODE  ?= nat
 SCHED ?= rr
@@ -64,8 +64,27 @@ fuzz:
 		done; \
 	done
 
-bench:
+# bench-go runs the Go micro-benchmarks of the data-path packages.
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./checksum/ ./rewrite/ ./conntrack/ ./scheduler/ ./forwarder/
+
+# bench-deps installs the load tools and contenders of make bench (trafgen from netsniff-ng, wrk,
+# HAProxy, nginx-light, nftables, conntrack), only when a command is missing.
+BENCH_APT_PKGS := netsniff-ng wrk haproxy nginx-light nftables conntrack iproute2 util-linux
+BENCH_APT_CMDS := trafgen wrk haproxy nginx nft conntrack ip taskset
+bench-deps:
+	@missing=""; for c in $(BENCH_APT_CMDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing benchmark tools (missing:$$missing)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $(BENCH_APT_PKGS) >/dev/null; \
+	fi
+
+# bench: gvs side by side with nftables DNAT, HAProxy and a no-op ring forwarder on the lab (root;
+# about 12 minutes; BENCH_FLAGS=-quick for about 3). Results in bench-out/ (docs/PERFORMANCE.md).
+BENCH_FLAGS ?=
+bench: check-root bench-deps build
+	$(BIN)/gvs-bench -bin $(BIN) -out bench-out $(BENCH_FLAGS)
 
 check-root:
 	@if [ "$$(id -u)" != 0 ]; then echo "make demo needs root (network namespaces)"; exit 1; fi

@@ -24,6 +24,7 @@
 package forwarder
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"sync/atomic"
 	"time"
@@ -113,6 +114,7 @@ type Worker struct {
 	conn     conntrack.Conn
 	flow     ipvs.Flow
 	routes   [routeCacheSize]routeEntry
+	flows    [flowCacheSize]flowEntry
 	res      Result
 	ipid     uint16
 	scratch  [rewrite.ICMPErrorMaxFrame]byte
@@ -155,6 +157,112 @@ func (w *Worker) route(dst netip.Addr) (Hop, bool) {
 	hop, ok := w.p.env.Route(dst)
 	*e = routeEntry{addr: dst, gen: gen, hop: hop, ok: ok}
 	return hop, ok
+}
+
+// The flow cache. Most packets of an established connection cannot change
+// its state: a TCP segment with ACK and none of SYN, FIN or RST on an
+// ESTABLISHED connection (in either direction, whatever the other direction
+// did meanwhile: see steadyPacket), and any UDP datagram. For those, a
+// worker reuses the connection it last got from the table for up to
+// flowSlack, skipping the table's hash, shard lock and copy; the table still
+// sees the flow at least once per flowSlack, which re-arms its timer and
+// applies any state change the other direction made. The cost is bounded
+// and documented: a connection's timer may run out up to flowSlack earlier
+// than IPVS's, and a transition the skipped packet would have made in a
+// pathological sequence is delayed by at most flowSlack.
+//
+// The cache is per worker and the same flow always reaches the same worker
+// (fanout hashes the flow), so it needs no locking. The only path that
+// removes a connection from the table while its packets still flow (SYN
+// reuse) is the same worker's, and forgets the entry.
+const (
+	flowCacheSize = 1024 // entries per worker, direct-mapped
+	flowSlack     = int64(time.Second)
+)
+
+// flowKey packs a flow's tuple into two words (cheap to build, hash and
+// compare): addresses, then ports, protocol and direction.
+type flowKey struct{ addrs, rest uint64 }
+
+func makeFlowKey(src, dst [4]byte, sport, dport uint16, proto uint8, out bool) flowKey {
+	k := flowKey{
+		addrs: uint64(binary.BigEndian.Uint32(src[:]))<<32 | uint64(binary.BigEndian.Uint32(dst[:])),
+		rest:  uint64(sport)<<48 | uint64(dport)<<32 | uint64(proto)<<8 | 1, // 1: never the zero key
+	}
+	if out {
+		k.rest |= 2
+	}
+	return k
+}
+
+func (k flowKey) out() bool { return k.rest&2 != 0 }
+
+type flowEntry struct {
+	key  flowKey
+	at   int64 // when the table last saw the flow
+	conn conntrack.Conn
+}
+
+func (k *flowKey) index() uint32 {
+	h := (k.addrs ^ k.rest>>32) * 0x9e3779b97f4a7c15
+	return uint32(h>>54) & (flowCacheSize - 1)
+}
+
+// steadyPacket reports a packet that cannot change the state of a
+// connection that was ESTABLISHED (or UDP) when the table last saw it. In
+// IPVS's tables an ACK (without SYN, FIN, RST) leaves ESTABLISHED, and every
+// state the other direction can lead ESTABLISHED into without this
+// direction's help, unchanged — except OUTPUT ack on SYN_RECV (after a
+// client FIN then SYN), whose move to ESTABLISHED is then delayed until the
+// table next sees the flow.
+func steadyPacket(proto ipvs.Protocol, flags uint8) bool {
+	if proto == ipvs.ProtoUDP {
+		return true
+	}
+	return flags&(rewrite.TCPSyn|rewrite.TCPFin|rewrite.TCPRst) == 0 && flags&rewrite.TCPAck != 0
+}
+
+// cached returns the cached connection of a flow, if fresh enough.
+func (w *Worker) cached(k *flowKey, now int64) *conntrack.Conn {
+	e := &w.flows[k.index()]
+	if e.key != *k || now < e.at || now-e.at >= flowSlack {
+		return nil
+	}
+	return &e.conn
+}
+
+// remember caches a connection the table just returned for a steady
+// packet, if its state lets later steady packets skip the table; otherwise
+// it forgets any cached copy.
+func (w *Worker) remember(k *flowKey, steady bool, c *conntrack.Conn, now int64) {
+	e := &w.flows[k.index()]
+	ok := steady && c.Flags&conntrack.FlagOnePacket == 0 &&
+		(c.State == conntrack.StateEstablished || c.State == conntrack.StateUDP)
+	switch {
+	case ok:
+		e.key, e.at, e.conn = *k, now, *c
+		return
+	case e.key == *k:
+		e.key = flowKey{}
+	}
+	if c.State != conntrack.StateEstablished && c.State != conntrack.StateUDP {
+		// The connection left the steady state: this worker's copy of the
+		// other direction is stale too. (Another worker's copy lags by at
+		// most flowSlack, as described above.)
+		var o flowKey
+		if k.out() { // the client's direction: client -> VIP
+			o = makeFlowKey(c.CAddr.As4(), c.VAddr.As4(), c.CPort, c.VPort, uint8(c.Proto), false)
+		} else { // the NAT reply direction: real server -> client
+			o = makeFlowKey(c.DAddr.As4(), c.CAddr.As4(), c.DPort, c.CPort, uint8(c.Proto), true)
+		}
+		w.forget(&o)
+	}
+}
+
+func (w *Worker) forget(k *flowKey) {
+	if e := &w.flows[k.index()]; e.key == *k {
+		e.key = flowKey{}
+	}
 }
 
 // Result is the outcome of one frame.
@@ -238,11 +346,20 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 	// A packet to a VIP comes from a client; any other is at most a NAT
 	// reply (real server -> client). Telling them apart first saves the
 	// other direction's lookup.
+	steady := steadyPacket(proto, flags)
 	if !w.p.svcs.IsVIP(dst) {
+		fk := makeFlowKey(p.Src, p.Dst, p.SrcPort, p.DstPort, p.Proto, true)
+		if steady {
+			if fc := w.cached(&fk, now); fc != nil {
+				w.countOut(fc.Dest, p.End-p.L3)
+				return w.xmitOut(fc, buf, off, n, link, csumPartial)
+			}
+		}
 		rk := conntrack.ReplyKeyV4(proto, p.Src, p.SrcPort, p.Dst, p.DstPort)
 		if w.p.conns.Out(rk, flags, now, c) {
+			w.remember(&fk, steady, c, now)
 			w.countOut(c.Dest, p.End-p.L3)
-			return w.xmitOut(buf, off, n, link, csumPartial)
+			return w.xmitOut(c, buf, off, n, link, csumPartial)
 		}
 		return w.result(Result{Action: Pass})
 	}
@@ -250,6 +367,13 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 	// Client -> virtual service, existing connection. A SYN looks first
 	// without touching the state (conn_reuse_mode may start afresh), and
 	// a SYN that finds nothing needs no second lookup.
+	fk := makeFlowKey(p.Src, p.Dst, p.SrcPort, p.DstPort, p.Proto, false)
+	if steady {
+		if fc := w.cached(&fk, now); fc != nil && fc.Dest.Available() {
+			w.countIn(fc.Dest, p.End-p.L3)
+			return w.xmitIn(fc, buf, off, n, link, csumPartial, false)
+		}
+	}
 	k := conntrack.InKeyV4(proto, p.Src, p.SrcPort, p.Dst, p.DstPort)
 	known := true
 	if syn {
@@ -258,15 +382,17 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 			// conn_reuse_mode: a new SYN on a finished connection without
 			// a template starts a new one, scheduled afresh.
 			w.p.conns.Remove(k)
+			w.forget(&fk)
 			known = false
 		}
 	}
 	if known && w.p.conns.In(k, flags, now, c) {
+		w.remember(&fk, steady, c, now)
 		if !c.Dest.Available() {
 			return w.drop(DestRemoved)
 		}
 		w.countIn(c.Dest, p.End-p.L3)
-		return w.xmitIn(buf, off, n, link, csumPartial, false)
+		return w.xmitIn(c, buf, off, n, link, csumPartial, false)
 	}
 
 	// First packet to a service.
@@ -347,7 +473,7 @@ func (w *Worker) schedule(svc *ipvs.Service, k conntrack.InKey, buf []byte, off,
 	}
 	w.countConn(c.Dest)
 	w.countIn(c.Dest, p.End-p.L3)
-	return w.xmitIn(buf, off, n, link, partial, true)
+	return w.xmitIn(c, buf, off, n, link, partial, true)
 }
 
 func schedule(st *ipvs.ServiceState, svc *ipvs.Service, f *ipvs.Flow) *ipvs.Dest {
@@ -359,8 +485,8 @@ func schedule(st *ipvs.ServiceState, svc *ipvs.Service, f *ipvs.Flow) *ipvs.Dest
 
 // xmitIn sends a client's packet to the connection's real server with the
 // connection's method. w.conn and w.parsed describe it.
-func (w *Worker) xmitIn(buf []byte, off, n, link int, partial, isNew bool) *Result {
-	p, c := &w.parsed, &w.conn
+func (w *Worker) xmitIn(c *conntrack.Conn, buf []byte, off, n, link int, partial, isNew bool) *Result {
+	p := &w.parsed
 	frame := buf[off : off+n]
 	res := &w.res
 	*res = Result{Dest: c.Dest, State: c.State, Method: c.Method, New: isNew}
@@ -406,8 +532,8 @@ func (w *Worker) xmitIn(buf []byte, off, n, link int, partial, isNew bool) *Resu
 }
 
 // xmitOut sends a NAT reply to the client as coming from the VIP.
-func (w *Worker) xmitOut(buf []byte, off, n, link int, partial bool) *Result {
-	p, c := &w.parsed, &w.conn
+func (w *Worker) xmitOut(c *conntrack.Conn, buf []byte, off, n, link int, partial bool) *Result {
+	p := &w.parsed
 	frame := buf[off : off+n]
 	res := &w.res
 	*res = Result{Dest: c.Dest, State: c.State, Method: c.Method, Out: true}
@@ -459,7 +585,7 @@ func (w *Worker) icmpRelated(buf []byte, off, n, link int, now int64) *Result {
 		if c.Method != ipvs.Masq {
 			// DR and TUN: the real server gets the error unchanged, by the
 			// connection's own transmitter.
-			return w.xmitIn(buf, off, n, link, false, false)
+			return w.xmitIn(c, buf, off, n, link, false, false)
 		}
 		res := &w.res
 		*res = Result{Dest: c.Dest, State: c.State, Method: c.Method}

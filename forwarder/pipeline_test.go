@@ -271,3 +271,68 @@ func TestNoAllocs(t *testing.T) {
 		}
 	}
 }
+
+// The flow cache may skip the table for steady packets, but never past a
+// deleted real server, never for state-changing segments, and the table's
+// timer is re-armed at least once per second of traffic.
+func TestFlowCache(t *testing.T) {
+	h := newHarness(t, twoNAT)
+	h.send(syn(client, 1000), forwarder.VIPSide)
+	r := h.send(ack(client, 1000), forwarder.VIPSide) // ESTABLISHED: cacheable
+	if r.State != conntrack.StateEstablished {
+		t.Fatalf("state %v", r.State)
+	}
+	d := r.Dest
+	// Steady ACKs for 10 minutes, 0.5 s apart: the connection (900 s) never
+	// expires, whether a packet takes the cache or the table.
+	for i := 0; i < 1200; i++ {
+		h.now += int64(500 * time.Millisecond)
+		h.conns.Expire(h.now)
+		if r := h.send(ack(client, 1000), forwarder.VIPSide); r.Action != forwarder.Transmit || r.New {
+			t.Fatalf("ack %d: %v new=%v", i, r.Action, r.New)
+		}
+	}
+	var c conntrack.Conn
+	k := conntrack.InKeyV4(ipvs.ProtoTCP, client.As4(), 1000, vip.As4(), 80)
+	if !h.conns.PeekIn(k, h.now, &c) || c.Remaining(h.now) < 899*time.Second {
+		t.Fatalf("table timer not re-armed by cached traffic: %v left", c.Remaining(h.now))
+	}
+	// A FIN always goes to the table.
+	fin := frames.TCP(frames.L2{Src: frames.DerivedMAC(client), Dst: frames.DerivedMAC(netip.MustParseAddr("198.18.1.1"))},
+		frames.IP{Src: client, Dst: vip}, frames.TCPSeg{SrcPort: 1000, DstPort: 80, FIN: true, ACK: true})
+	if r := h.send(fin, forwarder.VIPSide); r.State != conntrack.StateCloseWait {
+		t.Fatalf("FIN: state %v, want CLOSE_WAIT", r.State)
+	}
+	if d.ActiveConns.Load() != 0 || d.InactConns.Load() != 1 {
+		t.Fatalf("counters after FIN: %d/%d", d.ActiveConns.Load(), d.InactConns.Load())
+	}
+
+	// A cached flow whose real server is deleted stops at once.
+	h.send(syn(client, 2000), forwarder.VIPSide)
+	r = h.send(ack(client, 2000), forwarder.VIPSide)
+	h.apply("-d -t 198.51.100.10:80 -r " + r.Dest.AddrPort().String())
+	if r := h.send(ack(client, 2000), forwarder.VIPSide); r.Action != forwarder.Drop || r.Reason != forwarder.DestRemoved {
+		t.Fatalf("cached flow of a deleted real server: %v %v", r.Action, r.Reason)
+	}
+}
+
+// A UDP flow's idle timeout is measured from the last packet the table saw:
+// at most a second earlier than IPVS's (the documented flow-cache slack).
+func TestFlowCacheUDPTimeout(t *testing.T) {
+	h := newHarness(t, "-A -u 198.51.100.10:53 -s rr\n-a -u 198.51.100.10:53 -r 198.18.2.11:53 -m\n")
+	q := frames.UDP(frames.L2{Src: frames.DerivedMAC(client), Dst: frames.DerivedMAC(netip.MustParseAddr("198.18.1.1"))},
+		frames.IP{Src: client, Dst: vip}, frames.UDPDgram{SrcPort: 5000, DstPort: 53, Payload: []byte("q")})
+	h.send(q, forwarder.VIPSide)
+	h.now += int64(400 * time.Millisecond)
+	h.send(q, forwarder.VIPSide) // cached: the table still says t0 + 300 s
+	h.now += int64(298*time.Second + 500*time.Millisecond)
+	h.conns.Expire(h.now)
+	if r := h.send(q, forwarder.VIPSide); r.New {
+		t.Fatal("UDP connection gone before its 300 s")
+	}
+	h.now += int64(301 * time.Second)
+	h.conns.Expire(h.now)
+	if r := h.send(q, forwarder.VIPSide); !r.New {
+		t.Fatal("UDP connection alive after 301 s of silence")
+	}
+}

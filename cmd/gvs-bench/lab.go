@@ -1,0 +1,270 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"gvs/internal/lab"
+)
+
+// Ports of the benchmark services (VIP port = real port for every
+// contender, so the kernel's DNAT needs no port map).
+const (
+	pktPort  = 9    // UDP packet-rate traffic, dropped by the real servers' sink
+	echoPort = 9000 // UDP echo (gvs-testsrv) for latency
+	httpPort = 80   // nginx for connections per second
+)
+
+// linkStats reads an interface's counters (the kernel's rtnl_link_stats64,
+// the same numbers as /sys/class/net/IF/statistics) inside namespace ns.
+func linkStats(ns, ifname string) (rx, tx uint64, err error) {
+	err = lab.Do(ns, func() error {
+		l, err := netlink.LinkByName(ifname)
+		if err != nil {
+			return fmt.Errorf("%s in %s: %w", ifname, ns, err)
+		}
+		s := l.Attrs().Statistics
+		if s == nil {
+			return fmt.Errorf("%s in %s: no statistics", ifname, ns)
+		}
+		rx, tx = s.RxPackets, s.TxPackets
+		return nil
+	})
+	return rx, tx, err
+}
+
+// snapshot is every counter a measurement window needs.
+type snapshot struct {
+	at       time.Time
+	clientTX uint64 // frames the generator put on the client link
+	dirRX    uint64 // frames the director's vip0 took in
+	srvRX    uint64 // frames the real servers' eth0 took in, summed
+	cpu      procStat
+}
+
+func (b *bench) snap() (snapshot, error) {
+	var s snapshot
+	var err error
+	s.at = time.Now()
+	if _, s.clientTX, err = linkStats(b.client.NS, b.client.Name); err != nil {
+		return s, err
+	}
+	if s.dirRX, _, err = linkStats(b.dir.NS, lab.DirectorVIPIf); err != nil {
+		return s, err
+	}
+	for _, sv := range b.servers {
+		rx, _, err := linkStats(sv.NS, sv.LAN.Name)
+		if err != nil {
+			return s, err
+		}
+		s.srvRX += rx
+	}
+	st, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return s, err
+	}
+	s.cpu, err = parseProcStat(st)
+	return s, err
+}
+
+// window is the difference of two snapshots.
+type window struct {
+	secs                    float64
+	clientTX, dirRX, srvRX  uint64
+	cpu                     map[int]cpuTimes
+	offered, arrived, fwded float64 // per second
+}
+
+func diff(a, b snapshot) window {
+	w := window{secs: b.at.Sub(a.at).Seconds(), cpu: map[int]cpuTimes{}}
+	sub := func(x, y uint64) uint64 {
+		if y < x {
+			return 0
+		}
+		return y - x
+	}
+	w.clientTX, w.dirRX, w.srvRX = sub(a.clientTX, b.clientTX), sub(a.dirRX, b.dirRX), sub(a.srvRX, b.srvRX)
+	for n, t := range b.cpu.CPUs {
+		w.cpu[n] = t.Sub(a.cpu.CPUs[n])
+	}
+	if w.secs > 0 {
+		w.offered, w.arrived, w.fwded = float64(w.clientTX)/w.secs, float64(w.dirRX)/w.secs, float64(w.srvRX)/w.secs
+	}
+	return w
+}
+
+// nsExec runs a command in ns and returns an error with its output.
+func (b *bench) nsExec(ctx context.Context, ns, name string, args ...string) error {
+	_, err := b.l.Run(ctx, ns, name, args...)
+	return err
+}
+
+// sh runs a shell snippet in ns (used for /sys writes, which need the
+// namespace's own sysfs that `ip netns exec` mounts).
+func (b *bench) sh(ctx context.Context, ns, script string) error {
+	return b.nsExec(ctx, ns, "sh", "-c", script)
+}
+
+// setLegs brings the real servers' client-LAN legs up (DR, TUN: replies go
+// straight to the client) or down (NAT-style contenders: replies must go
+// back through the director).
+func (b *bench) setLegs(ctx context.Context, up bool) error {
+	if b.legsUp == up {
+		return nil
+	}
+	state := "down"
+	if up {
+		state = "up"
+	}
+	for _, s := range b.servers {
+		if err := b.nsExec(ctx, s.NS, "ip", "link", "set", lab.ServerLegIf, state); err != nil {
+			return err
+		}
+	}
+	if up {
+		deadline := time.Now().Add(5 * time.Second)
+		for _, s := range b.servers {
+			for {
+				var running bool
+				if err := lab.Do(s.NS, func() error {
+					ifi, err := net.InterfaceByName(lab.ServerLegIf)
+					if err == nil {
+						running = ifi.Flags&net.FlagRunning != 0
+					}
+					return err
+				}); err != nil {
+					return err
+				}
+				if running {
+					break
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("%s in %s: no carrier", lab.ServerLegIf, s.NS)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	}
+	b.legsUp = up
+	return nil
+}
+
+// setupLab builds the lab: one client, a director, three real servers with
+// client-LAN legs and the VIP on lo (what DR and TUN need; the legs are
+// brought down for NAT-style contenders), offloads off everywhere. Then
+// it installs the real servers' sinks and steers the director's receive
+// processing to CPU 1 (RPS).
+func (b *bench) setupLab(ctx context.Context) error {
+	if _, err := lab.Cleanup(labPrefix); err != nil {
+		b.logf("cleanup of old runs: %v", err)
+	}
+	l, err := lab.New(lab.Options{Prefix: labPrefix, Servers: 3, ClientLegOnServers: true, VIPOnServers: true})
+	if err != nil {
+		return err
+	}
+	b.l = l
+	b.client, b.dir, b.servers = l.Clients()[0], l.Director(), l.Servers()
+	b.legsUp = true
+	// The sink: UDP benchmark frames and IPIP frames die at the real
+	// servers' ingress, after the interface has counted them; ARP, the
+	// echo service and HTTP pass.
+	for _, s := range b.servers {
+		rs := nftIngress(benchTable, s.LAN.Name, []string{
+			fmt.Sprintf("udp dport %d counter drop", pktPort),
+			"ip protocol 4 counter drop",
+		})
+		if err := nftApply(ctx, s.NS, rs); err != nil {
+			return err
+		}
+	}
+	if err := b.sysctl(b.client.NS, "net.ipv4.ip_local_port_range", "1024 65000"); err != nil {
+		return err
+	}
+	if b.o.rps != "" {
+		script := fmt.Sprintf("for q in /sys/class/net/%s/queues/rx-*/rps_cpus /sys/class/net/%s/queues/rx-*/rps_cpus; do echo %s > $q; done",
+			lab.DirectorVIPIf, lab.DirectorDIPIf, b.o.rps)
+		if err := b.sh(ctx, b.dir.NS, script); err != nil {
+			return fmt.Errorf("RPS on the director: %w", err)
+		}
+	}
+	return nil
+}
+
+func (b *bench) sysctl(ns, key, value string) error {
+	return lab.Sysctl(ns, key, value)
+}
+
+// writeTemp writes a file in the run's temp folder and returns its path.
+func (b *bench) writeTemp(name, content string) (string, error) {
+	p := filepath.Join(b.tmp, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return "", err
+	}
+	return p, os.WriteFile(p, []byte(content), 0o644)
+}
+
+// waitTCP waits until a TCP connect from ns to addr succeeds.
+func waitTCP(ctx context.Context, ns, addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := lab.Dial(ctx, ns, "tcp4", addr)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return errors.Join(fmt.Errorf("%s not reachable from %s", addr, ns), err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// servicesUp starts gvs-testsrv (UDP echo) and nginx on every real server.
+func (b *bench) servicesUp(ctx context.Context) error {
+	for i, s := range b.servers {
+		name := fmt.Sprintf("rs%d", i+1)
+		p, err := b.l.Start(s.NS, filepath.Join(b.o.bin, "gvs-testsrv"), "--name", name, "--http", "", "--sink", "", "--udp", fmt.Sprintf(":%d", echoPort))
+		if err != nil {
+			return err
+		}
+		if _, err := p.WaitFor(ctx, "ready name="+name); err != nil {
+			return fmt.Errorf("gvs-testsrv %s: %w", name, err)
+		}
+		if !b.needNginx {
+			continue
+		}
+		dir := filepath.Join(b.tmp, "nginx-"+name)
+		for _, d := range []string{dir, dir + "/body", dir + "/proxy"} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return err
+			}
+		}
+		cfg, err := b.writeTemp("nginx-"+name+"/nginx.conf", nginxConfig(dir))
+		if err != nil {
+			return err
+		}
+		if _, err := b.l.Start(s.NS, "taskset", "-c", b.o.worldCPU, "nginx", "-c", cfg, "-p", dir); err != nil {
+			return err
+		}
+		if err := waitTCP(ctx, s.NS, fmt.Sprintf("%s:%d", s.LAN.Addr(), httpPort), 5*time.Second); err != nil {
+			return fmt.Errorf("nginx on %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func joinAddrs[T fmt.Stringer](xs []T) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = x.String()
+	}
+	return strings.Join(s, ",")
+}

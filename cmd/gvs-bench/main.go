@@ -1,0 +1,517 @@
+// Command gvs-bench is `make bench`: it builds the gvs lab (network
+// namespaces: a client, a director, three real servers), and measures gvs
+// side by side with what a user would run instead, on the same lab, in the
+// same run, with identical topology and traffic:
+//
+//   - pps: 64-byte UDP frames over 10k flows from trafgen to the VIP; the
+//     rate forwarded at overload and the loss-free rate (bounded search).
+//     Contenders: the generator alone (sink at the director), a no-op ring
+//     forwarder (the ceiling of gvs's I/O design), gvs NAT, DR and TUN, and
+//     the kernel's nftables DNAT with conntrack.
+//   - cpu: the director's CPU time per forwarded packet at a fixed rate.
+//   - cps: HTTP connections per second (wrk, Connection: close) to nginx
+//     real servers: gvs NAT, nftables DNAT, HAProxy in TCP mode.
+//   - latency: UDP request/response round trips (p50/p99) at low load and
+//     under the fixed background load.
+//   - scaling: the overload rate with 1..N gvsd workers.
+//   - conntrack: gvs's connection table at 1M and 10M connections
+//     (in-process): bytes per connection, insert and lookup rates.
+//
+// Each round runs every contender once (A B C ... A B C ...), so drifts of a
+// shared machine hit all contenders alike; the report gives medians with
+// min–max over the rounds. Outputs go to -out: results.json (every sample
+// and trial), results.md (the tables), chart.svg and the forwarders' logs.
+//
+//	gvs-bench [-rounds 3] [-window 4s] [-cases pps,cpu,...] [-quick] [-out DIR] [-bin DIR]
+//	gvs-bench noop -vip VIP -dst-macs M1,M2 [-in vip0] [-out dip0]
+//
+// It needs root, trafgen (netsniff-ng), wrk, nginx, haproxy, nft and
+// conntrack (`make bench-deps`), and gvsd and gvs-testsrv in -bin.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"gvs/internal/lab"
+)
+
+const (
+	labPrefix  = "gvsbench"
+	benchTable = "gvsbench"
+)
+
+// caseNames are the cases in the order they run within a contender's turn.
+var caseNames = []string{"pps", "cpu", "latency", "cps", "scaling", "conntrack"}
+
+type options struct {
+	rounds                int
+	warmup, window, trial time.Duration
+	steps                 int
+	tolerance             float64
+	rate                  float64
+	cases                 []string
+	contenders            []string
+	out, bin              string
+	genCPU, dirCPU        string
+	worldCPU, allCPUs     string
+	rps                   string
+	cpsDur                time.Duration
+	cpsConns              int
+	pingRate              float64
+	pingDur               time.Duration
+	ctSizes               []int
+	ctDur                 time.Duration
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("gvs-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	exe, _ := os.Executable()
+	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each runs every contender once (interleaved)")
+	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "load before a measurement window")
+	fs.DurationVar(&o.window, "window", 4*time.Second, "measurement window of a load run")
+	fs.DurationVar(&o.trial, "trial", 2*time.Second, "duration of one loss-free search trial")
+	fs.IntVar(&o.steps, "steps", 5, "trials per loss-free search")
+	fs.Float64Var(&o.tolerance, "tolerance", 0.001, "loss fraction still counted as loss-free")
+	fs.Float64Var(&o.rate, "rate", 200000, "fixed offered rate (packets/s) for the cpu case and the latency case's high load")
+	cases := fs.String("cases", strings.Join(caseNames, ","), "cases to run: "+strings.Join(caseNames, ","))
+	conts := fs.String("contenders", "", "only these contenders (comma-separated names; default all)")
+	quick := fs.Bool("quick", false, "about 3 minutes: 1 round, short windows, 3 search trials, 1M conntrack only")
+	fs.StringVar(&o.out, "out", "bench-out", "output folder")
+	fs.StringVar(&o.bin, "bin", filepath.Dir(exe), "folder with gvsd and gvs-testsrv")
+	fs.StringVar(&o.genCPU, "gen-cpu", "0", "CPU of the traffic generator (and of wrk and nginx)")
+	fs.StringVar(&o.dirCPU, "director-cpu", "1", "CPU of the director's forwarder and, with -rps, of its receive processing")
+	fs.StringVar(&o.rps, "rps", "2", "RPS CPU mask for the director's interfaces (hex; empty: leave RPS off)")
+	fs.DurationVar(&o.cpsDur, "cps-duration", 5*time.Second, "wrk run length")
+	fs.IntVar(&o.cpsConns, "cps-conns", 64, "wrk concurrent connections")
+	fs.Float64Var(&o.pingRate, "ping-rate", 1000, "latency requests per second")
+	fs.DurationVar(&o.pingDur, "ping-duration", 3*time.Second, "latency run length per load level")
+	ct := fs.String("conntrack-sizes", "1M,10M", "connection table sizes")
+	fs.DurationVar(&o.ctDur, "conntrack-duration", time.Second, "lookup measurement per size")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *quick {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		def := func(name string, apply func()) {
+			if !set[name] {
+				apply()
+			}
+		}
+		def("rounds", func() { o.rounds = 1 })
+		def("warmup", func() { o.warmup = time.Second })
+		def("window", func() { o.window = 2 * time.Second })
+		def("trial", func() { o.trial = time.Second })
+		def("steps", func() { o.steps = 3 })
+		def("cps-duration", func() { o.cpsDur = 3 * time.Second })
+		def("ping-duration", func() { o.pingDur = 2 * time.Second })
+		def("conntrack-sizes", func() { *ct = "1M" })
+	}
+	for c := range strings.SplitSeq(*cases, ",") {
+		if c = strings.TrimSpace(c); c == "" {
+			continue
+		}
+		if !slices.Contains(caseNames, c) {
+			return o, fmt.Errorf("-cases: unknown case %q (have %s)", c, strings.Join(caseNames, ","))
+		}
+		o.cases = append(o.cases, c)
+	}
+	if *conts != "" {
+		known := allContenders()
+		for c := range strings.SplitSeq(*conts, ",") {
+			c = strings.TrimSpace(c)
+			if !slices.ContainsFunc(known, func(k contender) bool { return k.Name == c }) {
+				return o, fmt.Errorf("-contenders: unknown contender %q", c)
+			}
+			o.contenders = append(o.contenders, c)
+		}
+	}
+	sizes, err := parseSizes(*ct)
+	if err != nil {
+		return o, err
+	}
+	o.ctSizes = sizes
+	switch {
+	case len(o.cases) == 0:
+		return o, errors.New("-cases: nothing to run")
+	case o.rounds < 1 || o.rounds > 20:
+		return o, errors.New("-rounds must be 1..20")
+	case o.window < 500*time.Millisecond || o.window > time.Minute || o.warmup < 0 || o.warmup > time.Minute:
+		return o, errors.New("-window must be 0.5s..1m and -warmup 0..1m")
+	case o.trial < 500*time.Millisecond || o.trial > 30*time.Second || o.steps < 1 || o.steps > 12:
+		return o, errors.New("-trial must be 0.5s..30s and -steps 1..12")
+	case o.rate < 1000 || o.rate > 5e6 || o.pingRate < 1 || o.pingRate > 1e5:
+		return o, errors.New("-rate must be 1k..5M and -ping-rate 1..100k")
+	case o.cpsDur < time.Second || o.cpsDur > time.Minute || o.cpsConns < 1 || o.cpsConns > 10000:
+		return o, errors.New("-cps-duration must be 1s..1m and -cps-conns 1..10000")
+	case o.pingDur < 500*time.Millisecond || o.pingDur > time.Minute || o.ctDur <= 0 || o.ctDur > time.Minute:
+		return o, errors.New("-ping-duration must be 0.5s..1m and -conntrack-duration up to 1m")
+	}
+	o.worldCPU = o.genCPU
+	o.allCPUs = fmt.Sprintf("0-%d", runtime.NumCPU()-1)
+	return o, nil
+}
+
+// parseSizes parses "1M,10M,500k,1000".
+func parseSizes(s string) ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		mult := 1
+		switch {
+		case strings.HasSuffix(f, "M"):
+			mult, f = 1<<20, strings.TrimSuffix(f, "M")
+		case strings.HasSuffix(f, "k"):
+			mult, f = 1<<10, strings.TrimSuffix(f, "k")
+		}
+		var n int
+		if _, err := fmt.Sscan(f, &n); err != nil || n <= 0 || n*mult > 64<<20 {
+			return nil, fmt.Errorf("conntrack size %q: want a positive count up to 64M (suffix k or M)", f)
+		}
+		out = append(out, n*mult)
+	}
+	return out, nil
+}
+
+// sample is one measured value.
+type sample struct {
+	Case      string  `json:"case"`
+	Contender string  `json:"contender"`
+	Round     int     `json:"round"`
+	Metric    string  `json:"metric"`
+	Value     float64 `json:"value"`
+	Trials    []trial `json:"trials,omitempty"`
+	Note      string  `json:"note,omitempty"`
+}
+
+// bench is one run.
+type bench struct {
+	o       options
+	self    string
+	l       *lab.Lab
+	client  lab.Client
+	dir     lab.Director
+	servers []lab.Server
+	legsUp  bool
+
+	tmp, logDir string
+	trafgenCfg  string
+	needNginx   bool
+	log         io.Writer
+
+	genMax          float64 // the generator's offered rate this round
+	lastNatOverload float64 // gvs-nat's overload rate this round
+	samples         []sample
+	failures        []string
+}
+
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(b.log, format+"\n", args...)
+}
+
+func (b *bench) add(cs string, c contender, round int, metric string, v float64) {
+	b.addSample(sample{Case: cs, Contender: c.Name, Round: round, Metric: metric, Value: v})
+}
+
+func (b *bench) addSample(s sample) { b.samples = append(b.samples, s) }
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "noop" {
+		if err := runNoop(os.Args[2:], os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "gvs-bench noop:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	o, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gvs-bench:", err)
+		os.Exit(2)
+	}
+	if err := run(o, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "gvs-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// needTools checks the external programs the selected cases use.
+func needTools(cases []string) error {
+	need := []string{"ip", "nft", "taskset"}
+	for _, c := range cases {
+		switch c {
+		case "pps", "cpu", "latency", "scaling":
+			need = append(need, "trafgen")
+		case "cps":
+			need = append(need, "wrk", "nginx", "haproxy")
+		}
+	}
+	var missing []string
+	for _, t := range need {
+		if _, err := exec.LookPath(t); err != nil && !slices.Contains(missing, t) {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing %s (make bench-deps installs them)", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+func run(o options, stdout io.Writer) error {
+	start := time.Now()
+	b := &bench{o: o, log: stdout}
+	var err error
+	if b.self, err = os.Executable(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return err
+	}
+	b.logDir = filepath.Join(o.out, "logs")
+	if err := os.MkdirAll(b.logDir, 0o755); err != nil {
+		return err
+	}
+	labCases := slices.DeleteFunc(slices.Clone(o.cases), func(c string) bool { return c == "conntrack" })
+	machine := describeMachine()
+	b.logf("gvs-bench: %s", machine)
+	b.logf("cases %s, %d round(s), window %v after %v warm-up", strings.Join(o.cases, ","), o.rounds, o.window, o.warmup)
+
+	if len(labCases) > 0 {
+		if err := lab.Check(); err != nil {
+			return err
+		}
+		if err := needTools(labCases); err != nil {
+			return err
+		}
+		for _, bin := range []string{"gvsd", "gvs-testsrv"} {
+			if _, err := os.Stat(filepath.Join(o.bin, bin)); err != nil {
+				return fmt.Errorf("%s not in %s (make build): %w", bin, o.bin, err)
+			}
+		}
+		if b.tmp, err = os.MkdirTemp("", "gvs-bench-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(b.tmp)
+		b.needNginx = slices.Contains(labCases, "cps")
+		ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
+		defer cancel()
+		if err := b.setupLab(ctx); err != nil {
+			return fmt.Errorf("lab: %w", err)
+		}
+		stop := b.l.CloseOnSignal()
+		defer func() {
+			stop()
+			if err := b.l.Close(); err != nil {
+				b.logf("closing the lab: %v", err)
+			}
+		}()
+		b.logf("%s", b.l)
+		if err := b.servicesUp(ctx); err != nil {
+			return err
+		}
+		st := udpStream{
+			SrcMAC: b.client.MAC, DstMAC: b.dir.VIPSide.MAC, Src: b.client.Addr(), Dst: b.l.VIP(),
+			PortLo: 1024, PortHi: 1024 + 9999, DstPort: pktPort, FrameLen: 60,
+		}
+		cfg, err := st.trafgenConfig()
+		if err != nil {
+			return err
+		}
+		if b.trafgenCfg, err = b.writeTemp("udp.trafgen", cfg); err != nil {
+			return err
+		}
+		b.runRounds(ctx, labCases)
+	}
+	if slices.Contains(o.cases, "conntrack") {
+		for r := 1; r <= o.rounds; r++ {
+			for _, n := range o.ctSizes {
+				res, err := measureConntrack(n, o.ctDur)
+				name := fmt.Sprintf("gvs %s", sizeLabel(n))
+				if err != nil {
+					b.failures = append(b.failures, fmt.Sprintf("conntrack %s round %d: %v", name, r, err))
+					continue
+				}
+				c := contender{Name: name, kind: kindGVS}
+				b.add("conntrack", c, r, "bytes_per_conn", res.BytesPerConn)
+				b.add("conntrack", c, r, "insert_per_s", res.InsertPerSec)
+				b.add("conntrack", c, r, "lookup_per_s_1", res.LookupPerSec)
+				b.add("conntrack", c, r, "lookup_per_s_all", res.LookupPerSecP)
+				b.logf("  conntrack %s: %.1f B/conn, insert %s/s, lookup %s/s (1 goroutine), %s/s (%d)", sizeLabel(n), res.BytesPerConn,
+					formatValue(res.InsertPerSec), formatValue(res.LookupPerSec), formatValue(res.LookupPerSecP), runtime.GOMAXPROCS(0))
+			}
+		}
+	}
+	rep := report{Machine: machine, Started: start.UTC().Format(time.RFC3339), Seconds: time.Since(start).Seconds(),
+		Options: o.describe(), Samples: b.samples, Failures: b.failures}
+	if err := rep.write(o.out, stdout); err != nil {
+		return err
+	}
+	if len(b.failures) > 0 {
+		return fmt.Errorf("%d measurement(s) failed (see above and %s)", len(b.failures), filepath.Join(o.out, "results.json"))
+	}
+	return nil
+}
+
+// runRounds runs every round: the generator first (its rate bounds the
+// searches), then the other contenders in an order rotated by round.
+func (b *bench) runRounds(ctx context.Context, cases []string) {
+	var list []contender
+	for _, c := range allContenders() {
+		if len(b.o.contenders) > 0 && !slices.Contains(b.o.contenders, c.Name) {
+			continue
+		}
+		if slices.ContainsFunc(cases, c.takes) {
+			list = append(list, c)
+		}
+	}
+	for r := 1; r <= b.o.rounds; r++ {
+		b.genMax, b.lastNatOverload = 0, 0
+		order := slices.Clone(list)
+		if len(order) > 1 && order[0].kind == kindGen {
+			rest := order[1:]
+			k := (r - 1) % len(rest)
+			order = append([]contender{order[0]}, append(slices.Clone(rest[k:]), rest[:k]...)...)
+		}
+		// gvs-nat before gvs-nat-2w, so the 1-worker scaling point is
+		// this round's pps overload rate.
+		for i, c := range order {
+			if c.Name == "gvs-nat-2w" {
+				order = append(slices.Delete(order, i, i+1), c)
+				break
+			}
+		}
+		b.logf("== round %d/%d", r, b.o.rounds)
+		for _, c := range order {
+			if ctx.Err() != nil {
+				b.failures = append(b.failures, ctx.Err().Error())
+				return
+			}
+			b.runContender(ctx, c, cases, r)
+		}
+	}
+}
+
+func (b *bench) runContender(ctx context.Context, c contender, cases []string, round int) {
+	fail := func(cs string, err error) {
+		msg := fmt.Sprintf("%s %s round %d: %v", c.Name, cs, round, err)
+		b.failures = append(b.failures, msg)
+		b.logf("  FAILED %s", msg)
+	}
+	r, err := b.start(ctx, c, round)
+	if err != nil {
+		fail("start", err)
+		return
+	}
+	defer r.stop()
+	needsTraffic := slices.ContainsFunc(cases, func(cs string) bool { return c.takes(cs) && cs != "cps" })
+	if needsTraffic && c.kind != kindGen {
+		if err := b.prime(ctx); err != nil {
+			fail("prime", err)
+			return
+		}
+	}
+	fns := map[string]func(context.Context, contender, *running, int) error{
+		"pps": b.casePPS, "cpu": b.caseCPU, "cps": b.caseCPS, "latency": b.caseLatency, "scaling": b.caseScaling,
+	}
+	for _, cs := range caseNames {
+		if !slices.Contains(cases, cs) || !c.takes(cs) || fns[cs] == nil {
+			continue
+		}
+		if err := fns[cs](ctx, c, r, round); err != nil {
+			fail(cs, err)
+		}
+		if r.proc != nil {
+			select {
+			case <-r.proc.Done():
+				fail(cs, fmt.Errorf("forwarder exited: %s", lastLines(r.proc.Output(), 5)))
+				return
+			default:
+			}
+		}
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func sizeLabel(n int) string {
+	switch {
+	case n%(1<<20) == 0:
+		return fmt.Sprintf("%dM", n>>20)
+	case n%(1<<10) == 0:
+		return fmt.Sprintf("%dk", n>>10)
+	}
+	return fmt.Sprint(n)
+}
+
+// describe lists the options for the report.
+func (o options) describe() map[string]string {
+	return map[string]string{
+		"rounds": fmt.Sprint(o.rounds), "warmup": o.warmup.String(), "window": o.window.String(),
+		"trial": o.trial.String(), "steps": fmt.Sprint(o.steps), "tolerance": fmt.Sprint(o.tolerance),
+		"rate": fmt.Sprint(o.rate), "cases": strings.Join(o.cases, ","), "gen_cpu": o.genCPU,
+		"director_cpu": o.dirCPU, "rps": o.rps, "cps_duration": o.cpsDur.String(), "cps_conns": fmt.Sprint(o.cpsConns),
+		"ping_rate": fmt.Sprint(o.pingRate), "ping_duration": o.pingDur.String(),
+	}
+}
+
+// describeMachine is nproc, CPU model, kernel and load.
+func describeMachine() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	kernel := "unknown kernel"
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = strings.TrimSpace(string(b))
+	}
+	load := ""
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) >= 3 {
+			load = fmt.Sprintf(", load average %s %s %s at start", f[0], f[1], f[2])
+		}
+	}
+	return fmt.Sprintf("%d CPUs (%s), Linux %s, %s%s", runtime.NumCPU(), model, kernel, runtime.Version(), load)
+}
+
+// jsonWrite writes v as indented JSON.
+func jsonWrite(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
