@@ -30,6 +30,8 @@ type LinkInfo struct {
 // data path always sees a consistent pair.
 type Env struct {
 	res     Resolver
+	resGen  interface{ Generation() uint64 } // nil: the resolver cannot say
+	gen     atomic.Uint64                    // bumped by SetLinks and Learn
 	links   atomic.Pointer[envLinks]
 	learned [learnShards]learnShard
 }
@@ -67,6 +69,7 @@ func (e *Env) Learn(src netip.Addr, mac [6]byte, link int) {
 			sh.m = make(map[netip.Addr][6]byte)
 		}
 		sh.m[src] = mac
+		e.gen.Add(1) // cached misses for src are stale now
 	}
 	sh.mu.Unlock()
 }
@@ -94,6 +97,7 @@ type envLinks struct {
 // one-arm director both are the same interface.
 func NewEnv(res Resolver, vip, dip LinkInfo) (*Env, error) {
 	e := &Env{res: res}
+	e.resGen, _ = res.(interface{ Generation() uint64 })
 	if err := e.SetLinks(vip, dip); err != nil {
 		return nil, err
 	}
@@ -116,7 +120,20 @@ func (e *Env) SetLinks(vip, dip LinkInfo) error {
 		links:   [2]forwarder.Link{vip.Link, dip.Link},
 		ifindex: [2]int{vip.Index, dip.Index},
 	})
+	e.gen.Add(1)
 	return nil
+}
+
+// Generation implements forwarder.Generationer so that workers may cache
+// routes: it changes whenever the resolver publishes new answers, the links
+// change or a client's MAC is learned. Without a resolver generation the
+// Env claims to change all the time (every call differs), so nothing is
+// cached.
+func (e *Env) Generation() uint64 {
+	if e.resGen == nil {
+		return e.gen.Add(1)
+	}
+	return e.resGen.Generation() + e.gen.Load()
 }
 
 // OneArm reports whether both sides are the same interface.

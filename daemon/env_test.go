@@ -183,3 +183,46 @@ func TestEnvLearn(t *testing.T) {
 		t.Fatalf("kernel route replaced: %+v", h)
 	}
 }
+
+type genResolver struct {
+	fakeResolver
+	gen uint64
+}
+
+func (g *genResolver) Generation() uint64 { return g.gen }
+
+// Workers may cache routes only while Generation stays the same: it must
+// change with the resolver's answers, the links and learned MACs, and a
+// resolver that cannot tell makes every call differ.
+func TestEnvGeneration(t *testing.T) {
+	e := newFakeEnv(t, vipLink, dipLink) // fakeResolver has no Generation
+	if a, b := e.Generation(), e.Generation(); a == b {
+		t.Fatal("without a resolver generation, Generation must change on every call")
+	}
+	res := &genResolver{fakeResolver: fakeResolver{}, gen: 7}
+	e, err := NewEnv(res, vipLink, dipLink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := e.Generation()
+	if e.Generation() != g {
+		t.Fatal("Generation changed with nothing changed")
+	}
+	res.gen++
+	if e.Generation() == g {
+		t.Fatal("resolver change not seen")
+	}
+	g = e.Generation()
+	e.Learn(netip.MustParseAddr("198.18.1.11"), [6]byte{2, 0, 198, 18, 1, 11}, forwarder.VIPSide)
+	if e.Generation() == g {
+		t.Fatal("learned MAC not seen")
+	}
+	g = e.Generation()
+	e.Learn(netip.MustParseAddr("198.18.1.11"), [6]byte{2, 0, 198, 18, 1, 11}, forwarder.VIPSide)
+	if e.Generation() != g {
+		t.Fatal("learning the same MAC again must not invalidate caches")
+	}
+	if err := e.SetLinks(vipLink, dipLink); err != nil || e.Generation() == g {
+		t.Fatalf("SetLinks not seen (%v)", err)
+	}
+}

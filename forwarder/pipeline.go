@@ -155,7 +155,9 @@ func (w *Worker) route(dst netip.Addr) (Hop, bool) {
 		return e.hop, e.ok
 	}
 	hop, ok := w.p.env.Route(dst)
-	*e = routeEntry{addr: dst, gen: gen, hop: hop, ok: ok}
+	if ok { // a miss is asked again: asking may be what starts resolution
+		*e = routeEntry{addr: dst, gen: gen, hop: hop, ok: true}
+	}
 	return hop, ok
 }
 

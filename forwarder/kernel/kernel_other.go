@@ -66,6 +66,9 @@ func NewResolver(cfg ResolverConfig) (*Resolver, error) { return nil, ErrUnsuppo
 // Lookup reports false.
 func (r *Resolver) Lookup(addr netip.Addr) (Neighbor, bool) { return Neighbor{}, false }
 
+// Generation is always 0.
+func (r *Resolver) Generation() uint64 { return 0 }
+
 // Gateway reports false.
 func (r *Resolver) Gateway(client netip.Addr) (Neighbor, bool) { return Neighbor{}, false }
 

@@ -34,6 +34,16 @@ import (
 //
 // A Resolver works in the network namespace of the goroutine that created
 // it, whatever thread its background goroutine later runs on.
+// Generation changes every time the resolver publishes new answers, so
+// callers may cache Lookup and Gateway results until it does. It does not
+// allocate and is safe for concurrent use.
+func (r *Resolver) Generation() uint64 {
+	if s := r.snap.Load(); s != nil {
+		return s.gen
+	}
+	return 0
+}
+
 type Resolver struct {
 	log *zap.Logger
 	cfg ResolverConfig
@@ -61,6 +71,7 @@ type nhKey struct {
 
 // resolverSnapshot is immutable once published.
 type resolverSnapshot struct {
+	gen    uint64                 // Generation: one more than the snapshot it replaced
 	dests  map[[16]byte]destEntry // wanted destinations
 	routes []routeLevel           // main-table IPv4 unicast routes, most specific first
 	neigh  map[nhKey][6]byte      // usable neighbour entries only
@@ -674,6 +685,9 @@ func (st *resolverState) publish() {
 			unresolved = append(unresolved, e.nh)
 		}
 		s.dests[a.As16()] = e
+	}
+	if prev := r.snap.Load(); prev != nil {
+		s.gen = prev.gen + 1
 	}
 	old := r.snap.Swap(s)
 	if old != nil {
