@@ -589,23 +589,7 @@ func (w *Worker) icmpRelated(buf []byte, off, n, link int, now int64) *Result {
 			// connection's own transmitter.
 			return w.xmitIn(c, buf, off, n, link, false, false)
 		}
-		res := &w.res
-		*res = Result{Dest: c.Dest, State: c.State, Method: c.Method}
-		if p.TTL <= 1 {
-			return w.icmpReplyRes(frame, link, TTLExceeded, res)
-		}
-		hop, ok := w.route(c.DAddr)
-		if !ok {
-			res.Action, res.Reason = Drop, NoRoute
-			return w.count(res)
-		}
-		m := rewrite.MACs{Dst: hop.MAC, Src: w.p.env.Links()[hop.Link].MAC}
-		if !rewrite.ICMPIn(frame, p, c.DAddr.As4(), c.DPort, m) {
-			res.Action, res.Reason = Drop, RewriteFailed
-			return w.count(res)
-		}
-		res.Action, res.Link, res.Frame = Transmit, hop.Link, frame[:p.End]
-		return w.count(res)
+		return w.xmitICMPNAT(frame, link, c, false)
 	}
 
 	// From a real server, about a client packet it got client -> RIP:rport:
@@ -613,25 +597,43 @@ func (w *Worker) icmpRelated(buf []byte, off, n, link int, now int64) *Result {
 	rk := conntrack.ReplyKeyV4(proto, in.Dst, in.DstPort, in.Src, in.SrcPort)
 	if w.p.conns.PeekOut(rk, now, c) && c.Method == ipvs.Masq {
 		w.countOut(c.Dest, ipLen)
-		res := &w.res
-		*res = Result{Dest: c.Dest, State: c.State, Method: c.Method, Out: true}
-		if p.TTL <= 1 {
-			return w.icmpReplyFrom(frame, link, TTLExceeded, res, w.linkAddr(link))
-		}
-		hop, ok := w.route(c.CAddr)
-		if !ok {
-			res.Action, res.Reason = Drop, NoRoute
-			return w.count(res)
-		}
-		m := rewrite.MACs{Dst: hop.MAC, Src: w.p.env.Links()[hop.Link].MAC}
-		if !rewrite.ICMPOut(frame, p, c.VAddr.As4(), c.VPort, m) {
-			res.Action, res.Reason = Drop, RewriteFailed
-			return w.count(res)
-		}
-		res.Action, res.Link, res.Frame = Transmit, hop.Link, frame[:p.End]
-		return w.count(res)
+		return w.xmitICMPNAT(frame, link, c, true)
 	}
 	return w.result(Result{Action: Pass})
+}
+
+// xmitICMPNAT forwards an ICMP error related to a NAT connection with its
+// outer and quoted headers rewritten: to the real server (out false: an
+// error from outside about a reply the client never got) or to the client
+// (out true: an error from the real server about a client's packet).
+func (w *Worker) xmitICMPNAT(frame []byte, link int, c *conntrack.Conn, out bool) *Result {
+	p := &w.parsed
+	res := &w.res
+	*res = Result{Dest: c.Dest, State: c.State, Method: c.Method, Out: out}
+	to, from := c.DAddr, p.Dst
+	if out {
+		to, from = c.CAddr, w.linkAddr(link)
+	}
+	if p.TTL <= 1 {
+		return w.icmpReplyFrom(frame, link, TTLExceeded, res, from)
+	}
+	hop, ok := w.route(to)
+	if !ok {
+		res.Action, res.Reason = Drop, NoRoute
+		return w.count(res)
+	}
+	m := rewrite.MACs{Dst: hop.MAC, Src: w.p.env.Links()[hop.Link].MAC}
+	if out {
+		ok = rewrite.ICMPOut(frame, p, c.VAddr.As4(), c.VPort, m)
+	} else {
+		ok = rewrite.ICMPIn(frame, p, c.DAddr.As4(), c.DPort, m)
+	}
+	if !ok {
+		res.Action, res.Reason = Drop, RewriteFailed
+		return w.count(res)
+	}
+	res.Action, res.Link, res.Frame = Transmit, hop.Link, frame[:p.End]
+	return w.count(res)
 }
 
 // icmpReply answers the frame's sender with an ICMP error from the address
