@@ -520,6 +520,10 @@ func (w *Worker) xmitIn(c *conntrack.Conn, buf []byte, off, n, link int, partial
 	case ipvs.Masq:
 		ok = rewrite.NATIn(frame, p, rip, c.DPort, m, partial)
 	case ipvs.Tunnel:
+		if c.Dest.TunType() != ipvs.TunIPIP {
+			res.Action, res.Reason = Drop, TunTypeUnsupported
+			return w.count(res)
+		}
 		w.ipid++
 		out, ok = rewrite.TUN(buf[:off+n], off, p, hop.Src.As4(), rip, w.ipid, m, partial)
 	default: // Route, Local

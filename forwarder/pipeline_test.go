@@ -336,3 +336,12 @@ func TestFlowCacheUDPTimeout(t *testing.T) {
 		t.Fatal("UDP connection alive after 301 s of silence")
 	}
 }
+
+// A GUE or GRE tunnel real server is not sent IPIP it cannot decapsulate.
+func TestTunTypeUnsupported(t *testing.T) {
+	h := newHarness(t, "-A -t 198.51.100.10:80 -s rr\n-a -t 198.51.100.10:80 -r 198.18.2.11:80 -i --tun-type gue --tun-port 6080\n")
+	r := h.send(syn(client, 1), forwarder.VIPSide)
+	if r.Action != forwarder.Drop || r.Reason != forwarder.TunTypeUnsupported || r.Reason.String() != "tun_type_unsupported" {
+		t.Fatalf("%v %v", r.Action, r.Reason)
+	}
+}

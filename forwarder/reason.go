@@ -69,6 +69,9 @@ const (
 	// RewriteFailed: a rewrite refused the frame (should not happen after
 	// parsing; counted to be seen).
 	RewriteFailed
+	// TunTypeUnsupported: a tunnel real server configured for GUE or GRE
+	// (--tun-type); gvs encapsulates IPIP only.
+	TunTypeUnsupported
 	// NumReasons is the number of reasons, for counter arrays.
 	NumReasons
 )
@@ -76,6 +79,7 @@ const (
 var ownReasonNames = [...]string{
 	"ttl_exceeded", "no_dest", "no_conn", "dest_removed", "table_full",
 	"fragment", "frag_needed", "too_big", "no_route", "no_reply", "rewrite_failed",
+	"tun_type_unsupported",
 }
 
 // String is the reason's counter name (snake_case, stable).

@@ -255,6 +255,9 @@ func (d *Dest) LastWeight() int { return int(d.lastWeight.Load()) }
 func (d *Dest) UThreshold() uint32 { return d.uThresh.Load() }
 func (d *Dest) LThreshold() uint32 { return d.lThresh.Load() }
 
+// TunType is the tunnel encapsulation of a Tunnel destination.
+func (d *Dest) TunType() TunType { return TunType(d.tun.Load() & 0xff) }
+
 // Overloaded reports IP_VS_DEST_F_OVERLOAD.
 func (d *Dest) Overloaded() bool { return d.overload.Load() }
 
