@@ -140,32 +140,36 @@ func Local(argv []string, stdout, stderr io.Writer) (code int, handled bool) {
 // (-R, or the program invoked as ipvsadm-restore). argv[0] is the
 // program name.
 func NeedsStdin(argv []string) bool {
+	kind, ok := commandKind(argv)
+	return ok && kind == ipvs.CmdRestore
+}
+
+// commandKind is the command a command line asks for: CmdRestore for
+// ipvsadm-restore and CmdSave for ipvsadm-save whatever their arguments;
+// ok is false when the ipvsadm command line does not parse.
+func commandKind(argv []string) (kind ipvs.CommandKind, ok bool) {
 	prog, args := progArgs(argv)
 	switch prog {
 	case progRestore:
-		return true
+		return ipvs.CmdRestore, true
 	case progSave:
-		return false
+		return ipvs.CmdSave, true
 	}
 	c, err := ipvs.ParseArgsAs(prog, args)
-	return err == nil && c.Kind == ipvs.CmdRestore
+	if err != nil {
+		return ipvs.CmdNone, false
+	}
+	return c.Kind, true
 }
 
 // changes reports whether a command line asks to change the state (for
 // logging; whether it did is in the exit status).
 func changes(argv []string) bool {
-	prog, args := progArgs(argv)
-	switch prog {
-	case progRestore:
-		return true
-	case progSave:
+	kind, ok := commandKind(argv)
+	if !ok {
 		return false
 	}
-	c, err := ipvs.ParseArgsAs(prog, args)
-	if err != nil {
-		return false
-	}
-	switch c.Kind {
+	switch kind {
 	case ipvs.CmdList, ipvs.CmdSave, ipvs.CmdHelp, ipvs.CmdVersion:
 		return false
 	}

@@ -609,6 +609,31 @@ func TestLocalAndNeedsStdin(t *testing.T) {
 	}
 }
 
+func TestChanges(t *testing.T) {
+	for _, tc := range []struct {
+		argv []string
+		want bool
+	}{
+		{[]string{"ipvsadm", "-A", "-t", "10.0.0.1:80"}, true},
+		{[]string{"ipvsadm", "-C"}, true},
+		{[]string{"ipvsadm", "-R"}, true},
+		{[]string{"ipvsadm-restore"}, true},
+		{[]string{"/usr/sbin/ipvsadm-restore", "-x"}, true},
+		{[]string{"ipvsadm-save", "-n"}, false},
+		{[]string{"ipvsadm", "-S"}, false},
+		{[]string{"ipvsadm", "-Ln"}, false},
+		{[]string{"ipvsadm"}, false},
+		{[]string{"ipvsadm", "-h"}, false},
+		{[]string{"ipvsadm", "-v"}, false},
+		{[]string{"ipvsadm", "--no-such-option"}, false},
+		{nil, false},
+	} {
+		if got := changes(tc.argv); got != tc.want {
+			t.Errorf("changes(%q) = %v, want %v", tc.argv, got, tc.want)
+		}
+	}
+}
+
 // BenchmarkListConns measures -Lnc over 10000 connections.
 func BenchmarkListConns(b *testing.B) {
 	te := newTestEngine(b)

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"gvs/forwarder/kernel"
+	"gvs/forwarder/ring"
 	"gvs/ipvs"
 )
 
@@ -90,11 +91,11 @@ func Derive(table *ipvs.Table, vipIf, dipIf string) Derived {
 // Filters returns the RX filters of the VIP side and the DIP side. A
 // one-arm director has one ring per worker: its filter is the union, and
 // both returned filters are equal.
-func (d *Derived) Filters(oneArm bool) (vip, dip Filter) {
-	vip = Filter{Dst: d.VIPs}
-	dip = Filter{Src: d.MasqRIPs, ICMP: true}
+func (d *Derived) Filters(oneArm bool) (vip, dip ring.Filter) {
+	vip = ring.Filter{DstAddrs: d.VIPs}
+	dip = ring.Filter{SrcAddrs: d.MasqRIPs, ICMP: true}
 	if oneArm {
-		u := Filter{Dst: d.VIPs, Src: d.MasqRIPs, ICMP: true}
+		u := ring.Filter{DstAddrs: d.VIPs, SrcAddrs: d.MasqRIPs, ICMP: true}
 		return u, u
 	}
 	return vip, dip

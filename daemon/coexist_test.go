@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"gvs/forwarder/ring"
 	"gvs/ipvs"
 	"gvs/scheduler"
 )
@@ -90,7 +91,7 @@ func TestDeriveOneArmAndEmpty(t *testing.T) {
 		}
 	}
 	vf, df := d.Filters(true)
-	if !vf.Equal(df) || !vf.ICMP || len(vf.Dst) != 2 || len(vf.Src) != 3 {
+	if !vf.Equal(df) || !vf.ICMP || len(vf.DstAddrs) != 2 || len(vf.SrcAddrs) != 3 {
 		t.Errorf("one-arm filters %+v %+v", vf, df)
 	}
 	e := Derive(ipvs.NewTable(scheduler.New), "vip0", "dip0")
@@ -102,10 +103,10 @@ func TestDeriveOneArmAndEmpty(t *testing.T) {
 func TestDeriveFilters(t *testing.T) {
 	d := Derive(tableFrom(t, mixedRules), "vip0", "dip0")
 	vf, df := d.Filters(false)
-	if !vf.Equal(Filter{Dst: addrs("203.0.113.5", "198.51.100.10", "198.51.100.10")}) {
+	if !vf.Equal(ring.Filter{DstAddrs: addrs("203.0.113.5", "198.51.100.10", "198.51.100.10")}) {
 		t.Errorf("VIP filter %+v", vf)
 	}
-	if !df.Equal(Filter{Src: d.MasqRIPs, ICMP: true}) || vf.Equal(df) {
+	if !df.Equal(ring.Filter{SrcAddrs: d.MasqRIPs, ICMP: true}) || vf.Equal(df) {
 		t.Errorf("DIP filter %+v", df)
 	}
 }

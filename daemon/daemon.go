@@ -83,7 +83,7 @@ type Daemon struct {
 	closed   bool
 	synced   bool
 	derived  Derived
-	filters  [2]Filter
+	filters  [2]ring.Filter
 	arpAddrs []netip.Addr
 }
 
@@ -192,7 +192,7 @@ func (d *Daemon) openRings(vip, dip LinkInfo) error {
 	if !d.oneArm {
 		links = append(links, dip)
 	}
-	drop, err := Filter{}.Assemble()
+	drop, err := ring.Filter{}.Assemble()
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/net/bpf"
 
+	"gvs/forwarder/ring"
 	"gvs/ipvs"
 	"gvs/scheduler"
 )
@@ -82,8 +83,8 @@ func (d *Daemon) Sync() error {
 // setFilters attaches new filters to every RX ring when they changed. A
 // filter too large for the kernel is replaced by none (everything is copied
 // and the pipeline passes what is not gvs's): slower, never wrong.
-func (d *Daemon) setFilters(vf, df Filter) error {
-	want := [2]Filter{vf, df}
+func (d *Daemon) setFilters(vf, df ring.Filter) error {
+	want := [2]ring.Filter{vf, df}
 	if d.synced && want[0].Equal(d.filters[0]) && want[1].Equal(d.filters[1]) {
 		return nil
 	}

@@ -306,6 +306,19 @@ func svcProto(k ServiceKey) Protocol {
 	return k.Proto
 }
 
+// writePersistence writes a persistent service's timeout after the word
+// timeout and, unless it covers the whole address, its netmask after the
+// word mask: dotted for IPv4, a prefix length for IPv6.
+func writePersistence(b *bytes.Buffer, cfg *ServiceConfig, v6 bool, timeout, mask string) {
+	fmt.Fprintf(b, " %s %d", timeout, cfg.Timeout)
+	switch {
+	case !v6 && cfg.Netmask != 32:
+		fmt.Fprintf(b, " %s %s", mask, prefixToMask(cfg.Netmask))
+	case v6 && cfg.Netmask != 128:
+		fmt.Fprintf(b, " %s %d", mask, cfg.Netmask)
+	}
+}
+
 // writeServiceEntry is print_service_entry.
 func writeServiceEntry(b *bytes.Buffer, svc *Service, f format, stats StatsFunc) {
 	if stats == nil {
@@ -345,13 +358,7 @@ func writeServiceEntry(b *bytes.Buffer, svc *Service, f format, stats StatsFunc)
 	case f.rule:
 		fmt.Fprintf(b, "-A %s -s %s", name, cfg.Scheduler)
 		if cfg.Persistent() {
-			fmt.Fprintf(b, " -p %d", cfg.Timeout)
-			if !v6 && cfg.Netmask != 32 {
-				fmt.Fprintf(b, " -M %s", prefixToMask(cfg.Netmask))
-			}
-			if v6 && cfg.Netmask != 128 {
-				fmt.Fprintf(b, " -M %d", cfg.Netmask)
-			}
+			writePersistence(b, &cfg, v6, "-p", "-M")
 		}
 		if cfg.PE != "" {
 			fmt.Fprintf(b, " --pe %s", cfg.PE)
@@ -378,13 +385,7 @@ func writeServiceEntry(b *bytes.Buffer, svc *Service, f format, stats StatsFunc)
 			b.WriteString(" (" + schedFlagsString(cfg.Scheduler, schedFlags) + ")")
 		}
 		if cfg.Persistent() {
-			fmt.Fprintf(b, " persistent %d", cfg.Timeout)
-			if !v6 && cfg.Netmask != 32 {
-				fmt.Fprintf(b, " mask %s", prefixToMask(cfg.Netmask))
-			}
-			if v6 && cfg.Netmask != 128 {
-				fmt.Fprintf(b, " mask %d", cfg.Netmask)
-			}
+			writePersistence(b, &cfg, v6, "persistent", "mask")
 			if cfg.PE != "" {
 				fmt.Fprintf(b, " pe %s", cfg.PE)
 			}

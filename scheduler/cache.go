@@ -96,6 +96,78 @@ func destSet(ds []*ipvs.Dest) map[*ipvs.Dest]struct{} {
 	return m
 }
 
+// cache is what lblc and lblcr share: buckets of slots caching a value V
+// (a destination, a destination set) for a destination address.
+type cache[V any] struct {
+	cacheClock
+	buckets []bucket[V]
+}
+
+// bucket is one bucket of a cache, with its own lock.
+type bucket[V any] struct {
+	mu    sync.Mutex
+	slots [cacheBucketSlots]cacheSlot[V]
+}
+
+// cacheSlot caches val for the destination address key; lastUse 0 marks an
+// empty slot.
+type cacheSlot[V any] struct {
+	key     [16]byte
+	lastUse int64
+	val     V
+}
+
+func (c *cache[V]) init() {
+	c.buckets = make([]bucket[V], cacheTabSize)
+	c.cacheClock.init()
+}
+
+// purge calls stale with the destinations of svc and each cached value,
+// bucket by bucket under the bucket's lock, and empties the slots for which
+// it returns true.
+func (c *cache[V]) purge(svc *ipvs.Service, stale func(keep map[*ipvs.Dest]struct{}, v *V) bool) {
+	keep := destSet(svc.Dests())
+	for i := range c.buckets {
+		b := &c.buckets[i]
+		b.mu.Lock()
+		for j := range b.slots {
+			if sl := &b.slots[j]; sl.lastUse != 0 && stale(keep, &sl.val) {
+				*sl = cacheSlot[V]{}
+			}
+		}
+		b.mu.Unlock()
+	}
+}
+
+// lookup returns the slot caching key, or nil if none does or its entry has
+// been idle for longer than exp.
+func (b *bucket[V]) lookup(key [16]byte, now, exp int64) *cacheSlot[V] {
+	for j := range b.slots {
+		if sl := &b.slots[j]; sl.lastUse != 0 && sl.key == key && now-sl.lastUse <= exp {
+			return sl
+		}
+	}
+	return nil
+}
+
+// claim returns a slot for a new entry for key, used now and holding the
+// zero value: an empty or expired slot, else the least recently used.
+func (b *bucket[V]) claim(key [16]byte, now, exp int64) *cacheSlot[V] {
+	v := &b.slots[0]
+	for j := range b.slots {
+		sl := &b.slots[j]
+		if sl.lastUse == 0 || now-sl.lastUse > exp {
+			v = sl
+			break
+		}
+		if sl.lastUse < v.lastUse {
+			v = sl
+		}
+	}
+	*v = cacheSlot[V]{key: key, lastUse: now}
+	return v
+}
+
 // lblc is locality-based least-connection (ip_vs_lblc.c): a cache of
 // destination address -> destination. A cached destination is reused while
 // it is available, usable and not "overloaded" (lblcOverloaded); otherwise
@@ -105,23 +177,11 @@ func destSet(ds []*ipvs.Dest) map[*ipvs.Dest]struct{} {
 // destination flagged OVERLOAD is not reused (OVERLOAD is skipped by every
 // scheduler, IPVS.md §4).
 type lblc struct {
-	cacheClock
-	buckets []lblcBucket
-}
-
-type lblcBucket struct {
-	mu    sync.Mutex
-	slots [cacheBucketSlots]lblcSlot
-}
-
-type lblcSlot struct {
-	key     [16]byte
-	dest    *ipvs.Dest
-	lastUse int64 // 0: empty
+	cache[*ipvs.Dest]
 }
 
 func newLBLC() *lblc {
-	s := &lblc{buckets: make([]lblcBucket, cacheTabSize)}
+	s := new(lblc)
 	s.init()
 	return s
 }
@@ -130,19 +190,10 @@ func (*lblc) Name() string { return "lblc" }
 
 // Update drops cache entries whose destination left the service.
 func (s *lblc) Update(svc *ipvs.Service) {
-	keep := destSet(svc.Dests())
-	for i := range s.buckets {
-		b := &s.buckets[i]
-		b.mu.Lock()
-		for j := range b.slots {
-			if sl := &b.slots[j]; sl.lastUse != 0 {
-				if _, ok := keep[sl.dest]; !ok {
-					*sl = lblcSlot{}
-				}
-			}
-		}
-		b.mu.Unlock()
-	}
+	s.purge(svc, func(keep map[*ipvs.Dest]struct{}, d **ipvs.Dest) bool {
+		_, ok := keep[*d]
+		return !ok
+	})
 }
 
 func (s *lblc) Schedule(svc *ipvs.Service, f *ipvs.Flow) *ipvs.Dest {
@@ -153,16 +204,10 @@ func (s *lblc) Schedule(svc *ipvs.Service, f *ipvs.Flow) *ipvs.Dest {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 
-	var hit *lblcSlot
-	for j := range b.slots {
-		if sl := &b.slots[j]; sl.lastUse != 0 && sl.key == key && now-sl.lastUse <= exp {
-			hit = sl
-			break
-		}
-	}
+	hit := b.lookup(key, now, exp)
 	if hit != nil {
 		hit.lastUse = now
-		if d := hit.dest; d.Available() && d.Usable() && !lblcOverloaded(d, ds) {
+		if d := hit.val; d.Available() && d.Usable() && !lblcOverloaded(d, ds) {
 			return d
 		}
 	}
@@ -171,27 +216,10 @@ func (s *lblc) Schedule(svc *ipvs.Service, f *ipvs.Flow) *ipvs.Dest {
 		return nil
 	}
 	if hit == nil {
-		hit = b.victim(now, exp)
-		hit.key = key
+		hit = b.claim(key, now, exp)
 	}
-	hit.dest, hit.lastUse = d, now
+	hit.val, hit.lastUse = d, now
 	return d
-}
-
-// victim is the slot to (re)use for a new entry: an empty or expired one,
-// else the least recently used.
-func (b *lblcBucket) victim(now, exp int64) *lblcSlot {
-	v := &b.slots[0]
-	for j := range b.slots {
-		sl := &b.slots[j]
-		if sl.lastUse == 0 || now-sl.lastUse > exp {
-			return sl
-		}
-		if sl.lastUse < v.lastUse {
-			v = sl
-		}
-	}
-	return v
 }
 
 // lblcr is locality-based least-connection with replication
@@ -203,18 +231,11 @@ func (b *lblcBucket) victim(now, exp int64) *lblcSlot {
 // removed. Sets hold at most 8 members here (unbounded in IPVS); adding to
 // a full set replaces its most loaded member.
 type lblcr struct {
-	cacheClock
-	buckets []lblcrBucket
+	cache[lblcrSet]
 }
 
-type lblcrBucket struct {
-	mu    sync.Mutex
-	slots [cacheBucketSlots]lblcrSlot
-}
-
-type lblcrSlot struct {
-	key     [16]byte
-	lastUse int64 // 0: empty
+// lblcrSet is the destination set cached in one slot and its last change.
+type lblcrSet struct {
 	lastMod int64
 	n       int
 	// set[:n], oldest first; scans go newest first as the kernel's list
@@ -223,35 +244,24 @@ type lblcrSlot struct {
 }
 
 func newLBLCR() *lblcr {
-	s := &lblcr{buckets: make([]lblcrBucket, cacheTabSize)}
+	s := new(lblcr)
 	s.init()
 	return s
 }
 
 func (*lblcr) Name() string { return "lblcr" }
 
-// Update removes destinations that left the service from every set.
+// Update removes destinations that left the service from every set, and
+// the sets left empty.
 func (s *lblcr) Update(svc *ipvs.Service) {
-	keep := destSet(svc.Dests())
-	for i := range s.buckets {
-		b := &s.buckets[i]
-		b.mu.Lock()
-		for j := range b.slots {
-			sl := &b.slots[j]
-			if sl.lastUse == 0 {
-				continue
-			}
-			for k := sl.n - 1; k >= 0; k-- {
-				if _, ok := keep[sl.set[k]]; !ok {
-					sl.remove(k)
-				}
-			}
-			if sl.n == 0 {
-				*sl = lblcrSlot{}
+	s.purge(svc, func(keep map[*ipvs.Dest]struct{}, set *lblcrSet) bool {
+		for k := set.n - 1; k >= 0; k-- {
+			if _, ok := keep[set.set[k]]; !ok {
+				set.remove(k)
 			}
 		}
-		b.mu.Unlock()
-	}
+		return set.n == 0
+	})
 }
 
 func (s *lblcr) Schedule(svc *ipvs.Service, f *ipvs.Flow) *ipvs.Dest {
@@ -262,20 +272,15 @@ func (s *lblcr) Schedule(svc *ipvs.Service, f *ipvs.Flow) *ipvs.Dest {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 
-	var hit *lblcrSlot
-	for j := range b.slots {
-		if sl := &b.slots[j]; sl.lastUse != 0 && sl.key == key && now-sl.lastUse <= exp {
-			hit = sl
-			break
-		}
-	}
+	hit := b.lookup(key, now, exp)
 	if hit != nil {
 		hit.lastUse = now
-		d := hit.min()
-		if hit.n > 1 && now-hit.lastMod > exp {
-			if m := hit.max(); m != nil {
-				hit.remove(indexOf(hit.set[:hit.n], m))
-				hit.lastMod = now
+		set := &hit.val
+		d := set.min()
+		if set.n > 1 && now-set.lastMod > exp {
+			if m := set.max(); m != nil {
+				set.remove(indexOf(set.set[:set.n], m))
+				set.lastMod = now
 			}
 		}
 		if d != nil && !lblcOverloaded(d, ds) {
@@ -287,34 +292,19 @@ func (s *lblcr) Schedule(svc *ipvs.Service, f *ipvs.Flow) *ipvs.Dest {
 		return nil
 	}
 	if hit == nil {
-		hit = b.victim(now, exp)
-		*hit = lblcrSlot{key: key, lastUse: now}
+		hit = b.claim(key, now, exp)
 	}
-	hit.insert(d, now)
+	hit.val.insert(d, now)
 	return d
-}
-
-func (b *lblcrBucket) victim(now, exp int64) *lblcrSlot {
-	v := &b.slots[0]
-	for j := range b.slots {
-		sl := &b.slots[j]
-		if sl.lastUse == 0 || now-sl.lastUse > exp {
-			return sl
-		}
-		if sl.lastUse < v.lastUse {
-			v = sl
-		}
-	}
-	return v
 }
 
 // min is ip_vs_dest_set_min: the available, usable member with the least
 // overhead/weight, newest first on ties.
-func (sl *lblcrSlot) min() *ipvs.Dest {
+func (st *lblcrSet) min() *ipvs.Dest {
 	var least *ipvs.Dest
 	var loh, lw int64
-	for k := sl.n - 1; k >= 0; k-- {
-		d := sl.set[k]
+	for k := st.n - 1; k >= 0; k-- {
+		d := st.set[k]
 		if !d.Usable() || !d.Available() {
 			continue
 		}
@@ -328,11 +318,11 @@ func (sl *lblcrSlot) min() *ipvs.Dest {
 
 // max is ip_vs_dest_set_max: the member with weight > 0 and the most
 // overhead/weight, newest first on ties.
-func (sl *lblcrSlot) max() *ipvs.Dest {
+func (st *lblcrSet) max() *ipvs.Dest {
 	var most *ipvs.Dest
 	var moh, mw int64
-	for k := sl.n - 1; k >= 0; k-- {
-		d := sl.set[k]
+	for k := st.n - 1; k >= 0; k-- {
+		d := st.set[k]
 		dw := int64(d.Weight())
 		if dw <= 0 {
 			continue
@@ -346,25 +336,25 @@ func (sl *lblcrSlot) max() *ipvs.Dest {
 }
 
 // insert adds d to the set unless present (ip_vs_dest_set_insert).
-func (sl *lblcrSlot) insert(d *ipvs.Dest, now int64) {
-	if indexOf(sl.set[:sl.n], d) >= 0 {
+func (st *lblcrSet) insert(d *ipvs.Dest, now int64) {
+	if indexOf(st.set[:st.n], d) >= 0 {
 		return
 	}
-	if sl.n == lblcrSetMax {
+	if st.n == lblcrSetMax {
 		k := 0 // the oldest, when no member has weight > 0
-		if m := sl.max(); m != nil {
-			k = indexOf(sl.set[:sl.n], m)
+		if m := st.max(); m != nil {
+			k = indexOf(st.set[:st.n], m)
 		}
-		sl.remove(k)
+		st.remove(k)
 	}
-	sl.set[sl.n] = d
-	sl.n++
-	sl.lastMod = now
+	st.set[st.n] = d
+	st.n++
+	st.lastMod = now
 }
 
 // remove deletes member k, keeping the order of the others.
-func (sl *lblcrSlot) remove(k int) {
-	copy(sl.set[k:sl.n], sl.set[k+1:sl.n])
-	sl.n--
-	sl.set[sl.n] = nil
+func (st *lblcrSet) remove(k int) {
+	copy(st.set[k:st.n], st.set[k+1:st.n])
+	st.n--
+	st.set[st.n] = nil
 }

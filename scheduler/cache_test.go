@@ -93,7 +93,7 @@ func TestLBLC(t *testing.T) {
 	s.Update(svc)
 	for i := range s.buckets {
 		for _, sl := range s.buckets[i].slots {
-			if sl.lastUse != 0 && sl.dest == m["B"] {
+			if sl.lastUse != 0 && sl.val == m["B"] {
 				t.Fatal("entry for removed B kept")
 			}
 		}
@@ -175,7 +175,7 @@ func TestLBLCR(t *testing.T) {
 		for _, sl := range b.slots {
 			if sl.lastUse != 0 && sl.key == dst.DstAddr.As16() {
 				out := ""
-				for _, d := range sl.set[:sl.n] {
+				for _, d := range sl.val.set[:sl.val.n] {
 					out += nameOf(m, d)
 				}
 				return out
@@ -254,8 +254,8 @@ func TestLBLCRSetBounded(t *testing.T) {
 	}
 	b := &s.buckets[cacheBucket(dst.DstAddr)]
 	for _, sl := range b.slots {
-		if sl.lastUse != 0 && sl.n != lblcrSetMax {
-			t.Fatalf("set size %d, want %d", sl.n, lblcrSetMax)
+		if n := sl.val.n; sl.lastUse != 0 && n != lblcrSetMax {
+			t.Fatalf("set size %d, want %d", n, lblcrSetMax)
 		}
 	}
 }

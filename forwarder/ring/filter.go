@@ -11,18 +11,37 @@ import (
 
 // Filter describes the frames an RX ring accepts: IPv4 frames whose
 // destination is in DstAddrs (the VIPs), IPv4 frames whose source is in
-// SrcAddrs (real servers answering through a NAT director), and ARP frames
-// if ARP is set. Anything else is dropped in the kernel, before it is
-// copied into the ring.
+// SrcAddrs (real servers answering through a NAT director), every IPv4
+// ICMP frame if ICMP is set (errors about connections, which may come from
+// any router), and ARP frames if ARP is set. Anything else is dropped in
+// the kernel, before it is copied into the ring.
 //
 // Frames are matched untagged (the kernel strips the outer VLAN tag before
 // the filter runs, see the package documentation) and with one 802.1Q or
 // 802.1ad tag still in the data. IPv4 frames too short to hold the compared
-// address are dropped. An empty Filter drops everything.
+// protocol byte or address are dropped. An empty Filter drops everything.
 type Filter struct {
 	DstAddrs []netip.Addr
 	SrcAddrs []netip.Addr
+	ICMP     bool
 	ARP      bool
+}
+
+// Equal reports whether f and g are the same filter: the same ICMP and ARP
+// settings and the same address sets, whatever the order, duplicates or
+// v4-mapped form of the addresses. A filter holding an address Assemble
+// rejects is equal to no filter, so a caller comparing the filter it wants
+// with the one it attached always tries again.
+func (f Filter) Equal(g Filter) bool {
+	if f.ICMP != g.ICMP || f.ARP != g.ARP {
+		return false
+	}
+	d1, e1 := ipv4Keys(f.DstAddrs)
+	d2, e2 := ipv4Keys(g.DstAddrs)
+	s1, e3 := ipv4Keys(f.SrcAddrs)
+	s2, e4 := ipv4Keys(g.SrcAddrs)
+	return e1 == nil && e2 == nil && e3 == nil && e4 == nil &&
+		slices.Equal(d1, d2) && slices.Equal(s1, s2)
 }
 
 // acceptLen is what the program returns for an accepted frame: the number
@@ -38,10 +57,12 @@ const (
 	etherTypeARP    = 0x0806
 	etherTypeVLAN   = 0x8100
 	etherTypeQinQ   = 0x88a8
+	ipv4ProtoOff    = 9
 	ipv4SrcOff      = 12
 	ipv4DstOff      = 16
 	untaggedL3Start = 14
 	taggedL3Start   = 18
+	ipProtoICMP     = 1
 )
 
 // FilterIPv4Dst returns a program accepting IPv4 frames (with or without a
@@ -114,6 +135,8 @@ func ipv4Keys(addrs []netip.Addr) ([]uint32, error) {
 //	ip14:
 //	    ldx #14
 //	ip:
+//	    ldb [x+9]                    (protocol; only with ICMP)
+//	    jne #1, skip 1; ret #acceptLen
 //	    ld [x+16]                    (destination; only with DstAddrs)
 //	    jne #addr, skip 1; ret #acceptLen      (per address)
 //	    ld [x+12]                    (source; only with SrcAddrs)
@@ -130,7 +153,7 @@ func (f Filter) program(dst, src []uint32) []bpf.Instruction {
 		acceptSec = 1
 		ip18Len   = 2
 	)
-	p := make([]bpf.Instruction, 0, 16+2*(len(dst)+len(src)))
+	p := make([]bpf.Instruction, 0, 20+2*(len(dst)+len(src)))
 	// Head: 4+arp instructions after the first load, then the drop.
 	// Distances are counted from the instruction after the jump.
 	headRest := 3 + arp // instructions after "jeq ipv4" up to and including "ret #0"
@@ -164,6 +187,13 @@ func (f Filter) program(dst, src []uint32) []bpf.Instruction {
 		bpf.Jump{Skip: 1},
 		bpf.LoadConstant{Dst: bpf.RegX, Val: untaggedL3Start},
 	)
+	if f.ICMP {
+		p = append(p,
+			bpf.LoadIndirect{Off: ipv4ProtoOff, Size: 1},
+			bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: ipProtoICMP, SkipTrue: 1},
+			bpf.RetConstant{Val: acceptLen},
+		)
+	}
 	p = appendMatch(p, ipv4DstOff, dst)
 	p = appendMatch(p, ipv4SrcOff, src)
 	return append(p, bpf.RetConstant{Val: 0})

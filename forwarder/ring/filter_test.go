@@ -56,6 +56,14 @@ func refMatch(f Filter, b []byte) bool {
 	default:
 		return false
 	}
+	if f.ICMP {
+		if len(b) < l3+10 {
+			return false
+		}
+		if b[l3+9] == 1 {
+			return true
+		}
+	}
 	in := func(set []netip.Addr, off int) (match, short bool) {
 		if len(b) < l3+off+4 {
 			return false, true
@@ -88,6 +96,12 @@ func TestFilter(t *testing.T) {
 	arp := frameSpec{etherType: etherTypeARP, src: client, dst: vip1}
 	ipv6 := frameSpec{etherType: 0x86dd}
 	short := buildFrame(toVIP)[:14+19] // IPv4 header cut before the end of the destination
+	icmp := frameSpec{src: other, dst: client, ipProto: 1}
+	// The two sides of a director: VIPs on one, NAT replies and ICMP
+	// errors from anyone on the other, and their union on one arm.
+	vipSide := Filter{DstAddrs: []netip.Addr{vip1}}
+	dipSide := Filter{SrcAddrs: []netip.Addr{rs1}, ICMP: true}
+	oneArm := Filter{DstAddrs: []netip.Addr{vip1}, SrcAddrs: []netip.Addr{rs1}, ICMP: true}
 
 	tests := []struct {
 		name   string
@@ -121,6 +135,26 @@ func TestFilter(t *testing.T) {
 		{"arp only", Filter{ARP: true}, buildFrame(arp), true},
 		{"arp only drops ipv4", Filter{ARP: true}, buildFrame(toVIP), false},
 		{"v4-mapped vip", Filter{DstAddrs: []netip.Addr{netip.AddrFrom16(vip1.As16())}}, buildFrame(toVIP), true},
+		{"icmp disabled", lb, buildFrame(icmp), false},
+		{"vip side: to vip", vipSide, buildFrame(toVIP), true},
+		{"vip side: nat reply", vipSide, buildFrame(fromRS), false},
+		{"vip side: icmp", vipSide, buildFrame(icmp), false},
+		{"dip side: nat reply", dipSide, buildFrame(fromRS), true},
+		{"dip side: icmp from anyone", dipSide, buildFrame(icmp), true},
+		{"dip side: 802.1Q icmp", dipSide, buildFrame(tagged(icmp)), true},
+		{"dip side: 802.1ad icmp", dipSide, buildFrame(frameSpec{src: other, dst: client, ipProto: 1, vlanTCI: 3, vlanTPID: etherTypeQinQ}), true},
+		{"dip side: to vip", dipSide, buildFrame(toVIP), false},
+		{"dip side: stray udp", dipSide, buildFrame(stray), false},
+		{"dip side: arp", dipSide, buildFrame(arp), false},
+		{"dip side: icmp cut before protocol", dipSide, buildFrame(icmp)[:14+9], false},
+		{"dip side: nat reply cut before protocol", dipSide, buildFrame(fromRS)[:14+9], false},
+		{"one arm: to vip", oneArm, buildFrame(toVIP), true},
+		{"one arm: nat reply", oneArm, buildFrame(fromRS), true},
+		{"one arm: icmp", oneArm, buildFrame(icmp), true},
+		{"one arm: stray", oneArm, buildFrame(stray), false},
+		{"one arm: runt", oneArm, buildFrame(toVIP)[:20], false},
+		{"icmp only", Filter{ICMP: true}, buildFrame(icmp), true},
+		{"icmp only drops udp", Filter{ICMP: true}, buildFrame(toVIP), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -216,6 +250,59 @@ func TestFilterLarge(t *testing.T) {
 	}
 }
 
+// TestFilterMaxAddrs checks that a director with 2000 addresses in all
+// still gets a program, and that the last address is matched.
+func TestFilterMaxAddrs(t *testing.T) {
+	many := make([]netip.Addr, 2000)
+	for i := range many {
+		many[i] = netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})
+	}
+	f := Filter{DstAddrs: many[:1999], SrcAddrs: many[1999:], ICMP: true, ARP: true}
+	raw, err := f.Assemble()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !runFilter(t, raw, buildFrame(frameSpec{src: many[1999], dst: client})) {
+		t.Error("last of 2000 addresses not matched")
+	}
+	if !runFilter(t, raw, buildFrame(frameSpec{src: client, dst: many[1998]})) {
+		t.Error("last destination not matched")
+	}
+}
+
+func TestFilterEqual(t *testing.T) {
+	mapped := netip.AddrFrom16(vip1.As16())
+	bad := netip.MustParseAddr("2001:db8::1")
+	base := Filter{DstAddrs: []netip.Addr{vip1, vip2}, SrcAddrs: []netip.Addr{rs1}, ICMP: true}
+	tests := []struct {
+		name string
+		a, b Filter
+		want bool
+	}{
+		{"same", base, base, true},
+		{"zero", Filter{}, Filter{}, true},
+		{"nil and empty lists", Filter{DstAddrs: []netip.Addr{}}, Filter{}, true},
+		{"order", base, Filter{DstAddrs: []netip.Addr{vip2, vip1}, SrcAddrs: []netip.Addr{rs1}, ICMP: true}, true},
+		{"duplicates and v4-mapped", base, Filter{DstAddrs: []netip.Addr{vip2, mapped, vip1}, SrcAddrs: []netip.Addr{rs1, rs1}, ICMP: true}, true},
+		{"icmp differs", base, Filter{DstAddrs: base.DstAddrs, SrcAddrs: base.SrcAddrs}, false},
+		{"arp differs", base, Filter{DstAddrs: base.DstAddrs, SrcAddrs: base.SrcAddrs, ICMP: true, ARP: true}, false},
+		{"destination missing", base, Filter{DstAddrs: []netip.Addr{vip1}, SrcAddrs: base.SrcAddrs, ICMP: true}, false},
+		{"source as destination", Filter{DstAddrs: []netip.Addr{rs1}}, Filter{SrcAddrs: []netip.Addr{rs1}}, false},
+		{"invalid address equals nothing", Filter{DstAddrs: []netip.Addr{bad}}, Filter{DstAddrs: []netip.Addr{bad}}, false},
+		{"invalid source equals nothing", Filter{SrcAddrs: []netip.Addr{{}}}, Filter{SrcAddrs: []netip.Addr{{}}}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.a.Equal(tt.b); got != tt.want {
+				t.Errorf("a.Equal(b) = %v, want %v", got, tt.want)
+			}
+			if got := tt.b.Equal(tt.a); got != tt.want {
+				t.Errorf("b.Equal(a) = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
 // FuzzFilter compares the assembled program in the VM with the reference
 // semantics on arbitrary frames.
 func FuzzFilter(f *testing.F) {
@@ -232,12 +319,17 @@ func FuzzFilter(f *testing.F) {
 	f.Add([]byte{}, uint8(1))
 	f.Add(buildFrame(frameSpec{src: client, dst: vip1})[:30], uint8(2)) // cut inside the IPv4 header
 	f.Add(buildFrame(frameSpec{src: client, dst: vip1, vlanTCI: 1})[:16], uint8(3))
+	f.Add(buildFrame(frameSpec{src: other, dst: client, ipProto: 1}), uint8(4))
+	f.Add(buildFrame(frameSpec{src: other, dst: client, ipProto: 1, vlanTCI: 2})[:18+10], uint8(5))
+	f.Add(buildFrame(frameSpec{src: rs1, dst: client})[:14+16], uint8(4)) // source present, destination cut
 
 	filters := []Filter{
 		{DstAddrs: []netip.Addr{vip1, vip2}, SrcAddrs: []netip.Addr{rs1}, ARP: true},
 		{DstAddrs: []netip.Addr{vip1}},
 		{SrcAddrs: []netip.Addr{rs1, client}},
 		{ARP: true},
+		{DstAddrs: []netip.Addr{vip1}, SrcAddrs: []netip.Addr{rs1}, ICMP: true},
+		{SrcAddrs: []netip.Addr{rs1}, ICMP: true},
 	}
 	vms := make([]*bpf.VM, len(filters))
 	for i, flt := range filters {

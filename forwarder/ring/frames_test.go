@@ -19,6 +19,7 @@ type frameSpec struct {
 	vlanTCI        uint16 // 0: untagged
 	vlanTPID       uint16 // 0: 0x8100
 	etherType      uint16 // 0: IPv4
+	ipProto        uint8  // 0: UDP
 	src, dst       netip.Addr
 	sport, dport   uint16
 	size           int // total length; at least the headers plus marker
@@ -63,6 +64,9 @@ func buildFrame(s frameSpec) []byte {
 		binary.BigEndian.PutUint16(l3[4:], uint16(s.seq))
 		l3[8] = 64
 		l3[9] = 17 // UDP
+		if s.ipProto != 0 {
+			l3[9] = s.ipProto
+		}
 		src, dst := s.src.As4(), s.dst.As4()
 		copy(l3[12:16], src[:])
 		copy(l3[16:20], dst[:])
