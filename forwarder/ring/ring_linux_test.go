@@ -781,8 +781,15 @@ func TestForwardLoop(t *testing.T) {
 			t.Logf("time limit reached after %d of %d frames (overloaded machine?)", res.sent, count)
 		}
 	}
-	if lost := res.sent - res.delivered; lost > res.sent/1000 {
+	// With flow control (a bounded window in flight) nothing should be
+	// lost on an idle machine; on a loaded one (CI runs test packages side
+	// by side) the veth backlog can overflow while a thread is descheduled,
+	// which no ring counter sees. 2% still catches a ring that drops or
+	// loses frames systematically.
+	if lost := res.sent - res.delivered; lost > res.sent/50 {
 		t.Errorf("%d frames lost (forwarder drops %d)", lost, res.fwdDrops)
+	} else if lost > 0 {
+		t.Logf("%d frames lost in the kernel under load (forwarder drops %d)", lost, res.fwdDrops)
 	}
 }
 
