@@ -654,3 +654,67 @@ func TestIpvsadmCLI(t *testing.T) {
 		}
 	})
 }
+
+// TestVIPOnDirector puts the VIP on the director's lo, as kernel IPVS
+// setups and its selftest do. The kernel then believes the VIP is its own:
+// without gvsd's nftables ingress drop it would answer the client's SYN
+// with a RST. Connections must work and the director's kernel must send no
+// RST at all.
+func TestVIPOnDirector(t *testing.T) {
+	for _, m := range []mode{modeNAT, modeDR} {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, m, envOptions{vipOnDirector: true}, 30*time.Second)
+			rport := 8080
+			vport := 80
+			if m != modeNAT {
+				vport = rport
+			}
+			svc := e.addService("-t", vport, "rr", rport, nil)
+			rsts := tcpOutRsts(t, e)
+			got := e.names(e.client(0), svc, 6)
+			for i := range e.l.Servers() {
+				if got[serverName(i)] != 2 {
+					t.Fatalf("answers %v, want 2 from each real server", got)
+				}
+			}
+			if body, err := e.curl(e.client(0), "http://"+svc+"/"); err != nil || field(body, "name") == "" {
+				t.Fatalf("curl through a VIP on the director's lo: %v %q", err, body)
+			}
+			if after := tcpOutRsts(t, e); after != rsts {
+				t.Fatalf("the director's kernel sent %d RSTs for VIP traffic", after-rsts)
+			}
+		})
+	}
+}
+
+// tcpOutRsts reads the director kernel's Tcp OutRsts counter.
+func tcpOutRsts(t *testing.T, e *env) int {
+	t.Helper()
+	out, err := e.l.Output(e.ctx, e.dirNS, "cat", "/proc/net/snmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Tcp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "OutRsts" && i < len(f) {
+				v, err := strconv.Atoi(f[i])
+				if err != nil {
+					t.Fatal(err)
+				}
+				return v
+			}
+		}
+	}
+	t.Fatalf("no Tcp OutRsts in /proc/net/snmp:\n%s", out)
+	return 0
+}

@@ -138,7 +138,18 @@ type envOptions struct {
 	// noTestsrv leaves the real servers without gvs-testsrv (the
 	// selftest runs socat on the service port instead).
 	noTestsrv bool
+	// vipOnDirector puts the VIP on the director's lo, as kernel IPVS
+	// setups (and its selftest) do: gvsd must keep the kernel from
+	// answering the VIP traffic itself.
+	vipOnDirector bool
 }
+
+// kernelIPIP reports whether this kernel can decapsulate IPIP itself
+// (tunl0). This machine's cannot; where it can, TUN real servers use it as
+// the kernel selftest does, and gvs-decap is not needed.
+var kernelIPIP = sync.OnceValue(func() bool {
+	return exec.Command("modprobe", "-q", "ipip").Run() == nil
+})
 
 // newEnv builds the lab for mode m and starts the processes. The returned
 // env's context ends after timeout; everything is removed when the test
@@ -148,7 +159,7 @@ func newEnv(t *testing.T, m mode, o envOptions, timeout time.Duration) *env {
 	requireTools(t, "curl", "socat")
 	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	t.Cleanup(cancel)
-	opts := lab.Options{Prefix: labPrefix, Clients: o.clients, Servers: o.servers}
+	opts := lab.Options{Prefix: labPrefix, Clients: o.clients, Servers: o.servers, VIPOnDirector: o.vipOnDirector}
 	if m != modeNAT {
 		// Replies go from the real server straight to the client.
 		opts.VIPOnServers, opts.ClientLegOnServers = true, true
@@ -173,7 +184,14 @@ func newEnv(t *testing.T, m mode, o envOptions, timeout time.Duration) *env {
 			p := e.start(s.NS, "ready name="+name, bin.testsrv, "--name", name)
 			e.srv = append(e.srv, p)
 		}
-		if m == modeTUN {
+		switch {
+		case m == modeTUN && kernelIPIP():
+			for _, c := range [][]string{{"ip", "link", "set", "tunl0", "up"}, {"sysctl", "-qw", "net.ipv4.conf.tunl0.rp_filter=0"}} {
+				if out, err := l.Run(ctx, s.NS, c[0], c[1:]...); err != nil {
+					t.Fatalf("%v in %s: %v %s", c, s.NS, err, out)
+				}
+			}
+		case m == modeTUN:
 			// No ipip module here: the userspace decapsulator stands in
 			// for tunl0.
 			e.start(s.NS, "ready", bin.decap, "--if", lab.ServerIf, "--vip", e.vip.String())
