@@ -81,13 +81,13 @@ bench-deps:
 	fi
 
 # bench: gvs side by side with nftables DNAT, HAProxy and a no-op ring forwarder on the lab (root;
-# about 12 minutes; BENCH_FLAGS=-quick for about 3). Results in bench-out/ (docs/PERFORMANCE.md).
+# about 10 minutes; BENCH_FLAGS=-quick for about 2). Results in out/bench/ (see docs/PERFORMANCE.md).
 BENCH_FLAGS ?=
 bench: check-root bench-deps build
-	$(BIN)/gvs-bench -bin $(BIN) -out bench-out $(BENCH_FLAGS)
+	$(BIN)/gvs-bench -bin $(BIN) -out out/bench $(BENCH_FLAGS)
 
 check-root:
-	@if [ "$$(id -u)" != 0 ]; then echo "make demo needs root (network namespaces)"; exit 1; fi
+	@if [ "$$(id -u)" != 0 ]; then echo "this target needs root (network namespaces)"; exit 1; fi
 
 # demo: the main job on a fresh machine. MODE=nat|dr|tun, SCHED=rr|wrr|wlc|sh|mh|...
 demo: check-root deps build

@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"gvs/internal/lab"
@@ -19,15 +23,45 @@ const userHZ = 100
 
 // trafgen starts the generator on the client (pinned to the generator
 // CPU): rate 0 = flat out; count bounds the run.
-func (b *bench) trafgen(rate float64, count uint64) (*lab.Proc, error) {
-	args := append([]string{"-c", b.o.genCPU, "trafgen"}, trafgenArgs(b.trafgenCfg, b.client.Name, rate, count)...)
-	return b.l.Start(b.client.NS, "taskset", args...)
+//
+// trafgen forks its sending process, and a signal to the parent alone
+// leaves the child sending; so every run is bounded twice: by count and by
+// timeout(1), which signals its whole process group (SIGINT, then SIGKILL
+// 2 s later), and killGen removes any survivor.
+func (b *bench) trafgen(rate float64, count uint64, limit time.Duration) (*lab.Proc, error) {
+	args := append([]string{"-s", "INT", "-k", "2", fmt.Sprintf("%.2f", limit.Seconds()), "taskset", "-c", b.o.genCPU, "trafgen"},
+		trafgenArgs(b.trafgenCfg, b.client.Name, rate, count)...)
+	return b.l.Start(b.client.NS, "timeout", args...)
+}
+
+// killGen ends every trafgen process left in the client namespace (all of
+// them started by this run: the namespace is the run's own).
+func (b *bench) killGen(ctx context.Context) {
+	out, err := b.l.Output(ctx, b.client.NS, "ip", "netns", "pids", b.client.NS)
+	if err != nil {
+		// `ip netns pids NS` needs no namespace; retry outside it.
+		o, err2 := exec.CommandContext(ctx, "ip", "netns", "pids", b.client.NS).Output()
+		if err2 != nil {
+			return
+		}
+		out = string(o)
+	}
+	for _, f := range strings.Fields(out) {
+		pid, err := strconv.Atoi(f)
+		if err != nil || pid <= 1 {
+			continue
+		}
+		comm, err := os.ReadFile(filepath.Join("/proc", f, "comm"))
+		if err == nil && strings.TrimSpace(string(comm)) == "trafgen" {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
 
 // prime sends a little traffic so that the forwarder has resolved the real
 // servers' MACs and is warm before anything is measured.
 func (b *bench) prime(ctx context.Context) error {
-	p, err := b.trafgen(20000, 4000)
+	p, err := b.trafgen(20000, 4000, 5*time.Second)
 	if err != nil {
 		return err
 	}
@@ -36,6 +70,7 @@ func (b *bench) prime(ctx context.Context) error {
 
 // waitProc waits for a bounded process and stops it if it overruns.
 func (b *bench) waitProc(ctx context.Context, p *lab.Proc, limit time.Duration) error {
+	defer b.killGen(ctx)
 	select {
 	case <-p.Done():
 	case <-time.After(limit):
@@ -45,10 +80,17 @@ func (b *bench) waitProc(ctx context.Context, p *lab.Proc, limit time.Duration) 
 		p.Stop()
 		return ctx.Err()
 	}
-	if err := p.Wait(); err != nil {
+	if err := p.Wait(); err != nil && !timedOut(err) {
 		return fmt.Errorf("trafgen: %w: %s", err, p.Output())
 	}
 	return nil
+}
+
+// timedOut reports timeout(1)'s exit status 124: the run reached its time
+// bound, which for a flat-out run is the plan.
+func timedOut(err error) bool {
+	var ee *exec.ExitError
+	return errors.As(err, &ee) && ee.ExitCode() == 124
 }
 
 // measureLoad runs the generator at rate (0: flat out) and returns one
@@ -60,11 +102,13 @@ func (b *bench) measureLoad(ctx context.Context, rate float64, proc *lab.Proc) (
 	if maxRate == 0 {
 		maxRate = 5e6 // a bound far above this generator
 	}
-	g, err := b.trafgen(rate, uint64(maxRate*total.Seconds()))
+	g, err := b.trafgen(rate, uint64(maxRate*total.Seconds()), total)
 	if err != nil {
 		return window{}, 0, err
 	}
-	defer g.Stop()
+	defer func() {
+		_ = b.waitProc(ctx, g, total+5*time.Second)
+	}()
 	select {
 	case <-time.After(b.o.warmup):
 	case <-g.Done():
@@ -127,7 +171,8 @@ func (b *bench) casePPS(ctx context.Context, c contender, r *running, round int)
 	if c.Name == "gvs-nat" {
 		b.lastNatOverload = fwd
 	}
-	b.logf("  %-10s overload: offered %s/s, at director %s/s, forwarded %s/s", c.Name, formatValue(w.offered), formatValue(w.arrived), formatValue(fwd))
+	b.add("pps", c, round, "overload_backlog_drops_pps", float64(w.backlog)/w.secs)
+	b.logf("  %-10s overload: offered %s/s, at director %s/s, forwarded %s/s (per real server %v), input-backlog drops %s/s", c.Name, formatValue(w.offered), formatValue(w.arrived), formatValue(fwd), w.perSrv, formatValue(float64(w.backlog)/w.secs))
 	if c.kind == kindGen {
 		return nil
 	}
@@ -139,7 +184,7 @@ func (b *bench) casePPS(ctx context.Context, c contender, r *running, round int)
 		Hi: hi * 1.02, Guess: fwd, Tolerance: b.o.tolerance, Steps: b.o.steps,
 	}, func(rate float64) (trial, error) { return b.trial(ctx, rate) })
 	for _, t := range trials {
-		b.logf("    trial %s/s: sent %d, received %d, loss %.4f%%", formatValue(t.Rate), t.Sent, t.Received, 100*t.Loss)
+		b.logf("    trial %s/s: sent %d, received %d, loss %.4f%%, input-backlog drops %d", formatValue(t.Rate), t.Sent, t.Received, 100*t.Loss, t.BacklogDrops)
 	}
 	if err != nil {
 		return err
@@ -157,16 +202,31 @@ func (b *bench) casePPS(ctx context.Context, c contender, r *running, round int)
 func (b *bench) trial(ctx context.Context, rate float64) (trial, error) {
 	t := trial{Rate: rate}
 	count := uint64(rate * b.o.trial.Seconds())
+	d0 := b.linkDrops()
+	defer func() {
+		if dd := dropDelta(d0, b.linkDrops()); dd != "" {
+			b.logf("      interface drops: %s", dd)
+		}
+	}()
 	s0, err := b.snap()
 	if err != nil {
 		return t, err
 	}
-	g, err := b.trafgen(rate, count)
+	began := time.Now()
+	g, err := b.trafgen(rate, count, 2*b.o.trial+3*time.Second)
 	if err != nil {
 		return t, err
 	}
 	if err := b.waitProc(ctx, g, 3*b.o.trial+10*time.Second); err != nil {
 		return t, err
+	}
+	// The generator may take longer than planned to send count frames
+	// (then it could not offer rate): the offered rate is what it
+	// achieved over its own sending time, or over its lifetime (which
+	// includes its setup and errs low) if it did not report one.
+	elapsed, ok := parseTrafgenTime(g.Output())
+	if !ok || elapsed <= 0 {
+		elapsed = time.Since(began)
 	}
 	time.Sleep(300 * time.Millisecond) // let the rings and queues drain
 	s1, err := b.snap()
@@ -174,8 +234,8 @@ func (b *bench) trial(ctx context.Context, rate float64) (trial, error) {
 		return t, err
 	}
 	w := diff(s0, s1)
-	t.Sent, t.Received = w.clientTX, w.srvRX
-	t.Offered = float64(t.Sent) / b.o.trial.Seconds()
+	t.Sent, t.Received, t.BacklogDrops = w.clientTX, w.srvRX, w.backlog
+	t.Offered = float64(t.Sent) / elapsed.Seconds()
 	if t.Sent > 0 {
 		t.Loss = math.Max(0, 1-float64(t.Received)/float64(t.Sent))
 	}
@@ -191,10 +251,15 @@ func busyPct(w window, cpu int) float64 {
 }
 
 // caseCPU: CPU time per forwarded packet at a fixed rate below every
-// contender's limit. Counted: user+nice+system+irq+softirq of the
-// director's CPU (with RPS, everything the director does runs there,
-// including the kernel contender's softirq work and the delivery to the
-// real servers' sinks, which is the same for everyone).
+// contender's limit. Counted: the softirq and irq time of every CPU (the
+// kernel's packet work, wherever it ran: the kernel contender's whole
+// forwarding, the rings' receive copies, the delivery to the real servers)
+// plus the userspace forwarder's own user and system time. Not counted:
+// other processes, the generator's own process time (the same for
+// everyone) and whatever else runs on a shared machine. cpu_net_ns_per_pkt
+// subtracts the generator-alone contender's value of the same round (the
+// cost of getting a frame to the director's ingress and dropping it), so
+// it is the forwarding work itself.
 func (b *bench) caseCPU(ctx context.Context, c contender, r *running, round int) error {
 	w, pticks, err := b.measureLoad(ctx, b.o.rate, r.proc)
 	if err != nil {
@@ -204,24 +269,38 @@ func (b *bench) caseCPU(ctx context.Context, c contender, r *running, round int)
 	if c.kind == kindGen {
 		fwd = float64(w.dirRX)
 	}
-	cpu := w.cpu[b.dirCPUNum()]
 	if fwd == 0 {
 		return fmt.Errorf("cpu: %s forwarded nothing", c.Name)
 	}
-	nsPer := float64(cpu.Busy()) * (1e9 / userHZ) / fwd
+	var kern uint64
+	var all cpuTimes
+	for _, t := range w.cpu {
+		kern += t.SoftIRQ + t.IRQ
+		all.User += t.User + t.Nice
+		all.System += t.System
+		all.SoftIRQ += t.SoftIRQ + t.IRQ
+		all.Idle += t.Idle + t.IOWait + t.Steal
+	}
+	nsPer := float64(kern+pticks) * (1e9 / userHZ) / fwd
+	if c.kind == kindGen {
+		b.genCPUBase = nsPer
+	}
 	b.add("cpu", c, round, "fwd_pps", fwd/w.secs)
 	b.add("cpu", c, round, "cpu_ns_per_pkt", nsPer)
+	if b.genCPUBase > 0 && c.kind != kindGen {
+		b.add("cpu", c, round, "cpu_net_ns_per_pkt", nsPer-b.genCPUBase)
+	}
 	b.add("cpu", c, round, "cpu_busy_pct", busyPct(w, b.dirCPUNum()))
-	tot := float64(cpu.Total())
-	if tot > 0 {
-		b.add("cpu", c, round, "usr_pct", 100*float64(cpu.User+cpu.Nice)/tot)
-		b.add("cpu", c, round, "sys_pct", 100*float64(cpu.System)/tot)
-		b.add("cpu", c, round, "softirq_pct", 100*float64(cpu.SoftIRQ+cpu.IRQ)/tot)
+	if tot := float64(all.User + all.System + all.SoftIRQ + all.Idle); tot > 0 {
+		b.add("cpu", c, round, "usr_pct", 100*float64(all.User)/tot)
+		b.add("cpu", c, round, "sys_pct", 100*float64(all.System)/tot)
+		b.add("cpu", c, round, "softirq_pct", 100*float64(all.SoftIRQ)/tot)
 	}
 	if r.proc != nil {
 		b.add("cpu", c, round, "proc_ns_per_pkt", float64(pticks)*(1e9/userHZ)/fwd)
 	}
-	b.logf("  %-10s cpu at %s/s: forwarded %s/s, director CPU %.0f%% busy, %.0f ns/packet", c.Name, formatValue(b.o.rate), formatValue(fwd/w.secs), busyPct(w, b.dirCPUNum()), nsPer)
+	b.logf("  %-10s cpu at %s/s: forwarded %s/s, %.0f ns/packet (softirq everywhere + forwarder process), director CPU %.0f%% busy",
+		c.Name, formatValue(b.o.rate), formatValue(fwd/w.secs), nsPer, busyPct(w, b.dirCPUNum()))
 	return nil
 }
 
@@ -256,6 +335,9 @@ func (b *bench) caseCPS(ctx context.Context, c contender, r *running, round int)
 	b.add("cps", c, round, "p99_ms", float64(res.P99)/1e6)
 	b.add("cps", c, round, "errors", float64(res.SocketError+res.Non2xx))
 	b.add("cps", c, round, "cpu_busy_pct", busyPct(w, b.dirCPUNum()))
+	if n, err := strconv.Atoi(b.o.worldCPU); err == nil {
+		b.add("cps", c, round, "world_cpu_busy_pct", busyPct(w, n))
+	}
 	b.logf("  %-10s cps: %.0f conn/s, p50 %v, p99 %v, errors %d, director CPU %.0f%%", c.Name, res.RPS, res.P50, res.P99, res.SocketError+res.Non2xx, busyPct(w, b.dirCPUNum()))
 	return nil
 }
@@ -268,7 +350,8 @@ func (b *bench) caseLatency(ctx context.Context, c contender, r *running, round 
 		var g *lab.Proc
 		if load == "high" {
 			var err error
-			g, err = b.trafgen(b.o.rate, uint64(b.o.rate*(b.o.pingDur+3*time.Second).Seconds()))
+			bound := b.o.pingDur + 3*time.Second
+			g, err = b.trafgen(b.o.rate, uint64(b.o.rate*bound.Seconds()), bound)
 			if err != nil {
 				return err
 			}
@@ -277,6 +360,7 @@ func (b *bench) caseLatency(ctx context.Context, c contender, r *running, round 
 		res, err := udpPingPong(ctx, b.client.NS, dst, b.o.pingRate, b.o.pingDur, 16)
 		if g != nil {
 			g.Stop()
+			b.killGen(ctx)
 		}
 		if err != nil {
 			return err

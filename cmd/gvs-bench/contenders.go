@@ -129,8 +129,12 @@ func (b *bench) start(ctx context.Context, c contender, round int) (*running, er
 		for i, s := range b.servers {
 			macs[i] = s.LAN.MAC.String()
 		}
-		p, err := b.l.Start(d.NS, "taskset", "-c", b.o.dirCPU, b.self, "noop", "-in", lab.DirectorVIPIf, "-out", lab.DirectorDIPIf,
-			"-vip", vip.String(), "-dst-macs", strings.Join(macs, ","))
+		args := []string{"-c", b.o.dirCPU, b.self, "noop", "-in", lab.DirectorVIPIf, "-out", lab.DirectorDIPIf,
+			"-vip", vip.String(), "-dst-macs", strings.Join(macs, ",")}
+		if b.o.noopSpin {
+			args = append(args, "-spin")
+		}
+		p, err := b.l.Start(d.NS, "taskset", args...)
 		if err == nil {
 			_, err = p.WaitFor(ctx, "noop ready")
 		}
@@ -152,7 +156,7 @@ func (b *bench) start(ctx context.Context, c contender, round int) (*running, er
 		if err != nil {
 			return nil, err
 		}
-		cpus := b.o.dirCPU
+		cpus := b.o.gvsdCPUs
 		if c.workers > 1 {
 			cpus = b.o.allCPUs
 		}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -47,7 +48,9 @@ type snapshot struct {
 	clientTX uint64 // frames the generator put on the client link
 	dirRX    uint64 // frames the director's vip0 took in
 	srvRX    uint64 // frames the real servers' eth0 took in, summed
+	perSrv   []uint64
 	cpu      procStat
+	backlog  uint64 // input-backlog drops summed over CPUs (softnet_stat)
 }
 
 func (b *bench) snap() (snapshot, error) {
@@ -66,12 +69,23 @@ func (b *bench) snap() (snapshot, error) {
 			return s, err
 		}
 		s.srvRX += rx
+		s.perSrv = append(s.perSrv, rx)
 	}
 	st, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		return s, err
 	}
-	s.cpu, err = parseProcStat(st)
+	if s.cpu, err = parseProcStat(st); err != nil {
+		return s, err
+	}
+	sn, err := os.ReadFile("/proc/net/softnet_stat")
+	if err != nil {
+		return s, err
+	}
+	drops, err := parseSoftnetDrops(sn)
+	for _, d := range drops {
+		s.backlog += d
+	}
 	return s, err
 }
 
@@ -79,6 +93,8 @@ func (b *bench) snap() (snapshot, error) {
 type window struct {
 	secs                    float64
 	clientTX, dirRX, srvRX  uint64
+	backlog                 uint64 // input-backlog drops (all CPUs; 32-bit kernel counters)
+	perSrv                  []uint64
 	cpu                     map[int]cpuTimes
 	offered, arrived, fwded float64 // per second
 }
@@ -92,6 +108,12 @@ func diff(a, b snapshot) window {
 		return y - x
 	}
 	w.clientTX, w.dirRX, w.srvRX = sub(a.clientTX, b.clientTX), sub(a.dirRX, b.dirRX), sub(a.srvRX, b.srvRX)
+	w.backlog = sub(a.backlog, b.backlog)
+	for i := range b.perSrv {
+		if i < len(a.perSrv) {
+			w.perSrv = append(w.perSrv, sub(a.perSrv[i], b.perSrv[i]))
+		}
+	}
 	for n, t := range b.cpu.CPUs {
 		w.cpu[n] = t.Sub(a.cpu.CPUs[n])
 	}
@@ -173,6 +195,9 @@ func (b *bench) setupLab(ctx context.Context) error {
 	b.l = l
 	b.client, b.dir, b.servers = l.Clients()[0], l.Director(), l.Servers()
 	b.legsUp = true
+	if err := b.staticFDB(ctx); err != nil {
+		return err
+	}
 	// The sink: UDP benchmark frames and IPIP frames die at the real
 	// servers' ingress, after the interface has counted them; ARP, the
 	// echo service and HTTP pass.
@@ -267,4 +292,70 @@ func joinAddrs[T fmt.Stringer](xs []T) string {
 		s[i] = x.String()
 	}
 	return strings.Join(s, ",")
+}
+
+// staticFDB pins every lab MAC to its bridge port. Without it a silent
+// host (a real server whose sink drops everything, a director that only
+// receives) ages out of the bridges' forwarding tables, and every frame to
+// it is flooded to all ports: each real server then receives every frame,
+// which triples the delivery work of every contender and inflates the
+// servers' receive counters. Port names follow the lab's convention
+// (internal/lab plan.go: dv-, dd-, cN-, rN-, rcN- + the run's suffix).
+func (b *bench) staticFDB(ctx context.Context) error {
+	sfx := b.l.Suffix()
+	type entry struct {
+		mac  net.HardwareAddr
+		port string
+	}
+	es := []entry{{b.dir.VIPSide.MAC, "dv-" + sfx}, {b.dir.DIPSide.MAC, "dd-" + sfx}}
+	for i, c := range b.l.Clients() {
+		es = append(es, entry{c.MAC, fmt.Sprintf("c%d-%s", i+1, sfx)})
+	}
+	for i, s := range b.servers {
+		es = append(es, entry{s.LAN.MAC, fmt.Sprintf("r%d-%s", i+1, sfx)})
+		if s.ClientLeg.IsValid() {
+			es = append(es, entry{s.ClientLeg.MAC, fmt.Sprintf("rc%d-%s", i+1, sfx)})
+		}
+	}
+	for _, e := range es {
+		if err := b.nsExec(ctx, b.l.BridgeNS(), "bridge", "fdb", "replace", e.mac.String(), "dev", e.port, "master", "static"); err != nil {
+			return fmt.Errorf("static bridge entries: %w", err)
+		}
+	}
+	return nil
+}
+
+// linkDrops reads the rx/tx drop counters of every interface in the lab's
+// namespaces, keyed "namespace/interface" (for diagnosing where frames
+// are lost).
+func (b *bench) linkDrops() map[string][2]uint64 {
+	m := map[string][2]uint64{}
+	for _, ns := range b.l.Namespaces() {
+		_ = lab.Do(ns, func() error {
+			links, err := netlink.LinkList()
+			if err != nil {
+				return err
+			}
+			for _, l := range links {
+				if s := l.Attrs().Statistics; s != nil {
+					m[ns+"/"+l.Attrs().Name] = [2]uint64{s.RxDropped, s.TxDropped}
+				}
+			}
+			return nil
+		})
+	}
+	return m
+}
+
+// dropDelta lists the interfaces whose drop counters grew between a and b.
+func dropDelta(a, b map[string][2]uint64) string {
+	var out []string
+	for k, v := range b {
+		o := a[k]
+		if v[0] > o[0] || v[1] > o[1] {
+			out = append(out, fmt.Sprintf("%s rx_dropped+%d tx_dropped+%d", k, v[0]-o[0], v[1]-o[1]))
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(out, "; ")
 }

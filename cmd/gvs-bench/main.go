@@ -23,7 +23,8 @@
 // and trial), results.md (the tables), chart.svg and the forwarders' logs.
 //
 //	gvs-bench [-rounds 3] [-window 4s] [-cases pps,cpu,...] [-quick] [-out DIR] [-bin DIR]
-//	gvs-bench noop -vip VIP -dst-macs M1,M2 [-in vip0] [-out dip0]
+//	gvs-bench noop -vip VIP -dst-macs M1,M2 [-in vip0] [-out dip0] [-spin]
+//	gvs-bench render DIR   (rewrite DIR/results.md and chart.svg from DIR/results.json)
 //
 // It needs root, trafgen (netsniff-ng), wrk, nginx, haproxy, nft and
 // conntrack (`make bench-deps`), and gvsd and gvs-testsrv in -bin.
@@ -41,6 +42,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -67,6 +69,8 @@ type options struct {
 	genCPU, dirCPU        string
 	worldCPU, allCPUs     string
 	rps                   string
+	gvsdCPUs              string
+	noopSpin              bool
 	cpsDur                time.Duration
 	cpsConns              int
 	pingRate              float64
@@ -86,15 +90,17 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.trial, "trial", 2*time.Second, "duration of one loss-free search trial")
 	fs.IntVar(&o.steps, "steps", 5, "trials per loss-free search")
 	fs.Float64Var(&o.tolerance, "tolerance", 0.001, "loss fraction still counted as loss-free")
-	fs.Float64Var(&o.rate, "rate", 200000, "fixed offered rate (packets/s) for the cpu case and the latency case's high load")
+	fs.Float64Var(&o.rate, "rate", 100000, "fixed offered rate (packets/s) for the cpu case and the latency case's high load")
 	cases := fs.String("cases", strings.Join(caseNames, ","), "cases to run: "+strings.Join(caseNames, ","))
 	conts := fs.String("contenders", "", "only these contenders (comma-separated names; default all)")
 	quick := fs.Bool("quick", false, "about 3 minutes: 1 round, short windows, 3 search trials, 1M conntrack only")
-	fs.StringVar(&o.out, "out", "bench-out", "output folder")
+	fs.StringVar(&o.out, "out", "out/bench", "output folder")
 	fs.StringVar(&o.bin, "bin", filepath.Dir(exe), "folder with gvsd and gvs-testsrv")
 	fs.StringVar(&o.genCPU, "gen-cpu", "0", "CPU of the traffic generator (and of wrk and nginx)")
 	fs.StringVar(&o.dirCPU, "director-cpu", "1", "CPU of the director's forwarder and, with -rps, of its receive processing")
-	fs.StringVar(&o.rps, "rps", "2", "RPS CPU mask for the director's interfaces (hex; empty: leave RPS off)")
+	fs.StringVar(&o.gvsdCPUs, "gvsd-cpus", "", "taskset CPU list for a 1-worker gvsd (default: -director-cpu)")
+	fs.BoolVar(&o.noopSpin, "noop-spin", false, "run the no-op forwarder busy-polling (diagnostic)")
+	fs.StringVar(&o.rps, "rps", "", "RPS CPU mask for the director's interfaces, e.g. 2 to run all of the director's receive work on CPU 1 (hex; empty: RPS off, the receive softirq runs on the sender's CPU)")
 	fs.DurationVar(&o.cpsDur, "cps-duration", 5*time.Second, "wrk run length")
 	fs.IntVar(&o.cpsConns, "cps-conns", 64, "wrk concurrent connections")
 	fs.Float64Var(&o.pingRate, "ping-rate", 1000, "latency requests per second")
@@ -165,6 +171,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-ping-duration must be 0.5s..1m and -conntrack-duration up to 1m")
 	}
 	o.worldCPU = o.genCPU
+	if o.gvsdCPUs == "" {
+		o.gvsdCPUs = o.dirCPU
+	}
 	o.allCPUs = fmt.Sprintf("0-%d", runtime.NumCPU()-1)
 	return o, nil
 }
@@ -184,8 +193,8 @@ func parseSizes(s string) ([]int, error) {
 		case strings.HasSuffix(f, "k"):
 			mult, f = 1<<10, strings.TrimSuffix(f, "k")
 		}
-		var n int
-		if _, err := fmt.Sscan(f, &n); err != nil || n <= 0 || n*mult > 64<<20 {
+		n, err := strconv.Atoi(f)
+		if err != nil || n <= 0 || n*mult > 64<<20 {
 			return nil, fmt.Errorf("conntrack size %q: want a positive count up to 64M (suffix k or M)", f)
 		}
 		out = append(out, n*mult)
@@ -220,6 +229,7 @@ type bench struct {
 	log         io.Writer
 
 	genMax          float64 // the generator's offered rate this round
+	genCPUBase      float64 // the generator's kernel ns/packet at the fixed rate this round
 	lastNatOverload float64 // gvs-nat's overload rate this round
 	samples         []sample
 	failures        []string
@@ -239,6 +249,13 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "noop" {
 		if err := runNoop(os.Args[2:], os.Stdout, os.Stderr); err != nil {
 			fmt.Fprintln(os.Stderr, "gvs-bench noop:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) == 3 && os.Args[1] == "render" {
+		if err := render(os.Args[2], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "gvs-bench render:", err)
 			os.Exit(1)
 		}
 		return
@@ -295,8 +312,11 @@ func run(o options, stdout io.Writer) error {
 		return err
 	}
 	labCases := slices.DeleteFunc(slices.Clone(o.cases), func(c string) bool { return c == "conntrack" })
-	machine := describeMachine()
-	b.logf("gvs-bench: %s", machine)
+	machine, load := describeMachine(), loadAverage()
+	if bg, err := backgroundLoad(2 * time.Second); err == nil {
+		load += ", " + bg + " before the run"
+	}
+	b.logf("gvs-bench: %s; %s", machine, load)
 	b.logf("cases %s, %d round(s), window %v after %v warm-up", strings.Join(o.cases, ","), o.rounds, o.window, o.warmup)
 
 	if len(labCases) > 0 {
@@ -364,7 +384,10 @@ func run(o options, stdout io.Writer) error {
 			}
 		}
 	}
-	rep := report{Machine: machine, Started: start.UTC().Format(time.RFC3339), Seconds: time.Since(start).Seconds(),
+	if bg, err := backgroundLoad(2 * time.Second); err == nil {
+		load += ", " + bg + " after it"
+	}
+	rep := report{Machine: machine, Load: load, Started: start.UTC().Format(time.RFC3339), Seconds: time.Since(start).Seconds(),
 		Options: o.describe(), Samples: b.samples, Failures: b.failures}
 	if err := rep.write(o.out, stdout); err != nil {
 		return err
@@ -388,7 +411,7 @@ func (b *bench) runRounds(ctx context.Context, cases []string) {
 		}
 	}
 	for r := 1; r <= b.o.rounds; r++ {
-		b.genMax, b.lastNatOverload = 0, 0
+		b.genMax, b.lastNatOverload, b.genCPUBase = 0, 0, 0
 		order := slices.Clone(list)
 		if len(order) > 1 && order[0].kind == kindGen {
 			rest := order[1:]
@@ -483,7 +506,7 @@ func (o options) describe() map[string]string {
 	}
 }
 
-// describeMachine is nproc, CPU model, kernel and load.
+// describeMachine is nproc, CPU model, kernel and Go version.
 func describeMachine() string {
 	model := "unknown CPU"
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
@@ -498,13 +521,17 @@ func describeMachine() string {
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		kernel = strings.TrimSpace(string(b))
 	}
-	load := ""
+	return fmt.Sprintf("%d CPUs (%s), Linux %s, %s", runtime.NumCPU(), model, kernel, runtime.Version())
+}
+
+// loadAverage is /proc/loadavg's three averages.
+func loadAverage() string {
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		if f := strings.Fields(string(b)); len(f) >= 3 {
-			load = fmt.Sprintf(", load average %s %s %s at start", f[0], f[1], f[2])
+			return fmt.Sprintf("load average %s %s %s at start", f[0], f[1], f[2])
 		}
 	}
-	return fmt.Sprintf("%d CPUs (%s), Linux %s, %s%s", runtime.NumCPU(), model, kernel, runtime.Version(), load)
+	return "load average unknown"
 }
 
 // jsonWrite writes v as indented JSON.
@@ -514,4 +541,45 @@ func jsonWrite(path string, v any) error {
 		return err
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// backgroundLoad measures how busy each CPU is over d (nothing of this run
+// is generating traffic then): the load other users put on a shared
+// machine.
+func backgroundLoad(d time.Duration) (string, error) {
+	read := func() (procStat, error) {
+		b, err := os.ReadFile("/proc/stat")
+		if err != nil {
+			return procStat{}, err
+		}
+		return parseProcStat(b)
+	}
+	a, err := read()
+	if err != nil {
+		return "", err
+	}
+	time.Sleep(d)
+	b, err := read()
+	if err != nil {
+		return "", err
+	}
+	return describeBusy(a, b), nil
+}
+
+// describeBusy renders the busy share of each CPU between two samples.
+func describeBusy(a, b procStat) string {
+	cpus := make([]int, 0, len(b.CPUs))
+	for n := range b.CPUs {
+		cpus = append(cpus, n)
+	}
+	slices.Sort(cpus)
+	var parts []string
+	for _, n := range cpus {
+		d := b.CPUs[n].Sub(a.CPUs[n])
+		if d.Total() == 0 {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("cpu%d %.0f%%", n, 100*float64(d.Busy())/float64(d.Total())))
+	}
+	return "background busy " + strings.Join(parts, " ")
 }

@@ -24,6 +24,7 @@ type noopFlags struct {
 	vip     netip.Addr
 	macs    []net.HardwareAddr
 	batch   int
+	spin    bool
 }
 
 func parseNoopFlags(args []string, stderr io.Writer) (noopFlags, error) {
@@ -35,6 +36,7 @@ func parseNoopFlags(args []string, stderr io.Writer) (noopFlags, error) {
 	vip := fs.String("vip", "", "only frames to this IPv4 address are forwarded (required)")
 	macs := fs.String("dst-macs", "", "comma-separated next-hop MACs, chosen by UDP/TCP source port (required)")
 	fs.IntVar(&f.batch, "batch", 64, "frames per RX turn before the TX ring is kicked")
+	fs.BoolVar(&f.spin, "spin", false, "busy-poll the RX ring instead of sleeping in ppoll when it is empty (diagnostic)")
 	if err := fs.Parse(args); err != nil {
 		return f, err
 	}
@@ -125,7 +127,7 @@ func runNoop(args []string, stdout, stderr io.Writer) error {
 	go func() {
 		defer close(finished)
 		runtime.LockOSThread()
-		noopLoop(rx, tx, f.macs, out.HardwareAddr, f.batch, &c, &done)
+		noopLoop(rx, tx, f.macs, out.HardwareAddr, f.batch, f.spin, &c, &done)
 	}()
 	fmt.Fprintf(stdout, "noop ready in=%s out=%s vip=%s\n", f.in, f.out, f.vip)
 	<-ctx.Done()
@@ -137,8 +139,8 @@ func runNoop(args []string, stdout, stderr io.Writer) error {
 }
 
 // noopLoop is the forwarding loop; it returns when done is set (within the
-// 100 ms idle wait).
-func noopLoop(rx *ring.RX, tx *ring.TX, macs []net.HardwareAddr, src net.HardwareAddr, batch int, c *noopCounters, done *atomic.Bool) {
+// 100 ms idle wait). With spin it never sleeps.
+func noopLoop(rx *ring.RX, tx *ring.TX, macs []net.HardwareAddr, src net.HardwareAddr, batch int, spin bool, c *noopCounters, done *atomic.Bool) {
 	for !done.Load() {
 		n := 0
 		for n < batch {
@@ -165,7 +167,7 @@ func noopLoop(rx *ring.RX, tx *ring.TX, macs []net.HardwareAddr, src net.Hardwar
 		}
 		c.rx.Add(uint64(n))
 		_ = tx.Flush()
-		if n == 0 {
+		if n == 0 && !spin {
 			timeout := 100 * time.Millisecond
 			if tx.Pending() > 0 {
 				timeout = time.Millisecond

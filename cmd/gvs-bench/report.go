@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -29,18 +30,21 @@ var metricDefs = []metricDef{
 	{Case: "pps", Metric: "lossfree_pps", Title: "Loss-free rate", Scale: 1e6, Unit: "Mpps", Chart: true},
 	{Case: "pps", Metric: "offered_pps", Title: "Offered at overload", Scale: 1e6, Unit: "Mpps"},
 	{Case: "pps", Metric: "overload_cpu_pct", Title: "Director CPU at overload", Scale: 1, Unit: "%"},
-	{Case: "cpu", Metric: "cpu_ns_per_pkt", Title: "Director CPU per packet", LowerIsBetter: true, Scale: 1, Unit: "ns", Chart: true},
+	{Case: "pps", Metric: "overload_backlog_drops_pps", Title: "Input-backlog drops at overload", LowerIsBetter: true, Scale: 1e3, Unit: "kpps"},
+	{Case: "cpu", Metric: "cpu_ns_per_pkt", Title: "Kernel + forwarder CPU per packet", LowerIsBetter: true, Scale: 1, Unit: "ns"},
+	{Case: "cpu", Metric: "cpu_net_ns_per_pkt", Title: "Forwarding CPU per packet (minus generator-alone)", LowerIsBetter: true, Scale: 1, Unit: "ns", Chart: true},
+	{Case: "cpu", Metric: "proc_ns_per_pkt", Title: "of which forwarder process", LowerIsBetter: true, Scale: 1, Unit: "ns"},
 	{Case: "cpu", Metric: "fwd_pps", Title: "Forwarded", Scale: 1e3, Unit: "kpps"},
-	{Case: "cpu", Metric: "cpu_busy_pct", Title: "Director CPU busy", LowerIsBetter: true, Scale: 1, Unit: "%"},
-	{Case: "cpu", Metric: "usr_pct", Title: "user", LowerIsBetter: true, Scale: 1, Unit: "%"},
-	{Case: "cpu", Metric: "sys_pct", Title: "system", LowerIsBetter: true, Scale: 1, Unit: "%"},
-	{Case: "cpu", Metric: "softirq_pct", Title: "softirq+irq", LowerIsBetter: true, Scale: 1, Unit: "%"},
-	{Case: "cpu", Metric: "proc_ns_per_pkt", Title: "Forwarder process per packet", LowerIsBetter: true, Scale: 1, Unit: "ns"},
+	{Case: "cpu", Metric: "cpu_busy_pct", Title: "Director CPU busy (all processes)", LowerIsBetter: true, Scale: 1, Unit: "%"},
+	{Case: "cpu", Metric: "usr_pct", Title: "user, all CPUs", LowerIsBetter: true, Scale: 1, Unit: "%"},
+	{Case: "cpu", Metric: "sys_pct", Title: "system, all CPUs", LowerIsBetter: true, Scale: 1, Unit: "%"},
+	{Case: "cpu", Metric: "softirq_pct", Title: "softirq+irq, all CPUs", LowerIsBetter: true, Scale: 1, Unit: "%"},
 	{Case: "cps", Metric: "cps", Title: "Connections per second", Scale: 1e3, Unit: "k/s", Chart: true},
 	{Case: "cps", Metric: "p50_ms", Title: "wrk p50", LowerIsBetter: true, Scale: 1, Unit: "ms"},
 	{Case: "cps", Metric: "p99_ms", Title: "wrk p99", LowerIsBetter: true, Scale: 1, Unit: "ms"},
 	{Case: "cps", Metric: "errors", Title: "Errors", LowerIsBetter: true, Scale: 1, Unit: ""},
 	{Case: "cps", Metric: "cpu_busy_pct", Title: "Director CPU busy", LowerIsBetter: true, Scale: 1, Unit: "%"},
+	{Case: "cps", Metric: "world_cpu_busy_pct", Title: "Client+servers CPU busy", LowerIsBetter: true, Scale: 1, Unit: "%"},
 	{Case: "latency", Metric: "low_p50_us", Title: "RTT p50, low load", LowerIsBetter: true, Scale: 1, Unit: "µs"},
 	{Case: "latency", Metric: "low_p99_us", Title: "RTT p99, low load", LowerIsBetter: true, Scale: 1, Unit: "µs", Chart: true},
 	{Case: "latency", Metric: "high_p50_us", Title: "RTT p50, under load", LowerIsBetter: true, Scale: 1, Unit: "µs"},
@@ -67,6 +71,7 @@ var caseTitles = map[string]string{
 // report is results.json.
 type report struct {
 	Machine  string            `json:"machine"`
+	Load     string            `json:"load"`
 	Started  string            `json:"started"`
 	Seconds  float64           `json:"seconds"`
 	Options  map[string]string `json:"options"`
@@ -113,7 +118,7 @@ func cell(sm summary, d metricDef) string {
 
 // markdown renders one table per case: medians with min–max over rounds.
 func (r *report) markdown(w io.Writer) {
-	fmt.Fprintf(w, "Machine: %s. Started %s, took %.0f s.\n", r.Machine, r.Started, r.Seconds)
+	fmt.Fprintf(w, "Machine: %s. Load: %s. Started %s, took %.0f s.\n", r.Machine, r.Load, r.Started, r.Seconds)
 	keys := make([]string, 0, len(r.Options))
 	for k := range r.Options {
 		keys = append(keys, k)
@@ -152,10 +157,24 @@ func (r *report) markdown(w io.Writer) {
 			}
 			fmt.Fprintln(w)
 		}
+		// Notes, once per contender and text, with the rounds they hold for.
+		type noteKey struct{ cont, note string }
+		var order []noteKey
+		rounds := map[noteKey][]string{}
 		for _, s := range r.Samples {
 			if s.Case == cs && s.Note != "" {
-				fmt.Fprintf(w, "\nNote (%s, round %d): %s\n", s.Contender, s.Round, s.Note)
+				k := noteKey{s.Contender, s.Note}
+				if _, ok := rounds[k]; !ok {
+					order = append(order, k)
+				}
+				rounds[k] = append(rounds[k], fmt.Sprint(s.Round))
 			}
+		}
+		if len(order) > 0 {
+			fmt.Fprintln(w)
+		}
+		for _, k := range order {
+			fmt.Fprintf(w, "- %s: %s (round %s)\n", k.cont, k.note, strings.Join(rounds[k], ", "))
 		}
 	}
 	if len(r.Failures) > 0 {
@@ -218,4 +237,18 @@ func (r *report) write(dir string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "wrote %s, %s and %s\n", filepath.Join(dir, "results.json"), filepath.Join(dir, "results.md"), filepath.Join(dir, "chart.svg"))
 	return nil
+}
+
+// render re-reads dir/results.json and rewrites results.md and chart.svg
+// (after a change of presentation; the samples are not touched).
+func render(dir string, stdout io.Writer) error {
+	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		return err
+	}
+	var r report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("%s: %w", filepath.Join(dir, "results.json"), err)
+	}
+	return r.write(dir, stdout)
 }

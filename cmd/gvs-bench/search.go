@@ -15,6 +15,10 @@ type trial struct {
 	Offered float64 `json:"offered_pps"`
 	// Loss is 1 - Received/Sent.
 	Loss float64 `json:"loss"`
+	// BacklogDrops counts frames the kernel dropped in the run because a
+	// CPU's input backlog (netdev_max_backlog) was full, anywhere on the
+	// machine.
+	BacklogDrops uint64 `json:"backlog_drops"`
 	// Pass reports Loss <= the search's tolerance.
 	Pass bool `json:"pass"`
 }

@@ -143,3 +143,25 @@ func percentile(sorted []float64, p float64) float64 {
 	rank = min(max(rank, 1), len(sorted))
 	return sorted[rank-1]
 }
+
+// parseSoftnetDrops returns the second column of /proc/net/softnet_stat
+// (packets dropped because a CPU's input backlog, netdev_max_backlog, was
+// full), one value per line, i.e. per CPU in order.
+func parseSoftnetDrops(b []byte) ([]uint64, error) {
+	var out []uint64
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if len(f) < 2 {
+			return nil, fmt.Errorf("softnet_stat: short line %q", strings.TrimSpace(line))
+		}
+		n, err := strconv.ParseUint(f[1], 16, 32)
+		if err != nil {
+			return nil, fmt.Errorf("softnet_stat: %q: %w", f[1], err)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}

@@ -115,7 +115,7 @@ http {
 func haproxyConfig(vip string, port int, reals []string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `global
-	maxconn 100000
+	maxconn 8000
 	nbthread 1
 defaults
 	mode tcp
