@@ -39,6 +39,9 @@ type Config struct {
 	Batch int
 	// ConnCapacity bounds the connection table; 0: conntrack's default.
 	ConnCapacity int
+	// RingFrames is the number of frames of each RX ring; 0: the ring
+	// package's default (2048). A full ring is that many frames of queueing.
+	RingFrames int
 	// StatsInterval, if positive, logs Stats at debug level that often.
 	StatsInterval time.Duration
 	// Logger receives the daemon's logs; nil: no logs.
@@ -202,7 +205,8 @@ func (d *Daemon) openRings(vip, dip LinkInfo) error {
 		for side, l := range links {
 			fs := ringFrameSize(l.MTU)
 			rx, err := ring.OpenRX(l.Index, &ring.RXConfig{
-				FrameSize: fs,
+				FrameSize:  fs,
+				FrameCount: d.cfg.RingFrames,
 				Fanout:    &ring.Fanout{Group: uint16(pid<<1 | side), Mode: ring.FanoutHash},
 				Filter:    drop,
 			})

@@ -12,6 +12,10 @@ type Stats struct {
 	Workers int
 	// RX, TX, Oversize, TXFull, TXError, VLAN: see WorkerCounters.
 	RX, TX, Oversize, TXFull, TXError, VLAN uint64
+	// RingDrops counts frames the kernel dropped because an RX ring was
+	// full (PACKET_STATISTICS); TXAgain and TXNoBufs count TX kicks the
+	// kernel refused for the moment (the frames stay queued).
+	RingDrops, TXAgain, TXNoBufs uint64
 	// Actions counts the pipeline's verdicts by name ("transmit", "drop",
 	// ...), Reasons its drop and reply reasons by counter name
 	// ("no_route", "bad_ip_checksum", ...); zero counters are left out.
@@ -21,7 +25,20 @@ type Stats struct {
 
 // Stats sums the per-worker counters. It may be called at any time from any
 // goroutine; it allocates (two small maps) and is not for the data path.
-func (d *Daemon) Stats() Stats { return sumStats(d.workers) }
+func (d *Daemon) Stats() Stats {
+	s := sumStats(d.workers)
+	for _, r := range d.rxs {
+		if rs, err := r.Stats(); err == nil {
+			s.RingDrops += rs.Drops
+		}
+	}
+	for _, t := range d.txs {
+		ts := t.Stats()
+		s.TXAgain += ts.Again
+		s.TXNoBufs += ts.NoBufs
+	}
+	return s
+}
 
 func sumStats(ws []*worker) Stats {
 	s := Stats{Workers: len(ws), Actions: map[string]uint64{}, Reasons: map[string]uint64{}}
@@ -54,6 +71,7 @@ func (s Stats) Fields() []zap.Field {
 	return []zap.Field{
 		zap.Uint64("rx", s.RX), zap.Uint64("tx", s.TX), zap.Uint64("oversize", s.Oversize),
 		zap.Uint64("tx_full", s.TXFull), zap.Uint64("tx_error", s.TXError), zap.Uint64("vlan", s.VLAN),
+		zap.Uint64("ring_drops", s.RingDrops), zap.Uint64("tx_again", s.TXAgain), zap.Uint64("tx_nobufs", s.TXNoBufs),
 		zap.Any("actions", s.Actions), zap.Any("reasons", s.Reasons),
 	}
 }

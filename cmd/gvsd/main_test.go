@@ -1,0 +1,24 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestParseFlags(t *testing.T) {
+	var stderr bytes.Buffer
+	o, err := parseFlags([]string{"--vip-if", "eth0", "--dip-if", "eth1", "--ring-frames", "512", "--pprof", "127.0.0.1:0", "--workers", "2"}, &stderr)
+	if err != nil {
+		t.Fatal(err, stderr.String())
+	}
+	if o.cfg.VIPIf != "eth0" || o.cfg.DIPIf != "eth1" || o.cfg.RingFrames != 512 || o.pprof != "127.0.0.1:0" || o.cfg.Workers != 2 {
+		t.Fatalf("parsed %+v pprof=%q", o.cfg, o.pprof)
+	}
+	if _, err := parseFlags([]string{"--dip-if", "eth1"}, &stderr); err == nil {
+		t.Fatal("missing --vip-if accepted")
+	}
+	if code := run([]string{"--bogus"}, &stderr); code != 2 || !strings.Contains(stderr.String(), "bogus") {
+		t.Fatalf("bad flag: exit %d, stderr %q", code, stderr.String())
+	}
+}
