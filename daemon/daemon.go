@@ -207,8 +207,8 @@ func (d *Daemon) openRings(vip, dip LinkInfo) error {
 			rx, err := ring.OpenRX(l.Index, &ring.RXConfig{
 				FrameSize:  fs,
 				FrameCount: d.cfg.RingFrames,
-				Fanout:    &ring.Fanout{Group: uint16(pid<<1 | side), Mode: ring.FanoutHash},
-				Filter:    drop,
+				Fanout:     &ring.Fanout{Group: uint16(pid<<1 | side), Mode: ring.FanoutHash},
+				Filter:     drop,
 			})
 			if err != nil {
 				return fmt.Errorf("%s: %w", l.Name, err)
