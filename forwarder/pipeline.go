@@ -35,8 +35,8 @@ import (
 )
 
 // Headroom is the room the pipeline needs in front of a frame in its buffer:
-// IPIP encapsulation writes 20 bytes there (plus 4 when a VLAN tag is
-// removed the frame moves back, so nothing more is needed).
+// IPIP encapsulation writes 20 bytes there. (Removing a VLAN tag moves the
+// frame 4 bytes further in, which only adds room.)
 const Headroom = rewrite.TUNHeadroom
 
 // Config assembles a pipeline.
@@ -47,9 +47,9 @@ type Config struct {
 	Services *ipvs.Table
 	// Conns is the connection table.
 	Conns *conntrack.Table
-	// ConnReuseMode is IPVS's conn_reuse_mode sysctl (default 1): a new SYN
-	// that finds an old connection in TIME_WAIT or CLOSE reschedules it.
-	// Set NoConnReuse to keep reusing old connections (mode 0).
+	// NoConnReuse is IPVS's conn_reuse_mode 0: a new SYN that finds an old
+	// connection in TIME_WAIT or CLOSE reuses it. By default (mode 1) it
+	// starts a new connection, scheduled afresh.
 	NoConnReuse bool
 }
 
@@ -90,14 +90,8 @@ func New(c Config) *Pipeline {
 	return p
 }
 
-// Conns is the pipeline's connection table.
-func (p *Pipeline) Conns() *conntrack.Table { return p.conns }
-
 // Services is the pipeline's service registry.
 func (p *Pipeline) Services() *ipvs.Table { return p.svcs }
-
-// Env is the pipeline's environment.
-func (p *Pipeline) Env() Env { return p.env }
 
 // Counters are one worker's frame counters. Only the worker writes them;
 // others may read them at any time.
@@ -135,11 +129,11 @@ func (p *Pipeline) NewWorker() *Worker {
 // The route cache: direct-mapped by the destination's low address bits.
 const routeCacheSize = 64
 
+// routeEntry caches a successful Route answer (misses are not cached).
 type routeEntry struct {
 	addr netip.Addr
 	gen  uint64
 	hop  Hop
-	ok   bool
 }
 
 // route asks the Env for the next hop to dst through the worker's cache.
@@ -152,11 +146,11 @@ func (w *Worker) route(dst netip.Addr) (Hop, bool) {
 	a := dst.As4()
 	e := &w.routes[a[3]&(routeCacheSize-1)]
 	if e.gen == gen && e.addr == dst {
-		return e.hop, e.ok
+		return e.hop, true
 	}
 	hop, ok := w.p.env.Route(dst)
 	if ok { // a miss is asked again: asking may be what starts resolution
-		*e = routeEntry{addr: dst, gen: gen, hop: hop, ok: true}
+		*e = routeEntry{addr: dst, gen: gen, hop: hop}
 	}
 	return hop, ok
 }
@@ -443,7 +437,7 @@ func (w *Worker) schedule(svc *ipvs.Service, k conntrack.InKey, buf []byte, off,
 		tk := conntrack.NewTemplateKey(flow.Proto, flow.SrcAddr, cfg.Netmask, flow.DstAddr, vport)
 		if d, ref, ok := w.p.conns.Template(tk, now); ok {
 			dest, tmpl = d, ref
-		} else if d := schedule(st, svc, flow); d != nil {
+		} else if d := pick(st, svc, flow); d != nil {
 			ref, err := w.p.conns.CreateTemplate(tk, d, time.Duration(cfg.Timeout)*time.Second, now)
 			if err != nil {
 				return w.drop(TableFull)
@@ -451,7 +445,7 @@ func (w *Worker) schedule(svc *ipvs.Service, k conntrack.InKey, buf []byte, off,
 			dest, tmpl = ref.Dest(), ref
 		}
 	} else {
-		dest = schedule(st, svc, flow)
+		dest = pick(st, svc, flow)
 	}
 	if dest == nil {
 		return w.icmpReply(frame, link, NoDest)
@@ -478,22 +472,23 @@ func (w *Worker) schedule(svc *ipvs.Service, k conntrack.InKey, buf []byte, off,
 	return w.xmitIn(c, buf, off, n, link, partial, true)
 }
 
-func schedule(st *ipvs.ServiceState, svc *ipvs.Service, f *ipvs.Flow) *ipvs.Dest {
+// pick asks the service's scheduler for a destination (nil: none).
+func pick(st *ipvs.ServiceState, svc *ipvs.Service, f *ipvs.Flow) *ipvs.Dest {
 	if st.Sched == nil {
 		return nil
 	}
 	return st.Sched.Schedule(svc, f)
 }
 
-// xmitIn sends a client's packet to the connection's real server with the
-// connection's method. w.conn and w.parsed describe it.
+// xmitIn sends a client's packet (described by w.parsed) to the real server
+// of connection c with c's method.
 func (w *Worker) xmitIn(c *conntrack.Conn, buf []byte, off, n, link int, partial, isNew bool) *Result {
 	p := &w.parsed
 	frame := buf[off : off+n]
 	res := &w.res
 	*res = Result{Dest: c.Dest, State: c.State, Method: c.Method, New: isNew}
 	if p.TTL <= 1 {
-		return w.icmpReplyRes(frame, link, TTLExceeded, res)
+		return w.icmpError(frame, link, TTLExceeded, res, p.Dst, 0)
 	}
 	hop, ok := w.route(c.DAddr)
 	if !ok {
@@ -512,7 +507,7 @@ func (w *Worker) xmitIn(c *conntrack.Conn, buf []byte, off, n, link int, partial
 			res.Action, res.Reason = Drop, TooBig
 			return w.count(res)
 		}
-		return w.fragNeeded(frame, link, mtu, res)
+		return w.icmpError(frame, link, FragNeeded, res, p.Dst, mtu)
 	}
 	rip := c.DAddr.As4()
 	out := frame[:p.End] // Ethernet padding is not forwarded
@@ -544,7 +539,7 @@ func (w *Worker) xmitOut(c *conntrack.Conn, buf []byte, off, n, link int, partia
 	res := &w.res
 	*res = Result{Dest: c.Dest, State: c.State, Method: c.Method, Out: true}
 	if p.TTL <= 1 {
-		return w.icmpReplyFrom(frame, link, TTLExceeded, res, w.linkAddr(link))
+		return w.icmpError(frame, link, TTLExceeded, res, w.linkAddr(link), 0)
 	}
 	hop, ok := w.route(c.CAddr)
 	if !ok {
@@ -556,7 +551,7 @@ func (w *Worker) xmitOut(c *conntrack.Conn, buf []byte, off, n, link int, partia
 			res.Action, res.Reason = Drop, TooBig
 			return w.count(res)
 		}
-		return w.fragNeededFrom(frame, link, hop.MTU, res, w.linkAddr(link))
+		return w.icmpError(frame, link, FragNeeded, res, w.linkAddr(link), hop.MTU)
 	}
 	links := w.p.env.Links()
 	m := rewrite.MACs{Dst: hop.MAC, Src: links[hop.Link].MAC}
@@ -619,7 +614,7 @@ func (w *Worker) xmitICMPNAT(frame []byte, link int, c *conntrack.Conn, out bool
 		to, from = c.CAddr, w.linkAddr(link)
 	}
 	if p.TTL <= 1 {
-		return w.icmpReplyFrom(frame, link, TTLExceeded, res, from)
+		return w.icmpError(frame, link, TTLExceeded, res, from, 0)
 	}
 	hop, ok := w.route(to)
 	if !ok {
@@ -644,14 +639,15 @@ func (w *Worker) xmitICMPNAT(frame []byte, link int, c *conntrack.Conn, out bool
 // the frame was sent to (the VIP), as the kernel does for a local address.
 func (w *Worker) icmpReply(frame []byte, link int, why Reason) *Result {
 	w.res = Result{}
-	return w.icmpReplyRes(frame, link, why, &w.res)
+	return w.icmpError(frame, link, why, &w.res, w.parsed.Dst, 0)
 }
 
-func (w *Worker) icmpReplyRes(frame []byte, link int, why Reason, res *Result) *Result {
-	return w.icmpReplyFrom(frame, link, why, res, w.parsed.Dst)
-}
-
-func (w *Worker) icmpReplyFrom(frame []byte, link int, why Reason, res *Result, src [4]byte) *Result {
+// icmpError answers the frame's sender, on the link it came in on, with the
+// ICMP error for why — time exceeded (TTLExceeded), fragmentation needed
+// with mtu (FragNeeded), port unreachable (NoDest) — sent from src. When the
+// rules forbid an error (about an ICMP error, a broadcast...) the frame is
+// dropped and NoReply counted too.
+func (w *Worker) icmpError(frame []byte, link int, why Reason, res *Result, src [4]byte, mtu int) *Result {
 	p := &w.parsed
 	m := rewrite.MACs{Dst: [6]byte(frame[6:12]), Src: w.p.env.Links()[link].MAC}
 	var out []byte
@@ -659,27 +655,12 @@ func (w *Worker) icmpReplyFrom(frame []byte, link int, why Reason, res *Result, 
 	switch why {
 	case TTLExceeded:
 		out, ok = rewrite.TimeExceeded(w.scratch[:], frame, p, src, m)
+	case FragNeeded:
+		out, ok = rewrite.FragNeeded(w.scratch[:], frame, p, src, uint16(mtu), m)
 	default: // NoDest
 		out, ok = rewrite.PortUnreachable(w.scratch[:], frame, p, src, m)
 	}
 	res.Reason = why
-	if !ok {
-		res.Action = Drop
-		inc(&w.Counters.Reasons[NoReply], 1)
-		return w.count(res)
-	}
-	res.Action, res.Link, res.Frame = Reply, link, out
-	return w.count(res)
-}
-
-func (w *Worker) fragNeeded(frame []byte, link, mtu int, res *Result) *Result {
-	return w.fragNeededFrom(frame, link, mtu, res, w.parsed.Dst)
-}
-
-func (w *Worker) fragNeededFrom(frame []byte, link, mtu int, res *Result, src [4]byte) *Result {
-	m := rewrite.MACs{Dst: [6]byte(frame[6:12]), Src: w.p.env.Links()[link].MAC}
-	out, ok := rewrite.FragNeeded(w.scratch[:], frame, &w.parsed, src, uint16(mtu), m)
-	res.Reason = FragNeeded
 	if !ok {
 		res.Action = Drop
 		inc(&w.Counters.Reasons[NoReply], 1)
@@ -710,32 +691,30 @@ func (w *Worker) count(r *Result) *Result {
 	return r
 }
 
-// inc adds to a counter that only this worker writes: a load and a store,
-// not a locked read-modify-write (readers still load atomically).
+// inc adds to a counter that only this worker writes (its own Counters, its
+// statistics slot of a service or destination): a load and a store, not a
+// locked read-modify-write (readers still load atomically).
 func inc(c *atomic.Uint64, n uint64) { c.Store(c.Load() + n) }
 
-// add adds to the worker's own statistics slot of a service or destination.
-func (w *Worker) add(c *atomic.Uint64, n uint64) { c.Store(c.Load() + n) }
-
 func (w *Worker) countConn(d *ipvs.Dest) {
-	w.add(&d.Stats[w.id].Conns, 1)
-	w.add(&d.Svc.Stats[w.id].Conns, 1)
+	inc(&d.Stats[w.id].Conns, 1)
+	inc(&d.Svc.Stats[w.id].Conns, 1)
 }
 
 func (w *Worker) countIn(d *ipvs.Dest, bytes int) {
 	ds, ss := &d.Stats[w.id], &d.Svc.Stats[w.id]
-	w.add(&ds.InPkts, 1)
-	w.add(&ds.InBytes, uint64(bytes))
-	w.add(&ss.InPkts, 1)
-	w.add(&ss.InBytes, uint64(bytes))
+	inc(&ds.InPkts, 1)
+	inc(&ds.InBytes, uint64(bytes))
+	inc(&ss.InPkts, 1)
+	inc(&ss.InBytes, uint64(bytes))
 }
 
 func (w *Worker) countOut(d *ipvs.Dest, bytes int) {
 	ds, ss := &d.Stats[w.id], &d.Svc.Stats[w.id]
-	w.add(&ds.OutPkts, 1)
-	w.add(&ds.OutBytes, uint64(bytes))
-	w.add(&ss.OutPkts, 1)
-	w.add(&ss.OutBytes, uint64(bytes))
+	inc(&ds.OutPkts, 1)
+	inc(&ds.OutBytes, uint64(bytes))
+	inc(&ss.OutPkts, 1)
+	inc(&ss.OutBytes, uint64(bytes))
 }
 
 // Totals sums the counters of a set of workers.
