@@ -78,14 +78,12 @@ type Verdict struct {
 // Result is what a replay did.
 type Result struct {
 	Frames   int
-	Verdicts []Verdict
 	Actions  map[string]uint64
 	Reasons  map[string]uint64
 	Pipeline *forwarder.Pipeline
-	Facts    forwarder.Facts
 }
 
-// Facts builds the director facts from the options.
+// facts builds the director facts from the defaults, --facts and the flags.
 func (o *Options) facts() (forwarder.Facts, error) {
 	f := forwarder.DefaultFacts()
 	if o.FactsFile != "" {
@@ -245,7 +243,7 @@ func Replay(table *ipvs.Table, facts forwarder.Facts, capacity int, in []byte, o
 	vw := bufio.NewWriter(verdicts)
 	enc := json.NewEncoder(vw)
 
-	res := &Result{Pipeline: pl, Facts: facts}
+	res := &Result{Pipeline: pl}
 	buf := make([]byte, forwarder.Headroom+65536+64)
 	for i := 0; ; i++ {
 		data, ci, err := rd.ReadPacketData()
@@ -263,7 +261,6 @@ func Replay(table *ipvs.Table, facts forwarder.Facts, capacity int, in []byte, o
 		n := copy(buf[forwarder.Headroom:], data)
 		r := w.Process(buf, forwarder.Headroom, n, linkOf(ci.InterfaceIndex), false, now)
 		v := verdict(i, r, links)
-		res.Verdicts = append(res.Verdicts, v)
 		if err := enc.Encode(v); err != nil {
 			return nil, err
 		}

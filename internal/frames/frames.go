@@ -10,6 +10,8 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+
+	"gvs/forwarder"
 )
 
 // MAC is an Ethernet address.
@@ -19,11 +21,9 @@ type MAC [6]byte
 func (m MAC) HW() net.HardwareAddr { return net.HardwareAddr(m[:]) }
 
 // DerivedMAC is the locally administered MAC 02:00:a:b:c:d the lab and the
-// replay defaults give the host with IPv4 address a.b.c.d.
-func DerivedMAC(a netip.Addr) MAC {
-	b := a.As4()
-	return MAC{0x02, 0x00, b[0], b[1], b[2], b[3]}
-}
+// replay defaults give the host with IPv4 address a.b.c.d
+// (forwarder.DerivedMAC).
+func DerivedMAC(a netip.Addr) MAC { return MAC(forwarder.DerivedMAC(a)) }
 
 // L2 is the link-layer part of a frame.
 type L2 struct {
