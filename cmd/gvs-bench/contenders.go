@@ -99,7 +99,7 @@ func (b *bench) start(ctx context.Context, c contender, round int) (*running, er
 	if c.kind == kindNFT {
 		fwd = "1"
 	}
-	if err := b.sysctl(d.NS, "net.ipv4.ip_forward", fwd); err != nil {
+	if err := lab.Sysctl(d.NS, "net.ipv4.ip_forward", fwd); err != nil {
 		return nil, err
 	}
 	_ = b.nsExec(ctx, d.NS, "conntrack", "-F")
@@ -189,7 +189,7 @@ func (b *bench) start(ctx context.Context, c contender, round int) (*running, er
 		}
 		return &running{stop: func() {
 			nftDelete(ctx, d.NS, "ip", benchTable)
-			_ = b.sysctl(d.NS, "net.ipv4.ip_forward", "0")
+			_ = lab.Sysctl(d.NS, "net.ipv4.ip_forward", "0")
 		}}, nil
 
 	case kindHAProxy:

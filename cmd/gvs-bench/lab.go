@@ -154,24 +154,8 @@ func (b *bench) setLegs(ctx context.Context, up bool) error {
 	if up {
 		deadline := time.Now().Add(5 * time.Second)
 		for _, s := range b.servers {
-			for {
-				var running bool
-				if err := lab.Do(s.NS, func() error {
-					ifi, err := net.InterfaceByName(lab.ServerLegIf)
-					if err == nil {
-						running = ifi.Flags&net.FlagRunning != 0
-					}
-					return err
-				}); err != nil {
-					return err
-				}
-				if running {
-					break
-				}
-				if time.Now().After(deadline) {
-					return fmt.Errorf("%s in %s: no carrier", lab.ServerLegIf, s.NS)
-				}
-				time.Sleep(10 * time.Millisecond)
+			if err := lab.WaitCarrier(s.NS, lab.ServerLegIf, deadline); err != nil {
+				return err
 			}
 		}
 	}
@@ -210,7 +194,7 @@ func (b *bench) setupLab(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := b.sysctl(b.client.NS, "net.ipv4.ip_local_port_range", "1024 65000"); err != nil {
+	if err := lab.Sysctl(b.client.NS, "net.ipv4.ip_local_port_range", "1024 65000"); err != nil {
 		return err
 	}
 	if b.o.rps != "" {
@@ -221,10 +205,6 @@ func (b *bench) setupLab(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-func (b *bench) sysctl(ns, key, value string) error {
-	return lab.Sysctl(ns, key, value)
 }
 
 // writeTemp writes a file in the run's temp folder and returns its path.

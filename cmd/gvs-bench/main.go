@@ -37,6 +37,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -568,13 +569,8 @@ func backgroundLoad(d time.Duration) (string, error) {
 
 // describeBusy renders the busy share of each CPU between two samples.
 func describeBusy(a, b procStat) string {
-	cpus := make([]int, 0, len(b.CPUs))
-	for n := range b.CPUs {
-		cpus = append(cpus, n)
-	}
-	slices.Sort(cpus)
 	var parts []string
-	for _, n := range cpus {
+	for _, n := range slices.Sorted(maps.Keys(b.CPUs)) {
 		d := b.CPUs[n].Sub(a.CPUs[n])
 		if d.Total() == 0 {
 			continue

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -119,13 +120,8 @@ func cell(sm summary, d metricDef) string {
 // markdown renders one table per case: medians with min–max over rounds.
 func (r *report) markdown(w io.Writer) {
 	fmt.Fprintf(w, "Machine: %s. Load: %s. Started %s, took %.0f s.\n", r.Machine, r.Load, r.Started, r.Seconds)
-	keys := make([]string, 0, len(r.Options))
-	for k := range r.Options {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
 	var opts []string
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(r.Options)) {
 		opts = append(opts, k+"="+r.Options[k])
 	}
 	fmt.Fprintf(w, "Options: %s.\n", strings.Join(opts, " "))

@@ -1,30 +1,16 @@
 package main
 
 import (
-	"encoding/binary"
 	"net/netip"
+
+	"gvs/checksum"
+	"gvs/rewrite"
 )
 
-// IPv4 header offsets used by the decapsulator (RFC 791).
-//
-//	 0                   1                   2                   3
-//	 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
-//	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-//	|Version|  IHL  |Type of Service|          Total Length         |
-//	|         Identification        |Flags|      Fragment Offset    |
-//	|  Time to Live |    Protocol   |         Header Checksum       |
-//	|                       Source Address                          |
-//	|                    Destination Address                        |
-//	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-const (
-	ipv4MinLen   = 20
-	offTotalLen  = 2
-	offFragment  = 6
-	offProtocol  = 9
-	offDstAddr   = 16
-	protoIPIP    = 4
-	fragMFOffset = 0x3fff // MF flag and the 13-bit fragment offset
-)
+// offProtocol is the offset of the protocol byte in an IPv4 header (RFC
+// 791), for the capture filter and the nftables rule, which match it outside
+// Go.
+const offProtocol = 9
 
 // verdict says what happened to one captured packet. verdictOK is the only
 // one that produces an inner packet; every other value is a counted drop.
@@ -74,9 +60,9 @@ func newVIPSet(addrs []netip.Addr) vipSet {
 	return s
 }
 
-func (s vipSet) contains(b []byte) bool {
+func (s vipSet) contains(a [4]byte) bool {
 	for i := range s {
-		if s[i][0] == b[0] && s[i][1] == b[1] && s[i][2] == b[2] && s[i][3] == b[3] {
+		if s[i] == a {
 			return true
 		}
 	}
@@ -90,51 +76,36 @@ func (s vipSet) contains(b []byte) bool {
 // length; it is ignored. Malformed input yields a drop verdict, never a panic,
 // and the function does not allocate.
 func decapsulate(pkt []byte, vips vipSet) ([]byte, verdict) {
-	if len(pkt) < ipv4MinLen {
+	if len(pkt) < rewrite.IPv4MinLen {
 		return nil, verdictShort
 	}
-	if pkt[0]>>4 != 4 {
+	ip := rewrite.IPv4(pkt)
+	if ip.Version() != 4 {
 		return nil, verdictNotIPv4
 	}
-	hlen := int(pkt[0]&0x0f) * 4
-	total := int(binary.BigEndian.Uint16(pkt[offTotalLen:]))
-	if hlen < ipv4MinLen || total < hlen || total > len(pkt) {
+	hlen, total := ip.HeaderLen(), int(ip.TotalLen())
+	if hlen < rewrite.IPv4MinLen || total < hlen || total > len(pkt) {
 		return nil, verdictBadHeader
 	}
-	if headerSum(pkt[:hlen]) != 0xffff {
+	if checksum.Checksum(pkt[:hlen], 0) != 0 {
 		return nil, verdictBadChecksum
 	}
-	if pkt[offProtocol] != protoIPIP {
+	if ip.Protocol() != rewrite.ProtoIPIP {
 		return nil, verdictNotIPIP
 	}
-	if binary.BigEndian.Uint16(pkt[offFragment:])&fragMFOffset != 0 {
+	if ip.MF() || ip.FragOff() != 0 {
 		return nil, verdictFragment
 	}
-	inner := pkt[hlen:total]
-	if len(inner) < ipv4MinLen || inner[0]>>4 != 4 {
+	inner := rewrite.IPv4(pkt[hlen:total])
+	if len(inner) < rewrite.IPv4MinLen || inner.Version() != 4 {
 		return nil, verdictInnerBad
 	}
-	ihlen := int(inner[0]&0x0f) * 4
-	itotal := int(binary.BigEndian.Uint16(inner[offTotalLen:]))
-	if ihlen < ipv4MinLen || itotal < ihlen || itotal > len(inner) {
+	ihlen, itotal := inner.HeaderLen(), int(inner.TotalLen())
+	if ihlen < rewrite.IPv4MinLen || itotal < ihlen || itotal > len(inner) {
 		return nil, verdictInnerBad
 	}
-	if !vips.contains(inner[offDstAddr : offDstAddr+4]) {
+	if !vips.contains(inner.Dst()) {
 		return nil, verdictNotVIP
 	}
 	return inner[:itotal], verdictOK
-}
-
-// headerSum is the RFC 1071 ones'-complement sum of b (even length, as IPv4
-// headers are) folded to 16 bits. A header with a correct checksum sums to
-// 0xffff.
-func headerSum(b []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return uint16(sum)
 }

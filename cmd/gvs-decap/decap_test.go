@@ -13,6 +13,9 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+
+	"gvs/checksum"
+	"gvs/rewrite"
 )
 
 var (
@@ -51,11 +54,7 @@ func serialize(t testing.TB, ls ...gopacket.SerializableLayer) []byte {
 }
 
 // fixSum recomputes the IPv4 header checksum of the header at b.
-func fixSum(b []byte) {
-	hl := int(b[0]&0xf) * 4
-	b[10], b[11] = 0, 0
-	binary.BigEndian.PutUint16(b[10:], ^headerSum(b[:hl]))
-}
+func fixSum(b []byte) { rewrite.IPv4(b).FixChecksum() }
 
 func TestDecapsulate(t *testing.T) {
 	inner := innerUDP(t, testVIP.AsSlice(), "hello")
@@ -123,7 +122,7 @@ func TestDecapsulateKeepsInnerUnchanged(t *testing.T) {
 	if v != verdictOK || !bytes.Equal(got, inner) {
 		t.Fatalf("got %v %x, want ok %x", v, got, inner)
 	}
-	if headerSum(got[:20]) != 0xffff {
+	if checksum.Checksum(got[:20], 0) != 0 {
 		t.Fatal("inner header checksum no longer verifies")
 	}
 }
@@ -170,7 +169,7 @@ func FuzzDecapsulate(f *testing.F) {
 		if len(inner) < 20 || inner[0]>>4 != 4 || int(binary.BigEndian.Uint16(inner[2:])) != len(inner) {
 			t.Fatalf("accepted malformed inner packet %x", inner)
 		}
-		if !testVIPs.contains(inner[16:20]) {
+		if !testVIPs.contains([4]byte(inner[16:20])) {
 			t.Fatalf("accepted inner destination %v", inner[16:20])
 		}
 		// inner must alias pkt (no copy), inside the outer packet.

@@ -38,6 +38,8 @@ import (
 	"github.com/mdlayher/packet"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
+
+	"gvs/rewrite"
 )
 
 func main() {
@@ -122,7 +124,7 @@ func captureFilter() ([]bpf.RawInstruction, error) {
 		bpf.LoadExtension{Num: bpf.ExtType},
 		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.PACKET_HOST, SkipTrue: 3},
 		bpf.LoadAbsolute{Off: offProtocol, Size: 1},
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: protoIPIP, SkipTrue: 1},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: rewrite.ProtoIPIP, SkipTrue: 1},
 		bpf.RetConstant{Val: 0xffff},
 		bpf.RetConstant{Val: 0},
 	})

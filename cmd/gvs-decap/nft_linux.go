@@ -5,6 +5,8 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+
+	"gvs/rewrite"
 )
 
 // ipipDrop is an nftables table with one rule, `ip protocol 4 drop` in an
@@ -50,7 +52,7 @@ func installIPIPDrop(tun string) (*ipipDrop, error) {
 		Exprs: []expr.Any{
 			// ip protocol (network header byte 9) == 4
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offProtocol, Len: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{protoIPIP}},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{rewrite.ProtoIPIP}},
 			&expr.Counter{},
 			&expr.Verdict{Kind: expr.VerdictDrop},
 		},

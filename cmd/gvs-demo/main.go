@@ -39,7 +39,6 @@ type demo struct {
 	out      io.Writer
 	l        *lab.Lab
 	bin      string
-	mode     string
 	vipPort  int
 	realPort int
 }
@@ -54,7 +53,7 @@ func run(args []string, out io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	d := &demo{out: out, bin: *bin, mode: *mode}
+	d := &demo{out: out, bin: *bin}
 	opts := lab.Options{Prefix: "gvsdemo"}
 	switch *mode {
 	case "nat":

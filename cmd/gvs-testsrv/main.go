@@ -247,13 +247,12 @@ func serveUDP(c net.PacketConn, name string) error {
 			return err
 		}
 		reply = append(append(reply[:0], prefix...), buf[:n]...)
+		// A failed answer (e.g. no route back) is dropped; a closed socket
+		// ends the loop at the next read.
 		if p4 != nil && cm != nil && cm.Dst != nil {
-			_, err = p4.WriteTo(reply, &ipv4.ControlMessage{Src: cm.Dst}, peer)
+			p4.WriteTo(reply, &ipv4.ControlMessage{Src: cm.Dst}, peer)
 		} else {
-			_, err = c.WriteTo(reply, peer)
-		}
-		if err != nil && !errors.Is(err, net.ErrClosed) {
-			continue // e.g. no route back: keep serving
+			c.WriteTo(reply, peer)
 		}
 	}
 }

@@ -105,7 +105,7 @@ func (l *Lab) Start(ns, name string, args ...string) (*Proc, error) {
 	p := &Proc{NS: ns, changed: make(chan struct{}), done: make(chan struct{})}
 	// `ip netns exec` execs the command in place, so the pid is the
 	// command's own and signals reach it.
-	p.cmd = exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...)
+	p.cmd = l.Exec(ns, name, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p, p
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {

@@ -321,29 +321,37 @@ func (l *Lab) build() error {
 func (l *Lab) waitRunning(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for _, k := range l.plan.links {
-		for {
-			var up bool
-			err := Do(k.NS, func() error {
-				ifi, err := net.InterfaceByName(k.Name)
-				if err != nil {
-					return err
-				}
-				up = ifi.Flags&net.FlagRunning != 0
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-			if up {
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("%s in %s: no carrier after %v", k.Name, k.NS, timeout)
-			}
-			time.Sleep(10 * time.Millisecond)
+		if err := WaitCarrier(k.NS, k.Name, deadline); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// WaitCarrier waits until interface ifname in namespace ns has carrier
+// (IFF_RUNNING), polling every 10 ms until deadline.
+func WaitCarrier(ns, ifname string, deadline time.Time) error {
+	for {
+		var up bool
+		err := Do(ns, func() error {
+			ifi, err := net.InterfaceByName(ifname)
+			if err != nil {
+				return err
+			}
+			up = ifi.Flags&net.FlagRunning != 0
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if up {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s in %s: no carrier", ifname, ns)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // Close stops every process started with Start (SIGTERM, then SIGKILL after
@@ -412,12 +420,6 @@ func (l *Lab) BridgeNS() string { return l.plan.bridgeNS }
 
 // VIP is the virtual IP.
 func (l *Lab) VIP() netip.Addr { return l.opts.VIP }
-
-// ClientLAN is the client network, 198.18.1.0/24.
-func (l *Lab) ClientLAN() netip.Prefix { return clientLAN }
-
-// ServerLAN is the server network, 198.18.2.0/24.
-func (l *Lab) ServerLAN() netip.Prefix { return serverLAN }
 
 // Director describes the director namespace.
 func (l *Lab) Director() Director {

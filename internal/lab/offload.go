@@ -37,16 +37,7 @@ func offloadFeature(name string) bool {
 // MTU (EMSGSIZE). Real NICs deliver complete, MTU-sized frames; this makes
 // the veths behave the same way.
 func DisableOffloads(ns, ifname string) error {
-	return Do(ns, func() error {
-		e, err := ethtool.NewEthtool()
-		if err != nil {
-			return fmt.Errorf("ethtool: %w", err)
-		}
-		defer e.Close()
-		feats, err := e.Features(ifname)
-		if err != nil {
-			return fmt.Errorf("ethtool features of %s in %s: %w", ifname, ns, err)
-		}
+	return withFeatures(ns, ifname, func(e *ethtool.Ethtool, feats map[string]bool) error {
 		change := map[string]bool{}
 		for name, on := range feats {
 			if on && offloadFeature(name) {
@@ -80,8 +71,25 @@ func DisableOffloads(ns, ifname string) error {
 // Offloads returns the ethtool features of ifname in ns that
 // DisableOffloads manages, with their current state.
 func Offloads(ns, ifname string) (map[string]bool, error) {
-	var m map[string]bool
-	err := Do(ns, func() error {
+	m := map[string]bool{}
+	err := withFeatures(ns, ifname, func(_ *ethtool.Ethtool, feats map[string]bool) error {
+		for name, on := range feats {
+			if offloadFeature(name) {
+				m[name] = on
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// withFeatures runs fn inside namespace ns with an ethtool handle and the
+// current features of ifname.
+func withFeatures(ns, ifname string, fn func(e *ethtool.Ethtool, feats map[string]bool) error) error {
+	return Do(ns, func() error {
 		e, err := ethtool.NewEthtool()
 		if err != nil {
 			return fmt.Errorf("ethtool: %w", err)
@@ -91,13 +99,6 @@ func Offloads(ns, ifname string) (map[string]bool, error) {
 		if err != nil {
 			return fmt.Errorf("ethtool features of %s in %s: %w", ifname, ns, err)
 		}
-		m = map[string]bool{}
-		for name, on := range feats {
-			if offloadFeature(name) {
-				m[name] = on
-			}
-		}
-		return nil
+		return fn(e, feats)
 	})
-	return m, err
 }

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"gvs/internal/frames"
 )
 
 func TestOptionsWithDefaults(t *testing.T) {
@@ -84,6 +86,11 @@ func TestPlan(t *testing.T) {
 			seenAddr[a] = true
 			if seenMAC[k.MAC.String()] || k.MAC[0] != 0x02 {
 				t.Fatalf("bad or duplicate MAC %v", k.MAC)
+			}
+			// The replay inputs and the forwarder's test environment
+			// assume the same MAC convention.
+			if want := frames.DerivedMAC(a).HW(); k.MAC.String() != want.String() {
+				t.Fatalf("%v has MAC %v, want %v (frames.DerivedMAC)", a, k.MAC, want)
 			}
 			seenMAC[k.MAC.String()] = true
 			wantBr := p.serverBr
