@@ -18,6 +18,16 @@ APT_PKGS  := iproute2 socat curl nginx-light nftables ethtool procps
 # The commands those packages provide, checked before anything is installed.
 APT_CMDS  := ip socat curl nginx nft ethtool sysctl
 
+# apt_install(what, commands, packages): install the Debian packages when any of the commands is missing.
+define apt_install
+	@missing=""; for c in $(2); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing $(1) (missing:$$missing)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $(3) >/dev/null; \
+	fi
+endef
+
 .PHONY: all build test unit race deps demo golden fuzz bench bench-go bench-deps clean vet check-root
 
 MODE  ?= nat
@@ -35,12 +45,7 @@ vet:
 
 # deps installs the Debian packages the end-to-end tests and the demo use, only when a command is missing.
 deps:
-	@missing=""; for c in $(APT_CMDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
-	if [ -n "$$missing" ]; then \
-		echo "installing test tools (missing:$$missing)"; \
-		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -qq && apt-get install -y -qq --no-install-recommends $(APT_PKGS) >/dev/null; \
-	fi
+	$(call apt_install,test tools,$(APT_CMDS),$(APT_PKGS))
 
 unit:
 	$(GO) test -count=1 -timeout 15m $(TEST_PKGS)
@@ -73,12 +78,7 @@ bench-go:
 BENCH_APT_PKGS := netsniff-ng wrk haproxy nginx-light nftables conntrack iproute2 util-linux
 BENCH_APT_CMDS := trafgen wrk haproxy nginx nft conntrack ip taskset
 bench-deps:
-	@missing=""; for c in $(BENCH_APT_CMDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
-	if [ -n "$$missing" ]; then \
-		echo "installing benchmark tools (missing:$$missing)"; \
-		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -qq && apt-get install -y -qq --no-install-recommends $(BENCH_APT_PKGS) >/dev/null; \
-	fi
+	$(call apt_install,benchmark tools,$(BENCH_APT_CMDS),$(BENCH_APT_PKGS))
 
 # bench: gvs side by side with nftables DNAT, HAProxy and a no-op ring forwarder on the lab (root;
 # about 10 minutes; BENCH_FLAGS=-quick for about 2). Results in out/bench/ (see docs/PERFORMANCE.md).
