@@ -319,11 +319,11 @@ func (e *Engine) list(c *ipvs.Command, stdout, stderr io.Writer) int {
 	case o.Connections:
 		e.listConns(stdout, o)
 	case c.HasService():
-		want := normKey(c.Service.ServiceKey)
+		want := c.Service.ServiceKey.Norm()
 		found := false
 		e.Table.Read(func(svcs []*ipvs.Service) {
 			for _, svc := range svcs {
-				if normKey(svc.Config.ServiceKey) == want {
+				if svc.Config.ServiceKey.Norm() == want {
 					found = true
 					_ = ipvs.WriteService(stdout, svc, o, e.stats)
 					return
@@ -342,16 +342,6 @@ func (e *Engine) list(c *ipvs.Command, stdout, stderr io.Writer) int {
 		e.Table.Read(func(svcs []*ipvs.Service) { _ = ipvs.WriteList(stdout, svcs, o, e.stats) })
 	}
 	return ipvs.ExitOK
-}
-
-// normKey drops the fields of a service key that do not identify it (the
-// Table keeps its services' keys in this form).
-func normKey(k ipvs.ServiceKey) ipvs.ServiceKey {
-	if k.FWMark != 0 {
-		return ipvs.ServiceKey{FWMark: k.FWMark, V6: k.V6}
-	}
-	k.V6 = false
-	return k
 }
 
 // timeouts is what -L --timeout prints: the connection table's, which the

@@ -468,7 +468,6 @@ type parseState struct {
 	rawMask    uint32 // -M as ipvsadm stores it: a mask (IPv4) or prefix length (IPv6)
 	maskArg    string
 	schedFlags string
-	startStop  string
 }
 
 // ParseArgsAs is ParseArgs with the program name to print in the "Try

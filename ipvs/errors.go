@@ -71,7 +71,6 @@ const (
 	msgPoptNoArg        = "missing argument"
 	msgPoptUnwantedArg  = "option does not take an argument"
 	msgInvalidOption    = "invalid option `%s'"
-	msgMultipleCommands = "multiple commands specified"
 	msgMultipleOptions  = "multiple '%s' options specified"
 	msgNeedOption       = "You need to supply the '%s' option for the '%s' command"
 	msgIllegalOption    = "Illegal '%s' option with the '%s' command"
@@ -139,6 +138,12 @@ func poptErr(arg, text string) *Error {
 // tryHelpErr is tryhelp_exit(prog, -1).
 func tryHelpErr(prog string) *Error {
 	return &Error{Msg: fmt.Sprintf(msgTryHelp, prog, prog), Code: ExitFailure, Err: ErrSyntax}
+}
+
+// atLine is e with its message prefixed by a rules-file line number
+// ("line 3: ..."), same status and sentinel.
+func (e *Error) atLine(line int) *Error {
+	return &Error{Msg: fmt.Sprintf(msgRulesLine, line, e.Msg), Code: e.Code, Err: e.Err}
 }
 
 // opErr is a rejected operation (libipvs ipvs_strerror text), exit 255.

@@ -121,7 +121,7 @@ type ServiceKey struct {
 }
 
 // String formats the key the way ipvsadm -S prints the selector:
-// "-t 1.2.3.4:80", "-u [2001:db8::1]:53", "-f 1".
+// "-t 1.2.3.4:80", "-u [2001:db8::1]:53", "--sctp-service 1.2.3.4:9", "-f 1".
 func (k ServiceKey) String() string {
 	if k.FWMark != 0 {
 		if k.V6 {
@@ -129,11 +129,18 @@ func (k ServiceKey) String() string {
 		}
 		return fmt.Sprintf("-f %d", k.FWMark)
 	}
-	sel := "-t"
-	if k.Proto == ProtoUDP {
-		sel = "-u"
+	return protoOption(k.Proto) + " " + netip.AddrPortFrom(k.Addr, k.Port).String()
+}
+
+// Norm is the key in the form the Table keeps its services' keys in: the
+// fields that do not identify the service zeroed (Proto, Addr and Port of a
+// fwmark key, V6 of an address key).
+func (k ServiceKey) Norm() ServiceKey {
+	if k.FWMark != 0 {
+		return ServiceKey{FWMark: k.FWMark, V6: k.V6}
 	}
-	return sel + " " + netip.AddrPortFrom(k.Addr, k.Port).String()
+	k.V6 = false
+	return k
 }
 
 // ServiceConfig is the configuration of a virtual service (ipvsadm -A/-E).

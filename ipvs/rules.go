@@ -49,7 +49,7 @@ func ParseRules(r io.Reader) ([]*Command, error) {
 		if err != nil {
 			var e *Error
 			if errors.As(err, &e) {
-				return nil, &Error{Msg: fmt.Sprintf(msgRulesLine, line, e.Msg), Code: e.Code, Err: e.Err}
+				return nil, e.atLine(line)
 			}
 			return nil, err
 		}

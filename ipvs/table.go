@@ -28,9 +28,10 @@ const trashPeriod = 120 * time.Second
 // its counters and connections. A re-created service likewise reuses its
 // old Service object (its counters are zeroed, as for a new IPVS service).
 //
-// Caveat: -E writes Service.Config and Service.Sched in place while the
-// data path may read them (see the package report); readers that need a
-// consistent view of the table use Read.
+// -E writes Service.Config and Service.Sched in place under the Table's
+// lock and then publishes them (Service.Publish): the data path reads
+// Service.State, and other readers that need a consistent view of the
+// table use Read.
 type Table struct {
 	mu       sync.Mutex // serializes control-plane calls; guards the fields below
 	newSched func(name string, flags SvcFlags) (Scheduler, error)
@@ -180,7 +181,7 @@ func (t *Table) VIPs() []netip.Addr {
 func (t *Table) Service(k ServiceKey) *Service {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.byKey[normKey(k)]
+	return t.byKey[k.Norm()]
 }
 
 // Services returns the services sorted as ipvsadm sorts them (see
@@ -227,22 +228,13 @@ func (t *Table) ApplyAll(cmds []*Command) error {
 	for _, c := range cmds {
 		if err := st.apply(c); err != nil {
 			if e, ok := err.(*Error); ok && c.Line > 0 {
-				return &Error{Msg: fmt.Sprintf(msgRulesLine, c.Line, e.Msg), Code: e.Code, Err: e.Err}
+				return e.atLine(c.Line)
 			}
 			return err
 		}
 	}
 	st.commit()
 	return nil
-}
-
-// normKey drops the unused fields of a fwmark key.
-func normKey(k ServiceKey) ServiceKey {
-	if k.FWMark != 0 {
-		return ServiceKey{FWMark: k.FWMark, V6: k.V6}
-	}
-	k.V6 = false
-	return k
 }
 
 // stSvc is a service in a staged batch.
@@ -297,7 +289,7 @@ func (s *stSvc) findDest(ap netip.AddrPort) int {
 
 // apply validates one command against the staged state and records it.
 func (st *stage) apply(c *Command) error {
-	key := normKey(c.Service.ServiceKey)
+	key := c.Service.ServiceKey.Norm()
 	switch c.Kind {
 	case CmdClear:
 		st.cleared = true
@@ -335,7 +327,7 @@ func (st *stage) apply(c *Command) error {
 		cfg := c.Service
 		cfg.ServiceKey = key
 		*s = stSvc{key: key, obj: s.obj, present: true, fresh: true, touched: true, cfg: cfg, sched: sched}
-		if s.obj == nil && !contains(st.newOrder, key) {
+		if s.obj == nil && !slices.Contains(st.newOrder, key) {
 			st.newOrder = append(st.newOrder, key)
 		}
 		return nil
@@ -413,15 +405,6 @@ func (st *stage) apply(c *Command) error {
 	return opErr(ErrInvalid, fmt.Sprintf(msgNotTableCmd, c.Kind))
 }
 
-func contains(ks []ServiceKey, k ServiceKey) bool {
-	for _, x := range ks {
-		if x == k {
-			return true
-		}
-	}
-	return false
-}
-
 // unicast is the kernel's check that a destination address is unicast
 // (inet_addr_type RTN_UNICAST/RTN_LOCAL; ipv6_addr_type unicast).
 func unicast(a netip.Addr) bool {
@@ -466,7 +449,7 @@ func (st *stage) commit() {
 
 	var keep, removed []*Service
 	for _, svc := range t.svcs {
-		k := normKey(svc.Config.ServiceKey)
+		k := svc.Config.ServiceKey.Norm()
 		s := st.svcs[k]
 		switch {
 		case s == nil && st.cleared, s != nil && !s.present:
@@ -497,7 +480,7 @@ func (st *stage) commit() {
 	t.byKey = make(map[ServiceKey]*Service, len(keep))
 	snap := &lookupSnap{byAddr: make(map[addrKey]*Service), byMark: make(map[markKey]*Service), vips: make(map[[16]byte]struct{})}
 	for _, svc := range keep {
-		k := normKey(svc.Config.ServiceKey)
+		k := svc.Config.ServiceKey.Norm()
 		t.byKey[k] = svc
 		if k.FWMark != 0 {
 			snap.byMark[markKey{k.FWMark, k.V6}] = svc
@@ -519,7 +502,7 @@ func (st *stage) commit() {
 
 	// Only now that no lookup can return them: retire removed services.
 	for _, svc := range removed {
-		k := normKey(svc.Config.ServiceKey)
+		k := svc.Config.ServiceKey.Norm()
 		for _, d := range svc.Dests() {
 			t.trashDest(k, d, now)
 		}
@@ -543,9 +526,7 @@ func (st *stage) commitService(s *stSvc, svc *Service, now time.Time) *Service {
 		// reused from the trash keep theirs.
 		svc.Stats.Reset()
 	}
-	if svc.Config != s.cfg {
-		svc.Config = s.cfg
-	}
+	svc.Config = s.cfg
 
 	old := map[netip.AddrPort]*Dest{}
 	for _, d := range svc.Dests() {

@@ -326,6 +326,7 @@ func TestSortServicesLikeIpvsadm(t *testing.T) {
 	tab := NewTable(newFakeSched)
 	mustApply(t, tab,
 		"-A -u 10.0.0.1:53",
+		"-A --sctp-service 10.0.0.1:9",
 		"-A -f 2",
 		"-A -t 10.0.0.1:443",
 		"-A -t 192.168.0.1:80",
@@ -338,7 +339,7 @@ func TestSortServicesLikeIpvsadm(t *testing.T) {
 		got = append(got, s.Config.ServiceKey.String())
 	}
 	// 192.168.0.1 - 10.0.0.1 overflows a C int: ipvsadm lists it first.
-	want := "-t 192.168.0.1:80,-t 10.0.0.1:80,-t 10.0.0.1:443,-u 10.0.0.1:53,-f 1,-f 1 -6,-f 2"
+	want := "-t 192.168.0.1:80,-t 10.0.0.1:80,-t 10.0.0.1:443,-u 10.0.0.1:53,--sctp-service 10.0.0.1:9,-f 1,-f 1 -6,-f 2"
 	if strings.Join(got, ",") != want {
 		t.Errorf("order\n got %s\nwant %s", strings.Join(got, ","), want)
 	}

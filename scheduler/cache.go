@@ -207,7 +207,7 @@ func (s *lblc) Schedule(svc *ipvs.Service, f *ipvs.Flow) *ipvs.Dest {
 	hit := b.lookup(key, now, exp)
 	if hit != nil {
 		hit.lastUse = now
-		if d := hit.val; d.Available() && d.Usable() && !lblcOverloaded(d, ds) {
+		if d := hit.val; live(d) && !lblcOverloaded(d, ds) {
 			return d
 		}
 	}
@@ -305,7 +305,7 @@ func (st *lblcrSet) min() *ipvs.Dest {
 	var loh, lw int64
 	for k := st.n - 1; k >= 0; k-- {
 		d := st.set[k]
-		if !d.Usable() || !d.Available() {
+		if !live(d) {
 			continue
 		}
 		doh, dw := d.Overhead(), int64(d.Weight())

@@ -111,21 +111,18 @@ func fold(a netip.Addr) uint32 {
 		binary.BigEndian.Uint32(b[8:]) ^ binary.BigEndian.Uint32(b[12:])
 }
 
-// protoSCTP is IPPROTO_SCTP; sh-port and mh-port use the source port of
-// TCP, UDP and SCTP packets only.
-const protoSCTP ipvs.Protocol = 132
-
-// flowPort is the port sh and mh hash with the sh-port/mh-port flag.
+// flowPort is the port sh and mh hash with the sh-port/mh-port flag: the
+// source port of TCP, UDP and SCTP packets, 0 for other protocols.
 func flowPort(f *ipvs.Flow) uint16 {
 	switch f.Proto {
-	case ipvs.ProtoTCP, ipvs.ProtoUDP, protoSCTP:
+	case ipvs.ProtoTCP, ipvs.ProtoUDP, ipvs.ProtoSCTP:
 		return f.SrcPort
 	}
 	return 0
 }
 
-// live reports whether a destination held in a precomputed table may be
-// returned: usable, and not deleted since the table was built.
+// live reports whether a destination held in a precomputed table or a
+// cache may be returned: usable, and not deleted since it was stored.
 func live(d *ipvs.Dest) bool {
 	return d.Usable() && d.Available()
 }
