@@ -26,6 +26,7 @@ type rxRing interface {
 type txRing interface {
 	Slot() ([]byte, bool)
 	Commit(n int) bool
+	CommitAt(off, n int) bool
 	Flush() error
 	Pending() int
 	MaxFrame() int
@@ -132,6 +133,13 @@ func (w *worker) poll() int {
 
 // handle runs one received frame through the pipeline and queues what it
 // sends. It does not allocate.
+//
+// The frame is copied once: into the free slot of the TX ring it most
+// likely leaves by (the other side's; the only ring when one-armed),
+// behind the pipeline's headroom, and rewritten there; a frame that does
+// leave by that ring is committed where it lies (TX.CommitAt). Anything
+// else (a reply built in the pipeline's scratch space, the other egress
+// side, no free slot) is copied by send.
 func (w *worker) handle(frame []byte, meta ring.Meta, side int, now int64) {
 	w.c.RX.Add(1)
 	if meta.Truncated() || meta.Status&ring.StatusCopy != 0 || len(frame) > bufSize {
@@ -142,10 +150,27 @@ func (w *worker) handle(frame []byte, meta ring.Meta, side int, now int64) {
 		w.c.VLAN.Add(1)
 		return
 	}
-	n := copy(w.buf[forwarder.Headroom:], frame)
-	res := w.fw.Process(w.buf, forwarder.Headroom, n, side, meta.CsumNotReady(), now)
+	outSide := 1 - side
+	out := w.tx[outSide]
+	buf, inSlot := out.Slot()
+	if !inSlot || len(buf) < forwarder.Headroom+len(frame) {
+		buf, inSlot = w.buf, false
+	}
+	n := copy(buf[forwarder.Headroom:], frame)
+	res := w.fw.Process(buf, forwarder.Headroom, n, side, meta.CsumNotReady(), now)
 	if res.Action != forwarder.Transmit && res.Action != forwarder.Reply {
 		return // Drop (counted by the pipeline); Pass, Control: the kernel has its copy
+	}
+	if inSlot && len(res.Frame) > 0 && (res.Link == outSide || uint(res.Link) < 2 && w.tx[res.Link] == out) {
+		// Where res.Frame starts in buf, if it is part of buf.
+		if off := cap(buf) - cap(res.Frame); off >= 0 && off < len(buf) && &buf[off] == &res.Frame[0] {
+			if len(res.Frame) > out.MaxFrame() {
+				w.c.Oversize.Add(1)
+				return
+			}
+			w.committed(out.CommitAt(off, len(res.Frame)))
+			return
+		}
 	}
 	w.send(res.Link, res.Frame)
 }
@@ -170,11 +195,17 @@ func (w *worker) send(side int, frame []byte) {
 			return
 		}
 	}
-	if !tx.Commit(copy(slot, frame)) {
+	w.committed(tx.Commit(copy(slot, frame)))
+}
+
+// committed counts a TX commit: sent, or refused by the ring (which should
+// not happen after the length check; counted to be seen).
+func (w *worker) committed(ok bool) {
+	if ok {
+		w.c.TX.Add(1)
+	} else {
 		w.c.TXError.Add(1)
-		return
 	}
-	w.c.TX.Add(1)
 }
 
 // flush kicks every TX ring (once when both sides share one).

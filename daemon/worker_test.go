@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"fmt"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -37,10 +39,11 @@ func (r *fakeRX) Fd() int                                     { return -1 }
 
 // fakeTX records committed frames in a fixed number of slots.
 type fakeTX struct {
+	slot    [2048]byte // first: aligned as a ring slot's data is
 	slots   int
 	max     int
-	slot    [2048]byte
 	sent    [][]byte
+	offs    []int // slot offset of each sent frame
 	record  bool
 	flushes int
 	commits int
@@ -52,13 +55,15 @@ func (t *fakeTX) Slot() ([]byte, bool) {
 	}
 	return t.slot[:], true
 }
-func (t *fakeTX) Commit(n int) bool {
-	if n < 14 || n > t.max {
+func (t *fakeTX) Commit(n int) bool { return t.CommitAt(0, n) }
+func (t *fakeTX) CommitAt(off, n int) bool {
+	if n < 14 || n > t.max || off < 0 || off+n > len(t.slot) {
 		return false
 	}
 	t.commits++
 	if t.record {
-		t.sent = append(t.sent, append([]byte(nil), t.slot[:n]...))
+		t.sent = append(t.sent, append([]byte(nil), t.slot[off:off+n]...))
+		t.offs = append(t.offs, off)
 	}
 	return true
 }
@@ -80,7 +85,8 @@ func testWorker(tb testing.TB) (*worker, [2]*fakeTX) {
 		tb.Fatal(err)
 	}
 	tbl := tableFrom(tb, "-A -t 198.51.100.10:80 -s rr\n-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m\n"+
-		"-A -u 198.51.100.10:53 -s rr\n-a -u 198.51.100.10:53 -r 198.18.2.11:5353 -m\n")
+		"-A -u 198.51.100.10:53 -s rr\n-a -u 198.51.100.10:53 -r 198.18.2.11:5353 -m\n"+
+		"-A -u 198.51.100.10:54 -s rr\n") // no real server: port unreachable
 	p := forwarder.New(forwarder.Config{Env: env, Services: tbl, Conns: conntrack.New(conntrack.Config{Shards: 4})})
 	var clock atomic.Int64
 	w := newWorker(p.NewWorker(), func() int64 { return clock.Add(1000) }, 0)
@@ -96,6 +102,7 @@ func TestWorkerHandle(t *testing.T) {
 	udp := frames.UDP(l2, frames.IP{Src: testClient, Dst: testVIP}, frames.UDPDgram{SrcPort: 40001, DstPort: 53, Payload: []byte("q")})
 	big := frames.UDP(l2, frames.IP{Src: testClient, Dst: testVIP}, frames.UDPDgram{SrcPort: 40002, DstPort: 53, Payload: make([]byte, 1400)})
 	other := frames.UDP(l2, frames.IP{Src: testClient, Dst: netip.MustParseAddr("198.18.1.1")}, frames.UDPDgram{SrcPort: 1, DstPort: 2})
+	noRS := frames.UDP(l2, frames.IP{Src: testClient, Dst: testVIP}, frames.UDPDgram{SrcPort: 40003, DstPort: 54, Payload: []byte("q")})
 	full := func(f []byte) ring.Meta { return ring.Meta{Len: uint32(len(f)), Snap: uint32(len(f))} }
 
 	tests := []struct {
@@ -104,6 +111,7 @@ func TestWorkerHandle(t *testing.T) {
 		meta   ring.Meta
 		txFull bool // the DIP-side TX ring has no free slot
 		txMax  int
+		back   bool // the frame leaves on the VIP side (the one it came in on)
 		check  func(t *testing.T, c *WorkerCounters, sent [][]byte)
 	}{
 		{name: "SYN to NAT service goes to the real server", frame: syn, meta: full(syn), check: func(t *testing.T, c *WorkerCounters, sent [][]byte) {
@@ -139,6 +147,14 @@ func TestWorkerHandle(t *testing.T) {
 				t.Errorf("oversize %d sent %d", c.Oversize.Load(), len(sent))
 			}
 		}},
+		{name: "no real server: port unreachable back to the client", frame: noRS, meta: full(noRS), back: true, check: func(t *testing.T, c *WorkerCounters, sent [][]byte) {
+			if c.TX.Load() != 1 || len(sent) != 1 {
+				t.Fatalf("tx %d, sent %d", c.TX.Load(), len(sent))
+			}
+			if proto, dst := sent[0][23], netip.AddrFrom4([4]byte(sent[0][30:34])); proto != 1 || dst != testClient {
+				t.Errorf("reply protocol %d to %v, want ICMP to %v", proto, dst, testClient)
+			}
+		}},
 		{name: "not ours: passed, nothing sent", frame: other, meta: full(other), check: func(t *testing.T, c *WorkerCounters, sent [][]byte) {
 			if c.RX.Load() != 1 || len(sent) != 0 || c.Oversize.Load()+c.TXFull.Load()+c.TXError.Load() != 0 {
 				t.Errorf("counters rx %d, sent %d", c.RX.Load(), len(sent))
@@ -148,7 +164,11 @@ func TestWorkerHandle(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			w, txs := testWorker(t)
-			txs[1].record = true
+			out, other := txs[forwarder.DIPSide], txs[forwarder.VIPSide]
+			if tc.back {
+				out, other = other, out
+			}
+			out.record = true
 			if tc.txFull {
 				txs[1].slots = 0
 			}
@@ -160,11 +180,40 @@ func TestWorkerHandle(t *testing.T) {
 			if n := w.poll(); n != 1 || rx.released != 1 {
 				t.Fatalf("poll took %d, released %d", n, rx.released)
 			}
-			if txs[0].commits != 0 {
-				t.Error("something was sent on the VIP side")
+			if other.commits != 0 {
+				t.Error("something was sent on the wrong side")
 			}
-			tc.check(t, &w.c, txs[1].sent)
+			tc.check(t, &w.c, out.sent)
 		})
+	}
+}
+
+// A one-arm worker has one TX ring for both sides: a forwarded frame is
+// committed in the slot it was rewritten in, a reply is copied there.
+func TestWorkerOneArm(t *testing.T) {
+	w, txs := testWorker(t)
+	tx := txs[forwarder.DIPSide]
+	tx.record = true
+	w.tx[forwarder.VIPSide] = tx
+	l2 := frames.L2{Src: frames.DerivedMAC(testClient), Dst: frames.DerivedMAC(netip.MustParseAddr("198.18.1.1"))}
+	syn := frames.TCP(l2, frames.IP{Src: testClient, Dst: testVIP}, frames.TCPSeg{SrcPort: 40000, DstPort: 80, SYN: true})
+	noRS := frames.UDP(l2, frames.IP{Src: testClient, Dst: testVIP}, frames.UDPDgram{SrcPort: 40003, DstPort: 54})
+	rx := &fakeRX{frames: [][]byte{syn, noRS}}
+	for _, f := range rx.frames {
+		rx.metas = append(rx.metas, ring.Meta{Len: uint32(len(f)), Snap: uint32(len(f))})
+	}
+	w.addRX(rx, forwarder.DIPSide) // as openRings does when one-armed
+	if n := w.poll(); n != 2 || w.c.TX.Load() != 2 || len(tx.sent) != 2 {
+		t.Fatalf("poll took %d, tx %d, sent %d", n, w.c.TX.Load(), len(tx.sent))
+	}
+	if dst := netip.AddrFrom4([4]byte(tx.sent[0][30:34])); dst != testRIP {
+		t.Errorf("NAT destination %v, want %v", dst, testRIP)
+	}
+	if !slices.Equal(tx.offs, []int{forwarder.Headroom, 0}) {
+		t.Errorf("slot offsets %v: want the NAT frame committed in place, the reply copied", tx.offs)
+	}
+	if proto, dst := tx.sent[1][23], netip.AddrFrom4([4]byte(tx.sent[1][30:34])); proto != 1 || dst != testClient {
+		t.Errorf("reply protocol %d to %v, want ICMP to %v", proto, dst, testClient)
 	}
 }
 
@@ -191,8 +240,17 @@ func TestWorkerBatchAndStats(t *testing.T) {
 	if s.RX != 100 || s.TX != 100 || s.Actions["transmit"] != 100 || s.Workers != 1 {
 		t.Errorf("stats %+v", s)
 	}
-	if len(s.Fields()) == 0 {
-		t.Error("no log fields")
+	var rxField, txField int64
+	for _, f := range s.Fields() {
+		switch f.Key {
+		case "rx":
+			rxField = f.Integer
+		case "tx":
+			txField = f.Integer
+		}
+	}
+	if rxField != 100 || txField != 100 {
+		t.Errorf("log fields rx %d, tx %d; want 100, 100", rxField, txField)
 	}
 }
 
@@ -212,12 +270,20 @@ func TestWorkerNoAllocs(t *testing.T) {
 }
 
 func BenchmarkWorkerHandle(b *testing.B) {
-	w, _ := testWorker(b)
-	l2 := frames.L2{Src: frames.DerivedMAC(testClient), Dst: frames.DerivedMAC(netip.MustParseAddr("198.18.1.1"))}
-	udp := frames.UDP(l2, frames.IP{Src: testClient, Dst: testVIP}, frames.UDPDgram{SrcPort: 40001, DstPort: 53, Payload: make([]byte, 64)})
-	meta := ring.Meta{Len: uint32(len(udp)), Snap: uint32(len(udp))}
-	b.ReportAllocs()
-	for b.Loop() {
-		w.handle(udp, meta, forwarder.VIPSide, 2)
+	for _, size := range []int{64, 1400} {
+		b.Run(fmt.Sprintf("payload=%d", size), func(b *testing.B) {
+			w, _ := testWorker(b)
+			l2 := frames.L2{Src: frames.DerivedMAC(testClient), Dst: frames.DerivedMAC(netip.MustParseAddr("198.18.1.1"))}
+			udp := frames.UDP(l2, frames.IP{Src: testClient, Dst: testVIP}, frames.UDPDgram{SrcPort: 40001, DstPort: 53, Payload: make([]byte, size)})
+			meta := ring.Meta{Len: uint32(len(udp)), Snap: uint32(len(udp))}
+			b.ReportAllocs()
+			b.SetBytes(int64(len(udp)))
+			for b.Loop() {
+				w.handle(udp, meta, forwarder.VIPSide, 2)
+			}
+			if w.c.TX.Load() == 0 {
+				b.Fatal("nothing sent")
+			}
+		})
 	}
 }

@@ -2,12 +2,12 @@ package kernel
 
 import (
 	"errors"
-	"time"
-
 	"fmt"
-	"go.uber.org/zap"
 	"net/netip"
 	"strings"
+	"time"
+
+	"go.uber.org/zap"
 
 	"gvs/ipvs"
 )

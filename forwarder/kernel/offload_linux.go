@@ -30,26 +30,20 @@ func DisableGRO(ifname string) (changed []string, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("ethtool features of %s: %w", ifname, err)
 	}
-	var stuck []string
 	for _, name := range groFeatures {
 		st, ok := before[name]
-		if !ok || !st.Active {
-			continue
+		if !ok || !st.Active || !st.Available || st.NeverChanged {
+			continue // absent, off, or fixed by the driver: found stuck below
 		}
-		if !st.Available || st.NeverChanged {
-			stuck = append(stuck, name)
-			continue
-		}
-		// One feature at a time: a driver refusing one must not hide the others.
-		if err := e.Change(ifname, map[string]bool{name: false}); err != nil {
-			stuck = append(stuck, name)
-		}
+		// One feature at a time: a driver refusing one must not hide the
+		// others. A refusal is found stuck below, from what the driver reports.
+		_ = e.Change(ifname, map[string]bool{name: false})
 	}
 	after, err := e.Features(ifname)
 	if err != nil {
 		return nil, fmt.Errorf("ethtool features of %s: %w", ifname, err)
 	}
-	stuck = stuck[:0]
+	var stuck []string
 	for _, name := range groFeatures {
 		switch {
 		case before[name].Active && !after[name]:

@@ -34,16 +34,6 @@ import (
 //
 // A Resolver works in the network namespace of the goroutine that created
 // it, whatever thread its background goroutine later runs on.
-// Generation changes every time the resolver publishes new answers, so
-// callers may cache Lookup and Gateway results until it does. It does not
-// allocate and is safe for concurrent use.
-func (r *Resolver) Generation() uint64 {
-	if s := r.snap.Load(); s != nil {
-		return s.gen
-	}
-	return 0
-}
-
 type Resolver struct {
 	log *zap.Logger
 	cfg ResolverConfig
@@ -209,6 +199,16 @@ func (r *Resolver) Gateway(client netip.Addr) (Neighbor, bool) {
 		return Neighbor{IfIndex: rt.ifindex, LinkMAC: rt.linkMAC, NextHop: nh, MAC: mac, Src: rt.src, MTU: rt.mtu}, true
 	}
 	return Neighbor{}, false
+}
+
+// Generation changes every time the resolver publishes new answers, so
+// callers may cache Lookup and Gateway results until it does. It does not
+// allocate and is safe for concurrent use.
+func (r *Resolver) Generation() uint64 {
+	if s := r.snap.Load(); s != nil {
+		return s.gen
+	}
+	return 0
 }
 
 // request hands a next hop to the background goroutine without blocking;
