@@ -663,7 +663,7 @@ func (w *Worker) icmpError(frame []byte, link int, why Reason, res *Result, src 
 	res.Reason = why
 	if !ok {
 		res.Action = Drop
-		inc(&w.Counters.Reasons[NoReply], 1)
+		w.Counters.Reasons[NoReply].Add(1)
 		return w.count(res)
 	}
 	res.Action, res.Link, res.Frame = Reply, link, out
@@ -684,37 +684,32 @@ func (w *Worker) result(r Result) *Result {
 }
 
 func (w *Worker) count(r *Result) *Result {
-	inc(&w.Counters.Actions[r.Action], 1)
+	w.Counters.Actions[r.Action].Add(1)
 	if r.Reason != ReasonNone {
-		inc(&w.Counters.Reasons[r.Reason], 1)
+		w.Counters.Reasons[r.Reason].Add(1)
 	}
 	return r
 }
 
-// inc adds to a counter that only this worker writes (its own Counters, its
-// statistics slot of a service or destination): a load and a store, not a
-// locked read-modify-write (readers still load atomically).
-func inc(c *atomic.Uint64, n uint64) { c.Store(c.Load() + n) }
-
 func (w *Worker) countConn(d *ipvs.Dest) {
-	inc(&d.Stats[w.id].Conns, 1)
-	inc(&d.Svc.Stats[w.id].Conns, 1)
+	d.Stats[w.id].Conns.Add(1)
+	d.Svc.Stats[w.id].Conns.Add(1)
 }
 
 func (w *Worker) countIn(d *ipvs.Dest, bytes int) {
 	ds, ss := &d.Stats[w.id], &d.Svc.Stats[w.id]
-	inc(&ds.InPkts, 1)
-	inc(&ds.InBytes, uint64(bytes))
-	inc(&ss.InPkts, 1)
-	inc(&ss.InBytes, uint64(bytes))
+	ds.InPkts.Add(1)
+	ds.InBytes.Add(uint64(bytes))
+	ss.InPkts.Add(1)
+	ss.InBytes.Add(uint64(bytes))
 }
 
 func (w *Worker) countOut(d *ipvs.Dest, bytes int) {
 	ds, ss := &d.Stats[w.id], &d.Svc.Stats[w.id]
-	inc(&ds.OutPkts, 1)
-	inc(&ds.OutBytes, uint64(bytes))
-	inc(&ss.OutPkts, 1)
-	inc(&ss.OutBytes, uint64(bytes))
+	ds.OutPkts.Add(1)
+	ds.OutBytes.Add(uint64(bytes))
+	ss.OutPkts.Add(1)
+	ss.OutBytes.Add(uint64(bytes))
 }
 
 // Totals sums the counters of a set of workers.
