@@ -581,11 +581,8 @@ func (t *Table) holdTemplate(r TemplateRef, now int64) bool {
 	s := &t.shards[r.shard]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if r.slot >= s.used {
-		return false
-	}
-	e := s.at(r.slot)
-	if e.gen != r.gen || e.flags&(fUsed|fTemplate) != fUsed|fTemplate {
+	e := s.refEntry(r)
+	if e == nil {
 		return false
 	}
 	atomic.AddUint32(&e.ctl, 1)
@@ -611,10 +608,7 @@ func (t *Table) release(s *shard, slot uint32, e *entry, inWheel bool) {
 		s.unfile(e)
 	}
 	if e.flags&fTemplate != 0 {
-		if e.flags&fUnhashed == 0 {
-			k := TemplateKey{CNet: e.caddr, VAddr: e.vaddr, VPort: e.vport, Proto: e.proto}
-			s.in.remove(uint32(hashTemplate(t.seed, &k)), slot)
-		}
+		t.unhash(s, slot, e)
 		e.dest.Unbind(true, false)
 	} else {
 		tag := uint32(hashConn(t.seed, e.proto, &e.caddr, e.cport))

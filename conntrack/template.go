@@ -29,6 +29,19 @@ func (s *shard) tmplAlive(slot uint32, e *entry, now int64) bool {
 	return true
 }
 
+// refEntry returns the template r names in s (locked, r's shard), or nil
+// when r is stale: its slot has been freed or reused since.
+func (s *shard) refEntry(r TemplateRef) *entry {
+	if r.slot >= s.used {
+		return nil
+	}
+	e := s.at(r.slot)
+	if e.gen != r.gen || e.flags&(fUsed|fTemplate) != fUsed|fTemplate {
+		return nil
+	}
+	return e
+}
+
 // validTemplate is ip_vs_check_template: the dest must still be available
 // and, with expire_quiescent_template, have a non-zero weight.
 func (t *Table) validTemplate(d *ipvs.Dest) bool {
@@ -171,11 +184,8 @@ func (t *Table) DropTemplate(ref TemplateRef) bool {
 	s := &t.shards[ref.shard]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if ref.slot >= s.used {
-		return false
-	}
-	e := s.at(ref.slot)
-	if e.gen != ref.gen || e.flags&(fUsed|fTemplate) != fUsed|fTemplate {
+	e := s.refEntry(ref)
+	if e == nil {
 		return false
 	}
 	if t.retire(s, ref.slot, e) {

@@ -69,15 +69,3 @@ func (tt *timeoutTable) load() Timeouts {
 	t.UDP = time.Duration(tt.udp.Load())
 	return t
 }
-
-// of returns the timeout, in nanoseconds, of a connection of protocol class
-// tcp (else UDP-like) in state s.
-func (tt *timeoutTable) of(tcp bool, s State) int64 {
-	if tcp {
-		if int(s) < NumTCPStates {
-			return tt.tcp[s].Load()
-		}
-		return tt.tcp[StateClose].Load()
-	}
-	return tt.udp.Load()
-}

@@ -15,6 +15,7 @@ import (
 	"gvs/forwarder/replay"
 	"gvs/internal/frames"
 	"gvs/ipvs"
+	"gvs/rewrite"
 )
 
 // harness is a pipeline on the lab's default facts with one worker.
@@ -343,5 +344,17 @@ func TestTunTypeUnsupported(t *testing.T) {
 	r := h.send(syn(client, 1), forwarder.VIPSide)
 	if r.Action != forwarder.Drop || r.Reason != forwarder.TunTypeUnsupported || r.Reason.String() != "tun_type_unsupported" {
 		t.Fatalf("%v %v", r.Action, r.Reason)
+	}
+}
+
+// The pipeline hands rewrite's parsed TCP flag byte to conntrack unchanged:
+// both packages name the same header bits (they are siblings and do not
+// import each other).
+func TestTCPFlagBitsAgree(t *testing.T) {
+	pairs := [][2]uint8{{conntrack.TCPFin, rewrite.TCPFin}, {conntrack.TCPSyn, rewrite.TCPSyn}, {conntrack.TCPRst, rewrite.TCPRst}, {conntrack.TCPAck, rewrite.TCPAck}}
+	for _, p := range pairs {
+		if p[0] != p[1] {
+			t.Fatalf("conntrack and rewrite disagree on a TCP flag bit: %#x vs %#x", p[0], p[1])
+		}
 	}
 }

@@ -169,31 +169,11 @@ func (b IPv4) Dst() [4]byte { return [4]byte(b[ipDst : ipDst+4]) }
 // SetChecksum sets the header checksum field.
 func (b IPv4) SetChecksum(c uint16) { binary.BigEndian.PutUint16(b[ipCsum:], c) }
 
-// SetSrc sets the source address without touching any checksum; see
-// SetSrcUpdate.
+// SetSrc sets the source address without touching any checksum.
 func (b IPv4) SetSrc(a [4]byte) { copy(b[ipSrc:ipSrc+4], a[:]) }
 
-// SetDst sets the destination address without touching any checksum; see
-// SetDstUpdate.
+// SetDst sets the destination address without touching any checksum.
 func (b IPv4) SetDst(a [4]byte) { copy(b[ipDst:ipDst+4], a[:]) }
-
-// SetSrcUpdate sets the source address and updates the header checksum
-// incrementally. It returns the old address (for the L4 pseudo-header).
-func (b IPv4) SetSrcUpdate(a [4]byte) (old [4]byte) {
-	old = b.Src()
-	b.SetSrc(a)
-	b.SetChecksum(checksum.UpdateAddr(b.Checksum(), old, a))
-	return old
-}
-
-// SetDstUpdate sets the destination address and updates the header
-// checksum incrementally. It returns the old address.
-func (b IPv4) SetDstUpdate(a [4]byte) (old [4]byte) {
-	old = b.Dst()
-	b.SetDst(a)
-	b.SetChecksum(checksum.UpdateAddr(b.Checksum(), old, a))
-	return old
-}
 
 // FixChecksum recomputes the header checksum from scratch.
 func (b IPv4) FixChecksum() {

@@ -1,10 +1,6 @@
 package rewrite
 
-import (
-	"encoding/binary"
-
-	"gvs/checksum"
-)
+import "encoding/binary"
 
 const (
 	// ICMPErrorMaxLen bounds the IP datagram of a generated ICMP error:
@@ -99,8 +95,7 @@ func icmpError(dst, frame []byte, p *Parsed, src [4]byte, m MACs, typ, code uint
 	binary.BigEndian.PutUint16(c[icmpRest:], 0)
 	binary.BigEndian.PutUint16(c[icmpMTU:], mtu)
 	copy(c[ICMPLen:], orig[:n])
-	c.SetChecksum(0)
-	c.SetChecksum(checksum.Checksum(c, 0))
+	c.FixChecksum()
 	return out, true
 }
 
