@@ -10,12 +10,15 @@ import (
 type Stats struct {
 	// Workers is the number of workers summed.
 	Workers int
-	// RX, TX, Oversize, TXFull, TXError, VLAN: see WorkerCounters.
-	RX, TX, Oversize, TXFull, TXError, VLAN uint64
+	// RX, TX, Oversize, TXFull, TXError, VLAN, Sleeps: see WorkerCounters.
+	RX, TX, Oversize, TXFull, TXError, VLAN, Sleeps uint64
 	// RingDrops counts frames the kernel dropped because an RX ring was
 	// full (PACKET_STATISTICS); TXAgain and TXNoBufs count TX kicks the
 	// kernel refused for the moment (the frames stay queued).
 	RingDrops, TXAgain, TXNoBufs uint64
+	// TXKicks counts sendto(2) calls on the TX rings: frames per kick is
+	// the transmit batching.
+	TXKicks uint64
 	// Actions counts the pipeline's verdicts by name ("transmit", "drop",
 	// ...), Reasons its drop and reply reasons by counter name
 	// ("no_route", "bad_ip_checksum", ...); zero counters are left out.
@@ -36,6 +39,7 @@ func (d *Daemon) Stats() Stats {
 		ts := t.Stats()
 		s.TXAgain += ts.Again
 		s.TXNoBufs += ts.NoBufs
+		s.TXKicks += ts.Kicks
 	}
 	return s
 }
@@ -50,6 +54,7 @@ func sumStats(ws []*worker) Stats {
 		s.TXFull += w.c.TXFull.Load()
 		s.TXError += w.c.TXError.Load()
 		s.VLAN += w.c.VLAN.Load()
+		s.Sleeps += w.c.Sleeps.Load()
 		fws = append(fws, w.fw)
 	}
 	actions, reasons := forwarder.Totals(fws...)
@@ -72,6 +77,7 @@ func (s Stats) Fields() []zap.Field {
 		zap.Uint64("rx", s.RX), zap.Uint64("tx", s.TX), zap.Uint64("oversize", s.Oversize),
 		zap.Uint64("tx_full", s.TXFull), zap.Uint64("tx_error", s.TXError), zap.Uint64("vlan", s.VLAN),
 		zap.Uint64("ring_drops", s.RingDrops), zap.Uint64("tx_again", s.TXAgain), zap.Uint64("tx_nobufs", s.TXNoBufs),
+		zap.Uint64("sleeps", s.Sleeps), zap.Uint64("tx_kicks", s.TXKicks),
 		zap.Any("actions", s.Actions), zap.Any("reasons", s.Reasons),
 	}
 }

@@ -52,6 +52,9 @@ type WorkerCounters struct {
 	// VLAN counts frames that arrived with a stripped 802.1Q tag: they
 	// belong to a VLAN interface on top of ours and are left to the kernel.
 	VLAN atomic.Uint64
+	// Sleeps counts the times the worker found every RX ring empty and
+	// went to sleep in poll(2): frames per sleep is the batching it got.
+	Sleeps atomic.Uint64
 }
 
 const (
@@ -219,6 +222,7 @@ func (w *worker) flush() {
 // wait sleeps until an RX ring has a frame, or briefly when TX frames are
 // still queued (EAGAIN/ENOBUFS on the last kick), or up to pollTimeout.
 func (w *worker) wait() {
+	w.c.Sleeps.Add(1)
 	timeout := pollTimeout
 	if w.tx[0].Pending() > 0 || w.tx[1].Pending() > 0 {
 		w.flush()

@@ -50,7 +50,7 @@ func (c contender) ours() bool { return c.kind == kindGVS || c.kind == kindNoop 
 // Identical topology and traffic for all; each case compares what applies.
 func allContenders() []contender {
 	return []contender{
-		{Name: "generator", kind: kindGen, cases: []string{"pps", "cpu"}},
+		{Name: "generator", kind: kindGen, cases: []string{"pps", "cpu", "latency"}}, // latency: "direct", client to a real server
 		{Name: "noop-ring", kind: kindNoop, cases: []string{"pps", "cpu"}},
 		{Name: "gvs-nat", kind: kindGVS, method: "nat", workers: 1, cases: []string{"pps", "cpu", "cps", "latency", "scaling"}},
 		{Name: "gvs-dr", kind: kindGVS, method: "dr", workers: 1, cases: []string{"pps", "cpu", "latency"}},
@@ -92,7 +92,9 @@ func (b *bench) start(ctx context.Context, c contender, round int) (*running, er
 	vip := b.l.VIP()
 	// Common state: legs for DR/TUN only, the kernel forwards only for
 	// nft-dnat, no conntrack state left from a previous contender.
-	if err := b.setLegs(ctx, c.kind == kindGVS && c.method != "nat"); err != nil {
+	// Legs up: DR and TUN replies go straight to the client, and the
+	// generator contender's latency case talks to a real server directly.
+	if err := b.setLegs(ctx, c.kind == kindGVS && c.method != "nat" || c.kind == kindGen); err != nil {
 		return nil, err
 	}
 	fwd := "0"

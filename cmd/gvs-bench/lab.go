@@ -204,6 +204,30 @@ func (b *bench) setupLab(ctx context.Context) error {
 			return fmt.Errorf("RPS on the director: %w", err)
 		}
 	}
+	if b.o.endpointRPS != "" {
+		// The client's and the servers' receive processing (their TCP/UDP
+		// stacks) on their own CPU, not inline in whoever sent the frame:
+		// on veth that would be the director's forwarder.
+		rps := func(ns string, ifs ...string) error {
+			var script strings.Builder
+			for _, ifc := range ifs {
+				fmt.Fprintf(&script, "for q in /sys/class/net/%s/queues/rx-*/rps_cpus; do echo %s > $q; done; ", ifc, b.o.endpointRPS)
+			}
+			return b.sh(ctx, ns, script.String())
+		}
+		if err := rps(b.client.NS, b.client.Name); err != nil {
+			return fmt.Errorf("RPS on the client: %w", err)
+		}
+		for _, s := range b.servers {
+			ifs := []string{s.LAN.Name}
+			if s.ClientLeg.IsValid() {
+				ifs = append(ifs, s.ClientLeg.Name)
+			}
+			if err := rps(s.NS, ifs...); err != nil {
+				return fmt.Errorf("RPS on %s: %w", s.NS, err)
+			}
+		}
+	}
 	return nil
 }
 
@@ -236,7 +260,7 @@ func waitTCP(ctx context.Context, ns, addr string, timeout time.Duration) error 
 func (b *bench) servicesUp(ctx context.Context) error {
 	for i, s := range b.servers {
 		name := fmt.Sprintf("rs%d", i+1)
-		p, err := b.l.Start(s.NS, filepath.Join(b.o.bin, "gvs-testsrv"), "--name", name, "--http", "", "--sink", "", "--udp", fmt.Sprintf(":%d", echoPort))
+		p, err := b.l.Start(s.NS, "taskset", "-c", b.o.worldCPU, filepath.Join(b.o.bin, "gvs-testsrv"), "--name", name, "--http", "", "--sink", "", "--udp", fmt.Sprintf(":%d", echoPort))
 		if err != nil {
 			return err
 		}

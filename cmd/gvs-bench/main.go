@@ -70,6 +70,7 @@ type options struct {
 	genCPU, dirCPU        string
 	worldCPU, allCPUs     string
 	rps                   string
+	endpointRPS           string
 	gvsdCPUs              string
 	noopSpin              bool
 	cpsDur                time.Duration
@@ -101,6 +102,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.dirCPU, "director-cpu", "1", "CPU of the director's forwarder and, with -rps, of its receive processing")
 	fs.StringVar(&o.gvsdCPUs, "gvsd-cpus", "", "taskset CPU list for a 1-worker gvsd (default: -director-cpu)")
 	fs.BoolVar(&o.noopSpin, "noop-spin", false, "run the no-op forwarder busy-polling (diagnostic)")
+	fs.StringVar(&o.endpointRPS, "endpoint-rps", "", "RPS CPU mask for the client's and real servers' interfaces, e.g. 1 to run their receive processing on CPU 0 with them (empty: on the sender's CPU, which for frames a userspace forwarder sends is the forwarder's)")
 	fs.StringVar(&o.rps, "rps", "", "RPS CPU mask for the director's interfaces, e.g. 2 to run all of the director's receive work on CPU 1 (hex; empty: RPS off, the receive softirq runs on the sender's CPU)")
 	fs.DurationVar(&o.cpsDur, "cps-duration", 5*time.Second, "wrk run length")
 	fs.IntVar(&o.cpsConns, "cps-conns", 64, "wrk concurrent connections")
@@ -229,9 +231,10 @@ type bench struct {
 	needNginx   bool
 	log         io.Writer
 
-	genMax          float64 // the generator's offered rate this round
-	genCPUBase      float64 // the generator's kernel ns/packet at the fixed rate this round
-	lastNatOverload float64 // gvs-nat's overload rate this round
+	genMax          float64               // the generator's offered rate this round
+	genCPUBase      float64               // the generator's kernel ns/packet at the fixed rate this round
+	direct          map[string][2]float64 // load -> p50, p99 of the round trip without a director, this round
+	lastNatOverload float64               // gvs-nat's overload rate this round
 	samples         []sample
 	failures        []string
 }
@@ -250,6 +253,13 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "noop" {
 		if err := runNoop(os.Args[2:], os.Stdout, os.Stderr); err != nil {
 			fmt.Fprintln(os.Stderr, "gvs-bench noop:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "ping" {
+		if err := runPing(context.Background(), os.Args[2:], os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "gvs-bench ping:", err)
 			os.Exit(1)
 		}
 		return
@@ -413,6 +423,7 @@ func (b *bench) runRounds(ctx context.Context, cases []string) {
 	}
 	for r := 1; r <= b.o.rounds; r++ {
 		b.genMax, b.lastNatOverload, b.genCPUBase = 0, 0, 0
+		b.direct = map[string][2]float64{}
 		order := slices.Clone(list)
 		if len(order) > 1 && order[0].kind == kindGen {
 			rest := order[1:]
@@ -502,7 +513,7 @@ func (o options) describe() map[string]string {
 		"rounds": fmt.Sprint(o.rounds), "warmup": o.warmup.String(), "window": o.window.String(),
 		"trial": o.trial.String(), "steps": fmt.Sprint(o.steps), "tolerance": fmt.Sprint(o.tolerance),
 		"rate": fmt.Sprint(o.rate), "cases": strings.Join(o.cases, ","), "gen_cpu": o.genCPU,
-		"director_cpu": o.dirCPU, "rps": o.rps, "cps_duration": o.cpsDur.String(), "cps_conns": fmt.Sprint(o.cpsConns),
+		"director_cpu": o.dirCPU, "rps": o.rps, "endpoint_rps": o.endpointRPS, "cps_duration": o.cpsDur.String(), "cps_conns": fmt.Sprint(o.cpsConns),
 		"ping_rate": fmt.Sprint(o.pingRate), "ping_duration": o.pingDur.String(),
 	}
 }

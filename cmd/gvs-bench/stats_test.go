@@ -143,3 +143,22 @@ func FuzzParsePidStat(f *testing.F) {
 	f.Add([]byte("1 ()) R"))
 	f.Fuzz(func(t *testing.T, b []byte) { _, _, _ = parsePidStat(b) })
 }
+
+// TestCPUCharge pins the cpu case's accounting: softirq and irq of every
+// CPU, user and system of the director's CPU only, each tick once.
+func TestCPUCharge(t *testing.T) {
+	cpus := map[int]cpuTimes{
+		0: {User: 100, Nice: 1, System: 20, Idle: 5, IRQ: 2, SoftIRQ: 30}, // generator: its user/system is not forwarding
+		1: {User: 7, Nice: 0, System: 11, Idle: 60, IOWait: 1, IRQ: 1, SoftIRQ: 9, Steal: 3},
+	}
+	got, all := cpuCharge(cpus, 1)
+	if want := uint64(2 + 30 + 1 + 9 + 7 + 11); got != want {
+		t.Errorf("charged %d ticks, want %d", got, want)
+	}
+	if all.User != 108 || all.System != 31 || all.SoftIRQ != 39 || all.IRQ != 3 || all.Total() != 108+31+39+3+65+1+3 {
+		t.Errorf("sum %+v", all)
+	}
+	if got, _ := cpuCharge(cpus, 0); got != 2+30+1+9+101+20 {
+		t.Errorf("director CPU 0: charged %d", got)
+	}
+}

@@ -4,14 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"slices"
 	"sync"
 	"time"
-
-	"gvs/internal/lab"
 )
 
 // pingResult is one ping-pong run.
@@ -38,17 +40,46 @@ func parseEcho(b []byte) (seq uint64, sent int64, ok bool) {
 	return binary.BigEndian.Uint64(b[:8]), int64(binary.BigEndian.Uint64(b[8:])), true
 }
 
-// udpPingPong sends rate requests/s for dur from namespace ns to dst,
-// spread over socks sockets (source ports, hence flows and real servers),
-// and measures each answer's round trip. Bounded: at most rate*dur
-// requests; answers later than 1 s after the last request count as lost.
-func udpPingPong(ctx context.Context, ns string, dst netip.AddrPort, rate float64, dur time.Duration, socks int) (pingResult, error) {
+// runPing is `gvs-bench ping`: the latency case's client, a process of
+// its own so that gvs-bench can pin it (taskset) to the generator's CPU in
+// the client namespace, away from the director's CPU. It prints the
+// pingResult as JSON.
+func runPing(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("gvs-bench ping", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dst := fs.String("dst", "", "UDP echo service, ADDR:PORT (required)")
+	rate := fs.Float64("rate", 1000, "requests per second")
+	dur := fs.Duration("duration", 3*time.Second, "how long to send")
+	socks := fs.Int("sockets", 16, "client sockets (source ports)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	to, err := netip.ParseAddrPort(*dst)
+	if err != nil {
+		return fmt.Errorf("-dst: %w", err)
+	}
+	if *rate > 1e5 || *dur > time.Minute || *socks > 1024 {
+		return errors.New("-rate up to 100k, -duration up to 1m, -sockets up to 1024")
+	}
+	res, err := udpPingPong(ctx, to, *rate, *dur, *socks)
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(stdout).Encode(res)
+}
+
+// udpPingPong sends rate requests/s for dur to dst, spread over socks
+// sockets (source ports, hence flows and real servers), and measures each
+// answer's round trip. Bounded: at most rate*dur requests; answers later
+// than 1 s after the last request count as lost.
+func udpPingPong(ctx context.Context, dst netip.AddrPort, rate float64, dur time.Duration, socks int) (pingResult, error) {
 	if rate <= 0 || dur <= 0 || socks < 1 {
 		return pingResult{}, fmt.Errorf("ping: bad rate %v, duration %v or sockets %d", rate, dur, socks)
 	}
 	conns := make([]net.PacketConn, socks)
 	for i := range conns {
-		pc, err := lab.ListenPacket(ctx, ns, "udp4", ":0")
+		var lc net.ListenConfig
+		pc, err := lc.ListenPacket(ctx, "udp4", ":0")
 		if err != nil {
 			for _, c := range conns[:i] {
 				c.Close()

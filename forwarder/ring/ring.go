@@ -32,9 +32,15 @@ const (
 
 // Geometry constants of TPACKET_V2.
 const (
-	// TXDataOffset is where frame data starts in a TX slot:
-	// TPACKET_ALIGN(sizeof(struct tpacket2_hdr)).
+	// TXDataOffset is where frame data starts in a TX slot of a ZeroCopy
+	// ring: TPACKET_ALIGN(sizeof(struct tpacket2_hdr)). Other rings keep
+	// txVnetRoom bytes in front of it for the virtio_net_hdr.
 	TXDataOffset = 32
+	// txVnetRoom is the room reserved for the virtio_net_hdr (10 bytes),
+	// rounded up to TPACKET_ALIGNMENT.
+	txVnetRoom = 16
+	// vnetHdrLen is sizeof(struct virtio_net_hdr).
+	vnetHdrLen = 10
 	// RXDataOffset is where the kernel writes an Ethernet frame in an RX
 	// slot of a SOCK_RAW socket: TPACKET_ALIGN(tpacket2_hdr + sockaddr_ll
 	// + 16) - 14.
@@ -171,6 +177,16 @@ type TXConfig struct {
 	// driver, skipping the qdisc (and other sockets' taps such as
 	// tcpdump). The default configuration enables it.
 	QdiscBypass bool
+	// ZeroCopy leaves the kernel's TX ring default: it copies only the
+	// Ethernet header into the new skb and references the rest of the frame
+	// in the ring's pages. That saves a copy on a NIC that sends from page
+	// fragments, but a veth (and anything that forwards the skb inside the
+	// host) must then copy those fragments into newly allocated pages
+	// (skb_copy_ubufs) and pull the headers back into the linear area.
+	// Without it (the default), every slot carries a virtio_net_hdr
+	// (PACKET_VNET_HDR) asking for the whole frame in the linear area: one
+	// copy of at most MTU+14 bytes, no page allocation.
+	ZeroCopy bool
 }
 
 // DefaultTXConfig returns the configuration used for a nil *TXConfig.

@@ -3,6 +3,7 @@
 package ring
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -371,8 +372,10 @@ func (r *RX) Close() error {
 // documentation for the concurrency contract.
 type TX struct {
 	base
-	capacity   int // writable bytes per slot
-	maxFrame   int // largest frame the device accepts (MTU + 14)
+	data       int  // where frame data starts in a slot
+	vnet       bool // slots carry a virtio_net_hdr in front of the frame
+	capacity   int  // writable bytes per slot
+	maxFrame   int  // largest frame the device accepts (MTU + 14)
 	flushEvery int
 
 	prod      int // next slot to fill
@@ -413,7 +416,12 @@ func (t *TX) setup(ifindex int, c *TXConfig) error {
 	default:
 		t.flushEvery = c.FlushEvery
 	}
-	t.capacity = t.geo.frameSize - TXDataOffset
+	t.data = TXDataOffset
+	if !c.ZeroCopy {
+		t.vnet = true
+		t.data += txVnetRoom
+	}
+	t.capacity = t.geo.frameSize - t.data
 	mtu, err := deviceMTU(t.fd, ifindex)
 	if err != nil {
 		return err
@@ -427,6 +435,12 @@ func (t *TX) setup(ifindex int, c *TXConfig) error {
 	// Frames carry their own offset (tp_mac), for CommitAt.
 	if err := unix.SetsockoptInt(t.fd, unix.SOL_PACKET, unix.PACKET_TX_HAS_OFF, 1); err != nil {
 		return os.NewSyscallError("setsockopt PACKET_TX_HAS_OFF", err)
+	}
+	if t.vnet {
+		// Before the ring is mapped: the kernel refuses it afterwards.
+		if err := unix.SetsockoptInt(t.fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
+			return os.NewSyscallError("setsockopt PACKET_VNET_HDR", err)
+		}
 	}
 	if err := t.mapRing(unix.PACKET_TX_RING); err != nil {
 		return err
@@ -466,7 +480,7 @@ func (t *TX) idx(i int) int {
 }
 
 // Slot returns the writable buffer of the next free slot (MaxFrame or more
-// bytes; FrameSize-32), or false when the ring is full: the caller then
+// bytes; FrameSize-48, FrameSize-32 with ZeroCopy), or false when the ring is full: the caller then
 // counts a drop, or calls Flush/Wait and retries. The buffer stays valid
 // until the next Commit, CommitAt or Flush. Calling Slot again without a
 // commit returns the same slot.
@@ -475,7 +489,7 @@ func (t *TX) Slot() ([]byte, bool) {
 		t.full.Add(1)
 		return nil, false
 	}
-	off := int(t.offs[t.prod]) + TXDataOffset
+	off := int(t.offs[t.prod]) + t.data
 	return t.mem[off : off+t.capacity : off+t.capacity], true
 }
 
@@ -508,7 +522,7 @@ func (t *TX) CommitAt(off, n int) bool {
 		return false
 	}
 	h := t.hdr(t.prod)
-	start := int(t.offs[t.prod]) + TXDataOffset
+	start := int(t.offs[t.prod]) + t.data
 	var frame []byte
 	if off >= 0 && off <= t.capacity-ethHdrLen {
 		frame = t.mem[start+off : start+t.capacity]
@@ -518,9 +532,18 @@ func (t *TX) CommitAt(off, n int) bool {
 		t.malformed.Add(1)
 		return false
 	}
-	h.Len = uint32(n)
-	h.Snaplen = uint32(n)
-	h.Mac = uint16(TXDataOffset + off)
+	mac, l := t.data+off, n
+	if t.vnet {
+		// struct virtio_net_hdr: no offloads, hdr_len = the whole frame,
+		// so the kernel copies all of it into the skb's linear area.
+		mac, l = mac-vnetHdrLen, n+vnetHdrLen
+		v := t.mem[start+off-vnetHdrLen : start+off]
+		clear(v)
+		binary.NativeEndian.PutUint16(v[2:4], uint16(n))
+	}
+	h.Len = uint32(l)
+	h.Snaplen = uint32(l)
+	h.Mac = uint16(mac)
 	atomic.StoreUint32(&h.Status, txSendRequest)
 	t.prod = t.idx(t.prod + 1)
 	t.queued++
@@ -550,7 +573,12 @@ func (t *TX) Flush() error {
 	}
 	t.sinceKick = 0
 	for tries := 0; tries <= len(t.offs); tries++ {
-		_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(t.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+		// A raw system call: MSG_DONTWAIT never sleeps, so the Go
+		// scheduler need not be told (entersyscall/exitsyscall). Told, its
+		// sysmon thread keeps taking the P away from a worker that kicks
+		// thousands of times a second, waking every 20 µs to do so; on a
+		// worker's core that is a context switch each time.
+		_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(t.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 		t.kicks.Add(1)
 		reclaimed := t.retire()
 		if reclaimed && t.queued > 0 {

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net/netip"
 	"runtime"
 	"slices"
@@ -96,11 +97,24 @@ func flushAll(tb testing.TB, tx *TX) {
 	}
 }
 
+// TestRoundTrip sends frames of every size through both kinds of TX ring:
+// the default (whole frame copied into the skb, announced by a
+// virtio_net_hdr) and ZeroCopy (the kernel references the ring's pages).
 func TestRoundTrip(t *testing.T) {
+	for _, zc := range []bool{false, true} {
+		t.Run(fmt.Sprintf("zerocopy=%v", zc), func(t *testing.T) {
+			cfg := DefaultTXConfig()
+			cfg.ZeroCopy = zc
+			testRoundTrip(t, &cfg)
+		})
+	}
+}
+
+func testRoundTrip(t *testing.T, cfg *TXConfig) {
 	n := newTestNet(t, [2]string{"a0", "a1"})
 	a0, a1 := n.link(t, "a0"), n.link(t, "a1")
 	rx := n.openRX(t, "a1", nil)
-	tx := n.openTX(t, "a0", nil)
+	tx := n.openTX(t, "a0", cfg)
 	if got := tx.MaxFrame(); got != 1514 {
 		t.Errorf("MaxFrame() = %d, want 1514 (MTU 1500)", got)
 	}
@@ -211,10 +225,13 @@ func TestTruncationAndVLAN(t *testing.T) {
 // TestRefusedFrameReclaimed lowers the MTU after the TX ring sampled it, so
 // the kernel refuses frames with TP_STATUS_WRONG_FORMAT; the ring must count
 // and drop them and still send the frames queued behind them, in order.
+// Only a ZeroCopy ring gets that check from the kernel: with a
+// virtio_net_hdr it trusts the sender, and the MTU sampled at open (and the
+// pipeline's egress MTU) are the only limits.
 func TestRefusedFrameReclaimed(t *testing.T) {
 	n := newTestNet(t, [2]string{"w0", "w1"})
 	rx := n.openRX(t, "w1", nil)
-	tx := n.openTX(t, "w0", &TXConfig{FlushEvery: -1, QdiscBypass: true})
+	tx := n.openTX(t, "w0", &TXConfig{FlushEvery: -1, QdiscBypass: true, ZeroCopy: true})
 	n.ip(t, "link", "set", "w0", "mtu", "1000")
 
 	sizes := []int{100, 1400, 100, 100, 1400, 100, 1400}

@@ -233,6 +233,17 @@ func (l *Lab) build() error {
 			return err
 		}
 	}
+	// The LANs are switches: with br_netfilter loaded (Docker loads it),
+	// every bridged frame would also run the bridge namespace's iptables
+	// hooks, a cost of the lab, not of anything under test. Without the
+	// module the keys do not exist.
+	if err := Sysctls(p.bridgeNS, map[string]string{
+		"net.bridge.bridge-nf-call-iptables":  "0",
+		"net.bridge.bridge-nf-call-ip6tables": "0",
+		"net.bridge.bridge-nf-call-arptables": "0",
+	}); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
 	if err := runIP("-n", p.bridgeNS, "link", "set", p.serverBr, "mtu", fmt.Sprint(l.opts.ServerMTU)); err != nil {
 		return err
 	}
