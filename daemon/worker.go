@@ -76,10 +76,13 @@ type worker struct {
 	rxSide []int     // the link each rx ring receives on
 	tx     [2]txRing // per egress side; the same ring twice when one-armed
 	batch  int
-	clock  func() int64
-	buf    []byte
-	pfds   []unix.PollFd
-	c      WorkerCounters
+	// busyPoll is how long (ns) the worker keeps polling after its last
+	// frame before it sleeps (Config.BusyPoll).
+	busyPoll int64
+	clock    func() int64
+	buf      []byte
+	pfds     []unix.PollFd
+	c        WorkerCounters
 }
 
 func newWorker(fw *forwarder.Worker, clock func() int64, batch int) *worker {
@@ -101,10 +104,18 @@ func (w *worker) addRX(r rxRing, side int) {
 func (w *worker) run(stop *atomic.Bool) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	var last int64 // clock of the last turn that took a frame
 	for !stop.Load() {
-		if w.poll() == 0 {
-			w.wait()
+		if w.poll() > 0 {
+			if w.busyPoll > 0 {
+				last = w.clock()
+			}
+			continue
 		}
+		if w.busyPoll > 0 && w.clock()-last < w.busyPoll {
+			continue
+		}
+		w.wait()
 	}
 	w.flush()
 }

@@ -287,3 +287,44 @@ func BenchmarkWorkerHandle(b *testing.B) {
 		})
 	}
 }
+
+// stoppingRX is a fakeRX that stops the worker after a number of polls.
+type stoppingRX struct {
+	fakeRX
+	polls, stopAfter int
+	stop             *atomic.Bool
+}
+
+func (r *stoppingRX) Next() ([]byte, ring.Meta, bool) {
+	if r.polls++; r.polls >= r.stopAfter {
+		r.stop.Store(true)
+	}
+	return r.fakeRX.Next()
+}
+
+// TestWorkerBusyPoll runs the worker loop over one frame and then an empty
+// ring: without BusyPoll it sleeps at every empty turn; with it, not until
+// BusyPoll has passed since the last frame (the test clock moves 1 µs per
+// reading, about 2 µs per empty turn).
+func TestWorkerBusyPoll(t *testing.T) {
+	for _, tc := range []struct {
+		busy               time.Duration
+		minSleeps, maxSlps uint64
+	}{
+		{0, 190, 200},                      // every empty turn
+		{time.Millisecond, 0, 0},           // 200 turns are ~400 µs: still polling
+		{100 * time.Microsecond, 100, 180}, // polls ~50 turns, then sleeps
+	} {
+		w, _ := testWorker(t)
+		w.busyPoll = int64(tc.busy)
+		l2 := frames.L2{Src: frames.DerivedMAC(testClient), Dst: frames.DerivedMAC(netip.MustParseAddr("198.18.1.1"))}
+		f := frames.UDP(l2, frames.IP{Src: testClient, Dst: testVIP}, frames.UDPDgram{SrcPort: 1000, DstPort: 53})
+		var stop atomic.Bool
+		rx := &stoppingRX{fakeRX: fakeRX{frames: [][]byte{f}, metas: []ring.Meta{{Len: uint32(len(f)), Snap: uint32(len(f))}}}, stopAfter: 201, stop: &stop}
+		w.addRX(rx, forwarder.VIPSide)
+		w.run(&stop)
+		if got := w.c.Sleeps.Load(); got < tc.minSleeps || got > tc.maxSlps || w.c.RX.Load() != 1 {
+			t.Errorf("busy-poll %v: %d sleeps (want %d..%d), rx %d", tc.busy, got, tc.minSleeps, tc.maxSlps, w.c.RX.Load())
+		}
+	}
+}

@@ -28,8 +28,9 @@ const (
 type contender struct {
 	Name    string
 	kind    kind
-	method  string // gvs: nat, dr, tun
-	workers int    // gvs: data-path workers
+	method  string   // gvs: nat, dr, tun
+	workers int      // gvs: data-path workers
+	extra   []string // gvs: more gvsd flags
 	cases   []string
 }
 
@@ -58,6 +59,7 @@ func allContenders() []contender {
 		{Name: "nft-dnat", kind: kindNFT, cases: []string{"pps", "cpu", "cps", "latency"}},
 		{Name: "haproxy", kind: kindHAProxy, cases: []string{"cps"}},
 		{Name: "gvs-nat-2w", kind: kindGVS, method: "nat", workers: 2, cases: []string{"scaling"}},
+		{Name: "gvs-nat-bp", kind: kindGVS, method: "nat", workers: 1, extra: []string{"--busy-poll", "200us"}, cases: []string{"latency"}},
 	}
 }
 
@@ -162,10 +164,11 @@ func (b *bench) start(ctx context.Context, c contender, round int) (*running, er
 		if c.workers > 1 {
 			cpus = b.o.allCPUs
 		}
-		p, err := b.l.Start(d.NS, "taskset", "-c", cpus, filepath.Join(b.o.bin, "gvsd"),
+		args := append([]string{"-c", cpus, filepath.Join(b.o.bin, "gvsd"),
 			"--vip-if", lab.DirectorVIPIf, "--dip-if", lab.DirectorDIPIf, "--rules", rules,
-			"--workers", fmt.Sprint(c.workers), "--socket", "gvsbench-"+b.l.Suffix(),
-			"--log-format", "console", "--log-level", "debug", "--stats-interval", "2s")
+			"--workers", fmt.Sprint(c.workers), "--socket", "gvsbench-" + b.l.Suffix(),
+			"--log-format", "console", "--log-level", "debug", "--stats-interval", "2s"}, c.extra...)
+		p, err := b.l.Start(d.NS, "taskset", args...)
 		if err == nil {
 			_, err = p.WaitFor(ctx, "gvsd ready")
 		}

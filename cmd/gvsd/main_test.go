@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -14,6 +15,12 @@ func TestParseFlags(t *testing.T) {
 	}
 	if o.cfg.VIPIf != "eth0" || o.cfg.DIPIf != "eth1" || o.cfg.RingFrames != 512 || o.pprof != "127.0.0.1:0" || o.cfg.Workers != 2 {
 		t.Fatalf("parsed %+v pprof=%q", o.cfg, o.pprof)
+	}
+	if o, err := parseFlags([]string{"--vip-if", "eth0", "--dip-if", "eth1", "--busy-poll", "200us"}, &stderr); err != nil || o.cfg.BusyPoll != 200*time.Microsecond {
+		t.Fatalf("--busy-poll 200us: %v, %v", o.cfg.BusyPoll, err)
+	}
+	if _, err := parseFlags([]string{"--vip-if", "eth0", "--dip-if", "eth1", "--busy-poll", "-1s"}, &stderr); err == nil {
+		t.Fatal("negative --busy-poll accepted")
 	}
 	if _, err := parseFlags([]string{"--dip-if", "eth1"}, &stderr); err == nil {
 		t.Fatal("missing --vip-if accepted")
