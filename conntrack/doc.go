@@ -13,20 +13,21 @@
 //
 // The table is split into a power-of-two number of shards, each with its own
 // sync.Mutex; there is no table-wide lock. A connection lives in the shard
-// chosen by the top bits of the seeded xxhash of (protocol, client address,
+// chosen by the top bits of a keyed hash of (protocol, client address,
 // client port). Both its in-key (client -> virtual) and its reply key (real
 // server -> client) contain exactly those fields, so In and Out find it
 // under one lock. Templates are placed by the hash of their whole key.
 //
 // Per shard, entries are 96-byte pointer-light records (one *ipvs.Dest) in a
 // slab of fixed 512-entry (48 KiB) chunks with a free list; chunks never move, so
-// slot numbers (uint32) stay valid. Two open-addressing indexes of 8-byte
-// cells (32 hash bits + slot) with linear probing and backward-shift
-// deletion, at most 3/4 full, map keys to slots: the in-index (connections
-// and templates) and the reply index (NAT connections only). No Go maps, no
-// per-entry heap objects: 96 + 2*8/load bytes per NAT connection (load
-// between 3/8 and 3/4), 130.7 B measured with 1M connections
-// (TestMemoryPerEntry, BenchmarkMemory).
+// slot numbers (uint32) stay valid. One open-addressing index of 8-byte
+// cells (32 hash bits + slot reference) with linear probing and
+// backward-shift deletion, at most 3/4 full, maps keys to slots: a cell per
+// connection in-key and template key, and a marked cell per NAT reply key.
+// A connection's two keys hash alike, so its two cells sit in one probe run
+// (usually one cache line). No Go maps, no per-entry heap objects: 96 +
+// 2*8/load bytes per NAT connection (load between 3/8 and 3/4), 130.3 B
+// measured with 1M connections (TestMemoryPerEntry, BenchmarkMemory).
 //
 // # Expiry
 //

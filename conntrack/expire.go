@@ -82,6 +82,12 @@ func (t *Table) processList(s *shard, w uint32, now int64, deferBusy bool) int {
 	for slot != nilSlot {
 		e := s.at(slot)
 		next := e.next
+		if next != nilSlot {
+			// The list is a pointer chase: load the next entry now, so
+			// that its cache miss overlaps this entry's index work
+			// instead of following it.
+			s.warm = s.at(next).next
+		}
 		switch {
 		case now < e.expires:
 			s.file(slot, e)
@@ -92,12 +98,13 @@ func (t *Table) processList(s *shard, w uint32, now int64, deferBusy bool) int {
 			}
 			s.file(slot, e) // when deferred: still due, on the current tick
 		default:
-			t.release(s, slot, e, false)
+			t.unlink(s, slot, e, false)
 			s.expired++
 			n++
 		}
 		slot = next
 	}
+	t.live.Add(-int64(n))
 	return n
 }
 

@@ -2,9 +2,8 @@ package conntrack
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"net/netip"
-
-	"github.com/cespare/xxhash/v2"
 
 	"gvs/ipvs"
 )
@@ -116,30 +115,78 @@ const (
 	kindTemplate = 2
 )
 
-// hashConn is the hash of a connection: the seeded xxhash of (protocol,
-// client address, client port). Both the in-key and the reply key contain
-// exactly these fields, so both indexes of a connection live in the same
-// shard and one lock serves In and Out (IPVS hashes connections the same
-// way). Conns differing only in the virtual or real side share a hash and
-// are told apart by the full compare.
-func hashConn(seed uint64, proto ipvs.Protocol, caddr *[16]byte, cport uint16) uint64 {
-	var b [28]byte
-	binary.LittleEndian.PutUint64(b[0:8], seed)
-	copy(b[8:24], caddr[:])
-	binary.LittleEndian.PutUint16(b[24:26], cport)
-	b[26] = byte(proto)
-	b[27] = kindConn
-	return xxhash.Sum64(b[:])
+// hashKeys holds the table's hash seed.
+type hashKeys struct{ seed uint64 }
+
+// newHashKeys returns the hash state for seed.
+func newHashKeys(seed uint64) hashKeys { return hashKeys{seed: seed} }
+
+// XXH64's primes.
+const (
+	xxP1 uint64 = 11400714785074694791
+	xxP2 uint64 = 14029467366897019727
+	xxP3 uint64 = 1609587929392839161
+	xxP4 uint64 = 9650029242287828579
+	xxP5 uint64 = 2870177450012600261
+)
+
+// The hashes below are XXH64 (github.com/cespare/xxhash/v2's Sum64) of a
+// packed key that starts with the seed, computed on registers for the two
+// fixed key layouts: the same values as xxhash.Sum64 over the bytes (a test
+// checks it against the library), without building the byte buffer. Fed a
+// buffer, the library's word loads straddle the buffer's narrower stores
+// (a store-forwarding stall), which cost more than the rest of a lookup.
+
+func xxRound(acc, lane uint64) uint64 {
+	return bits.RotateLeft64(acc+lane*xxP2, 31) * xxP1
 }
 
-// hashTemplate is the seeded xxhash of a whole TemplateKey.
-func hashTemplate(seed uint64, k *TemplateKey) uint64 {
-	var b [44]byte
-	binary.LittleEndian.PutUint64(b[0:8], seed)
-	copy(b[8:24], k.CNet[:])
-	copy(b[24:40], k.VAddr[:])
-	binary.LittleEndian.PutUint16(b[40:42], k.VPort)
-	b[42] = byte(k.Proto)
-	b[43] = kindTemplate
-	return xxhash.Sum64(b[:])
+// xxLane folds one 8-byte lane of a short input's tail into h.
+func xxLane(h, lane uint64) uint64 {
+	return bits.RotateLeft64(h^xxRound(0, lane), 27)*xxP1 + xxP4
+}
+
+// xxTail4 folds the final 4 bytes and avalanches.
+func xxTail4(h uint64, w uint32) uint64 {
+	h ^= uint64(w) * xxP1
+	h = bits.RotateLeft64(h, 23)*xxP2 + xxP3
+	h ^= h >> 33
+	h *= xxP2
+	h ^= h >> 29
+	h *= xxP3
+	h ^= h >> 32
+	return h
+}
+
+// hashConn is the hash of a connection: the seeded xxhash of (protocol,
+// client address, client port), i.e. XXH64 of the 28 bytes seed (LE) |
+// client address | client port (LE) | protocol | kindConn. Both the in-key
+// and the reply key contain exactly these fields, so both indexes of a
+// connection live in the same shard and one lock serves In and Out (IPVS
+// hashes connections the same way). Conns differing only in the virtual or
+// real side share a hash and are told apart by the full compare.
+func hashConn(k *hashKeys, proto ipvs.Protocol, caddr *[16]byte, cport uint16) uint64 {
+	h := xxP5 + 28
+	h = xxLane(h, k.seed)
+	h = xxLane(h, binary.LittleEndian.Uint64(caddr[0:8]))
+	h = xxLane(h, binary.LittleEndian.Uint64(caddr[8:16]))
+	return xxTail4(h, uint32(cport)|uint32(proto)<<16|kindConn<<24)
+}
+
+// hashTemplate is the seeded xxhash of a whole TemplateKey: XXH64 of the 44
+// bytes seed | client network | virtual address | virtual port (LE) |
+// protocol | kindTemplate.
+func hashTemplate(k *hashKeys, t *TemplateKey) uint64 {
+	var seed uint64 // XXH64's own seed: 0, as Sum64 (the table's seed is in the key)
+	v1 := xxRound(seed+xxP1+xxP2, k.seed)
+	v2 := xxRound(seed+xxP2, binary.LittleEndian.Uint64(t.CNet[0:8]))
+	v3 := xxRound(seed, binary.LittleEndian.Uint64(t.CNet[8:16]))
+	v4 := xxRound(seed-xxP1, binary.LittleEndian.Uint64(t.VAddr[0:8]))
+	h := bits.RotateLeft64(v1, 1) + bits.RotateLeft64(v2, 7) + bits.RotateLeft64(v3, 12) + bits.RotateLeft64(v4, 18)
+	for _, v := range [4]uint64{v1, v2, v3, v4} {
+		h = (h^xxRound(0, v))*xxP1 + xxP4
+	}
+	h += 44
+	h = xxLane(h, binary.LittleEndian.Uint64(t.VAddr[8:16]))
+	return xxTail4(h, uint32(t.VPort)|uint32(t.Proto)<<16|kindTemplate<<24)
 }

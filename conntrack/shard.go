@@ -16,7 +16,7 @@ const (
 	fInactive                     // counted in dest InactConns (IP_VS_CONN_F_INACTIVE)
 	fControlled                   // ctl/ctlShard name the controlling template
 	fUnhashed                     // template removed from the index, kept for its controls
-	fReply                        // entry is in the reply index (NAT)
+	fReply                        // entry has a reply-key cell (NAT)
 )
 
 // entry is one slab slot: 96 bytes, one pointer (dest). Addresses are
@@ -74,11 +74,22 @@ const (
 type chunk [chunkSize]entry
 
 // cell is one open-addressing index slot: the low 32 bits of the entry's
-// hash (which also give its home position) and slot+1 (0 = empty).
+// hash (which also give its home position) and a reference to the entry:
+// slot+1 (0 = empty), with replyCell set for a NAT connection's reply-key
+// cell.
 type cell struct {
 	tag  uint32
 	slot uint32
 }
+
+// replyCell marks the cell of a reply key. Slot numbers stay below
+// maxSlots, so slot+1 never has this bit.
+const replyCell = 1 << 31
+
+// inRef and replyRef are the cell references of a slot's in-key (or
+// template key) and reply key.
+func inRef(slot uint32) uint32    { return slot + 1 }
+func replyRef(slot uint32) uint32 { return (slot + 1) | replyCell }
 
 // index is a linear-probing hash index of slot numbers with backward-shift
 // deletion (no tombstones), kept at most 3/4 full.
@@ -88,7 +99,8 @@ type index struct {
 	count uint32
 }
 
-func (ix *index) insert(tag, slot uint32) {
+// insert files ref (inRef or replyRef) under tag.
+func (ix *index) insert(tag, ref uint32) {
 	if (ix.count+1)*4 > uint32(len(ix.cells))*3 {
 		ix.grow()
 	}
@@ -96,7 +108,7 @@ func (ix *index) insert(tag, slot uint32) {
 	for ix.cells[i].slot != 0 {
 		i = (i + 1) & ix.mask
 	}
-	ix.cells[i] = cell{tag: tag, slot: slot + 1}
+	ix.cells[i] = cell{tag: tag, slot: ref}
 	ix.count++
 }
 
@@ -120,13 +132,13 @@ func (ix *index) grow() {
 	}
 }
 
-// remove deletes the cell of slot (filed under tag); it reports whether it
+// remove deletes the cell of ref (filed under tag); it reports whether it
 // was there.
-func (ix *index) remove(tag, slot uint32) bool {
+func (ix *index) remove(tag, ref uint32) bool {
 	if ix.count == 0 {
 		return false
 	}
-	want := slot + 1
+	want := ref
 	i := tag & ix.mask
 	for {
 		c := ix.cells[i]
@@ -168,11 +180,14 @@ type shard struct {
 	// dir publishes chunks for lock-free readers (the n_control decrement
 	// of a template from another shard). Appends write only elements past
 	// the published length, so readers never race with them.
-	dir   atomic.Pointer[[]*chunk]
-	used  uint32 // slots handed out so far (high-water mark)
-	free  uint32 // free-list head
-	in    index  // connections by in-key, templates by template key
-	reply index  // NAT connections by reply key
+	dir  atomic.Pointer[[]*chunk]
+	used uint32 // slots handed out so far (high-water mark)
+	free uint32 // free-list head
+	// ix finds connections by in-key, NAT connections also by reply key
+	// (a replyCell), and templates by template key. A connection's two
+	// keys have the same hash, so its two cells share a probe run, mostly
+	// a cache line: filing, finding and removing both costs one miss.
+	ix index
 
 	wheel   [wheelSize]uint32 // list heads by expiry tick
 	cur     int64             // current tick: every earlier tick is done
@@ -181,6 +196,10 @@ type shard struct {
 	nextDue atomic.Int64 // Expire may skip the shard while now < nextDue
 
 	inserts, expired, removed, fullDrops uint64
+
+	// warm receives loads issued only to bring an entry into the cache
+	// ahead of its use (Go has no prefetch instruction).
+	warm uint32
 
 	_ [64]byte // keep neighbouring shards' locks off this cache line
 }
@@ -217,6 +236,13 @@ func (s *shard) alloc() (uint32, bool) {
 	slot := s.used
 	s.used++
 	return slot, true
+}
+
+// warmFree starts loading the entry alloc will hand out next.
+func (s *shard) warmFree() {
+	if s.free != nilSlot {
+		s.warm = s.at(s.free).next
+	}
 }
 
 // start sets the wheel's clock on first use.

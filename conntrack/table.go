@@ -59,6 +59,7 @@ type Table struct {
 	shards     []shard
 	shardShift uint // hash >> shardShift is the shard index
 	seed       uint64
+	keys       hashKeys // the hash's secrets, from seed
 	capacity   int64
 	live       atomic.Int64
 
@@ -91,6 +92,7 @@ func New(cfg Config) *Table {
 		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
 		t.seed = binary.LittleEndian.Uint64(b[:]) | 1
 	}
+	t.keys = newHashKeys(t.seed)
 	for i := range t.shards {
 		t.shards[i].init()
 	}
@@ -227,7 +229,7 @@ func (t *Table) shardOf(h uint64) (*shard, uint16) {
 
 // findConn returns the slot of the connection with key k, or nilSlot.
 func (s *shard) findConn(tag uint32, k *InKey) uint32 {
-	ix := &s.in
+	ix := &s.ix
 	if ix.count == 0 {
 		return nilSlot
 	}
@@ -236,7 +238,7 @@ func (s *shard) findConn(tag uint32, k *InKey) uint32 {
 		if c.slot == 0 {
 			return nilSlot
 		}
-		if c.tag != tag {
+		if c.tag != tag || c.slot&replyCell != 0 {
 			continue
 		}
 		e := s.at(c.slot - 1)
@@ -249,7 +251,7 @@ func (s *shard) findConn(tag uint32, k *InKey) uint32 {
 
 // findReply returns the slot of the NAT connection with reply key k.
 func (s *shard) findReply(tag uint32, k *ReplyKey) uint32 {
-	ix := &s.reply
+	ix := &s.ix
 	if ix.count == 0 {
 		return nilSlot
 	}
@@ -258,20 +260,21 @@ func (s *shard) findReply(tag uint32, k *ReplyKey) uint32 {
 		if c.slot == 0 {
 			return nilSlot
 		}
-		if c.tag != tag {
+		if c.tag != tag || c.slot&replyCell == 0 {
 			continue
 		}
-		e := s.at(c.slot - 1)
+		slot := c.slot&^replyCell - 1
+		e := s.at(slot)
 		if e.cport == k.CPort && e.dport == k.DPort && e.proto == k.Proto &&
 			e.caddr == k.CAddr && e.daddr == k.DAddr {
-			return c.slot - 1
+			return slot
 		}
 	}
 }
 
 // findTemplate returns the slot of the hashed template with key k.
 func (s *shard) findTemplate(tag uint32, k *TemplateKey) uint32 {
-	ix := &s.in
+	ix := &s.ix
 	if ix.count == 0 {
 		return nilSlot
 	}
@@ -280,7 +283,7 @@ func (s *shard) findTemplate(tag uint32, k *TemplateKey) uint32 {
 		if c.slot == 0 {
 			return nilSlot
 		}
-		if c.tag != tag {
+		if c.tag != tag || c.slot&replyCell != 0 {
 			continue
 		}
 		e := s.at(c.slot - 1)
@@ -293,31 +296,27 @@ func (s *shard) findTemplate(tag uint32, k *TemplateKey) uint32 {
 
 // fill copies an entry into c.
 func fill(e *entry, c *Conn) {
-	*c = Conn{
-		Proto:   e.proto,
-		CAddr:   addrOf(e.caddr),
-		CPort:   e.cport,
-		VAddr:   addrOf(e.vaddr),
-		VPort:   e.vport,
-		DAddr:   addrOf(e.daddr),
-		DPort:   e.dport,
-		Dest:    e.dest,
-		Method:  e.method,
-		State:   e.state,
-		Expires: e.expires,
-	}
+	// Field by field, every field, for the reason given in Create.
+	var flags ConnFlags
 	if e.flags&fNoOutput != 0 {
-		c.Flags |= FlagNoOutput
+		flags |= FlagNoOutput
 	}
 	if e.flags&fInactive != 0 {
-		c.Flags |= FlagInactive
+		flags |= FlagInactive
 	}
+	var inPkts, nControl uint32
 	if e.flags&fTemplate != 0 {
-		c.Flags |= FlagTemplate
-		c.NControl = atomic.LoadUint32(&e.ctl)
+		flags |= FlagTemplate
+		nControl = atomic.LoadUint32(&e.ctl)
 	} else {
-		c.InPkts = e.aux
+		inPkts = e.aux
 	}
+	c.Proto = e.proto
+	c.CAddr, c.CPort = addrOf(e.caddr), e.cport
+	c.VAddr, c.VPort = addrOf(e.vaddr), e.vport
+	c.DAddr, c.DPort = addrOf(e.daddr), e.dport
+	c.Dest, c.Method, c.State, c.Flags = e.dest, e.method, e.state, flags
+	c.Expires, c.InPkts, c.NControl = e.expires, inPkts, nControl
 }
 
 // transition runs one packet through a connection: TCP state machine (with
@@ -357,7 +356,7 @@ func (t *Table) transition(s *shard, slot uint32, e *entry, dir Direction, tcpFl
 // INPUT_ONLY while NOOUTPUT), re-arms the timer, counts the packet, fills c
 // and returns true. A dead entry counts as missing and is removed.
 func (t *Table) In(k InKey, tcpFlags uint8, now int64, c *Conn) bool {
-	h := hashConn(t.seed, k.Proto, &k.CAddr, k.CPort)
+	h := hashConn(&t.keys, k.Proto, &k.CAddr, k.CPort)
 	s, _ := t.shardOf(h)
 	s.mu.Lock()
 	slot := s.findConn(uint32(h), &k)
@@ -382,7 +381,7 @@ func (t *Table) In(k InKey, tcpFlags uint8, now int64, c *Conn) bool {
 // Out handles a NAT reply real server -> client: reply-index lookup, OUTPUT
 // state table, clears NOOUTPUT, re-arms the timer and fills c.
 func (t *Table) Out(k ReplyKey, tcpFlags uint8, now int64, c *Conn) bool {
-	h := hashConn(t.seed, k.Proto, &k.CAddr, k.CPort)
+	h := hashConn(&t.keys, k.Proto, &k.CAddr, k.CPort)
 	s, _ := t.shardOf(h)
 	s.mu.Lock()
 	slot := s.findReply(uint32(h), &k)
@@ -406,9 +405,13 @@ func (t *Table) Out(k ReplyKey, tcpFlags uint8, now int64, c *Conn) bool {
 // PeekIn looks a connection up by its in-key without changing it (no state
 // change, no re-arm): for ICMP errors related to a connection.
 func (t *Table) PeekIn(k InKey, now int64, c *Conn) bool {
-	h := hashConn(t.seed, k.Proto, &k.CAddr, k.CPort)
+	h := hashConn(&t.keys, k.Proto, &k.CAddr, k.CPort)
 	s, _ := t.shardOf(h)
 	s.mu.Lock()
+	// A SYN looks here before Create: start loading the slot Create will
+	// most likely take, so that its cache miss overlaps the index probe's
+	// instead of following it.
+	s.warmFree()
 	slot := s.findConn(uint32(h), &k)
 	ok := slot != nilSlot && now < s.at(slot).expires
 	if ok {
@@ -420,7 +423,7 @@ func (t *Table) PeekIn(k InKey, now int64, c *Conn) bool {
 
 // PeekOut looks a NAT connection up by its reply key without changing it.
 func (t *Table) PeekOut(k ReplyKey, now int64, c *Conn) bool {
-	h := hashConn(t.seed, k.Proto, &k.CAddr, k.CPort)
+	h := hashConn(&t.keys, k.Proto, &k.CAddr, k.CPort)
 	s, _ := t.shardOf(h)
 	s.mu.Lock()
 	slot := s.findReply(uint32(h), &k)
@@ -437,7 +440,7 @@ func (t *Table) PeekOut(k ReplyKey, now int64, c *Conn) bool {
 // method is copied from dest, non-NAT connections get NOOUTPUT, and the
 // packet's state transition is applied (a SYN leaves it SYN_RECV and
 // active). UDP (and any non-TCP protocol) has the one state UDP. NAT
-// connections are also entered in the reply index.
+// connections are also filed under their reply key.
 //
 // A non-zero tmpl makes the new connection controlled by that template: the
 // template's n_control is raised and its timer re-armed to its persistence
@@ -452,7 +455,7 @@ func (t *Table) Create(k InKey, dest *ipvs.Dest, dport uint16, tmpl TemplateRef,
 		return ErrNoDest
 	}
 	controlled := t.holdTemplate(tmpl, now)
-	h := hashConn(t.seed, k.Proto, &k.CAddr, k.CPort)
+	h := hashConn(&t.keys, k.Proto, &k.CAddr, k.CPort)
 	s, _ := t.shardOf(h)
 	s.mu.Lock()
 	s.start(now)
@@ -481,40 +484,39 @@ func (t *Table) Create(k InKey, dest *ipvs.Dest, dport uint16, tmpl TemplateRef,
 	}
 	e := s.at(slot)
 	method := dest.Method()
-	*e = entry{
-		caddr:  k.CAddr,
-		vaddr:  k.VAddr,
-		daddr:  dest.Addr.As16(),
-		dest:   dest,
-		cport:  k.CPort,
-		vport:  k.VPort,
-		dport:  dport,
-		proto:  k.Proto,
-		state:  StateNone,
-		method: method,
-		flags:  fUsed | fInactive,
-		gen:    e.gen + 1,
-		aux:    1,
-		// A new connection starts in NONE with a 3 s timer (IPVS); the
-		// transition below sets the real one.
-		expires: now + int64(3*time.Second),
-	}
+	// Field by field, every field (file sets prev and next): a composite
+	// literal is built on the stack and copied in, and the copy's wide
+	// loads of the literal's narrow stores stall.
+	state := StateNone
 	if k.Proto != ipvs.ProtoTCP {
-		e.state = StateUDP
+		state = StateUDP
 	}
+	flags := fUsed | fInactive
 	if method != ipvs.Masq {
-		e.flags |= fNoOutput
+		flags |= fNoOutput
 	}
+	var ctlShard uint16
+	var ctl uint32
 	if controlled {
-		e.flags |= fControlled
-		e.ctlShard, e.ctl = tmpl.shard, tmpl.slot
+		flags |= fControlled
+		ctlShard, ctl = tmpl.shard, tmpl.slot
 	}
+	e.caddr, e.vaddr, e.daddr = k.CAddr, k.VAddr, dest.Addr.As16()
+	// A new connection starts in NONE with a 3 s timer (IPVS); the
+	// transition below sets the real one.
+	e.expires = now + int64(3*time.Second)
+	e.dest = dest
+	e.cport, e.vport, e.dport = k.CPort, k.VPort, dport
+	e.proto, e.state, e.method, e.flags = k.Proto, state, method, flags
+	e.ctlShard, e.ctl = ctlShard, ctl
+	e.gen++
+	e.aux = 1
 	dest.Bind(false)
 	s.file(slot, e)
-	s.in.insert(uint32(h), slot)
+	s.ix.insert(uint32(h), inRef(slot))
 	if method == ipvs.Masq {
 		e.flags |= fReply
-		s.reply.insert(uint32(h), slot)
+		s.ix.insert(uint32(h), replyRef(slot))
 	}
 	t.transition(s, slot, e, DirInput, tcpFlags, now)
 	s.inserts++
@@ -604,6 +606,14 @@ func (t *Table) dropControl(sh uint16, slot uint32) {
 // inWheel) its wheel list, is unbound from its dest, and lets go of its
 // controlling template.
 func (t *Table) release(s *shard, slot uint32, e *entry, inWheel bool) {
+	t.unlink(s, slot, e, inWheel)
+	t.live.Add(-1)
+}
+
+// unlink is release without the live count, for callers that free many
+// entries and settle the count once (one shared atomic add per batch
+// instead of one per entry).
+func (t *Table) unlink(s *shard, slot uint32, e *entry, inWheel bool) {
 	if inWheel {
 		s.unfile(e)
 	}
@@ -611,10 +621,10 @@ func (t *Table) release(s *shard, slot uint32, e *entry, inWheel bool) {
 		t.unhash(s, slot, e)
 		e.dest.Unbind(true, false)
 	} else {
-		tag := uint32(hashConn(t.seed, e.proto, &e.caddr, e.cport))
-		s.in.remove(tag, slot)
+		tag := uint32(hashConn(&t.keys, e.proto, &e.caddr, e.cport))
+		s.ix.remove(tag, inRef(slot))
 		if e.flags&fReply != 0 {
-			s.reply.remove(tag, slot)
+			s.ix.remove(tag, replyRef(slot))
 		}
 		e.dest.Unbind(false, e.flags&fInactive == 0)
 		if e.flags&fControlled != 0 {
@@ -624,13 +634,12 @@ func (t *Table) release(s *shard, slot uint32, e *entry, inWheel bool) {
 	gen := e.gen
 	*e = entry{gen: gen, next: s.free}
 	s.free = slot
-	t.live.Add(-1)
 }
 
 // Remove deletes the connection with key k (for instance when its dest is
 // gone and expire_nodest_conn is on). It reports whether there was one.
 func (t *Table) Remove(k InKey) bool {
-	h := hashConn(t.seed, k.Proto, &k.CAddr, k.CPort)
+	h := hashConn(&t.keys, k.Proto, &k.CAddr, k.CPort)
 	s, _ := t.shardOf(h)
 	s.mu.Lock()
 	slot := s.findConn(uint32(h), &k)

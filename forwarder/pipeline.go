@@ -110,6 +110,7 @@ type Worker struct {
 	routes   [routeCacheSize]routeEntry
 	flows    [flowCacheSize]flowEntry
 	res      Result
+	tx       txPlan // the plan of a packet whose flow is not cached
 	ipid     uint16
 	scratch  [rewrite.ICMPErrorMaxFrame]byte
 	Counters Counters
@@ -129,30 +130,11 @@ func (p *Pipeline) NewWorker() *Worker {
 // The route cache: direct-mapped by the destination's low address bits.
 const routeCacheSize = 64
 
-// routeEntry caches a successful Route answer (misses are not cached).
+// routeEntry caches a successful Route answer, as a transmit plan (misses
+// are not cached).
 type routeEntry struct {
 	addr netip.Addr
-	gen  uint64
-	hop  Hop
-}
-
-// route asks the Env for the next hop to dst through the worker's cache.
-func (w *Worker) route(dst netip.Addr) (Hop, bool) {
-	g := w.p.gen
-	if g == nil {
-		return w.p.env.Route(dst)
-	}
-	gen := g.Generation() + 1 // +1: a zero entry is never valid
-	a := dst.As4()
-	e := &w.routes[a[3]&(routeCacheSize-1)]
-	if e.gen == gen && e.addr == dst {
-		return e.hop, true
-	}
-	hop, ok := w.p.env.Route(dst)
-	if ok { // a miss is asked again: asking may be what starts resolution
-		*e = routeEntry{addr: dst, gen: gen, hop: hop}
-	}
-	return hop, ok
+	tx   txPlan
 }
 
 // The flow cache. Most packets of an established connection cannot change
@@ -160,7 +142,8 @@ func (w *Worker) route(dst netip.Addr) (Hop, bool) {
 // ESTABLISHED connection (in either direction, whatever the other direction
 // did meanwhile: see steadyPacket), and any UDP datagram. For those, a
 // worker reuses the connection it last got from the table for up to
-// flowSlack, skipping the table's hash, shard lock and copy; the table still
+// flowSlack, skipping the table's hash, shard lock and copy (and, while the
+// route generation stands, the next-hop lookup: see txPlan); the table still
 // sees the flow at least once per flowSlack, which re-arms its timer and
 // applies any state change the other direction made. The cost is bounded
 // and documented: a connection's timer may run out up to flowSlack earlier
@@ -181,8 +164,19 @@ const (
 type flowKey struct{ addrs, rest uint64 }
 
 func makeFlowKey(src, dst [4]byte, sport, dport uint16, proto uint8, out bool) flowKey {
+	return packFlowKey(binary.BigEndian.Uint32(src[:]), binary.BigEndian.Uint32(dst[:]), sport, dport, proto, out)
+}
+
+// parsedFlowKey is the flow key of a parsed packet, read through the
+// pointer: passing its address arrays by value would bounce them through
+// the stack.
+func parsedFlowKey(p *rewrite.Parsed, out bool) flowKey {
+	return packFlowKey(binary.BigEndian.Uint32(p.Src[:]), binary.BigEndian.Uint32(p.Dst[:]), p.SrcPort, p.DstPort, p.Proto, out)
+}
+
+func packFlowKey(src, dst uint32, sport, dport uint16, proto uint8, out bool) flowKey {
 	k := flowKey{
-		addrs: uint64(binary.BigEndian.Uint32(src[:]))<<32 | uint64(binary.BigEndian.Uint32(dst[:])),
+		addrs: uint64(src)<<32 | uint64(dst),
 		rest:  uint64(sport)<<48 | uint64(dport)<<32 | uint64(proto)<<8 | 1, // 1: never the zero key
 	}
 	if out {
@@ -197,6 +191,19 @@ type flowEntry struct {
 	key  flowKey
 	at   int64 // when the table last saw the flow
 	conn conntrack.Conn
+	tx   txPlan
+}
+
+// txPlan is how the packets of one cached flow leave: the route answer
+// and the rewrite's inputs, worked out once per route generation instead
+// of once per packet. It is valid while gen equals the Env's generation+1
+// (0: never; without a Generationer no plan is valid).
+type txPlan struct {
+	gen  uint64
+	macs rewrite.MACs
+	link int
+	mtu  int     // the hop's MTU
+	src  [4]byte // the hop's source address (the IPIP outer source)
 }
 
 func (k *flowKey) index() uint32 {
@@ -218,26 +225,30 @@ func steadyPacket(proto ipvs.Protocol, flags uint8) bool {
 	return flags&(rewrite.TCPSyn|rewrite.TCPFin|rewrite.TCPRst) == 0 && flags&rewrite.TCPAck != 0
 }
 
-// cached returns the cached connection of a flow, if fresh enough.
-func (w *Worker) cached(k *flowKey, now int64) *conntrack.Conn {
+// cached returns the cache entry of a flow, if fresh enough.
+func (w *Worker) cached(k *flowKey, now int64) *flowEntry {
 	e := &w.flows[k.index()]
 	if e.key != *k || now < e.at || now-e.at >= flowSlack {
 		return nil
 	}
-	return &e.conn
+	return e
 }
 
 // remember caches a connection the table just returned for a steady
-// packet, if its state lets later steady packets skip the table; otherwise
-// it forgets any cached copy.
-func (w *Worker) remember(k *flowKey, steady bool, c *conntrack.Conn, now int64) {
+// packet, if its state lets later steady packets skip the table, and
+// returns the entry's transmit plan for the packet's own transmission to
+// fill; otherwise it forgets any cached copy and returns nil.
+func (w *Worker) remember(k *flowKey, steady bool, c *conntrack.Conn, now int64) *txPlan {
 	e := &w.flows[k.index()]
 	ok := steady && c.Flags&conntrack.FlagOnePacket == 0 &&
 		(c.State == conntrack.StateEstablished || c.State == conntrack.StateUDP)
 	switch {
 	case ok:
+		if e.key != *k || !sameTarget(&e.conn, c) {
+			e.tx.gen = 0
+		}
 		e.key, e.at, e.conn = *k, now, *c
-		return
+		return &e.tx
 	case e.key == *k:
 		e.key = flowKey{}
 	}
@@ -253,6 +264,14 @@ func (w *Worker) remember(k *flowKey, steady bool, c *conntrack.Conn, now int64)
 		}
 		w.forget(&o)
 	}
+	return nil
+}
+
+// sameTarget reports that two copies of a connection are transmitted the
+// same way, so that a transmit plan made for one serves the other.
+func sameTarget(a, b *conntrack.Conn) bool {
+	return a.Dest == b.Dest && a.Method == b.Method && a.DAddr == b.DAddr && a.DPort == b.DPort &&
+		a.CAddr == b.CAddr && a.VAddr == b.VAddr && a.VPort == b.VPort
 }
 
 func (w *Worker) forget(k *flowKey) {
@@ -344,18 +363,18 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 	// other direction's lookup.
 	steady := steadyPacket(proto, flags)
 	if !w.p.svcs.IsVIP(dst) {
-		fk := makeFlowKey(p.Src, p.Dst, p.SrcPort, p.DstPort, p.Proto, true)
+		fk := parsedFlowKey(p, true)
 		if steady {
-			if fc := w.cached(&fk, now); fc != nil {
-				w.countOut(fc.Dest, p.End-p.L3)
-				return w.xmitOut(fc, buf, off, n, link, csumPartial)
+			if fe := w.cached(&fk, now); fe != nil {
+				w.countOut(fe.conn.Dest, p.End-p.L3)
+				return w.xmitOut(&fe.conn, buf, off, n, link, csumPartial, &fe.tx)
 			}
 		}
 		rk := conntrack.ReplyKeyV4(proto, p.Src, p.SrcPort, p.Dst, p.DstPort)
 		if w.p.conns.Out(rk, flags, now, c) {
-			w.remember(&fk, steady, c, now)
+			tx := w.remember(&fk, steady, c, now)
 			w.countOut(c.Dest, p.End-p.L3)
-			return w.xmitOut(c, buf, off, n, link, csumPartial)
+			return w.xmitOut(c, buf, off, n, link, csumPartial, tx)
 		}
 		return w.result(Result{Action: Pass})
 	}
@@ -363,11 +382,11 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 	// Client -> virtual service, existing connection. A SYN looks first
 	// without touching the state (conn_reuse_mode may start afresh), and
 	// a SYN that finds nothing needs no second lookup.
-	fk := makeFlowKey(p.Src, p.Dst, p.SrcPort, p.DstPort, p.Proto, false)
+	fk := parsedFlowKey(p, false)
 	if steady {
-		if fc := w.cached(&fk, now); fc != nil && fc.Dest.Available() {
-			w.countIn(fc.Dest, p.End-p.L3)
-			return w.xmitIn(fc, buf, off, n, link, csumPartial, false)
+		if fe := w.cached(&fk, now); fe != nil && fe.conn.Dest.Available() {
+			w.countIn(fe.conn.Dest, p.End-p.L3)
+			return w.xmitIn(&fe.conn, buf, off, n, link, csumPartial, false, &fe.tx)
 		}
 	}
 	k := conntrack.InKeyV4(proto, p.Src, p.SrcPort, p.Dst, p.DstPort)
@@ -383,12 +402,12 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 		}
 	}
 	if known && w.p.conns.In(k, flags, now, c) {
-		w.remember(&fk, steady, c, now)
+		tx := w.remember(&fk, steady, c, now)
 		if !c.Dest.Available() {
 			return w.drop(DestRemoved)
 		}
 		w.countIn(c.Dest, p.End-p.L3)
-		return w.xmitIn(c, buf, off, n, link, csumPartial, false)
+		return w.xmitIn(c, buf, off, n, link, csumPartial, false, tx)
 	}
 
 	// First packet to a service.
@@ -422,9 +441,12 @@ func (w *Worker) schedule(svc *ipvs.Service, k conntrack.InKey, buf []byte, off,
 	st := svc.State()
 	cfg := &st.Config
 	// The flow lives in the worker: handed to a scheduler through an
-	// interface, a stack value would escape to the heap.
+	// interface, a stack value would escape to the heap. It is set field
+	// by field: a composite literal would be built on the stack and
+	// copied, with stalls on the copy's wide loads of its narrow stores.
 	flow := &w.flow
-	*flow = ipvs.Flow{Proto: ipvs.Protocol(p.Proto), SrcAddr: p.SrcAddr(), DstAddr: p.DstAddr(), SrcPort: p.SrcPort, DstPort: p.DstPort}
+	flow.Proto, flow.SrcAddr, flow.DstAddr = ipvs.Protocol(p.Proto), p.SrcAddr(), p.DstAddr()
+	flow.SrcPort, flow.DstPort = p.SrcPort, p.DstPort
 
 	var dest *ipvs.Dest
 	var tmpl conntrack.TemplateRef
@@ -469,7 +491,7 @@ func (w *Worker) schedule(svc *ipvs.Service, k conntrack.InKey, buf []byte, off,
 	}
 	w.countConn(c.Dest)
 	w.countIn(c.Dest, p.End-p.L3)
-	return w.xmitIn(c, buf, off, n, link, partial, true)
+	return w.xmitIn(c, buf, off, n, link, partial, true, nil)
 }
 
 // pick asks the service's scheduler for a destination (nil: none).
@@ -480,87 +502,154 @@ func pick(st *ipvs.ServiceState, svc *ipvs.Service, f *ipvs.Flow) *ipvs.Dest {
 	return st.Sched.Schedule(svc, f)
 }
 
+// plan returns the transmit plan for packets to dst: tx itself when it is
+// still valid, else tx refilled from the worker's route cache or the Env;
+// with tx nil, a plan valid until the worker's next call. ok is false when
+// dst has no route.
+func (w *Worker) plan(tx *txPlan, dst netip.Addr) (*txPlan, bool) {
+	g := w.p.gen
+	if g == nil { // answers may change at any time: ask every time
+		if tx == nil {
+			tx = &w.tx
+		}
+		return tx, w.fillPlan(tx, dst, 0)
+	}
+	gen := g.Generation() + 1 // +1: a zero plan is never valid
+	if tx != nil && tx.gen == gen {
+		return tx, true
+	}
+	a := dst.As4()
+	e := &w.routes[a[3]&(routeCacheSize-1)]
+	if e.tx.gen != gen || e.addr != dst {
+		// A miss is asked again next time: asking may be what starts
+		// resolution.
+		if !w.fillPlan(&w.tx, dst, gen) {
+			return nil, false
+		}
+		e.addr, e.tx = dst, w.tx
+	}
+	if tx == nil {
+		return &e.tx, true
+	}
+	*tx = e.tx
+	return tx, true
+}
+
+// fillPlan asks the Env for the next hop to dst and fills tx from it with
+// generation gen.
+func (w *Worker) fillPlan(tx *txPlan, dst netip.Addr, gen uint64) bool {
+	hop, ok := w.p.env.Route(dst)
+	if !ok {
+		return false
+	}
+	*tx = txPlan{
+		gen:  gen,
+		macs: rewrite.MACs{Dst: hop.MAC, Src: w.p.env.Links()[hop.Link].MAC},
+		link: hop.Link,
+		mtu:  hop.MTU,
+		src:  hop.Src.As4(),
+	}
+	return true
+}
+
 // xmitIn sends a client's packet (described by w.parsed) to the real server
-// of connection c with c's method.
-func (w *Worker) xmitIn(c *conntrack.Conn, buf []byte, off, n, link int, partial, isNew bool) *Result {
+// of connection c with c's method. tx is the flow's cached transmit plan
+// (nil: none).
+func (w *Worker) xmitIn(c *conntrack.Conn, buf []byte, off, n, link int, partial, isNew bool, tx *txPlan) *Result {
 	p := &w.parsed
 	frame := buf[off : off+n]
-	res := &w.res
-	*res = Result{Dest: c.Dest, State: c.State, Method: c.Method, New: isNew}
 	if p.TTL <= 1 {
-		return w.icmpError(frame, link, TTLExceeded, res, p.Dst, 0)
+		return w.icmpError(frame, link, TTLExceeded, w.connResult(c, isNew, false), p.Dst, 0)
 	}
-	hop, ok := w.route(c.DAddr)
-	if !ok {
-		res.Action, res.Reason = Drop, NoRoute
-		return w.count(res)
-	}
-	links := w.p.env.Links()
-	m := rewrite.MACs{Dst: hop.MAC, Src: links[hop.Link].MAC}
-	ipLen := p.End - p.L3
-	mtu := hop.MTU
-	if c.Method == ipvs.Tunnel {
-		mtu -= 20
-	}
-	if ipLen > mtu {
-		if !p.DF {
-			res.Action, res.Reason = Drop, TooBig
-			return w.count(res)
+	// A cached flow's plan is checked here, inline (plan is too big to
+	// inline; the call would cost more than the check).
+	ok := true
+	if g := w.p.gen; tx == nil || g == nil || tx.gen != g.Generation()+1 {
+		if tx, ok = w.plan(tx, c.DAddr); !ok {
+			return w.connDrop(c, isNew, false, NoRoute)
 		}
-		return w.icmpError(frame, link, FragNeeded, res, p.Dst, mtu)
 	}
-	rip := c.DAddr.As4()
+	mtu := tx.mtu
+	if c.Method == ipvs.Tunnel {
+		mtu -= rewrite.TUNHeadroom // the outer IPv4 header
+	}
+	if ipLen := p.End - p.L3; ipLen > mtu {
+		if !p.DF {
+			return w.connDrop(c, isNew, false, TooBig)
+		}
+		return w.icmpError(frame, link, FragNeeded, w.connResult(c, isNew, false), p.Dst, mtu)
+	}
 	out := frame[:p.End] // Ethernet padding is not forwarded
 	switch c.Method {
 	case ipvs.Masq:
-		ok = rewrite.NATIn(frame, p, rip, c.DPort, m, partial)
+		ok = rewrite.NATIn(frame, p, c.DAddr.As4(), c.DPort, tx.macs, partial)
 	case ipvs.Tunnel:
 		if c.Dest.TunType() != ipvs.TunIPIP {
-			res.Action, res.Reason = Drop, TunTypeUnsupported
-			return w.count(res)
+			return w.connDrop(c, isNew, false, TunTypeUnsupported)
 		}
 		w.ipid++
-		out, ok = rewrite.TUN(buf[:off+n], off, p, hop.Src.As4(), rip, w.ipid, m, partial)
+		out, ok = rewrite.TUN(buf[:off+n], off, p, tx.src, c.DAddr.As4(), w.ipid, tx.macs, partial)
 	default: // Route, Local
-		ok = rewrite.DR(frame, p, m, partial)
+		ok = rewrite.DR(frame, p, tx.macs, partial)
 	}
 	if !ok {
-		res.Action, res.Reason = Drop, RewriteFailed
-		return w.count(res)
+		return w.connDrop(c, isNew, false, RewriteFailed)
 	}
-	res.Action, res.Link, res.Frame = Transmit, hop.Link, out
+	return w.transmit(c, isNew, false, tx.link, out)
+}
+
+// xmitOut sends a NAT reply to the client as coming from the VIP. tx is
+// the flow's cached transmit plan (nil: none).
+func (w *Worker) xmitOut(c *conntrack.Conn, buf []byte, off, n, link int, partial bool, tx *txPlan) *Result {
+	p := &w.parsed
+	frame := buf[off : off+n]
+	if p.TTL <= 1 {
+		return w.icmpError(frame, link, TTLExceeded, w.connResult(c, false, true), w.linkAddr(link), 0)
+	}
+	ok := true
+	if g := w.p.gen; tx == nil || g == nil || tx.gen != g.Generation()+1 { // as in xmitIn
+		if tx, ok = w.plan(tx, c.CAddr); !ok {
+			return w.connDrop(c, false, true, NoRoute)
+		}
+	}
+	if ipLen := p.End - p.L3; ipLen > tx.mtu {
+		if !p.DF {
+			return w.connDrop(c, false, true, TooBig)
+		}
+		return w.icmpError(frame, link, FragNeeded, w.connResult(c, false, true), w.linkAddr(link), tx.mtu)
+	}
+	if !rewrite.NATOut(frame, p, c.VAddr.As4(), c.VPort, tx.macs, partial) {
+		return w.connDrop(c, false, true, RewriteFailed)
+	}
+	return w.transmit(c, false, true, tx.link, frame[:p.End])
+}
+
+// connResult sets the worker's Result to describe connection c (not yet
+// counted: the caller decides the action).
+func (w *Worker) connResult(c *conntrack.Conn, isNew, out bool) *Result {
+	w.res = Result{Dest: c.Dest, State: c.State, Method: c.Method, New: isNew, Out: out}
+	return &w.res
+}
+
+// connDrop drops a frame of connection c for reason r.
+func (w *Worker) connDrop(c *conntrack.Conn, isNew, out bool, r Reason) *Result {
+	res := w.connResult(c, isNew, out)
+	res.Action, res.Reason = Drop, r
 	return w.count(res)
 }
 
-// xmitOut sends a NAT reply to the client as coming from the VIP.
-func (w *Worker) xmitOut(c *conntrack.Conn, buf []byte, off, n, link int, partial bool) *Result {
-	p := &w.parsed
-	frame := buf[off : off+n]
-	res := &w.res
-	*res = Result{Dest: c.Dest, State: c.State, Method: c.Method, Out: true}
-	if p.TTL <= 1 {
-		return w.icmpError(frame, link, TTLExceeded, res, w.linkAddr(link), 0)
-	}
-	hop, ok := w.route(c.CAddr)
-	if !ok {
-		res.Action, res.Reason = Drop, NoRoute
-		return w.count(res)
-	}
-	if ipLen := p.End - p.L3; ipLen > hop.MTU {
-		if !p.DF {
-			res.Action, res.Reason = Drop, TooBig
-			return w.count(res)
-		}
-		return w.icmpError(frame, link, FragNeeded, res, w.linkAddr(link), hop.MTU)
-	}
-	links := w.p.env.Links()
-	m := rewrite.MACs{Dst: hop.MAC, Src: links[hop.Link].MAC}
-	if !rewrite.NATOut(frame, p, c.VAddr.As4(), c.VPort, m, partial) {
-		res.Action, res.Reason = Drop, RewriteFailed
-		return w.count(res)
-	}
-	res.Action, res.Link, res.Frame = Transmit, hop.Link, frame[:p.End]
-	return w.count(res)
+// transmit is the Result of a frame of connection c leaving on link: the
+// worker's Result written once, and counted.
+func (w *Worker) transmit(c *conntrack.Conn, isNew, out bool, link int, frame []byte) *Result {
+	// Field by field: a composite literal is built on the stack and
+	// copied, and the copy's wide loads of its narrow stores stall. The
+	// counter's locked add comes last: it drains the stores, so that the
+	// caller's copy of the Result reads them from the cache.
+	r := &w.res
+	r.Action, r.Link, r.Frame, r.Reason = Transmit, link, frame, ReasonNone
+	r.Dest, r.State, r.Method, r.New, r.Out = c.Dest, c.State, c.Method, isNew, out
+	w.Counters.Actions[Transmit].Add(1)
+	return r
 }
 
 // icmpRelated handles an ICMP error whose quoted packet may belong to a
@@ -586,7 +675,7 @@ func (w *Worker) icmpRelated(buf []byte, off, n, link int, now int64) *Result {
 		if c.Method != ipvs.Masq {
 			// DR and TUN: the real server gets the error unchanged, by the
 			// connection's own transmitter.
-			return w.xmitIn(c, buf, off, n, link, false, false)
+			return w.xmitIn(c, buf, off, n, link, false, false, nil)
 		}
 		return w.xmitICMPNAT(frame, link, c, false)
 	}
@@ -616,22 +705,21 @@ func (w *Worker) xmitICMPNAT(frame []byte, link int, c *conntrack.Conn, out bool
 	if p.TTL <= 1 {
 		return w.icmpError(frame, link, TTLExceeded, res, from, 0)
 	}
-	hop, ok := w.route(to)
+	tx, ok := w.plan(nil, to)
 	if !ok {
 		res.Action, res.Reason = Drop, NoRoute
 		return w.count(res)
 	}
-	m := rewrite.MACs{Dst: hop.MAC, Src: w.p.env.Links()[hop.Link].MAC}
 	if out {
-		ok = rewrite.ICMPOut(frame, p, c.VAddr.As4(), c.VPort, m)
+		ok = rewrite.ICMPOut(frame, p, c.VAddr.As4(), c.VPort, tx.macs)
 	} else {
-		ok = rewrite.ICMPIn(frame, p, c.DAddr.As4(), c.DPort, m)
+		ok = rewrite.ICMPIn(frame, p, c.DAddr.As4(), c.DPort, tx.macs)
 	}
 	if !ok {
 		res.Action, res.Reason = Drop, RewriteFailed
 		return w.count(res)
 	}
-	res.Action, res.Link, res.Frame = Transmit, hop.Link, frame[:p.End]
+	res.Action, res.Link, res.Frame = Transmit, tx.link, frame[:p.End]
 	return w.count(res)
 }
 

@@ -358,3 +358,110 @@ func TestTCPFlagBitsAgree(t *testing.T) {
 		}
 	}
 }
+
+// movingEnv is a StaticEnv whose next hops can change: a real server may
+// move to another MAC, announced by a new generation (or, without
+// generations, not announced at all).
+type movingEnv struct {
+	static *forwarder.StaticEnv // not embedded: its Generation would be promoted
+	gen    uint64
+	mac    [6]byte // when non-zero, every next hop's MAC
+	routes int     // Route calls
+}
+
+func (e *movingEnv) Route(dst netip.Addr) (forwarder.Hop, bool) {
+	e.routes++
+	h, ok := e.static.Route(dst)
+	if e.mac != ([6]byte{}) {
+		h.MAC = e.mac
+	}
+	return h, ok
+}
+
+func (e *movingEnv) Links() *[2]forwarder.Link { return e.static.Links() }
+
+type genEnv struct{ *movingEnv }
+
+func (e genEnv) Generation() uint64 { return e.gen }
+
+// Cached flows keep their next hop only while the Env's generation stands:
+// after a change every packet, cached or not, in either direction, leaves
+// with the new answer. An Env without generations is asked every time.
+func TestTransmitPlanFollowsRoutes(t *testing.T) {
+	const rules = "-A -t 198.51.100.10:80 -s rr\n-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m\n"
+	moved := [6]byte{0x02, 0xaa, 0, 0, 0, 1}
+	for _, withGen := range []bool{true, false} {
+		t.Run(map[bool]string{true: "generations", false: "no generations"}[withGen], func(t *testing.T) {
+			static, err := forwarder.NewStaticEnv(forwarder.DefaultFacts())
+			if err != nil {
+				t.Fatal(err)
+			}
+			me := &movingEnv{static: static}
+			var env forwarder.Env = me
+			if withGen {
+				env = genEnv{me}
+			}
+			table, err := replay.ParseRules(strings.NewReader(rules), "rules")
+			if err != nil {
+				t.Fatal(err)
+			}
+			pl := forwarder.New(forwarder.Config{Env: env, Services: table, Conns: conntrack.New(conntrack.Config{Seed: 1})})
+			h := &harness{t: t, table: table, pl: pl, w: pl.NewWorker(), buf: make([]byte, 4096), now: int64(time.Hour)}
+			reply := frames.TCP(frames.L2{Src: frames.DerivedMAC(rs1), Dst: frames.DerivedMAC(dip)},
+				frames.IP{Src: rs1, Dst: client}, frames.TCPSeg{SrcPort: 8080, DstPort: 1000, ACK: true})
+			h.send(syn(client, 1000), forwarder.VIPSide)
+			h.send(ack(client, 1000), forwarder.VIPSide) // ESTABLISHED: cached from now on
+			h.send(reply, forwarder.DIPSide)
+			check := func(step string, wantIn, wantOut [6]byte) {
+				t.Helper()
+				for i := 0; i < 3; i++ {
+					r := h.send(ack(client, 1000), forwarder.VIPSide)
+					if r.Action != forwarder.Transmit || [6]byte(r.Frame[:6]) != wantIn {
+						t.Fatalf("%s: client packet %d: %v to %x, want transmit to %x", step, i, r.Action, r.Frame[:6], wantIn)
+					}
+					r = h.send(reply, forwarder.DIPSide)
+					if r.Action != forwarder.Transmit || [6]byte(r.Frame[:6]) != wantOut {
+						t.Fatalf("%s: reply %d: %v to %x, want transmit to %x", step, i, r.Action, r.Frame[:6], wantOut)
+					}
+				}
+			}
+			check("before", forwarder.DerivedMAC(rs1), forwarder.DerivedMAC(client))
+			me.mac = moved
+			if withGen {
+				me.gen++
+			}
+			before := me.routes
+			check("after the move", moved, moved)
+			if !withGen && me.routes-before != 6 {
+				t.Fatalf("without generations: %d Route calls for 6 packets, want one each", me.routes-before)
+			}
+			if withGen && me.routes-before != 2 {
+				t.Fatalf("with generations: %d Route calls for 6 packets of 2 destinations, want 2", me.routes-before)
+			}
+		})
+	}
+}
+
+// A connection started afresh on another real server (conn_reuse_mode)
+// does not inherit the old connection's cached next hop.
+func TestConnReuseNewNextHop(t *testing.T) {
+	h := newHarness(t, twoNAT)
+	first := h.send(syn(client, 1000), forwarder.VIPSide).Dest
+	for i := 0; i < 3; i++ { // ESTABLISHED and cached
+		h.send(ack(client, 1000), forwarder.VIPSide)
+	}
+	rst := frames.TCP(frames.L2{Src: frames.DerivedMAC(client), Dst: frames.DerivedMAC(netip.MustParseAddr("198.18.1.1"))},
+		frames.IP{Src: client, Dst: vip}, frames.TCPSeg{SrcPort: 1000, DstPort: 80, RST: true, Seq: 2})
+	h.send(rst, forwarder.VIPSide)
+	second := h.send(syn(client, 1000), forwarder.VIPSide).Dest
+	if second == first {
+		t.Fatal("the new connection went to the same real server")
+	}
+	for i := 0; i < 3; i++ {
+		r := h.send(ack(client, 1000), forwarder.VIPSide)
+		if r.Dest != second || [6]byte(r.Frame[:6]) != forwarder.DerivedMAC(second.Addr) ||
+			netip.AddrFrom4([4]byte(r.Frame[30:34])) != second.Addr {
+			t.Fatalf("ack %d: to %v (MAC %x, IP %v), want %v", i, r.Dest.Addr, r.Frame[:6], netip.AddrFrom4([4]byte(r.Frame[30:34])), second.Addr)
+		}
+	}
+}

@@ -64,7 +64,11 @@ type trashedDest struct {
 // lookupSnap is the immutable lookup state the data path reads.
 type lookupSnap struct {
 	byAddr map[addrKey]*Service
-	byMark map[markKey]*Service
+	// byAddr4 holds the IPv4 services of byAddr again under a packed
+	// key (addr4Key): a word-sized map key hashes and compares in a few
+	// instructions, a 20-byte struct key goes through the generic hash.
+	byAddr4 map[uint64]*Service
+	byMark  map[markKey]*Service
 	// vips holds every service address (IPv4 as v4-mapped), for IsVIP;
 	// few4 lists the IPv4 ones when there are at most 16 (a linear scan of
 	// a few words beats hashing 16 bytes on every packet).
@@ -80,6 +84,11 @@ type addrKey struct {
 	port  uint16
 	proto Protocol
 	v6    bool
+}
+
+// addr4Key packs an IPv4 <protocol, VIP, port> for lookupSnap.byAddr4.
+func addr4Key(a [4]byte, port uint16, proto Protocol) uint64 {
+	return uint64(binary.BigEndian.Uint32(a[:]))<<32 | uint64(port)<<8 | uint64(proto)
 }
 
 type markKey struct {
@@ -100,7 +109,8 @@ func NewTable(newSched func(name string, flags SvcFlags) (Scheduler, error)) *Ta
 		timeouts: DefaultTimeouts,
 		now:      time.Now,
 	}
-	t.snap.Store(&lookupSnap{byAddr: map[addrKey]*Service{}, byMark: map[markKey]*Service{}, vips: map[[16]byte]struct{}{}})
+	t.snap.Store(&lookupSnap{byAddr: map[addrKey]*Service{}, byAddr4: map[uint64]*Service{},
+		byMark: map[markKey]*Service{}, vips: map[[16]byte]struct{}{}})
 	return t
 }
 
@@ -128,6 +138,9 @@ func (t *Table) Lookup(proto Protocol, addr netip.Addr, port uint16, fwmark uint
 			return svc
 		}
 	}
+	if addr.Is4() {
+		return s.lookup4(proto, addr.As4(), port)
+	}
 	k := addrKey{addr: addr.As16(), port: port, proto: proto, v6: v6}
 	if svc := s.byAddr[k]; svc != nil {
 		return svc
@@ -141,6 +154,25 @@ func (t *Table) Lookup(proto Protocol, addr netip.Addr, port uint16, fwmark uint
 	if port != 0 {
 		k.port = 0
 		if svc := s.byAddr[k]; svc != nil {
+			return svc
+		}
+	}
+	return nil
+}
+
+// lookup4 is Lookup's address part for an IPv4 address, with the same
+// fallbacks (FTP, port 0) over byAddr4.
+func (s *lookupSnap) lookup4(proto Protocol, a [4]byte, port uint16) *Service {
+	if svc := s.byAddr4[addr4Key(a, port, proto)]; svc != nil {
+		return svc
+	}
+	if proto == ProtoTCP && (port == 20 || port >= 1024) {
+		if svc := s.byAddr4[addr4Key(a, 21, proto)]; svc != nil {
+			return svc
+		}
+	}
+	if port != 0 {
+		if svc := s.byAddr4[addr4Key(a, 0, proto)]; svc != nil {
 			return svc
 		}
 	}
@@ -478,7 +510,8 @@ func (st *stage) commit() {
 
 	t.svcs = keep
 	t.byKey = make(map[ServiceKey]*Service, len(keep))
-	snap := &lookupSnap{byAddr: make(map[addrKey]*Service), byMark: make(map[markKey]*Service), vips: make(map[[16]byte]struct{})}
+	snap := &lookupSnap{byAddr: make(map[addrKey]*Service), byAddr4: make(map[uint64]*Service),
+		byMark: make(map[markKey]*Service), vips: make(map[[16]byte]struct{})}
 	for _, svc := range keep {
 		k := svc.Config.ServiceKey.Norm()
 		t.byKey[k] = svc
@@ -486,6 +519,9 @@ func (st *stage) commit() {
 			snap.byMark[markKey{k.FWMark, k.V6}] = svc
 		} else {
 			snap.byAddr[addrKey{addr: k.Addr.As16(), port: k.Port, proto: k.Proto, v6: k.Addr.Is6()}] = svc
+			if k.Addr.Is4() {
+				snap.byAddr4[addr4Key(k.Addr.As4(), k.Port, k.Proto)] = svc
+			}
 			snap.vips[k.Addr.As16()] = struct{}{}
 		}
 	}

@@ -65,10 +65,18 @@ type MACs struct {
 	Dst, Src [6]byte
 }
 
-// apply writes the addresses into the Ethernet header of frame.
+// apply writes the addresses into the Ethernet header of frame. It moves
+// the 12 bytes as one 8-byte and one 4-byte word: callers pass MACs by value
+// and store it that way, and reading it back in other widths (6-byte copies)
+// defeats store-to-load forwarding, a stall of a dozen cycles per packet.
+// (The byte-wise expressions below compile to single word loads.)
 func (m *MACs) apply(frame []byte) {
-	copy(frame[ethDst:ethDst+6], m.Dst[:])
-	copy(frame[ethSrc:ethSrc+6], m.Src[:])
+	_ = frame[11]
+	lo := uint64(m.Dst[0]) | uint64(m.Dst[1])<<8 | uint64(m.Dst[2])<<16 | uint64(m.Dst[3])<<24 |
+		uint64(m.Dst[4])<<32 | uint64(m.Dst[5])<<40 | uint64(m.Src[0])<<48 | uint64(m.Src[1])<<56
+	hi := uint32(m.Src[2]) | uint32(m.Src[3])<<8 | uint32(m.Src[4])<<16 | uint32(m.Src[5])<<24
+	binary.LittleEndian.PutUint64(frame[ethDst:], lo)
+	binary.LittleEndian.PutUint32(frame[ethSrc+2:], hi)
 }
 
 // IPv4 header (RFC 791):
@@ -191,10 +199,11 @@ func DecTTL(ip IPv4) bool {
 	if ttl <= 1 {
 		return false
 	}
-	// TTL and protocol share one 16-bit word.
-	old := uint16(ttl)<<8 | uint16(ip[ipProto])
 	ip[ipTTL] = ttl - 1
-	ip.SetChecksum(checksum.Update16(ip.Checksum(), old, old-0x100))
+	// TTL and protocol share one 16-bit word w, which becomes w-0x100:
+	// RFC 1624 eqn. 3 adds ^w + (w-0x100) = 0xFEFF whatever the protocol
+	// (the same bits as checksum.Update16, small enough to inline).
+	ip.SetChecksum(^checksum.Fold(uint32(^ip.Checksum()) + 0xfeff))
 	return true
 }
 
