@@ -211,10 +211,16 @@ func (d *Daemon) openRings(vip, dip LinkInfo) error {
 		w.busyPoll = int64(d.cfg.BusyPoll)
 		for side, l := range links {
 			fs := ringFrameSize(l.MTU)
+			// A fanout group spreads flows over the workers; one worker
+			// needs none, and skips the kernel's per-frame flow hash.
+			var fanout *ring.Fanout
+			if d.cfg.Workers > 1 {
+				fanout = &ring.Fanout{Group: uint16(pid<<1 | side), Mode: ring.FanoutHash}
+			}
 			rx, err := ring.OpenRX(l.Index, &ring.RXConfig{
 				FrameSize:  fs,
 				FrameCount: d.cfg.RingFrames,
-				Fanout:     &ring.Fanout{Group: uint16(pid<<1 | side), Mode: ring.FanoutHash},
+				Fanout:     fanout,
 				Filter:     drop,
 			})
 			if err != nil {
