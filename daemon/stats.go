@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"runtime/metrics"
+
 	"go.uber.org/zap"
 
 	"gvs/forwarder"
@@ -19,6 +21,15 @@ type Stats struct {
 	// TXKicks counts sendto(2) calls on the TX rings: frames per kick is
 	// the transmit batching.
 	TXKicks uint64
+	// GoAllocs is the number of heap objects the whole process has
+	// allocated since it started, GoGCCycles the garbage collections it
+	// ran (runtime/metrics). The data path allocates nothing per packet, so
+	// over a load both grow only with the control plane (this logger,
+	// netlink updates, the control socket), not with the packet count.
+	// (runtime/metrics counts allocations when a P's cached span is
+	// refilled, without stopping the world: a few small ones may not show
+	// yet, one per packet would.)
+	GoAllocs, GoGCCycles uint64
 	// Actions counts the pipeline's verdicts by name ("transmit", "drop",
 	// ...), Reasons its drop and reply reasons by counter name
 	// ("no_route", "bad_ip_checksum", ...); zero counters are left out.
@@ -41,7 +52,21 @@ func (d *Daemon) Stats() Stats {
 		s.TXNoBufs += ts.NoBufs
 		s.TXKicks += ts.Kicks
 	}
+	s.GoAllocs, s.GoGCCycles = goMetrics()
 	return s
+}
+
+// goMetrics reads the runtime's allocation and GC cycle counts.
+func goMetrics() (allocs, cycles uint64) {
+	m := []metrics.Sample{{Name: "/gc/heap/allocs:objects"}, {Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(m)
+	if m[0].Value.Kind() == metrics.KindUint64 {
+		allocs = m[0].Value.Uint64()
+	}
+	if m[1].Value.Kind() == metrics.KindUint64 {
+		cycles = m[1].Value.Uint64()
+	}
+	return allocs, cycles
 }
 
 func sumStats(ws []*worker) Stats {
@@ -78,6 +103,7 @@ func (s Stats) Fields() []zap.Field {
 		zap.Uint64("tx_full", s.TXFull), zap.Uint64("tx_error", s.TXError), zap.Uint64("vlan", s.VLAN),
 		zap.Uint64("ring_drops", s.RingDrops), zap.Uint64("tx_again", s.TXAgain), zap.Uint64("tx_nobufs", s.TXNoBufs),
 		zap.Uint64("sleeps", s.Sleeps), zap.Uint64("tx_kicks", s.TXKicks),
+		zap.Uint64("go_allocs", s.GoAllocs), zap.Uint64("go_gc_cycles", s.GoGCCycles),
 		zap.Any("actions", s.Actions), zap.Any("reasons", s.Reasons),
 	}
 }

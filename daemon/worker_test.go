@@ -3,6 +3,7 @@ package daemon
 import (
 	"fmt"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -326,5 +327,19 @@ func TestWorkerBusyPoll(t *testing.T) {
 		if got := w.c.Sleeps.Load(); got < tc.minSleeps || got > tc.maxSlps || w.c.RX.Load() != 1 {
 			t.Errorf("busy-poll %v: %d sleeps (want %d..%d), rx %d", tc.busy, got, tc.minSleeps, tc.maxSlps, w.c.RX.Load())
 		}
+	}
+}
+
+// TestGoMetrics: the allocation and GC counts gvsd logs are live.
+func TestGoMetrics(t *testing.T) {
+	a0, c0 := goMetrics()
+	var keep [][]byte
+	for i := 0; i < 1000; i++ {
+		keep = append(keep, make([]byte, 64<<10))
+	}
+	runtime.GC()
+	a1, c1 := goMetrics()
+	if a1 < a0+1000 || c1 <= c0 || len(keep) != 1000 {
+		t.Errorf("allocs %d -> %d, GC cycles %d -> %d", a0, a1, c0, c1)
 	}
 }

@@ -449,6 +449,84 @@ func (b *bench) ping(ctx context.Context, dst netip.AddrPort) (pingResult, error
 	return res, nil
 }
 
+// gvsdStats is the part of gvsd's periodic stats log line the gc case reads.
+type gvsdStats struct {
+	RX         uint64 `json:"rx"`
+	GoAllocs   uint64 `json:"go_allocs"`
+	GoGCCycles uint64 `json:"go_gc_cycles"`
+}
+
+// lastStats returns the last complete stats line in gvsd's output (console
+// log format: "... stats {json}") and how many there were.
+func lastStats(out string) (gvsdStats, int, error) {
+	var st gvsdStats
+	lines := strings.Split(out, "\n")
+	n := 0
+	var last string
+	for _, l := range lines[:len(lines)-1] { // the last element is an incomplete line or ""
+		if i := strings.Index(l, "\tstats\t{"); i >= 0 {
+			last, n = l[i+len("\tstats\t"):], n+1
+		}
+	}
+	if n == 0 {
+		return st, 0, errors.New("no stats line in gvsd's log")
+	}
+	return st, n, json.Unmarshal([]byte(last), &st)
+}
+
+// caseGC: gvsd forwards at the fixed rate for -gc-duration; its own stats
+// lines (every 2 s) give the heap objects the whole process allocated and
+// the GC cycles it ran over that time, against the frames it took in.
+func (b *bench) caseGC(ctx context.Context, c contender, r *running, round int) error {
+	if r.proc == nil {
+		return errors.New("gc: no gvsd")
+	}
+	bound := b.o.gcDur + b.o.warmup + 8*time.Second
+	g, err := b.trafgen(b.o.rate, uint64(b.o.rate*bound.Seconds()), bound)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		g.Stop()
+		b.killGen(ctx)
+	}()
+	// A fresh stats line after the warm-up, then one after the run.
+	wait := func(after int) (gvsdStats, error) {
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if st, n, err := lastStats(r.proc.Output()); err == nil && n > after {
+				return st, nil
+			}
+		}
+		return gvsdStats{}, errors.New("gc: gvsd logged no stats line in 10 s")
+	}
+	time.Sleep(b.o.warmup)
+	_, n0, _ := lastStats(r.proc.Output())
+	s0, err := wait(n0)
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	time.Sleep(b.o.gcDur)
+	_, n1, _ := lastStats(r.proc.Output())
+	s1, err := wait(n1)
+	if err != nil {
+		return err
+	}
+	secs := time.Since(t0).Seconds()
+	pkts := float64(s1.RX - s0.RX)
+	if pkts <= 0 {
+		return errors.New("gc: gvsd took no frames")
+	}
+	allocs, cycles := float64(s1.GoAllocs-s0.GoAllocs), float64(s1.GoGCCycles-s0.GoGCCycles)
+	b.add("gc", c, round, "allocs", allocs)
+	b.add("gc", c, round, "gc_cycles", cycles)
+	b.add("gc", c, round, "packets", pkts)
+	b.add("gc", c, round, "secs", secs)
+	b.add("gc", c, round, "allocs_per_pkt", allocs/pkts)
+	b.logf("  %-10s gc: %.0f frames in %.1f s, %.0f heap objects allocated (%.2g per frame), %.0f GC cycles", c.Name, pkts, secs, allocs, allocs/pkts, cycles)
+	return nil
+}
+
 // caseScaling: the overload forwarding rate per worker count.
 func (b *bench) caseScaling(ctx context.Context, c contender, r *running, round int) error {
 	fwd := b.lastNatOverload

@@ -53,7 +53,7 @@ func allContenders() []contender {
 	return []contender{
 		{Name: "generator", kind: kindGen, cases: []string{"pps", "cpu", "latency"}}, // latency: "direct", client to a real server
 		{Name: "noop-ring", kind: kindNoop, cases: []string{"pps", "cpu"}},
-		{Name: "gvs-nat", kind: kindGVS, method: "nat", workers: 1, cases: []string{"pps", "cpu", "cps", "latency", "scaling"}},
+		{Name: "gvs-nat", kind: kindGVS, method: "nat", workers: 1, cases: []string{"pps", "cpu", "cps", "latency", "scaling", "gc"}},
 		{Name: "gvs-dr", kind: kindGVS, method: "dr", workers: 1, cases: []string{"pps", "cpu", "latency"}},
 		{Name: "gvs-tun", kind: kindGVS, method: "tun", workers: 1, cases: []string{"pps", "cpu"}},
 		{Name: "nft-dnat", kind: kindNFT, cases: []string{"pps", "cpu", "cps", "latency"}},

@@ -56,7 +56,7 @@ const (
 )
 
 // caseNames are the cases in the order they run within a contender's turn.
-var caseNames = []string{"pps", "cpu", "latency", "cps", "scaling", "conntrack"}
+var caseNames = []string{"pps", "cpu", "latency", "cps", "scaling", "gc", "conntrack"}
 
 type options struct {
 	rounds                int
@@ -79,6 +79,7 @@ type options struct {
 	pingDur               time.Duration
 	ctSizes               []int
 	ctDur                 time.Duration
+	gcDur                 time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -95,6 +96,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&o.rate, "rate", 100000, "fixed offered rate (packets/s) for the cpu case and the latency case's high load")
 	cases := fs.String("cases", strings.Join(caseNames, ","), "cases to run: "+strings.Join(caseNames, ","))
 	conts := fs.String("contenders", "", "only these contenders (comma-separated names; default all)")
+	fs.DurationVar(&o.gcDur, "gc-duration", 30*time.Second, "the gc case's load run (gvsd's allocations and GC cycles at the fixed -rate)")
 	quick := fs.Bool("quick", false, "about 3 minutes: 1 round, short windows, 3 search trials, 1M conntrack only")
 	fs.StringVar(&o.out, "out", "out/bench", "output folder")
 	fs.StringVar(&o.bin, "bin", filepath.Dir(exe), "folder with gvsd and gvs-testsrv")
@@ -130,6 +132,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		def("trial", func() { o.trial = time.Second })
 		def("steps", func() { o.steps = 3 })
 		def("cps-duration", func() { o.cpsDur = 3 * time.Second })
+		def("gc-duration", func() { o.gcDur = 6 * time.Second })
 		def("ping-duration", func() { o.pingDur = 2 * time.Second })
 		def("conntrack-sizes", func() { *ct = "1M" })
 	}
@@ -170,6 +173,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-rate must be 1k..5M and -ping-rate 1..100k")
 	case o.cpsDur < time.Second || o.cpsDur > time.Minute || o.cpsConns < 1 || o.cpsConns > 10000:
 		return o, errors.New("-cps-duration must be 1s..1m and -cps-conns 1..10000")
+	case o.gcDur < 4*time.Second || o.gcDur > 10*time.Minute:
+		return o, errors.New("-gc-duration must be 4s..10m")
 	case o.pingDur < 500*time.Millisecond || o.pingDur > time.Minute || o.ctDur <= 0 || o.ctDur > time.Minute:
 		return o, errors.New("-ping-duration must be 0.5s..1m and -conntrack-duration up to 1m")
 	}
@@ -290,7 +295,7 @@ func needTools(cases []string) error {
 	need := []string{"ip", "nft", "taskset"}
 	for _, c := range cases {
 		switch c {
-		case "pps", "cpu", "latency", "scaling":
+		case "pps", "cpu", "latency", "scaling", "gc":
 			need = append(need, "trafgen")
 		case "cps":
 			need = append(need, "wrk", "nginx", "haproxy")
@@ -469,7 +474,7 @@ func (b *bench) runContender(ctx context.Context, c contender, cases []string, r
 		}
 	}
 	fns := map[string]func(context.Context, contender, *running, int) error{
-		"pps": b.casePPS, "cpu": b.caseCPU, "cps": b.caseCPS, "latency": b.caseLatency, "scaling": b.caseScaling,
+		"pps": b.casePPS, "cpu": b.caseCPU, "cps": b.caseCPS, "latency": b.caseLatency, "scaling": b.caseScaling, "gc": b.caseGC,
 	}
 	for _, cs := range caseNames {
 		if !slices.Contains(cases, cs) || !c.takes(cs) || fns[cs] == nil {

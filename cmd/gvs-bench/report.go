@@ -54,6 +54,11 @@ var metricDefs = []metricDef{
 	{Case: "latency", Metric: "high_p99_added_us", Title: "added p99 over direct, under load", LowerIsBetter: true, Scale: 1, Unit: "µs"},
 	{Case: "latency", Metric: "low_loss_pct", Title: "Lost, low load", LowerIsBetter: true, Scale: 1, Unit: "%"},
 	{Case: "latency", Metric: "high_loss_pct", Title: "Lost, under load", LowerIsBetter: true, Scale: 1, Unit: "%"},
+	{Case: "gc", Metric: "allocs_per_pkt", Title: "heap objects allocated per forwarded packet (whole process)", LowerIsBetter: true, Scale: 1, Unit: ""},
+	{Case: "gc", Metric: "allocs", Title: "heap objects allocated in the run", LowerIsBetter: true, Scale: 1, Unit: ""},
+	{Case: "gc", Metric: "gc_cycles", Title: "GC cycles in the run", LowerIsBetter: true, Scale: 1, Unit: ""},
+	{Case: "gc", Metric: "packets", Title: "frames forwarded in the run", Scale: 1e6, Unit: "M"},
+	{Case: "gc", Metric: "secs", Title: "run length", Scale: 1, Unit: "s"},
 	{Case: "scaling", Metric: "overload_fwd_pps", Title: "Forwarded at overload", Scale: 1e6, Unit: "Mpps", Chart: true},
 	{Case: "conntrack", Metric: "bytes_per_conn", Title: "Heap per connection", LowerIsBetter: true, Scale: 1, Unit: "B"},
 	{Case: "conntrack", Metric: "insert_per_s", Title: "Inserts", Scale: 1e6, Unit: "M/s"},
@@ -68,6 +73,7 @@ var caseTitles = map[string]string{
 	"cps":       "Connections per second (wrk, Connection: close, nginx)",
 	"latency":   "UDP request/response round trip through the VIP",
 	"scaling":   "gvs NAT: workers",
+	"gc":        "gvsd's heap allocations and GC cycles under a load run at the fixed rate",
 	"conntrack": "gvs connection table at size (in-process)",
 }
 

@@ -162,3 +162,18 @@ func TestCPUCharge(t *testing.T) {
 		t.Errorf("director CPU 0: charged %d", got)
 	}
 }
+
+// TestLastStats reads the last complete stats line of gvsd's console log.
+func TestLastStats(t *testing.T) {
+	log := "2026-11-21T10:00:00.000Z\tINFO\tgvsd ready\n" +
+		"2026-11-21T10:00:02.000Z\tDEBUG\tdaemon/daemon.go:315\tstats\t{\"rx\": 10, \"go_allocs\": 100, \"go_gc_cycles\": 1}\n" +
+		"2026-11-21T10:00:04.000Z\tDEBUG\tdaemon/daemon.go:315\tstats\t{\"rx\": 20, \"go_allocs\": 150, \"go_gc_cycles\": 2, \"actions\": {}}\n" +
+		"2026-11-21T10:00:06.000Z\tDEBUG\tdaemon/daemon.go:315\tstats\t{\"rx\": 3"
+	st, n, err := lastStats(log)
+	if err != nil || n != 2 || st != (gvsdStats{RX: 20, GoAllocs: 150, GoGCCycles: 2}) {
+		t.Errorf("lastStats = %+v, %d, %v", st, n, err)
+	}
+	if _, _, err := lastStats("gvsd ready\n"); err == nil {
+		t.Error("no stats line: no error")
+	}
+}
