@@ -26,12 +26,12 @@ const (
 
 // contender is one thing measured.
 type contender struct {
-	Name    string
-	kind    kind
-	method  string   // gvs: nat, dr, tun
-	workers int      // gvs: data-path workers
-	extra   []string // gvs: more gvsd flags
-	cases   []string
+	Name     string
+	kind     kind
+	method   string // gvs: nat, dr, tun
+	workers  int    // gvs: data-path workers
+	busyPoll bool   // gvs: run gvsd with --busy-poll (-busy-poll)
+	cases    []string
 }
 
 // takes reports whether the contender runs in case c.
@@ -59,7 +59,7 @@ func allContenders() []contender {
 		{Name: "nft-dnat", kind: kindNFT, cases: []string{"pps", "cpu", "cps", "latency"}},
 		{Name: "haproxy", kind: kindHAProxy, cases: []string{"cps"}},
 		{Name: "gvs-nat-2w", kind: kindGVS, method: "nat", workers: 2, cases: []string{"scaling"}},
-		{Name: "gvs-nat-bp", kind: kindGVS, method: "nat", workers: 1, extra: []string{"--busy-poll", "200us"}, cases: []string{"latency"}},
+		{Name: "gvs-nat-bp", kind: kindGVS, method: "nat", workers: 1, busyPoll: true, cases: []string{"latency"}},
 	}
 }
 
@@ -164,10 +164,13 @@ func (b *bench) start(ctx context.Context, c contender, round int) (*running, er
 		if c.workers > 1 {
 			cpus = b.o.allCPUs
 		}
-		args := append([]string{"-c", cpus, filepath.Join(b.o.bin, "gvsd"),
+		args := []string{"-c", cpus, filepath.Join(b.o.bin, "gvsd"),
 			"--vip-if", lab.DirectorVIPIf, "--dip-if", lab.DirectorDIPIf, "--rules", rules,
 			"--workers", fmt.Sprint(c.workers), "--socket", "gvsbench-" + b.l.Suffix(),
-			"--log-format", "console", "--log-level", "debug", "--stats-interval", "2s"}, c.extra...)
+			"--log-format", "console", "--log-level", "debug", "--stats-interval", "2s"}
+		if c.busyPoll {
+			args = append(args, "--busy-poll", b.o.busyPoll.String())
+		}
 		p, err := b.l.Start(d.NS, "taskset", args...)
 		if err == nil {
 			_, err = p.WaitFor(ctx, "gvsd ready")

@@ -80,6 +80,7 @@ type options struct {
 	ctSizes               []int
 	ctDur                 time.Duration
 	gcDur                 time.Duration
+	busyPoll              time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -96,6 +97,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&o.rate, "rate", 100000, "fixed offered rate (packets/s) for the cpu case and the latency case's high load")
 	cases := fs.String("cases", strings.Join(caseNames, ","), "cases to run: "+strings.Join(caseNames, ","))
 	conts := fs.String("contenders", "", "only these contenders (comma-separated names; default all)")
+	fs.DurationVar(&o.busyPoll, "busy-poll", 2*time.Millisecond, "gvsd --busy-poll of the gvs-nat-bp contender")
 	fs.DurationVar(&o.gcDur, "gc-duration", 30*time.Second, "the gc case's load run (gvsd's allocations and GC cycles at the fixed -rate)")
 	quick := fs.Bool("quick", false, "about 3 minutes: 1 round, short windows, 3 search trials, 1M conntrack only")
 	fs.StringVar(&o.out, "out", "out/bench", "output folder")
@@ -173,6 +175,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-rate must be 1k..5M and -ping-rate 1..100k")
 	case o.cpsDur < time.Second || o.cpsDur > time.Minute || o.cpsConns < 1 || o.cpsConns > 10000:
 		return o, errors.New("-cps-duration must be 1s..1m and -cps-conns 1..10000")
+	case o.busyPoll <= 0 || o.busyPoll > time.Second:
+		return o, errors.New("-busy-poll must be positive, up to 1s")
 	case o.gcDur < 4*time.Second || o.gcDur > 10*time.Minute:
 		return o, errors.New("-gc-duration must be 4s..10m")
 	case o.pingDur < 500*time.Millisecond || o.pingDur > time.Minute || o.ctDur <= 0 || o.ctDur > time.Minute:
