@@ -168,6 +168,7 @@ func (b *bench) start(ctx context.Context, c contender, round int) (*running, er
 			"--vip-if", lab.DirectorVIPIf, "--dip-if", lab.DirectorDIPIf, "--rules", rules,
 			"--workers", fmt.Sprint(c.workers), "--socket", "gvsbench-" + b.l.Suffix(),
 			"--log-format", "console", "--log-level", "debug", "--stats-interval", "2s"}
+		args = append(args, b.o.gvsdArgs...)
 		if c.busyPoll {
 			args = append(args, "--busy-poll", b.o.busyPoll.String())
 		}

@@ -81,6 +81,7 @@ type options struct {
 	ctDur                 time.Duration
 	gcDur                 time.Duration
 	busyPoll              time.Duration
+	gvsdArgs              []string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -97,6 +98,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&o.rate, "rate", 100000, "fixed offered rate (packets/s) for the cpu case and the latency case's high load")
 	cases := fs.String("cases", strings.Join(caseNames, ","), "cases to run: "+strings.Join(caseNames, ","))
 	conts := fs.String("contenders", "", "only these contenders (comma-separated names; default all)")
+	gvsdArgs := fs.String("gvsd-args", "", "extra gvsd flags for every gvs contender, space-separated (e.g. \"--ring-frames 8192\"; diagnostic)")
 	fs.DurationVar(&o.busyPoll, "busy-poll", 2*time.Millisecond, "gvsd --busy-poll of the gvs-nat-bp contender")
 	fs.DurationVar(&o.gcDur, "gc-duration", 30*time.Second, "the gc case's load run (gvsd's allocations and GC cycles at the fixed -rate)")
 	quick := fs.Bool("quick", false, "about 3 minutes: 1 round, short windows, 3 search trials, 1M conntrack only")
@@ -120,6 +122,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	o.gvsdArgs = strings.Fields(*gvsdArgs)
 	if *quick {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
