@@ -113,6 +113,11 @@ func (w *worker) run(stop *atomic.Bool) {
 			continue
 		}
 		if w.busyPoll > 0 && w.clock()-last < w.busyPoll {
+			// Frames a kick left queued (EAGAIN, ENOBUFS) go out now, not
+			// when the worker next sleeps.
+			if w.tx[0].Pending() > 0 || w.tx[1].Pending() > 0 {
+				w.flush()
+			}
 			continue
 		}
 		w.wait()

@@ -48,6 +48,7 @@ type fakeTX struct {
 	record  bool
 	flushes int
 	commits int
+	pending int // frames a kick "left queued"; Flush sends them
 }
 
 func (t *fakeTX) Slot() ([]byte, bool) {
@@ -68,8 +69,8 @@ func (t *fakeTX) CommitAt(off, n int) bool {
 	}
 	return true
 }
-func (t *fakeTX) Flush() error  { t.flushes++; return nil }
-func (t *fakeTX) Pending() int  { return 0 }
+func (t *fakeTX) Flush() error  { t.flushes++; t.pending = 0; return nil }
+func (t *fakeTX) Pending() int  { return t.pending }
 func (t *fakeTX) MaxFrame() int { return t.max }
 
 var (
@@ -294,11 +295,24 @@ type stoppingRX struct {
 	fakeRX
 	polls, stopAfter int
 	stop             *atomic.Bool
+	// queueAt, if positive, leaves 2 frames queued on queueOn at that poll
+	// (after the frame was handled and flushed).
+	queueAt int
+	queueOn *fakeTX
+	// lateQueued is queueOn's queued count seen at the last poll, before
+	// the worker's final flush on the way out.
+	lateQueued int
 }
 
 func (r *stoppingRX) Next() ([]byte, ring.Meta, bool) {
 	if r.polls++; r.polls >= r.stopAfter {
 		r.stop.Store(true)
+	}
+	if r.polls == r.queueAt {
+		r.queueOn.pending = 2
+	}
+	if r.queueOn != nil && r.polls == r.stopAfter {
+		r.lateQueued = r.queueOn.pending
 	}
 	return r.fakeRX.Next()
 }
@@ -316,16 +330,20 @@ func TestWorkerBusyPoll(t *testing.T) {
 		{time.Millisecond, 0, 0},           // 200 turns are ~400 µs: still polling
 		{100 * time.Microsecond, 100, 180}, // polls ~50 turns, then sleeps
 	} {
-		w, _ := testWorker(t)
+		w, txs := testWorker(t)
 		w.busyPoll = int64(tc.busy)
 		l2 := frames.L2{Src: frames.DerivedMAC(testClient), Dst: frames.DerivedMAC(netip.MustParseAddr("198.18.1.1"))}
 		f := frames.UDP(l2, frames.IP{Src: testClient, Dst: testVIP}, frames.UDPDgram{SrcPort: 1000, DstPort: 53})
 		var stop atomic.Bool
 		rx := &stoppingRX{fakeRX: fakeRX{frames: [][]byte{f}, metas: []ring.Meta{{Len: uint32(len(f)), Snap: uint32(len(f))}}}, stopAfter: 201, stop: &stop}
+		rx.queueAt, rx.queueOn = 10, txs[1]
 		w.addRX(rx, forwarder.VIPSide)
 		w.run(&stop)
 		if got := w.c.Sleeps.Load(); got < tc.minSleeps || got > tc.maxSlps || w.c.RX.Load() != 1 {
 			t.Errorf("busy-poll %v: %d sleeps (want %d..%d), rx %d", tc.busy, got, tc.minSleeps, tc.maxSlps, w.c.RX.Load())
+		}
+		if rx.lateQueued != 0 {
+			t.Errorf("busy-poll %v: queued frames never flushed", tc.busy)
 		}
 	}
 }
