@@ -61,22 +61,6 @@ func (h *harness) apply(line string) {
 	}
 }
 
-func (h *harness) dest(svc, rs string) *ipvs.Dest {
-	h.t.Helper()
-	ap := netip.MustParseAddrPort(svc)
-	s := h.table.Lookup(ipvs.ProtoTCP, ap.Addr(), ap.Port(), 0)
-	if s == nil {
-		s = h.table.Lookup(ipvs.ProtoUDP, ap.Addr(), ap.Port(), 0)
-	}
-	for _, d := range s.Dests() {
-		if d.AddrPort().String() == rs {
-			return d
-		}
-	}
-	h.t.Fatalf("no dest %s in %s", rs, svc)
-	return nil
-}
-
 func syn(c netip.Addr, cport uint16) []byte {
 	return frames.TCP(frames.L2{Src: frames.DerivedMAC(c), Dst: frames.DerivedMAC(netip.MustParseAddr("198.18.1.1"))},
 		frames.IP{Src: c, Dst: vip, DF: true}, frames.TCPSeg{SrcPort: cport, DstPort: 80, SYN: true, Seq: 1})

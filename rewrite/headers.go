@@ -50,15 +50,6 @@ func (e Ethernet) Dst() [6]byte { return [6]byte(e[ethDst : ethDst+6]) }
 // Src is the source MAC address.
 func (e Ethernet) Src() [6]byte { return [6]byte(e[ethSrc : ethSrc+6]) }
 
-// SetDst sets the destination MAC address.
-func (e Ethernet) SetDst(m [6]byte) { copy(e[ethDst:ethDst+6], m[:]) }
-
-// SetSrc sets the source MAC address.
-func (e Ethernet) SetSrc(m [6]byte) { copy(e[ethSrc:ethSrc+6], m[:]) }
-
-// EtherType is the outer EtherType (EtherTypeVLAN for a tagged frame).
-func (e Ethernet) EtherType() uint16 { return binary.BigEndian.Uint16(e[ethType:]) }
-
 // MACs is the pair of link-layer addresses a forwarded or generated frame
 // gets: Dst is the next hop's MAC, Src the egress interface's.
 type MACs struct {
@@ -146,9 +137,6 @@ func (b IPv4) TOS() uint8 { return b[ipTOS] }
 
 // TotalLen is the total length of the datagram, header included.
 func (b IPv4) TotalLen() uint16 { return binary.BigEndian.Uint16(b[ipTotalLen:]) }
-
-// ID is the identification field.
-func (b IPv4) ID() uint16 { return binary.BigEndian.Uint16(b[ipID:]) }
 
 // DF reports the don't-fragment flag.
 func (b IPv4) DF() bool { return b[ipFrag]&(ipFlagDF>>8) != 0 }
@@ -257,12 +245,6 @@ func (t TCP) SrcPort() uint16 { return binary.BigEndian.Uint16(t[l4SrcPort:]) }
 // DstPort is the destination port.
 func (t TCP) DstPort() uint16 { return binary.BigEndian.Uint16(t[l4DstPort:]) }
 
-// Seq is the sequence number.
-func (t TCP) Seq() uint32 { return binary.BigEndian.Uint32(t[tcpSeq:]) }
-
-// Ack is the acknowledgment number.
-func (t TCP) Ack() uint32 { return binary.BigEndian.Uint32(t[tcpAck:]) }
-
 // HeaderLen is the header length in bytes (data offset * 4).
 func (t TCP) HeaderLen() int { return int(t[tcpDataOff]>>4) * 4 }
 
@@ -271,9 +253,6 @@ func (t TCP) Flags() uint8 { return t[tcpFlags] }
 
 // Checksum is the checksum field.
 func (t TCP) Checksum() uint16 { return binary.BigEndian.Uint16(t[tcpCsum:]) }
-
-// SetSrcPort sets the source port without touching the checksum.
-func (t TCP) SetSrcPort(p uint16) { binary.BigEndian.PutUint16(t[l4SrcPort:], p) }
 
 // SetDstPort sets the destination port without touching the checksum.
 func (t TCP) SetDstPort(p uint16) { binary.BigEndian.PutUint16(t[l4DstPort:], p) }
@@ -309,18 +288,6 @@ func (u UDP) DstPort() uint16 { return binary.BigEndian.Uint16(u[l4DstPort:]) }
 
 // Length is the length field: header plus data.
 func (u UDP) Length() uint16 { return binary.BigEndian.Uint16(u[udpLen:]) }
-
-// Checksum is the checksum field; 0 means the datagram has none.
-func (u UDP) Checksum() uint16 { return binary.BigEndian.Uint16(u[udpCsum:]) }
-
-// SetSrcPort sets the source port without touching the checksum.
-func (u UDP) SetSrcPort(p uint16) { binary.BigEndian.PutUint16(u[l4SrcPort:], p) }
-
-// SetDstPort sets the destination port without touching the checksum.
-func (u UDP) SetDstPort(p uint16) { binary.BigEndian.PutUint16(u[l4DstPort:], p) }
-
-// SetChecksum sets the checksum field.
-func (u UDP) SetChecksum(c uint16) { binary.BigEndian.PutUint16(u[udpCsum:], c) }
 
 // ICMPv4 header (RFC 792); for errors the second word is unused except by
 // "fragmentation needed", which carries the next-hop MTU in its low half
@@ -369,12 +336,6 @@ func (c ICMPv4) Type() uint8 { return c[icmpType] }
 
 // Code is the message code.
 func (c ICMPv4) Code() uint8 { return c[icmpCode] }
-
-// Checksum is the checksum field (over the whole ICMP message).
-func (c ICMPv4) Checksum() uint16 { return binary.BigEndian.Uint16(c[icmpCsum:]) }
-
-// MTU is the next-hop MTU of a "fragmentation needed" message.
-func (c ICMPv4) MTU() uint16 { return binary.BigEndian.Uint16(c[icmpMTU:]) }
 
 // SetChecksum sets the checksum field.
 func (c ICMPv4) SetChecksum(v uint16) { binary.BigEndian.PutUint16(c[icmpCsum:], v) }

@@ -44,9 +44,6 @@ func (c contender) takes(cs string) bool {
 	return false
 }
 
-// ours reports whether the contender is gvs itself.
-func (c contender) ours() bool { return c.kind == kindGVS || c.kind == kindNoop }
-
 // allContenders lists every contender with the cases it takes part in.
 // Identical topology and traffic for all; each case compares what applies.
 func allContenders() []contender {

@@ -290,14 +290,6 @@ func (b *bench) servicesUp(ctx context.Context) error {
 	return nil
 }
 
-func joinAddrs[T fmt.Stringer](xs []T) string {
-	s := make([]string, len(xs))
-	for i, x := range xs {
-		s[i] = x.String()
-	}
-	return strings.Join(s, ",")
-}
-
 // staticFDB pins every lab MAC to its bridge port. Without it a silent
 // host (a real server whose sink drops everything, a director that only
 // receives) ages out of the bridges' forwarding tables, and every frame to
