@@ -34,9 +34,9 @@ func TestSharedHashCells(t *testing.T) {
 		}
 		keys = append(keys, k)
 	}
-	h := hashConn(&tb.keys, ipvs.ProtoTCP, &keys[0].CAddr, 40000)
+	h := hashConn(tb.seed, ipvs.ProtoTCP, &keys[0].CAddr, 40000)
 	for i, k := range keys {
-		if hashConn(&tb.keys, k.Proto, &k.CAddr, k.CPort) != h {
+		if hashConn(tb.seed, k.Proto, &k.CAddr, k.CPort) != h {
 			t.Fatalf("key %d: the keys were meant to share a hash", i)
 		}
 	}
@@ -82,27 +82,27 @@ func TestSharedHashCells(t *testing.T) {
 // every field it covers, and spreads sequential IPv4 clients evenly over
 // the shards.
 func TestHashConn(t *testing.T) {
-	k1, k2 := newHashKeys(1), newHashKeys(2)
+	k1, k2 := uint64(1), uint64(2)
 	a := Mapped4([4]byte{198, 18, 0, 1})
 	b := Mapped4([4]byte{198, 18, 0, 2})
-	base := hashConn(&k1, ipvs.ProtoTCP, &a, 1000)
+	base := hashConn(k1, ipvs.ProtoTCP, &a, 1000)
 	for name, h := range map[string]uint64{
-		"seed":  hashConn(&k2, ipvs.ProtoTCP, &a, 1000),
-		"proto": hashConn(&k1, ipvs.ProtoUDP, &a, 1000),
-		"addr":  hashConn(&k1, ipvs.ProtoTCP, &b, 1000),
-		"port":  hashConn(&k1, ipvs.ProtoTCP, &a, 1001),
+		"seed":  hashConn(k2, ipvs.ProtoTCP, &a, 1000),
+		"proto": hashConn(k1, ipvs.ProtoUDP, &a, 1000),
+		"addr":  hashConn(k1, ipvs.ProtoTCP, &b, 1000),
+		"port":  hashConn(k1, ipvs.ProtoTCP, &a, 1001),
 	} {
 		if h == base {
 			t.Errorf("changing the %s does not change the hash", name)
 		}
 	}
-	if hashConn(&k1, ipvs.ProtoTCP, &a, 1000) != base {
+	if hashConn(k1, ipvs.ProtoTCP, &a, 1000) != base {
 		t.Fatal("hash is not deterministic")
 	}
 	tk := TemplateKey{Proto: ipvs.ProtoTCP, CNet: a, VAddr: b, VPort: 80}
 	tk2 := tk
 	tk2.VPort = 81
-	if hashTemplate(&k1, &tk) == hashTemplate(&k1, &tk2) || hashTemplate(&k1, &tk) == hashTemplate(&k2, &tk) {
+	if hashTemplate(k1, &tk) == hashTemplate(k1, &tk2) || hashTemplate(k1, &tk) == hashTemplate(k2, &tk) {
 		t.Error("template hash ignores the port or the seed")
 	}
 
@@ -110,7 +110,7 @@ func TestHashConn(t *testing.T) {
 	var per [shards]int
 	for i := 0; i < n; i++ {
 		c := Mapped4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
-		per[hashConn(&k1, ipvs.ProtoTCP, &c, 40000)>>58]++
+		per[hashConn(k1, ipvs.ProtoTCP, &c, 40000)>>58]++
 	}
 	for i, got := range per {
 		if got < n/shards*3/4 || got > n/shards*5/4 {
@@ -144,7 +144,7 @@ func TestFillOverwritesEverything(t *testing.T) {
 func TestHashIsSeededXXHash(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := 0; i < 10000; i++ {
-		k := newHashKeys(rng.Uint64())
+		seed := rng.Uint64()
 		var a, v [16]byte
 		for j := range a {
 			a[j], v[j] = byte(rng.Uint32()), byte(rng.Uint32())
@@ -156,22 +156,22 @@ func TestHashIsSeededXXHash(t *testing.T) {
 		proto := ipvs.Protocol(rng.Uint32())
 
 		var b [28]byte
-		binary.LittleEndian.PutUint64(b[0:8], k.seed)
+		binary.LittleEndian.PutUint64(b[0:8], seed)
 		copy(b[8:24], a[:])
 		binary.LittleEndian.PutUint16(b[24:26], port)
 		b[26], b[27] = byte(proto), kindConn
-		if got, want := hashConn(&k, proto, &a, port), xxhash.Sum64(b[:]); got != want {
+		if got, want := hashConn(seed, proto, &a, port), xxhash.Sum64(b[:]); got != want {
 			t.Fatalf("hashConn = %#x, xxhash.Sum64 = %#x", got, want)
 		}
 
 		tk := TemplateKey{Proto: proto, CNet: a, VAddr: v, VPort: vport}
 		var tb [44]byte
-		binary.LittleEndian.PutUint64(tb[0:8], k.seed)
+		binary.LittleEndian.PutUint64(tb[0:8], seed)
 		copy(tb[8:24], a[:])
 		copy(tb[24:40], v[:])
 		binary.LittleEndian.PutUint16(tb[40:42], vport)
 		tb[42], tb[43] = byte(proto), kindTemplate
-		if got, want := hashTemplate(&k, &tk), xxhash.Sum64(tb[:]); got != want {
+		if got, want := hashTemplate(seed, &tk), xxhash.Sum64(tb[:]); got != want {
 			t.Fatalf("hashTemplate = %#x, xxhash.Sum64 = %#x", got, want)
 		}
 	}

@@ -115,12 +115,6 @@ const (
 	kindTemplate = 2
 )
 
-// hashKeys holds the table's hash seed.
-type hashKeys struct{ seed uint64 }
-
-// newHashKeys returns the hash state for seed.
-func newHashKeys(seed uint64) hashKeys { return hashKeys{seed: seed} }
-
 // XXH64's primes.
 const (
 	xxP1 uint64 = 11400714785074694791
@@ -165,9 +159,9 @@ func xxTail4(h uint64, w uint32) uint64 {
 // connection live in the same shard and one lock serves In and Out (IPVS
 // hashes connections the same way). Conns differing only in the virtual or
 // real side share a hash and are told apart by the full compare.
-func hashConn(k *hashKeys, proto ipvs.Protocol, caddr *[16]byte, cport uint16) uint64 {
+func hashConn(seed uint64, proto ipvs.Protocol, caddr *[16]byte, cport uint16) uint64 {
 	h := xxP5 + 28
-	h = xxLane(h, k.seed)
+	h = xxLane(h, seed)
 	h = xxLane(h, binary.LittleEndian.Uint64(caddr[0:8]))
 	h = xxLane(h, binary.LittleEndian.Uint64(caddr[8:16]))
 	return xxTail4(h, uint32(cport)|uint32(proto)<<16|kindConn<<24)
@@ -176,12 +170,12 @@ func hashConn(k *hashKeys, proto ipvs.Protocol, caddr *[16]byte, cport uint16) u
 // hashTemplate is the seeded xxhash of a whole TemplateKey: XXH64 of the 44
 // bytes seed | client network | virtual address | virtual port (LE) |
 // protocol | kindTemplate.
-func hashTemplate(k *hashKeys, t *TemplateKey) uint64 {
-	var seed uint64 // XXH64's own seed: 0, as Sum64 (the table's seed is in the key)
-	v1 := xxRound(seed+xxP1+xxP2, k.seed)
-	v2 := xxRound(seed+xxP2, binary.LittleEndian.Uint64(t.CNet[0:8]))
-	v3 := xxRound(seed, binary.LittleEndian.Uint64(t.CNet[8:16]))
-	v4 := xxRound(seed-xxP1, binary.LittleEndian.Uint64(t.VAddr[0:8]))
+func hashTemplate(seed uint64, t *TemplateKey) uint64 {
+	var xs uint64 // XXH64's own seed: 0, as Sum64 (the table's seed is in the key)
+	v1 := xxRound(xs+xxP1+xxP2, seed)
+	v2 := xxRound(xs+xxP2, binary.LittleEndian.Uint64(t.CNet[0:8]))
+	v3 := xxRound(xs, binary.LittleEndian.Uint64(t.CNet[8:16]))
+	v4 := xxRound(xs-xxP1, binary.LittleEndian.Uint64(t.VAddr[0:8]))
 	h := bits.RotateLeft64(v1, 1) + bits.RotateLeft64(v2, 7) + bits.RotateLeft64(v3, 12) + bits.RotateLeft64(v4, 18)
 	for _, v := range [4]uint64{v1, v2, v3, v4} {
 		h = (h^xxRound(0, v))*xxP1 + xxP4

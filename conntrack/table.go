@@ -59,7 +59,6 @@ type Table struct {
 	shards     []shard
 	shardShift uint // hash >> shardShift is the shard index
 	seed       uint64
-	keys       hashKeys // the hash's secrets, from seed
 	capacity   int64
 	live       atomic.Int64
 
@@ -92,7 +91,6 @@ func New(cfg Config) *Table {
 		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
 		t.seed = binary.LittleEndian.Uint64(b[:]) | 1
 	}
-	t.keys = newHashKeys(t.seed)
 	for i := range t.shards {
 		t.shards[i].init()
 	}
@@ -356,7 +354,7 @@ func (t *Table) transition(s *shard, slot uint32, e *entry, dir Direction, tcpFl
 // INPUT_ONLY while NOOUTPUT), re-arms the timer, counts the packet, fills c
 // and returns true. A dead entry counts as missing and is removed.
 func (t *Table) In(k InKey, tcpFlags uint8, now int64, c *Conn) bool {
-	h := hashConn(&t.keys, k.Proto, &k.CAddr, k.CPort)
+	h := hashConn(t.seed, k.Proto, &k.CAddr, k.CPort)
 	s, _ := t.shardOf(h)
 	s.mu.Lock()
 	slot := s.findConn(uint32(h), &k)
@@ -381,7 +379,7 @@ func (t *Table) In(k InKey, tcpFlags uint8, now int64, c *Conn) bool {
 // Out handles a NAT reply real server -> client: reply-index lookup, OUTPUT
 // state table, clears NOOUTPUT, re-arms the timer and fills c.
 func (t *Table) Out(k ReplyKey, tcpFlags uint8, now int64, c *Conn) bool {
-	h := hashConn(&t.keys, k.Proto, &k.CAddr, k.CPort)
+	h := hashConn(t.seed, k.Proto, &k.CAddr, k.CPort)
 	s, _ := t.shardOf(h)
 	s.mu.Lock()
 	slot := s.findReply(uint32(h), &k)
@@ -405,7 +403,7 @@ func (t *Table) Out(k ReplyKey, tcpFlags uint8, now int64, c *Conn) bool {
 // PeekIn looks a connection up by its in-key without changing it (no state
 // change, no re-arm): for ICMP errors related to a connection.
 func (t *Table) PeekIn(k InKey, now int64, c *Conn) bool {
-	h := hashConn(&t.keys, k.Proto, &k.CAddr, k.CPort)
+	h := hashConn(t.seed, k.Proto, &k.CAddr, k.CPort)
 	s, _ := t.shardOf(h)
 	s.mu.Lock()
 	// A SYN looks here before Create: start loading the slot Create will
@@ -423,7 +421,7 @@ func (t *Table) PeekIn(k InKey, now int64, c *Conn) bool {
 
 // PeekOut looks a NAT connection up by its reply key without changing it.
 func (t *Table) PeekOut(k ReplyKey, now int64, c *Conn) bool {
-	h := hashConn(&t.keys, k.Proto, &k.CAddr, k.CPort)
+	h := hashConn(t.seed, k.Proto, &k.CAddr, k.CPort)
 	s, _ := t.shardOf(h)
 	s.mu.Lock()
 	slot := s.findReply(uint32(h), &k)
@@ -455,7 +453,7 @@ func (t *Table) Create(k InKey, dest *ipvs.Dest, dport uint16, tmpl TemplateRef,
 		return ErrNoDest
 	}
 	controlled := t.holdTemplate(tmpl, now)
-	h := hashConn(&t.keys, k.Proto, &k.CAddr, k.CPort)
+	h := hashConn(t.seed, k.Proto, &k.CAddr, k.CPort)
 	s, _ := t.shardOf(h)
 	s.mu.Lock()
 	s.start(now)
@@ -621,7 +619,7 @@ func (t *Table) unlink(s *shard, slot uint32, e *entry, inWheel bool) {
 		t.unhash(s, slot, e)
 		e.dest.Unbind(true, false)
 	} else {
-		tag := uint32(hashConn(&t.keys, e.proto, &e.caddr, e.cport))
+		tag := uint32(hashConn(t.seed, e.proto, &e.caddr, e.cport))
 		s.ix.remove(tag, inRef(slot))
 		if e.flags&fReply != 0 {
 			s.ix.remove(tag, replyRef(slot))
@@ -639,7 +637,7 @@ func (t *Table) unlink(s *shard, slot uint32, e *entry, inWheel bool) {
 // Remove deletes the connection with key k (for instance when its dest is
 // gone and expire_nodest_conn is on). It reports whether there was one.
 func (t *Table) Remove(k InKey) bool {
-	h := hashConn(&t.keys, k.Proto, &k.CAddr, k.CPort)
+	h := hashConn(t.seed, k.Proto, &k.CAddr, k.CPort)
 	s, _ := t.shardOf(h)
 	s.mu.Lock()
 	slot := s.findConn(uint32(h), &k)

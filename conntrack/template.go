@@ -58,7 +58,7 @@ func (t *Table) unhash(s *shard, slot uint32, e *entry) {
 		return
 	}
 	k := TemplateKey{CNet: e.caddr, VAddr: e.vaddr, VPort: e.vport, Proto: e.proto}
-	s.ix.remove(uint32(hashTemplate(&t.keys, &k)), inRef(slot))
+	s.ix.remove(uint32(hashTemplate(t.seed, &k)), inRef(slot))
 	e.flags |= fUnhashed
 }
 
@@ -80,7 +80,7 @@ func (t *Table) retire(s *shard, slot uint32, e *entry) bool {
 // destination and calls CreateTemplate; the invalid one is dropped (or, if
 // it still controls connections, hidden until they end).
 func (t *Table) Template(k TemplateKey, now int64) (*ipvs.Dest, TemplateRef, bool) {
-	h := hashTemplate(&t.keys, &k)
+	h := hashTemplate(t.seed, &k)
 	s, si := t.shardOf(h)
 	s.mu.Lock()
 	slot := s.findTemplate(uint32(h), &k)
@@ -126,7 +126,7 @@ func (t *Table) CreateTemplate(k TemplateKey, dest *ipvs.Dest, timeout time.Dura
 	case secs > 1<<31:
 		secs = 1 << 31
 	}
-	h := hashTemplate(&t.keys, &k)
+	h := hashTemplate(t.seed, &k)
 	s, si := t.shardOf(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
