@@ -70,7 +70,7 @@ func goMetrics() (allocs, cycles uint64) {
 }
 
 func sumStats(ws []*worker) Stats {
-	s := Stats{Workers: len(ws), Actions: map[string]uint64{}, Reasons: map[string]uint64{}}
+	s := Stats{Workers: len(ws)}
 	fws := make([]*forwarder.Worker, 0, len(ws))
 	for _, w := range ws {
 		s.RX += w.c.RX.Load()
@@ -82,17 +82,7 @@ func sumStats(ws []*worker) Stats {
 		s.Sleeps += w.c.Sleeps.Load()
 		fws = append(fws, w.fw)
 	}
-	actions, reasons := forwarder.Totals(fws...)
-	for i, n := range actions {
-		if n != 0 {
-			s.Actions[forwarder.Action(i).String()] = n
-		}
-	}
-	for i, n := range reasons {
-		if n != 0 {
-			s.Reasons[forwarder.Reason(i).String()] = n
-		}
-	}
+	s.Actions, s.Reasons = forwarder.Totals(fws...)
 	return s
 }
 

@@ -800,15 +800,23 @@ func (w *Worker) countOut(d *ipvs.Dest, bytes int) {
 	ss.OutBytes.Add(uint64(bytes))
 }
 
-// Totals sums the counters of a set of workers.
-func Totals(ws ...*Worker) (actions [numActions]uint64, reasons [NumReasons]uint64) {
+// Totals sums the counters of a set of workers by name: actions by
+// Action.String ("transmit", "drop", ...), drop and reply reasons by
+// counter name ("no_route", ...). Counters that are zero are left out. It
+// allocates (two small maps) and is not for the data path.
+func Totals(ws ...*Worker) (actions, reasons map[string]uint64) {
+	actions, reasons = map[string]uint64{}, map[string]uint64{}
 	for _, w := range ws {
-		for i := range actions {
-			actions[i] += w.Counters.Actions[i].Load()
+		for i := range w.Counters.Actions {
+			if n := w.Counters.Actions[i].Load(); n != 0 {
+				actions[Action(i).String()] += n
+			}
 		}
-		for i := range reasons {
-			reasons[i] += w.Counters.Reasons[i].Load()
+		for i := range w.Counters.Reasons {
+			if n := w.Counters.Reasons[i].Load(); n != 0 {
+				reasons[Reason(i).String()] += n
+			}
 		}
 	}
-	return
+	return actions, reasons
 }

@@ -278,18 +278,7 @@ func Replay(table *ipvs.Table, facts forwarder.Facts, capacity int, in []byte, o
 	if err := vw.Flush(); err != nil {
 		return nil, err
 	}
-	actions, reasons := forwarder.Totals(w)
-	res.Actions, res.Reasons = map[string]uint64{}, map[string]uint64{}
-	for a, c := range actions {
-		if c != 0 {
-			res.Actions[forwarder.Action(a).String()] = c
-		}
-	}
-	for r, c := range reasons {
-		if c != 0 {
-			res.Reasons[forwarder.Reason(r).String()] = c
-		}
-	}
+	res.Actions, res.Reasons = forwarder.Totals(w)
 	return res, nil
 }
 
