@@ -22,12 +22,11 @@
 // slab of fixed 512-entry (48 KiB) chunks with a free list; chunks never move, so
 // slot numbers (uint32) stay valid. One open-addressing index of 8-byte
 // cells (32 hash bits + slot reference) with linear probing and
-// backward-shift deletion, at most 3/4 full, maps keys to slots: a cell per
-// connection in-key and template key, and a marked cell per NAT reply key.
-// A connection's two keys hash alike, so its two cells sit in one probe run
-// (usually one cache line). No Go maps, no per-entry heap objects: 96 +
-// 2*8/load bytes per NAT connection (load between 3/8 and 3/4), 130.3 B
-// measured with 1M connections (TestMemoryPerEntry, BenchmarkMemory).
+// backward-shift deletion, at most 3/4 full, maps keys to slots: one cell
+// per connection and per template. A NAT connection's reply key hashes like
+// its in-key, so the one cell serves both lookups, which tell the keys apart
+// by comparing the entry. No Go maps, no per-entry heap objects: 96 +
+// 8/load bytes per connection (load between 3/8 and 3/4).
 //
 // # Expiry
 //

@@ -2,7 +2,9 @@ package conntrack
 
 import (
 	"sync/atomic"
+	"unsafe"
 
+	"gvs/internal/prefetch"
 	"gvs/ipvs"
 )
 
@@ -75,18 +77,28 @@ func (t *Table) advance(s *shard, now int64, deferBusy bool) int {
 
 // processList empties one wheel list: due entries are freed, the others
 // (re-armed since they were filed) go back on the list of their new tick.
+//
+// The list is a pointer chase and each freed connection removes cells from
+// the index at a random place, two cache misses in a row per entry. So the
+// walk looks one entry ahead: while this entry is worked on, the next one
+// (loaded a step earlier) is hashed and its index cells are fetched, and
+// the one after it is fetched.
 func (t *Table) processList(s *shard, w uint32, now int64, deferBusy bool) int {
 	slot := s.wheel[w]
 	s.wheel[w] = nilSlot
 	n := 0
+	var tag uint32 // index tag of slot's connection, when ahead says so
+	ahead := false
+	if slot != nilSlot {
+		tag, ahead = s.lookAhead(t.seed, slot, now)
+	}
 	for slot != nilSlot {
 		e := s.at(slot)
 		next := e.next
+		var nextTag uint32
+		nextAhead := false
 		if next != nilSlot {
-			// The list is a pointer chase: load the next entry now, so
-			// that its cache miss overlaps this entry's index work
-			// instead of following it.
-			s.warm = s.at(next).next
+			nextTag, nextAhead = s.lookAhead(t.seed, next, now)
 		}
 		switch {
 		case now < e.expires:
@@ -98,14 +110,35 @@ func (t *Table) processList(s *shard, w uint32, now int64, deferBusy bool) int {
 			}
 			s.file(slot, e) // when deferred: still due, on the current tick
 		default:
-			t.unlink(s, slot, e, false)
+			if !ahead {
+				tag = t.tagOf(e)
+			}
+			t.unlinkTagged(s, slot, e, tag, false)
 			s.expired++
 			n++
 		}
-		slot = next
+		slot, tag, ahead = next, nextTag, nextAhead
 	}
-	t.live.Add(-int64(n))
+	if n != 0 {
+		t.live.Add(-int64(n))
+	}
 	return n
+}
+
+// lookAhead prepares the expiry of slot's entry, which the walk reaches
+// next: the entry after it starts loading and, if slot holds a due
+// connection, its index tag is computed and its cells start loading.
+func (s *shard) lookAhead(seed uint64, slot uint32, now int64) (tag uint32, ok bool) {
+	e := s.at(slot)
+	if e.next != nilSlot {
+		prefetch.Line(unsafe.Pointer(s.at(e.next)))
+	}
+	if now < e.expires || e.flags&fTemplate != 0 {
+		return 0, false
+	}
+	tag = uint32(hashConn(seed, e.proto, &e.caddr, e.cport))
+	prefetch.Line(unsafe.Pointer(&s.ix.cells[tag&s.ix.mask]))
+	return tag, true
 }
 
 // Walk calls fn with a copy of every live entry, connections and templates

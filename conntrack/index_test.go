@@ -12,9 +12,10 @@ import (
 )
 
 // Connections that differ only in their virtual side share a hash, and a
-// NAT connection's in-key and reply-key cells share one too: every lookup
-// must still find exactly its own entry in the shared index, and removing
-// entries must leave no cell behind.
+// NAT connection's in-key and reply key share one too (and one cell):
+// every lookup must still find exactly its own entry in the shared index,
+// a reply lookup never a DR connection, and removing entries must leave no
+// cell behind.
 func TestSharedHashCells(t *testing.T) {
 	tb := New(Config{Shards: 1, Seed: 9})
 	nat := newDest(t, ipvs.Masq, "198.19.0.11", 8080)
@@ -54,8 +55,15 @@ func TestSharedHashCells(t *testing.T) {
 			t.Fatalf("key %d: PeekOut found the connection to %v", i, c.VAddr)
 		}
 	}
+	// A DR connection shares the cell hash of a reply key from its real
+	// server, but replies never pass the director: no reply lookup finds it.
+	drReply := NewReplyKey(ipvs.ProtoTCP, netip.AddrPortFrom(dr.Addr, 80), netip.AddrPortFrom(client, 40000))
+	var dc Conn
+	if tb.PeekOut(drReply, now, &dc) {
+		t.Fatalf("PeekOut found DR connection to %v by its real server's tuple", dc.VAddr)
+	}
 	s := &tb.shards[0]
-	if want := uint32(40 + 26); s.ix.count != want { // 26 of the 40 are NAT
+	if want := uint32(40); s.ix.count != want { // one cell per connection, NAT or not
 		t.Fatalf("index holds %d cells, want %d", s.ix.count, want)
 	}
 	for i := len(keys) - 1; i >= 0; i -= 2 { // out of creation order

@@ -4,7 +4,9 @@ import (
 	"math"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
+	"gvs/internal/prefetch"
 	"gvs/ipvs"
 )
 
@@ -16,7 +18,7 @@ const (
 	fInactive                     // counted in dest InactConns (IP_VS_CONN_F_INACTIVE)
 	fControlled                   // ctl/ctlShard name the controlling template
 	fUnhashed                     // template removed from the index, kept for its controls
-	fReply                        // entry has a reply-key cell (NAT)
+	fReply                        // NAT: also found by its reply key
 )
 
 // entry is one slab slot: 96 bytes, one pointer (dest). Addresses are
@@ -74,22 +76,22 @@ const (
 type chunk [chunkSize]entry
 
 // cell is one open-addressing index slot: the low 32 bits of the entry's
-// hash (which also give its home position) and a reference to the entry:
-// slot+1 (0 = empty), with replyCell set for a NAT connection's reply-key
-// cell.
+// hash (which also give its home position) and a reference to the entry,
+// slot+1 (0 = empty).
+//
+// A connection has one cell, found by its in-key and, for NAT, by its
+// reply key too: both keys hash only the protocol and the client's
+// address and port, so they have the same tag, and the lookup tells them
+// apart by comparing the entry. One cell per connection keeps the index
+// half the size it would be with a cell per key, and filing or removing a
+// connection touches one cell.
 type cell struct {
 	tag  uint32
 	slot uint32
 }
 
-// replyCell marks the cell of a reply key. Slot numbers stay below
-// maxSlots, so slot+1 never has this bit.
-const replyCell = 1 << 31
-
-// inRef and replyRef are the cell references of a slot's in-key (or
-// template key) and reply key.
-func inRef(slot uint32) uint32    { return slot + 1 }
-func replyRef(slot uint32) uint32 { return (slot + 1) | replyCell }
+// ref is the cell reference of a slot.
+func ref(slot uint32) uint32 { return slot + 1 }
 
 // index is a linear-probing hash index of slot numbers with backward-shift
 // deletion (no tombstones), kept at most 3/4 full.
@@ -99,7 +101,7 @@ type index struct {
 	count uint32
 }
 
-// insert files ref (inRef or replyRef) under tag.
+// insert files a cell reference under tag.
 func (ix *index) insert(tag, ref uint32) {
 	if (ix.count+1)*4 > uint32(len(ix.cells))*3 {
 		ix.grow()
@@ -184,9 +186,7 @@ type shard struct {
 	used uint32 // slots handed out so far (high-water mark)
 	free uint32 // free-list head
 	// ix finds connections by in-key, NAT connections also by reply key
-	// (a replyCell), and templates by template key. A connection's two
-	// keys have the same hash, so its two cells share a probe run, mostly
-	// a cache line: filing, finding and removing both costs one miss.
+	// (through the same cell), and templates by template key.
 	ix index
 
 	wheel   [wheelSize]uint32 // list heads by expiry tick
@@ -196,10 +196,6 @@ type shard struct {
 	nextDue atomic.Int64 // Expire may skip the shard while now < nextDue
 
 	inserts, expired, removed, fullDrops uint64
-
-	// warm receives loads issued only to bring an entry into the cache
-	// ahead of its use (Go has no prefetch instruction).
-	warm uint32
 
 	_ [64]byte // keep neighbouring shards' locks off this cache line
 }
@@ -223,6 +219,12 @@ func (s *shard) alloc() (uint32, bool) {
 	if s.free != nilSlot {
 		slot := s.free
 		s.free = s.at(slot).next
+		// The next allocation in this shard is, with many shards, dozens
+		// of packets away: start loading its entry now, so that it is in
+		// the cache by then.
+		if s.free != nilSlot {
+			prefetch.Line(unsafe.Pointer(s.at(s.free)))
+		}
 		return slot, true
 	}
 	if s.used >= maxSlots {
@@ -241,7 +243,7 @@ func (s *shard) alloc() (uint32, bool) {
 // warmFree starts loading the entry alloc will hand out next.
 func (s *shard) warmFree() {
 	if s.free != nilSlot {
-		s.warm = s.at(s.free).next
+		prefetch.Line(unsafe.Pointer(s.at(s.free)))
 	}
 }
 

@@ -236,7 +236,7 @@ func (s *shard) findConn(tag uint32, k *InKey) uint32 {
 		if c.slot == 0 {
 			return nilSlot
 		}
-		if c.tag != tag || c.slot&replyCell != 0 {
+		if c.tag != tag {
 			continue
 		}
 		e := s.at(c.slot - 1)
@@ -258,13 +258,13 @@ func (s *shard) findReply(tag uint32, k *ReplyKey) uint32 {
 		if c.slot == 0 {
 			return nilSlot
 		}
-		if c.tag != tag || c.slot&replyCell == 0 {
+		if c.tag != tag {
 			continue
 		}
-		slot := c.slot&^replyCell - 1
+		slot := c.slot - 1
 		e := s.at(slot)
 		if e.cport == k.CPort && e.dport == k.DPort && e.proto == k.Proto &&
-			e.caddr == k.CAddr && e.daddr == k.DAddr {
+			e.flags&fReply != 0 && e.caddr == k.CAddr && e.daddr == k.DAddr {
 			return slot
 		}
 	}
@@ -281,7 +281,7 @@ func (s *shard) findTemplate(tag uint32, k *TemplateKey) uint32 {
 		if c.slot == 0 {
 			return nilSlot
 		}
-		if c.tag != tag || c.slot&replyCell != 0 {
+		if c.tag != tag {
 			continue
 		}
 		e := s.at(c.slot - 1)
@@ -511,11 +511,10 @@ func (t *Table) Create(k InKey, dest *ipvs.Dest, dport uint16, tmpl TemplateRef,
 	e.aux = 1
 	dest.Bind(false)
 	s.file(slot, e)
-	s.ix.insert(uint32(h), inRef(slot))
 	if method == ipvs.Masq {
 		e.flags |= fReply
-		s.ix.insert(uint32(h), replyRef(slot))
 	}
+	s.ix.insert(uint32(h), ref(slot))
 	t.transition(s, slot, e, DirInput, tcpFlags, now)
 	s.inserts++
 	fill(e, c)
@@ -612,6 +611,21 @@ func (t *Table) release(s *shard, slot uint32, e *entry, inWheel bool) {
 // entries and settle the count once (one shared atomic add per batch
 // instead of one per entry).
 func (t *Table) unlink(s *shard, slot uint32, e *entry, inWheel bool) {
+	var tag uint32
+	if e.flags&fTemplate == 0 {
+		tag = t.tagOf(e)
+	}
+	t.unlinkTagged(s, slot, e, tag, inWheel)
+}
+
+// tagOf is the index tag of a connection entry's cells.
+func (t *Table) tagOf(e *entry) uint32 {
+	return uint32(hashConn(t.seed, e.proto, &e.caddr, e.cport))
+}
+
+// unlinkTagged is unlink with the index tag of a connection already known
+// (unused for a template).
+func (t *Table) unlinkTagged(s *shard, slot uint32, e *entry, tag uint32, inWheel bool) {
 	if inWheel {
 		s.unfile(e)
 	}
@@ -619,11 +633,7 @@ func (t *Table) unlink(s *shard, slot uint32, e *entry, inWheel bool) {
 		t.unhash(s, slot, e)
 		e.dest.Unbind(true, false)
 	} else {
-		tag := uint32(hashConn(t.seed, e.proto, &e.caddr, e.cport))
-		s.ix.remove(tag, inRef(slot))
-		if e.flags&fReply != 0 {
-			s.ix.remove(tag, replyRef(slot))
-		}
+		s.ix.remove(tag, ref(slot))
 		e.dest.Unbind(false, e.flags&fInactive == 0)
 		if e.flags&fControlled != 0 {
 			t.dropControl(e.ctlShard, e.ctl)

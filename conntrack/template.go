@@ -58,7 +58,7 @@ func (t *Table) unhash(s *shard, slot uint32, e *entry) {
 		return
 	}
 	k := TemplateKey{CNet: e.caddr, VAddr: e.vaddr, VPort: e.vport, Proto: e.proto}
-	s.ix.remove(uint32(hashTemplate(t.seed, &k)), inRef(slot))
+	s.ix.remove(uint32(hashTemplate(t.seed, &k)), ref(slot))
 	e.flags |= fUnhashed
 }
 
@@ -169,7 +169,7 @@ func (t *Table) CreateTemplate(k TemplateKey, dest *ipvs.Dest, timeout time.Dura
 	}
 	dest.Bind(true)
 	s.file(slot, e)
-	s.ix.insert(uint32(h), inRef(slot))
+	s.ix.insert(uint32(h), ref(slot))
 	s.inserts++
 	return TemplateRef{dest: dest, slot: slot, gen: e.gen, shard: si}, nil
 }
