@@ -131,7 +131,7 @@ func (t *Table) processList(s *shard, w uint32, now int64, deferBusy bool) int {
 func (s *shard) lookAhead(seed uint64, slot uint32, now int64) (tag uint32, ok bool) {
 	e := s.at(slot)
 	if e.next != nilSlot {
-		prefetch.Line(unsafe.Pointer(s.at(e.next)))
+		prefetchEntry(s.at(e.next))
 	}
 	if now < e.expires || e.flags&fTemplate != 0 {
 		return 0, false
