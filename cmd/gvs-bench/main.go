@@ -82,6 +82,7 @@ type options struct {
 	gcDur                 time.Duration
 	busyPoll              time.Duration
 	gvsdArgs              []string
+	cpuDMALatency         int // µs; < 0: leave the CPUs' idle states alone
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -114,6 +115,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.cpsConns, "cps-conns", 64, "wrk concurrent connections")
 	fs.Float64Var(&o.pingRate, "ping-rate", 1000, "latency requests per second")
 	fs.DurationVar(&o.pingDur, "ping-duration", 3*time.Second, "latency run length per load level")
+	fs.IntVar(&o.cpuDMALatency, "cpu-dma-latency", -1, "hold /dev/cpu_dma_latency at this many µs for the whole run (0: idle CPUs poll instead of halting, as tuned's latency-performance profile does; -1: leave alone)")
 	ct := fs.String("conntrack-sizes", "1M,10M", "connection table sizes")
 	fs.DurationVar(&o.ctDur, "conntrack-duration", time.Second, "lookup measurement per size")
 	if err := fs.Parse(args); err != nil {
@@ -182,6 +184,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-busy-poll must be positive, up to 1s")
 	case o.gcDur < 4*time.Second || o.gcDur > 10*time.Minute:
 		return o, errors.New("-gc-duration must be 4s..10m")
+	case o.cpuDMALatency < -1 || o.cpuDMALatency > 1e6:
+		return o, errors.New("-cpu-dma-latency must be -1 (off) or 0..1000000 µs")
 	case o.pingDur < 500*time.Millisecond || o.pingDur > time.Minute || o.ctDur <= 0 || o.ctDur > time.Minute:
 		return o, errors.New("-ping-duration must be 0.5s..1m and -conntrack-duration up to 1m")
 	}
@@ -340,6 +344,14 @@ func run(o options, stdout io.Writer) error {
 		load += ", " + bg + " before the run"
 	}
 	b.logf("gvs-bench: %s; %s", machine, load)
+	if o.cpuDMALatency >= 0 {
+		release, err := holdCPULatency(o.cpuDMALatency)
+		if err != nil {
+			return err
+		}
+		defer release()
+		b.logf("holding /dev/cpu_dma_latency at %d µs", o.cpuDMALatency)
+	}
 	b.logf("cases %s, %d round(s), window %v after %v warm-up", strings.Join(o.cases, ","), o.rounds, o.window, o.warmup)
 
 	if len(labCases) > 0 {
@@ -527,6 +539,7 @@ func (o options) describe() map[string]string {
 		"rate": fmt.Sprint(o.rate), "cases": strings.Join(o.cases, ","), "gen_cpu": o.genCPU,
 		"director_cpu": o.dirCPU, "rps": o.rps, "endpoint_rps": o.endpointRPS, "cps_duration": o.cpsDur.String(), "cps_conns": fmt.Sprint(o.cpsConns),
 		"ping_rate": fmt.Sprint(o.pingRate), "ping_duration": o.pingDur.String(),
+		"cpu_dma_latency_us": fmt.Sprint(o.cpuDMALatency),
 	}
 }
 
