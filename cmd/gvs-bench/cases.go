@@ -23,7 +23,9 @@ import (
 const userHZ = 100
 
 // trafgen starts the generator on the client (pinned to the generator
-// CPU): rate 0 = flat out; count bounds the run.
+// CPU): rate 0 = flat out (trafgen); a fixed rate runs the paced generator
+// (gvs-bench gen, see gen.go), or trafgen -b with -trafgen-rate; count
+// bounds the run.
 //
 // trafgen forks its sending process, and a signal to the parent alone
 // leaves the child sending; so every run is bounded twice: by count and by
@@ -37,13 +39,28 @@ func (b *bench) trafgen(rate float64, count uint64, limit time.Duration) (*lab.P
 // load runs at 19, so that the measured client and echo servers (nice 0,
 // on the same CPU) are not queued behind its busy-waiting.
 func (b *bench) startTrafgen(rate float64, count uint64, limit time.Duration, nice int) (*lab.Proc, error) {
-	args := append([]string{"-s", "INT", "-k", "2", fmt.Sprintf("%.2f", limit.Seconds()),
-		"nice", "-n", strconv.Itoa(nice), "taskset", "-c", b.o.genCPU, "trafgen"},
-		trafgenArgs(b.trafgenCfg, b.client.Name, rate, count)...)
+	args := []string{"-s", "INT", "-k", "2", fmt.Sprintf("%.2f", limit.Seconds()),
+		"nice", "-n", strconv.Itoa(nice), "taskset", "-c", b.o.genCPU}
+	if rate > 0 && !b.o.trafgenRate {
+		args = append(append(args, b.self, "gen"), genArgs(b.stream, b.client.Name, rate, count)...)
+	} else {
+		args = append(append(args, "trafgen"), trafgenArgs(b.trafgenCfg, b.client.Name, rate, count)...)
+	}
 	return b.l.Start(b.client.NS, "timeout", args...)
 }
 
-// killGen ends every trafgen process left in the client namespace (all of
+// isGenerator reports whether a process (its comm and NUL-separated
+// cmdline) is a generator: trafgen or `gvs-bench gen` (not `gvs-bench
+// ping`, which shares the namespace).
+func isGenerator(comm string, cmdline []byte) bool {
+	if comm == "trafgen" {
+		return true
+	}
+	args := strings.Split(string(cmdline), "\x00")
+	return comm == "gvs-bench" && len(args) > 1 && args[1] == "gen"
+}
+
+// killGen ends every generator left in the client namespace (all of
 // them started by this run: the namespace is the run's own).
 func (b *bench) killGen(ctx context.Context) {
 	out, err := b.l.Output(ctx, b.client.NS, "ip", "netns", "pids", b.client.NS)
@@ -61,7 +78,11 @@ func (b *bench) killGen(ctx context.Context) {
 			continue
 		}
 		comm, err := os.ReadFile(filepath.Join("/proc", f, "comm"))
-		if err == nil && strings.TrimSpace(string(comm)) == "trafgen" {
+		if err != nil {
+			continue
+		}
+		cmd, _ := os.ReadFile(filepath.Join("/proc", f, "cmdline"))
+		if isGenerator(strings.TrimSpace(string(comm)), cmd) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}

@@ -73,6 +73,7 @@ type options struct {
 	endpointRPS           string
 	gvsdCPUs              string
 	noopSpin              bool
+	trafgenRate           bool
 	cpsDur                time.Duration
 	cpsConns              int
 	pingRate              float64
@@ -109,6 +110,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.dirCPU, "director-cpu", "1", "CPU of the director's forwarder and, with -rps, of its receive processing")
 	fs.StringVar(&o.gvsdCPUs, "gvsd-cpus", "", "taskset CPU list for a 1-worker gvsd (default: -director-cpu)")
 	fs.BoolVar(&o.noopSpin, "noop-spin", false, "run the no-op forwarder busy-polling (diagnostic)")
+	fs.BoolVar(&o.trafgenRate, "trafgen-rate", false, "send fixed rates with trafgen -b (a burst at the start of every second) instead of the paced generator (diagnostic)")
 	fs.StringVar(&o.endpointRPS, "endpoint-rps", "", "RPS CPU mask for the client's and real servers' interfaces, e.g. 1 to run their receive processing on CPU 0 with them (empty: on the sender's CPU, which for frames a userspace forwarder sends is the forwarder's)")
 	fs.StringVar(&o.rps, "rps", "", "RPS CPU mask for the director's interfaces, e.g. 2 to run all of the director's receive work on CPU 1 (hex; empty: RPS off, the receive softirq runs on the sender's CPU)")
 	fs.DurationVar(&o.cpsDur, "cps-duration", 5*time.Second, "wrk run length")
@@ -244,6 +246,7 @@ type bench struct {
 
 	tmp, logDir string
 	trafgenCfg  string
+	stream      udpStream // the benchmark traffic (trafgenCfg, gvs-bench gen)
 	needNginx   bool
 	log         io.Writer
 
@@ -269,6 +272,13 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "noop" {
 		if err := runNoop(os.Args[2:], os.Stdout, os.Stderr); err != nil {
 			fmt.Fprintln(os.Stderr, "gvs-bench noop:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "gen" {
+		if err := runGen(os.Args[2:], os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "gvs-bench gen:", err)
 			os.Exit(1)
 		}
 		return
@@ -398,6 +408,7 @@ func run(o options, stdout io.Writer) error {
 		if b.trafgenCfg, err = b.writeTemp("udp.trafgen", cfg); err != nil {
 			return err
 		}
+		b.stream = st
 		b.runRounds(ctx, labCases)
 	}
 	if slices.Contains(o.cases, "conntrack") {
