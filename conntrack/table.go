@@ -349,6 +349,22 @@ func (t *Table) transition(s *shard, slot uint32, e *entry, dir Direction, tcpFl
 	s.rearm(slot, e, now+t.timeouts.tcp[next].Load())
 }
 
+// liveEntry returns the entry of slot (of s, locked) if there is one and it
+// is alive. A dead one counts as missing: it is released (counted as
+// expired) and nil is returned.
+func (t *Table) liveEntry(s *shard, slot uint32, now int64) *entry {
+	if slot == nilSlot {
+		return nil
+	}
+	e := s.at(slot)
+	if now >= e.expires {
+		t.release(s, slot, e, true)
+		s.expired++
+		return nil
+	}
+	return e
+}
+
 // In handles a packet client -> virtual of an existing connection: if the
 // connection exists and is alive, it runs the state machine (INPUT, or
 // INPUT_ONLY while NOOUTPUT), re-arms the timer, counts the packet, fills c
@@ -358,14 +374,8 @@ func (t *Table) In(k InKey, tcpFlags uint8, now int64, c *Conn) bool {
 	s, _ := t.shardOf(h)
 	s.mu.Lock()
 	slot := s.findConn(uint32(h), &k)
-	if slot == nilSlot {
-		s.mu.Unlock()
-		return false
-	}
-	e := s.at(slot)
-	if now >= e.expires {
-		t.release(s, slot, e, true)
-		s.expired++
+	e := t.liveEntry(s, slot, now)
+	if e == nil {
 		s.mu.Unlock()
 		return false
 	}
@@ -383,14 +393,8 @@ func (t *Table) Out(k ReplyKey, tcpFlags uint8, now int64, c *Conn) bool {
 	s, _ := t.shardOf(h)
 	s.mu.Lock()
 	slot := s.findReply(uint32(h), &k)
-	if slot == nilSlot {
-		s.mu.Unlock()
-		return false
-	}
-	e := s.at(slot)
-	if now >= e.expires {
-		t.release(s, slot, e, true)
-		s.expired++
+	e := t.liveEntry(s, slot, now)
+	if e == nil {
 		s.mu.Unlock()
 		return false
 	}
