@@ -267,6 +267,35 @@ var cases = map[string]func() *scenario{
 		return s
 	},
 	"malformed": malformed,
+	// mh as the kernel picks (ip_vs_mh.c): four DR real servers with
+	// weights 1, 2, 3 and one added with 2 then quiesced (it keeps its
+	// slots), added in descending order so that the kernel's list (newest
+	// first) is gvs's sorted build order. Port 53 is plain mh, port 54
+	// mh-fallback,mh-port. Twelve clients each; the picks are checked
+	// against a transcription of the kernel in package scheduler.
+	"mh-kernel": func() *scenario {
+		rules := ""
+		for _, p := range []struct {
+			port  int
+			flags string
+		}{{53, ""}, {54, " -b mh-fallback,mh-port"}} {
+			rules += fmt.Sprintf("-A -u 198.51.100.10:%d -s mh%s\n", p.port, p.flags)
+			for _, rs := range []struct {
+				addr string
+				w    int
+			}{{"198.18.2.14", 2}, {"198.18.2.13", 3}, {"198.18.2.12", 2}, {"198.18.2.11", 1}} {
+				rules += fmt.Sprintf("-a -u 198.51.100.10:%d -r %s:%d -g -w %d\n", p.port, rs.addr, p.port, rs.w)
+			}
+			rules += fmt.Sprintf("-e -u 198.51.100.10:%d -r 198.18.2.14:%d -g -w 0\n", p.port, p.port)
+		}
+		s := &scenario{rules: rules}
+		for _, vport := range []uint16{53, 54} {
+			for i := 0; i < 12; i++ {
+				udpIn(s, netip.AddrFrom4([4]byte{198, 18, 5, byte(1 + i)}), uint16(30000+i), vport, "mh")
+			}
+		}
+		return s
+	},
 }
 
 func init() {
