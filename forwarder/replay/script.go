@@ -1,0 +1,218 @@
+package replay
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gvs/conntrack"
+	"gvs/control"
+)
+
+// A Script is a list of ipvsadm commands to run at given times of a replay
+// (gvs-replay --script). Its text has one command per line:
+//
+//	SECONDS ARGS...
+//
+// SECONDS is a decimal number of seconds (digits, optionally a point and up
+// to nine more digits) counted from the timestamp of the capture's first
+// frame; ARGS are ipvsadm's arguments as gvsadm takes them ("-Lnc",
+// "-d -t 198.51.100.10:80 -r 198.18.2.11:80", "--set 900 120 300"). The
+// words are split at blanks: there is no quoting and no escaping. When the
+// first word of ARGS is a program name (ipvsadm, gvsadm, ipvsadm-save,
+// ipvsadm-restore) it is argv[0]; otherwise argv[0] is "ipvsadm". Blank
+// lines and lines whose first non-blank character is '#' are ignored.
+//
+// Times must not decrease: a command earlier than the one before it is an
+// error (the script is rejected, not sorted). Commands with equal times run
+// in the order they are written.
+type Script []Command
+
+// Command is one line of a Script.
+type Command struct {
+	Line    int           // line number in the script, from 1
+	Seconds string        // SECONDS as written
+	At      time.Duration // SECONDS after the first frame
+	Args    []string      // the words after SECONDS
+	Argv    []string      // program name, then ipvsadm's arguments
+}
+
+// programs are the words accepted as argv[0] at the start of ARGS.
+var programs = map[string]bool{"ipvsadm": true, "gvsadm": true, "ipvsadm-save": true, "ipvsadm-restore": true}
+
+// LoadScript reads a script file.
+func LoadScript(path string) (Script, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	s, err := ParseScript(fh)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return s, nil
+}
+
+// ParseScript reads a script (see Script for the format).
+func ParseScript(r io.Reader) (Script, error) {
+	var s Script
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		words := strings.Fields(sc.Text())
+		if len(words) == 0 || strings.HasPrefix(words[0], "#") {
+			continue
+		}
+		at, err := parseSeconds(words[0])
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", n, err)
+		}
+		if k := len(s); k > 0 && at < s[k-1].At {
+			return nil, fmt.Errorf("line %d: time %s is before the previous command's %s (times must not decrease)",
+				n, words[0], s[k-1].Seconds)
+		}
+		args := words[1:]
+		argv := args
+		if len(argv) == 0 || !programs[argv[0]] {
+			argv = append([]string{"ipvsadm"}, args...)
+		}
+		s = append(s, Command{Line: n, Seconds: words[0], At: at, Args: args, Argv: argv})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// parseSeconds reads SECONDS exactly (no floating point): digits, and
+// optionally a point followed by 1 to 9 digits.
+func parseSeconds(w string) (time.Duration, error) {
+	bad := fmt.Errorf("bad time %q: want decimal seconds such as 2 or 1.5", w)
+	whole, frac, hasFrac := strings.Cut(w, ".")
+	if whole == "" || !allDigits(whole) || (hasFrac && (frac == "" || len(frac) > 9 || !allDigits(frac))) {
+		return 0, bad
+	}
+	sec, err := strconv.ParseInt(whole, 10, 64)
+	if err != nil || sec > math.MaxInt64/int64(time.Second)-1 {
+		return 0, fmt.Errorf("bad time %q: too large", w)
+	}
+	ns := int64(0)
+	if hasFrac {
+		f, _ := strconv.ParseInt(frac+strings.Repeat("0", 9-len(frac)), 10, 64)
+		ns = f
+	}
+	return time.Duration(sec)*time.Second + time.Duration(ns), nil
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// rootCred is the identity scripted commands run with.
+var rootCred = control.Cred{UID: 0, GID: 0}
+
+// scriptRunner runs a Script against the replay's tables as the capture
+// clock advances, through the same control.Engine the daemon's control
+// socket uses. It also drives the engine's rate estimator on the capture
+// clock: one sample at the first frame's time (the baseline: the counters
+// are zero, as when IPVS starts a service's estimator) and one every
+// control.EstimatorInterval after it.
+type scriptRunner struct {
+	cmds     Script
+	next     int // index of the next command to run
+	eng      *control.Engine
+	conns    *conntrack.Table
+	clock    int64 // the engine's clock (capture time, ns since the epoch)
+	t0       int64 // the first frame's time
+	started  bool
+	nextTick int64 // the estimator's next sample
+	out      *bufio.Writer
+}
+
+func newScriptRunner(s Script, eng *control.Engine, conns *conntrack.Table, out io.Writer) *scriptRunner {
+	r := &scriptRunner{cmds: s, eng: eng, conns: conns, out: bufio.NewWriter(out)}
+	eng.Now = func() int64 { return r.clock }
+	return r
+}
+
+// start fixes the script's time origin at the first frame's time.
+func (r *scriptRunner) start(t0 int64) {
+	r.t0, r.nextTick, r.started = t0, t0, true
+}
+
+// pending reports whether commands are left.
+func (r *scriptRunner) pending() bool { return r.next < len(r.cmds) }
+
+// advance runs, in time order, every estimator sample and every command
+// due at or before now. A sample and a command at the same time: the sample
+// first. With last, now is ignored and advance runs every command left
+// (and the samples due before each).
+func (r *scriptRunner) advance(now int64, last bool) error {
+	for r.pending() {
+		at := r.t0 + int64(r.cmds[r.next].At)
+		if !last && at > now {
+			break
+		}
+		for r.nextTick <= at {
+			r.tick(r.nextTick)
+		}
+		if err := r.run(at, &r.cmds[r.next]); err != nil {
+			return err
+		}
+		r.next++
+	}
+	if !last {
+		for r.nextTick <= now {
+			r.tick(r.nextTick)
+		}
+	}
+	return nil
+}
+
+func (r *scriptRunner) tick(at int64) {
+	r.clock = at
+	r.conns.Expire(at)
+	r.eng.TickEstimator()
+	r.nextTick += int64(control.EstimatorInterval)
+}
+
+// run executes one command at capture time at and writes its output: a
+// header line "== SECONDS ARGS...", what the command printed on stdout,
+// then what it printed on stderr (each ending in a newline), then
+// "exit N" if its exit status N is not 0.
+func (r *scriptRunner) run(at int64, c *Command) error {
+	r.clock = at
+	r.conns.Expire(at) // as the daemon's housekeeping would have by now
+	var stdout, stderr bytes.Buffer
+	code := r.eng.Run(c.Argv, bytes.NewReader(nil), rootCred, &stdout, &stderr)
+	fmt.Fprintf(r.out, "== %s", c.Seconds)
+	for _, a := range c.Args {
+		fmt.Fprintf(r.out, " %s", a)
+	}
+	r.out.WriteByte('\n')
+	for _, b := range [][]byte{stdout.Bytes(), stderr.Bytes()} {
+		if len(b) == 0 {
+			continue
+		}
+		r.out.Write(b)
+		if b[len(b)-1] != '\n' {
+			r.out.WriteByte('\n')
+		}
+	}
+	if code != 0 {
+		fmt.Fprintf(r.out, "exit %d\n", code)
+	}
+	return r.out.Flush()
+}
