@@ -55,8 +55,8 @@ type frame struct {
 }
 
 type scenario struct {
-	rules  string
-	facts  string // optional facts.json content
+	rules string
+	facts string // optional facts.json content
 	// script is an optional gvs-replay script ("SECONDS ARGS..." lines,
 	// seconds after the first frame, which is at Epoch+1ms); the golden
 	// test replays it and compares its output with script.out.
