@@ -18,7 +18,6 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"gvs/conntrack"
-	"gvs/control"
 	"gvs/forwarder"
 	"gvs/ipvs"
 	"gvs/scheduler"
@@ -231,10 +230,7 @@ func ReplayScript(table *ipvs.Table, facts forwarder.Facts, capacity int, in []b
 	conns := conntrack.New(conntrack.Config{Seed: Seed, Capacity: capacity, Shards: 16})
 	pl := forwarder.New(forwarder.Config{Env: env, Services: table, Conns: conns})
 	w := pl.NewWorker()
-	var sr *scriptRunner
-	if len(script) > 0 {
-		sr = newScriptRunner(script, control.NewEngine(table, conns, nil), conns, scriptOut)
-	}
+	clk := newClock(conns, table, script, scriptOut)
 
 	var rd packetReader
 	linkOf := func(int) int { return forwarder.VIPSide }
@@ -297,13 +293,11 @@ func ReplayScript(table *ipvs.Table, facts forwarder.Facts, capacity int, in []b
 			data = data[:65536]
 		}
 		now := ci.Timestamp.UnixNano()
-		if sr != nil {
-			if !sr.started {
-				sr.start(now)
-			}
-			if err := sr.advance(now, false); err != nil {
-				return nil, err
-			}
+		if !clk.started {
+			clk.start(now)
+		}
+		if err := clk.advance(now, false); err != nil {
+			return nil, err
 		}
 		conns.Expire(now)
 		n := copy(buf[forwarder.Headroom:], data)
@@ -320,13 +314,11 @@ func ReplayScript(table *ipvs.Table, facts forwarder.Facts, capacity int, in []b
 		}
 		res.Frames++
 	}
-	if sr != nil {
-		if !sr.started {
-			return nil, errors.New("a script needs a capture with at least one frame: its times count from the first frame's")
-		}
-		if err := sr.advance(0, true); err != nil {
-			return nil, err
-		}
+	if clk.pending() && !clk.started {
+		return nil, errors.New("a script needs a capture with at least one frame: its times count from the first frame's")
+	}
+	if err := clk.advance(0, true); err != nil {
+		return nil, err
 	}
 	if err := ngw.Flush(); err != nil {
 		return nil, err

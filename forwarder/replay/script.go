@@ -13,6 +13,7 @@ import (
 
 	"gvs/conntrack"
 	"gvs/control"
+	"gvs/ipvs"
 )
 
 // A Script is a list of ipvsadm commands to run at given times of a replay
@@ -123,78 +124,119 @@ func allDigits(s string) bool {
 // rootCred is the identity scripted commands run with.
 var rootCred = control.Cred{UID: 0, GID: 0}
 
-// scriptRunner runs a Script against the replay's tables as the capture
-// clock advances, through the same control.Engine the daemon's control
-// socket uses. It also drives the engine's rate estimator on the capture
-// clock: one sample at the first frame's time (the baseline: the counters
-// are zero, as when IPVS starts a service's estimator) and one every
-// control.EstimatorInterval after it.
-type scriptRunner struct {
-	cmds     Script
-	next     int // index of the next command to run
-	eng      *control.Engine
-	conns    *conntrack.Table
-	clock    int64 // the engine's clock (capture time, ns since the epoch)
-	t0       int64 // the first frame's time
-	started  bool
-	nextTick int64 // the estimator's next sample
-	out      *bufio.Writer
+// HousekeepingInterval is how often the daemon's housekeeping expires the
+// connection table (daemon.housekeeping); a replay does it on the capture
+// clock at the same pace.
+const HousekeepingInterval = 100 * time.Millisecond
+
+// maxHousekeeping bounds the housekeeping steps run in one gap between two
+// frames or commands (about 28 hours): a longer gap runs the first ones
+// and jumps to the end.
+const maxHousekeeping = 1_000_000
+
+// clock drives a replay's timers on the capture clock, in time order: the
+// connection table's expiry every HousekeepingInterval from the first
+// frame's time, as the daemon's housekeeping does (the replay also expires
+// the table right before each frame), and with a script its commands and
+// the rate estimator. The commands run through the same control.Engine as
+// the daemon's control socket, with the engine's clock at the command's
+// time. The estimator samples the counters at the first frame's time (the
+// baseline: the counters are zero, as when IPVS starts a service's
+// estimator) and every control.EstimatorInterval after it. At equal times:
+// housekeeping, then the estimator, then commands, then the frame.
+type clock struct {
+	conns   *conntrack.Table
+	started bool
+	t0      int64 // the first frame's time (ns since the epoch)
+	hkNext  int64 // the next housekeeping step
+
+	// With a script:
+	cmds    Script
+	next    int // index of the next command to run
+	eng     *control.Engine
+	now     int64 // the engine's clock
+	estNext int64 // the estimator's next sample
+	out     *bufio.Writer
 }
 
-func newScriptRunner(s Script, eng *control.Engine, conns *conntrack.Table, out io.Writer) *scriptRunner {
-	r := &scriptRunner{cmds: s, eng: eng, conns: conns, out: bufio.NewWriter(out)}
-	eng.Now = func() int64 { return r.clock }
-	return r
+// newClock makes the clock of a replay; s may be empty.
+func newClock(conns *conntrack.Table, table *ipvs.Table, s Script, out io.Writer) *clock {
+	c := &clock{conns: conns}
+	if len(s) > 0 {
+		c.cmds, c.out = s, bufio.NewWriter(out)
+		c.eng = control.NewEngine(table, conns, func() int64 { return c.now })
+	}
+	return c
 }
 
-// start fixes the script's time origin at the first frame's time.
-func (r *scriptRunner) start(t0 int64) {
-	r.t0, r.nextTick, r.started = t0, t0, true
+// start fixes the time origin at the first frame's time.
+func (c *clock) start(t0 int64) {
+	c.t0, c.started = t0, true
+	c.hkNext = t0 + int64(HousekeepingInterval)
+	c.estNext = t0
 }
 
 // pending reports whether commands are left.
-func (r *scriptRunner) pending() bool { return r.next < len(r.cmds) }
+func (c *clock) pending() bool { return c.next < len(c.cmds) }
 
-// advance runs, in time order, every estimator sample and every command
-// due at or before now. A sample and a command at the same time: the sample
-// first. With last, now is ignored and advance runs every command left
-// (and the samples due before each).
-func (r *scriptRunner) advance(now int64, last bool) error {
-	for r.pending() {
-		at := r.t0 + int64(r.cmds[r.next].At)
-		if !last && at > now {
-			break
+func (c *clock) cmdAt() int64 { return c.t0 + int64(c.cmds[c.next].At) }
+
+// advance runs, in time order, every timer and command due at or before
+// now. With last, now is ignored and advance runs every command left, with
+// the timers due before each.
+func (c *clock) advance(now int64, last bool) error {
+	for {
+		limit := now
+		if last {
+			if !c.pending() {
+				return nil
+			}
+			limit = c.cmdAt()
 		}
-		for r.nextTick <= at {
-			r.tick(r.nextTick)
+		var at int64
+		cmd := false
+		switch {
+		case c.eng != nil && c.estNext <= limit && (!c.pending() || c.estNext <= c.cmdAt()):
+			at = c.estNext
+		case c.pending() && c.cmdAt() <= limit:
+			at, cmd = c.cmdAt(), true
+		default:
+			c.housekeep(limit)
+			return nil
 		}
-		if err := r.run(at, &r.cmds[r.next]); err != nil {
+		c.housekeep(at)
+		if !cmd {
+			c.now = at
+			c.eng.TickEstimator()
+			c.estNext += int64(control.EstimatorInterval)
+			continue
+		}
+		if err := c.run(at, &c.cmds[c.next]); err != nil {
 			return err
 		}
-		r.next++
+		c.next++
 	}
-	if !last {
-		for r.nextTick <= now {
-			r.tick(r.nextTick)
-		}
-	}
-	return nil
 }
 
-func (r *scriptRunner) tick(at int64) {
-	r.clock = at
-	r.conns.Expire(at)
-	r.eng.TickEstimator()
-	r.nextTick += int64(control.EstimatorInterval)
+// housekeep runs the housekeeping steps due at or before t.
+func (c *clock) housekeep(t int64) {
+	iv := int64(HousekeepingInterval)
+	for n := 0; c.hkNext <= t; n++ {
+		if n == maxHousekeeping {
+			c.hkNext += (t - c.hkNext) / iv * iv
+		}
+		c.conns.Expire(c.hkNext)
+		c.hkNext += iv
+	}
 }
 
 // run executes one command at capture time at and writes its output: a
 // header line "== SECONDS ARGS...", what the command printed on stdout,
 // then what it printed on stderr (each ending in a newline), then
 // "exit N" if its exit status N is not 0.
-func (r *scriptRunner) run(at int64, c *Command) error {
-	r.clock = at
-	r.conns.Expire(at) // as the daemon's housekeeping would have by now
+func (r *clock) run(at int64, c *Command) error {
+	r.now = at
+	r.conns.Expire(at) // as before a frame
 	var stdout, stderr bytes.Buffer
 	code := r.eng.Run(c.Argv, bytes.NewReader(nil), rootCred, &stdout, &stderr)
 	fmt.Fprintf(r.out, "== %s", c.Seconds)

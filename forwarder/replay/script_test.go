@@ -257,3 +257,33 @@ func TestScriptEmptyCapture(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The connection table expires on the capture clock every 100 ms between
+// frames and commands, as the daemon's housekeeping does, not only when a
+// command runs: a persistence template that still controls a connection
+// when its time comes is extended by 60 s (on its own grid, 10 s + 60 s
+// steps), so after its connection died at 300 s it is still listed at
+// 305 s, until 310 s, as in IPVS. (No command before 305 s: its own
+// expiry would extend the template.)
+func TestScriptHousekeeping(t *testing.T) {
+	table, err := ParseRules(strings.NewReader("-A -u 198.51.100.10:53 -s rr -p 10\n-a -u 198.51.100.10:53 -r 198.18.2.11:53 -m -w 1\n"), "rules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ParseScript(strings.NewReader("305 -Lnc\n310 -Lnc\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, verdicts, sout bytes.Buffer
+	if _, err := ReplayScript(table, forwarder.DefaultFacts(), 0, capture(t, capFrame{0, udp(33000)}), &out, &verdicts, s, &sout); err != nil {
+		t.Fatal(err)
+	}
+	tmpl := func(left string) string {
+		return "UDP " + left + "  NONE        198.18.1.11:0      198.51.100.10:53   198.18.2.11:53\n"
+	}
+	want := "== 305 -Lnc\n" + connsHeader + tmpl("00:05") +
+		"== 310 -Lnc\n" + connsHeader
+	if got := sout.String(); got != want {
+		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+}
