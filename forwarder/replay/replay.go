@@ -213,7 +213,7 @@ func Replay(table *ipvs.Table, facts forwarder.Facts, capacity int, in []byte, o
 // ReplayScript is Replay that also runs script's commands as the capture
 // clock reaches their times, through the ipvsadm engine of the daemon's
 // control socket (control.Engine, as root) over the replay's tables, and
-// writes their output to scriptOut (see scriptRunner.run for the format).
+// writes their output to scriptOut (see clock.run for the format).
 // A command runs before any frame at or after its time; the commands left
 // after the last frame run at their times, as if the capture went on
 // without frames. Before each command the connection table is expired up

@@ -234,27 +234,27 @@ func (c *clock) housekeep(t int64) {
 // header line "== SECONDS ARGS...", what the command printed on stdout,
 // then what it printed on stderr (each ending in a newline), then
 // "exit N" if its exit status N is not 0.
-func (r *clock) run(at int64, c *Command) error {
-	r.now = at
-	r.conns.Expire(at) // as before a frame
+func (c *clock) run(at int64, cmd *Command) error {
+	c.now = at
+	c.conns.Expire(at) // as before a frame
 	var stdout, stderr bytes.Buffer
-	code := r.eng.Run(c.Argv, bytes.NewReader(nil), rootCred, &stdout, &stderr)
-	fmt.Fprintf(r.out, "== %s", c.Seconds)
-	for _, a := range c.Args {
-		fmt.Fprintf(r.out, " %s", a)
+	code := c.eng.Run(cmd.Argv, bytes.NewReader(nil), rootCred, &stdout, &stderr)
+	fmt.Fprintf(c.out, "== %s", cmd.Seconds)
+	for _, a := range cmd.Args {
+		fmt.Fprintf(c.out, " %s", a)
 	}
-	r.out.WriteByte('\n')
+	c.out.WriteByte('\n')
 	for _, b := range [][]byte{stdout.Bytes(), stderr.Bytes()} {
 		if len(b) == 0 {
 			continue
 		}
-		r.out.Write(b)
+		c.out.Write(b)
 		if b[len(b)-1] != '\n' {
-			r.out.WriteByte('\n')
+			c.out.WriteByte('\n')
 		}
 	}
 	if code != 0 {
-		fmt.Fprintf(r.out, "exit %d\n", code)
+		fmt.Fprintf(c.out, "exit %d\n", code)
 	}
-	return r.out.Flush()
+	return c.out.Flush()
 }
