@@ -18,6 +18,7 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"gvs/conntrack"
+	"gvs/control"
 	"gvs/forwarder"
 	"gvs/ipvs"
 	"gvs/scheduler"
@@ -228,9 +229,13 @@ func ReplayScript(table *ipvs.Table, facts forwarder.Facts, capacity int, in []b
 		return nil, err
 	}
 	conns := conntrack.New(conntrack.Config{Seed: Seed, Capacity: capacity, Shards: 16})
+	// The IPVS sysctls at the kernel's defaults; a script may change them
+	// (--sysctl) like gvsadm does on a daemon.
+	settings := ipvs.NewSettings()
+	control.BindSettings(settings, conns, table)
 	pl := forwarder.New(forwarder.Config{Env: env, Services: table, Conns: conns})
 	w := pl.NewWorker()
-	clk := newClock(conns, table, script, scriptOut)
+	clk := newClock(conns, table, settings, script, scriptOut)
 
 	var rd packetReader
 	linkOf := func(int) int { return forwarder.VIPSide }

@@ -160,11 +160,12 @@ type clock struct {
 }
 
 // newClock makes the clock of a replay; s may be empty.
-func newClock(conns *conntrack.Table, table *ipvs.Table, s Script, out io.Writer) *clock {
+func newClock(conns *conntrack.Table, table *ipvs.Table, settings *ipvs.Settings, s Script, out io.Writer) *clock {
 	c := &clock{conns: conns}
 	if len(s) > 0 {
 		c.cmds, c.out = s, bufio.NewWriter(out)
 		c.eng = control.NewEngine(table, conns, func() int64 { return c.now })
+		c.eng.Settings = settings
 	}
 	return c
 }

@@ -287,3 +287,17 @@ func TestScriptHousekeeping(t *testing.T) {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)
 	}
 }
+
+// A script reads and sets IPVS's sysctls (gvsadm --sysctl); secure_tcp=3
+// reaches the replay's connection table.
+func TestScriptSysctl(t *testing.T) {
+	in := capture(t, capFrame{0, udp(33000)})
+	got, _ := runScript(t, in, "0 --sysctl secure_tcp\n0 --sysctl secure_tcp=3\n0 --sysctl net.ipv4.vs.secure_tcp\n0 --sysctl secure_tcp=7\n")
+	want := "== 0 --sysctl secure_tcp\nnet.ipv4.vs.secure_tcp = 0\n" +
+		"== 0 --sysctl secure_tcp=3\nnet.ipv4.vs.secure_tcp = 3\n" +
+		"== 0 --sysctl net.ipv4.vs.secure_tcp\nnet.ipv4.vs.secure_tcp = 3\n" +
+		"== 0 --sysctl secure_tcp=7\nsysctl: setting key \"net.ipv4.vs.secure_tcp\": Invalid argument\nexit 1\n"
+	if got != want {
+		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+}
