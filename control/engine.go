@@ -251,7 +251,7 @@ func writeErr(w io.Writer, err error) int {
 // apply runs table-changing commands as one batch, then the side effects
 // outside the Table (conntrack timeouts, rate estimators) and OnChange.
 func (e *Engine) apply(prog string, cmds []*ipvs.Command, stderr io.Writer) int {
-	if err := e.Table.ApplyAll(cmds); err != nil {
+	if err := ipvs.ApplyAll(e.Table, cmds); err != nil {
 		return writeErr(stderr, err)
 	}
 	for _, c := range cmds {

@@ -18,7 +18,7 @@ func tableFrom(t testing.TB, rules string) *ipvs.Table {
 		t.Fatal(err)
 	}
 	tb := ipvs.NewTable(scheduler.New)
-	if err := tb.ApplyAll(cmds); err != nil {
+	if err := ipvs.ApplyAll(tb, cmds); err != nil {
 		t.Fatal(err)
 	}
 	return tb

@@ -139,7 +139,7 @@ func New(cfg Config) (d *Daemon, err error) {
 		if err != nil {
 			return d, err
 		}
-		if err := d.table.ApplyAll(cmds); err != nil {
+		if err := ipvs.ApplyAll(d.table, cmds); err != nil {
 			return d, fmt.Errorf("%s: %w", cfg.RulesFile, err)
 		}
 	}

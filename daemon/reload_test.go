@@ -42,11 +42,11 @@ func TestReloadCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	batch, err := ReloadCommands(cur, cmds)
+	batch, err := ReloadChanges(cur, cmds)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cur.ApplyAll(batch); err != nil {
+	if err := cur.Apply(batch...); err != nil {
 		t.Fatal(err)
 	}
 
@@ -88,11 +88,11 @@ func TestReloadCommands(t *testing.T) {
 	}
 
 	// Reloading the same file again changes nothing.
-	batch, err = ReloadCommands(cur, cmds)
+	batch, err = ReloadChanges(cur, cmds)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cur.ApplyAll(batch); err != nil {
+	if err := cur.Apply(batch...); err != nil {
 		t.Fatal(err)
 	}
 	if cur.Services()[0] != svc || svc.Stats[0].InPkts.Load() != 21 {
@@ -106,7 +106,7 @@ func TestReloadCommandsErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ReloadCommands(cur, cmds); err == nil || !strings.Contains(err.Error(), "line 1") {
+	if _, err := ReloadChanges(cur, cmds); err == nil || !strings.Contains(err.Error(), "line 1") {
 		t.Errorf("a file that does not apply on its own: err %v", err)
 	}
 	if len(cur.Services()) != 1 {

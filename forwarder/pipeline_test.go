@@ -56,7 +56,7 @@ func (h *harness) apply(line string) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	if err := h.table.Apply(cmd); err != nil {
+	if err := ipvs.Apply(h.table, cmd); err != nil {
 		h.t.Fatal(err)
 	}
 }

@@ -155,16 +155,6 @@ type ListOptions struct {
 	TunInfo        bool // --tun-info
 }
 
-// Timeouts are the --set values in seconds: TCP established, TCP after FIN,
-// UDP. In --set a zero leaves that timeout unchanged, as in IPVS.
-type Timeouts struct {
-	TCP, TCPFin, UDP int
-}
-
-// DefaultTimeouts are IPVS's defaults (ipvsadm -L --timeout on a fresh
-// kernel prints 900 120 300).
-var DefaultTimeouts = Timeouts{TCP: 900, TCPFin: 120, UDP: 300}
-
 // DaemonState selects the sync daemon of --start-daemon/--stop-daemon.
 type DaemonState uint8
 

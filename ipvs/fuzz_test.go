@@ -44,7 +44,7 @@ func FuzzParseArgs(f *testing.F) {
 		}
 		tab := NewTable(newFakeSched)
 		mustApply(t, tab, "-A -t 10.0.0.1:80", "-a -t 10.0.0.1:80 -r 10.0.1.1 -m", "-A -f 1")
-		_ = tab.Apply(c)
+		_ = Apply(tab, c)
 	})
 }
 

@@ -24,7 +24,7 @@ func docTable(t *testing.T) *Table {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tab.ApplyAll(cmds); err != nil {
+	if err := ApplyAll(tab, cmds); err != nil {
 		t.Fatal(err)
 	}
 	set := func(svc, dest string, active, inact int32) {
@@ -133,7 +133,7 @@ func TestWriteSaveFormats(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := tab.ApplyAll(cmds); err != nil {
+		if err := ApplyAll(tab, cmds); err != nil {
 			t.Fatalf("%q: %v", tc.rules, err)
 		}
 		var b bytes.Buffer

@@ -62,7 +62,7 @@ func roundTrip(t testing.TB, rules string, numeric bool) (string, error) {
 		return "", err
 	}
 	tab := NewTable(newFakeSched)
-	if err := tab.ApplyAll(cmds); err != nil {
+	if err := ApplyAll(tab, cmds); err != nil {
 		return "", err
 	}
 	var b bytes.Buffer

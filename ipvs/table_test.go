@@ -56,7 +56,7 @@ func mustApply(t testing.TB, tab *Table, lines ...string) {
 		if err != nil {
 			t.Fatalf("ParseArgs(%q): %v", l, err)
 		}
-		if err := tab.Apply(c); err != nil {
+		if err := Apply(tab, c); err != nil {
 			t.Fatalf("Apply(%q): %v", l, err)
 		}
 	}
@@ -68,7 +68,7 @@ func applyErr(t *testing.T, tab *Table, line string) error {
 	if err != nil {
 		t.Fatalf("ParseArgs(%q): %v", line, err)
 	}
-	return tab.Apply(c)
+	return Apply(tab, c)
 }
 
 func key(s string) ServiceKey {
@@ -91,15 +91,15 @@ func TestTableErrors(t *testing.T) {
 		sentinel error
 	}{
 		{"-A -t 10.0.0.1:80", "Service already exists", ErrServiceExists},
-		{"-A -t 10.0.0.2:80 -s nosuch", "Scheduler or persistence engine not found", ErrNotFound},
-		{"-A -t 10.0.0.2:80 --pe sip", "Scheduler or persistence engine not found", ErrNotFound},
+		{"-A -t 10.0.0.2:80 -s nosuch", "Scheduler or persistence engine not found", ErrNoScheduler},
+		{"-A -t 10.0.0.2:80 --pe sip", "Scheduler or persistence engine not found", ErrNoPE},
 		{"-E -t 10.0.0.2:80", "No such service", ErrNoService},
-		{"-E -t 10.0.0.1:80 -s nosuch", "Scheduler or persistence engine not found", ErrNotFound},
+		{"-E -t 10.0.0.1:80 -s nosuch", "Scheduler or persistence engine not found", ErrNoScheduler},
 		{"-D -u 10.0.0.1:80", "No such service", ErrNoService},
 		{"-Z -t 10.0.0.1:81", "No such service", ErrNoService},
-		{"-a -t 10.0.0.2:80 -r 192.168.1.1", "Service not defined", ErrServiceNotDefined},
-		{"-e -t 10.0.0.2:80 -r 192.168.1.1", "Service not defined", ErrServiceNotDefined},
-		{"-d -t 10.0.0.2:80 -r 192.168.1.1", "Service not defined", ErrServiceNotDefined},
+		{"-a -t 10.0.0.2:80 -r 192.168.1.1", "Service not defined", ErrNoService},
+		{"-e -t 10.0.0.2:80 -r 192.168.1.1", "Service not defined", ErrNoService},
+		{"-d -t 10.0.0.2:80 -r 192.168.1.1", "Service not defined", ErrNoService},
 		{"-a -t 10.0.0.1:80 -r 192.168.1.1 -m", "Destination already exists", ErrDestExists},
 		{"-e -t 10.0.0.1:80 -r 192.168.1.2 -m", "No such destination", ErrNoDest},
 		{"-d -t 10.0.0.1:80 -r 192.168.1.2", "No such destination", ErrNoDest},
@@ -271,7 +271,7 @@ func TestApplyAllAtomic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = tab.ApplyAll(cmds)
+	err = ApplyAll(tab, cmds)
 	if err == nil || err.Error() != "line 5: Service not defined" {
 		t.Fatalf("ApplyAll = %v, want line 5: Service not defined", err)
 	}
@@ -280,7 +280,7 @@ func TestApplyAllAtomic(t *testing.T) {
 	}
 
 	// The same batch without the bad line: objects survive the -C.
-	if err := tab.ApplyAll(cmds[:4]); err != nil {
+	if err := ApplyAll(tab, cmds[:4]); err != nil {
 		t.Fatal(err)
 	}
 	if tab.Service(key("-t 10.0.0.1:80")) != svc || svc.Config.Scheduler != "wrr" {
@@ -411,7 +411,7 @@ func BenchmarkApplyAddDest(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		// a whole rules reload: 1 service, 1000 real servers
-		if err := tab.ApplyAll(cmds); err != nil {
+		if err := ApplyAll(tab, cmds); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -430,7 +430,7 @@ func TestIsVIP(t *testing.T) {
 			}
 			cmds = append(cmds, c)
 		}
-		if err := tab.ApplyAll(cmds); err != nil {
+		if err := ApplyAll(tab, cmds); err != nil {
 			t.Fatal(err)
 		}
 		for i := 0; i < n; i++ {

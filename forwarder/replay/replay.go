@@ -144,7 +144,7 @@ func ParseRules(r io.Reader, name string) (*ipvs.Table, error) {
 	t := ipvs.NewTable(func(n string, f ipvs.SvcFlags) (ipvs.Scheduler, error) {
 		return scheduler.NewSeeded(n, f, Seed)
 	})
-	if err := t.ApplyAll(cmds); err != nil {
+	if err := ipvs.ApplyAll(t, cmds); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return t, nil
