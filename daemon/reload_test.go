@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"gvs/ipvs"
+	"gvs/ipvsadm"
 )
 
 func TestReloadCommands(t *testing.T) {
@@ -30,7 +31,7 @@ func TestReloadCommands(t *testing.T) {
 
 	// r3 goes, r4 comes, r2 changes weight, the UDP service goes, a new
 	// service comes, and the timeouts change.
-	cmds, err := ipvs.ParseRules(strings.NewReader(`
+	cmds, err := ipvsadm.ParseRules(strings.NewReader(`
 -A -t 198.51.100.10:80 -s rr
 -a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m
 -a -t 198.51.100.10:80 -r 198.18.2.12:8080 -m -w 5
@@ -102,7 +103,7 @@ func TestReloadCommands(t *testing.T) {
 
 func TestReloadCommandsErrors(t *testing.T) {
 	cur := tableFrom(t, "-A -t 198.51.100.10:80 -s rr\n")
-	cmds, err := ipvs.ParseRules(strings.NewReader("-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m\n"))
+	cmds, err := ipvsadm.ParseRules(strings.NewReader("-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"gvs/forwarder/ring"
 	"gvs/ipvs"
+	"gvs/ipvsadm"
 	"gvs/scheduler"
 )
 
@@ -134,13 +135,13 @@ func (d *Daemon) Reload() error {
 	return d.Sync()
 }
 
-func readRules(path string) ([]*ipvs.Command, error) {
+func readRules(path string) ([]*ipvsadm.Command, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	cmds, err := ipvs.ParseRules(f)
+	cmds, err := ipvsadm.ParseRules(f)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -155,9 +156,9 @@ func readRules(path string) ([]*ipvs.Command, error) {
 // unchanged service keeps its counters (IPVS zeroes a re-created service's)
 // and scheduler state. Real servers added by the reload go after the kept
 // ones in scheduling order.
-func ReloadChanges(cur *ipvs.Table, cmds []*ipvs.Command) ([]ipvs.Change, error) {
+func ReloadChanges(cur *ipvs.Table, cmds []*ipvsadm.Command) ([]ipvs.Change, error) {
 	next := ipvs.NewTable(scheduler.New)
-	if err := ipvs.ApplyAll(next, cmds); err != nil {
+	if err := ipvsadm.ApplyAll(next, cmds); err != nil {
 		return nil, err
 	}
 	var batch []ipvs.Change

@@ -1,4 +1,4 @@
-package ipvs
+package ipvsadm
 
 import (
 	"errors"
@@ -23,7 +23,7 @@ const (
 // Error is an ipvsadm error: Msg is the exact text ipvsadm prints on stderr
 // (without the final newline; the caller prints Msg then "\n") and Code the
 // status it exits with. Err, when set, is one of the sentinels below or
-// the model's error (ErrNoService, ...) so callers can branch with
+// the model's error (ipvs.ErrNoService, ...) so callers can branch with
 // errors.Is.
 type Error struct {
 	Msg  string

@@ -1,20 +1,22 @@
-package ipvs
+package ipvsadm
 
 import (
 	"errors"
 	"fmt"
+
+	"gvs/ipvs"
 )
 
 // Apply executes one command that changes the table: -A -E -D -C -a -e -d
 // -Z --set. Errors are *Error with libipvs's wording and ipvsadm's exit
 // status; on error nothing changed.
-func Apply(t *Table, c *Command) error { return ApplyAll(t, []*Command{c}) }
+func Apply(t *ipvs.Table, c *Command) error { return ApplyAll(t, []*Command{c}) }
 
 // ApplyAll executes a batch of commands all or nothing, as one transaction
-// (Table.Update). An error names the failing command's rules-file line
+// (ipvs.Table.Update). An error names the failing command's rules-file line
 // when Command.Line is set ("line 3: Service not defined").
-func ApplyAll(t *Table, cmds []*Command) error {
-	return t.Update(func(tx *Tx) error {
+func ApplyAll(t *ipvs.Table, cmds []*Command) error {
+	return t.Update(func(tx *ipvs.Tx) error {
 		for _, c := range cmds {
 			if err := applyCommand(tx, c); err != nil {
 				e := commandError(c.Kind, err)
@@ -29,7 +31,7 @@ func ApplyAll(t *Table, cmds []*Command) error {
 }
 
 // applyCommand turns one command into the model's change.
-func applyCommand(tx *Tx, c *Command) error {
+func applyCommand(tx *ipvs.Tx, c *Command) error {
 	switch c.Kind {
 	case CmdClear:
 		tx.Flush()
@@ -58,7 +60,7 @@ func applyCommand(tx *Tx, c *Command) error {
 	case CmdStartDaemon, CmdStopDaemon:
 		return opErr(ErrUnsupported, msgNoDaemon)
 	}
-	return opErr(ErrInvalid, fmt.Sprintf(msgNotTableCmd, c.Kind))
+	return opErr(ipvs.ErrInvalid, fmt.Sprintf(msgNotTableCmd, c.Kind))
 }
 
 // opMessages is libipvs's ipvs_strerror table for the errors gvs's model
@@ -68,22 +70,22 @@ var opMessages = []struct {
 	err  error
 	msg  string
 }{
-	{CmdAddService, ErrServiceExists, msgServiceExists},
-	{CmdAddService, ErrNoScheduler, msgNotFound},
-	{CmdAddService, ErrNoPE, msgNotFound},
-	{CmdEditService, ErrNoService, msgNoService},
-	{CmdEditService, ErrNoScheduler, msgNotFound},
-	{CmdEditService, ErrNoPE, msgNotFound},
-	{CmdDeleteService, ErrNoService, msgNoService},
-	{CmdZero, ErrNoService, msgNoService},
-	{CmdAddServer, ErrNoService, msgNotDefined},
-	{CmdAddServer, ErrDestExists, msgDestExists},
-	{CmdEditServer, ErrNoService, msgNotDefined},
-	{CmdEditServer, ErrNoDest, msgNoDest},
-	{CmdDeleteServer, ErrNoService, msgNotDefined},
-	{CmdDeleteServer, ErrNoDest, msgNoDest},
-	{CmdNone, ErrInvalid, msgEINVAL},
-	{CmdNone, ErrRange, msgERANGE}, // not in the table: strerror(ERANGE)
+	{CmdAddService, ipvs.ErrServiceExists, msgServiceExists},
+	{CmdAddService, ipvs.ErrNoScheduler, msgNotFound},
+	{CmdAddService, ipvs.ErrNoPE, msgNotFound},
+	{CmdEditService, ipvs.ErrNoService, msgNoService},
+	{CmdEditService, ipvs.ErrNoScheduler, msgNotFound},
+	{CmdEditService, ipvs.ErrNoPE, msgNotFound},
+	{CmdDeleteService, ipvs.ErrNoService, msgNoService},
+	{CmdZero, ipvs.ErrNoService, msgNoService},
+	{CmdAddServer, ipvs.ErrNoService, msgNotDefined},
+	{CmdAddServer, ipvs.ErrDestExists, msgDestExists},
+	{CmdEditServer, ipvs.ErrNoService, msgNotDefined},
+	{CmdEditServer, ipvs.ErrNoDest, msgNoDest},
+	{CmdDeleteServer, ipvs.ErrNoService, msgNotDefined},
+	{CmdDeleteServer, ipvs.ErrNoDest, msgNoDest},
+	{CmdNone, ipvs.ErrInvalid, msgEINVAL},
+	{CmdNone, ipvs.ErrRange, msgERANGE}, // not in the table: strerror(ERANGE)
 }
 
 // commandError is the ipvsadm error for a change the model refused while
