@@ -11,6 +11,7 @@ import (
 
 	"gvs/conntrack"
 	"gvs/ipvs"
+	"gvs/ipvsadm"
 	"gvs/scheduler"
 )
 
@@ -170,10 +171,10 @@ func TestHelpAndVersion(t *testing.T) {
 		cred Cred
 		want string // stdout prefix
 	}{
-		{[]string{"ipvsadm", "-v"}, nobody, ipvs.Version + "\n"},
-		{[]string{"ipvsadm", "--version"}, root, ipvs.Version + "\n"},
-		{[]string{"ipvsadm", "-h"}, nobody, ipvs.Version + "\nUsage:\n  ipvsadm -A|E virtual-service"},
-		{[]string{"/sbin/gvsadm", "--help", "whatever"}, root, ipvs.Version + "\nUsage:\n  gvsadm -A|E virtual-service"},
+		{[]string{"ipvsadm", "-v"}, nobody, ipvsadm.Version + "\n"},
+		{[]string{"ipvsadm", "--version"}, root, ipvsadm.Version + "\n"},
+		{[]string{"ipvsadm", "-h"}, nobody, ipvsadm.Version + "\nUsage:\n  ipvsadm -A|E virtual-service"},
+		{[]string{"/sbin/gvsadm", "--help", "whatever"}, root, ipvsadm.Version + "\nUsage:\n  gvsadm -A|E virtual-service"},
 	} {
 		var o, e bytes.Buffer
 		code := te.Run(tc.argv, nil, tc.cred, &o, &e)

@@ -19,6 +19,7 @@ import (
 	"gvs/forwarder/kernel"
 	"gvs/forwarder/ring"
 	"gvs/ipvs"
+	"gvs/ipvsadm"
 	"gvs/scheduler"
 )
 
@@ -147,7 +148,7 @@ func New(cfg Config) (d *Daemon, err error) {
 		if err != nil {
 			return d, err
 		}
-		if err := d.table.ApplyAll(cmds); err != nil {
+		if err := ipvsadm.ApplyAll(d.table, cmds); err != nil {
 			return d, fmt.Errorf("%s: %w", cfg.RulesFile, err)
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"gvs/control"
 	"gvs/forwarder"
 	"gvs/ipvs"
+	"gvs/ipvsadm"
 	"gvs/scheduler"
 )
 
@@ -145,14 +146,14 @@ func LoadRules(path string) (*ipvs.Table, error) {
 
 // ParseRules is LoadRules from a reader; name is used in errors.
 func ParseRules(r io.Reader, name string) (*ipvs.Table, error) {
-	cmds, err := ipvs.ParseRules(r)
+	cmds, err := ipvsadm.ParseRules(r)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	t := ipvs.NewTable(func(n string, f ipvs.SvcFlags) (ipvs.Scheduler, error) {
 		return scheduler.NewSeeded(n, f, Seed)
 	})
-	if err := t.ApplyAll(cmds); err != nil {
+	if err := ipvsadm.ApplyAll(t, cmds); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return t, nil
@@ -382,6 +383,6 @@ func (r *Result) WriteSummary(w io.Writer) {
 		}
 	}
 	svcs := r.Pipeline.Services().Services()
-	ipvs.WriteList(w, svcs, ipvs.ListOptions{Numeric: true}, nil)
-	ipvs.WriteList(w, svcs, ipvs.ListOptions{Numeric: true, Stats: true}, nil)
+	ipvsadm.WriteList(w, svcs, ipvsadm.ListOptions{Numeric: true}, nil)
+	ipvsadm.WriteList(w, svcs, ipvsadm.ListOptions{Numeric: true, Stats: true}, nil)
 }
