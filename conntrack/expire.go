@@ -1,7 +1,6 @@
 package conntrack
 
 import (
-	"sync/atomic"
 	"unsafe"
 
 	"gvs/internal/prefetch"
@@ -103,10 +102,9 @@ func (t *Table) processList(s *shard, w uint32, now int64, deferBusy bool) int {
 		switch {
 		case now < e.expires:
 			s.file(slot, e)
-		case e.flags&fTemplate != 0 && atomic.LoadUint32(&e.ctl) != 0:
+		case e.flags&fTemplate != 0 && busy(e):
 			if !deferBusy {
-				steps := (now-e.expires)/templateBusyRearm + 1
-				e.expires += steps * templateBusyRearm
+				e.expires = stepBusy(e, now)
 			}
 			s.file(slot, e) // when deferred: still due, on the current tick
 		default:
@@ -141,8 +139,8 @@ func (s *shard) lookAhead(seed uint64, slot uint32, now int64) (tag uint32, ok b
 	return tag, true
 }
 
-// Walk calls fn with a copy of every live entry, connections and templates
-// (ipvsadm -Lnc). Each shard is copied under its lock and fn runs after the
+// Walk calls fn with a copy of every live entry, connections and templates,
+// invalidated templates included (ipvsadm -Lnc). Each shard is copied under its lock and fn runs after the
 // lock is released, so fn may call back into the table; fn must not keep
 // the *Conn. Walk allocates and is for the control plane only.
 func (t *Table) Walk(now int64, fn func(*Conn)) {
@@ -157,7 +155,9 @@ func (t *Table) Walk(now int64, fn func(*Conn)) {
 				continue
 			}
 			if e.flags&fTemplate != 0 {
-				if e.flags&fUnhashed != 0 || !s.tmplAlive(slot, e, now) {
+				// Invalidated templates are listed too, as the kernel's
+				// stay in its table until their timer runs out.
+				if !s.tmplAlive(slot, e, now) {
 					continue
 				}
 			} else if now >= e.expires {
@@ -173,9 +173,10 @@ func (t *Table) Walk(now int64, fn func(*Conn)) {
 	}
 }
 
-// Flush removes every entry (ipvsadm -C) and returns how many. Connections
-// go first, then templates; a template that a concurrently created
-// connection still uses is hidden and freed when that connection ends.
+// Flush removes every entry and returns how many. Connections go first,
+// then templates; a template that a concurrently created connection still
+// uses is invalidated and freed when its time is up and that connection has
+// ended.
 func (t *Table) Flush() int { return t.removeWhere(func(*entry) bool { return true }) }
 
 // RemoveDest removes every connection and template bound to d (as the
