@@ -342,7 +342,8 @@ func (t *Table) transition(s *shard, slot uint32, e *entry, dir Direction, tcpFl
 	if e.proto != ipvs.ProtoTCP {
 		if dir == DirOutput {
 			e.flags &^= fNoOutput
-			if e.flags&fControlled != 0 {
+			// udp_state_transition; AH and ESP have no state function.
+			if e.flags&fControlled != 0 && e.proto == ipvs.ProtoUDP {
 				t.assure(e.ctlShard, e.ctl)
 			}
 		}

@@ -324,3 +324,42 @@ func TestTemplateFlags(t *testing.T) {
 		tb.DropTemplate(ref)
 	}
 }
+
+// Expire called rarely (a replay with a long gap between frames) still
+// decides a busy template's 60 s steps in time order with its connections:
+// the kernel's timer at 900 s sees the connection (which dies at 911 s)
+// alive and gives the template until 960 s, even though the connection has
+// gone by the time Expire next runs, at 920 s.
+func TestTemplateBusyStepsInTimeOrder(t *testing.T) {
+	tb := New(Config{Shards: 8})
+	d := newDest(t, ipvs.Route, "198.19.0.50", 80)
+	tk := NewTemplateKey(ipvs.ProtoTCP, client, 32, vip, 80)
+	var c Conn
+	k := inKey(ipvs.ProtoTCP, 1005)
+	schedPersist(t, tb, tk, d, k, t0, &c)
+	tb.In(k, TCPAck, t0+11*sec, &c) // ESTABLISHED until 911 s
+	if n := tb.Expire(t0 + 920*sec); n != 1 {
+		t.Fatalf("Expire(920 s) removed %d, want the connection only", n)
+	}
+	if tc := oneTemplate(t, tb, t0+920*sec); tc.Expires != t0+960*sec || tc.NControl != 0 {
+		t.Fatalf("template after 920 s: expires +%ds n_control %d, want +960 and 0", (tc.Expires-t0)/sec, tc.NControl)
+	}
+	if n := tb.Expire(t0 + 960*sec); n != 1 {
+		t.Fatalf("template not removed at 960 s (%d)", n)
+	}
+
+	// A connection that died long before the next step lets the template
+	// go at that step: listed at 419 s, gone at 420 s, although nothing ran
+	// Expire between 0 and 450 s (Walk is the kernel's listing after its
+	// timers have fired).
+	k2 := inKey(ipvs.ProtoTCP, 1006)
+	schedPersist(t, tb, tk, d, k2, t0+1000*sec, &c) // template to 1360 s
+	tb.In(k2, TCPAck, t0+1000*sec, &c)              // to 1900 s
+	tb.In(k2, TCPRst, t0+1390*sec, &c)              // CLOSE: dies at 1400 s
+	if tc := oneTemplate(t, tb, t0+1419*sec); tc.Expires != t0+1420*sec {
+		t.Fatalf("template at 1419 s: expires +%ds, want +1420", (tc.Expires-t0)/sec)
+	}
+	if ts := templates(tb, t0+1450*sec); len(ts) != 0 {
+		t.Fatalf("template still listed at 1450 s: %+v", ts)
+	}
+}
