@@ -74,6 +74,9 @@ type Engine struct {
 	// AdminGID is a group whose members may use the engine like root
 	// (the caller's primary GID as SO_PEERCRED reports it); -1 for none.
 	AdminGID int
+	// Settings are the sysctls --sysctl lists and sets (nil: --sysctl
+	// answers that there are none); see sysctl.go.
+	Settings *ipvs.Settings
 
 	mu  sync.Mutex // serializes Run
 	est estimator
@@ -198,6 +201,9 @@ func saveArgs(args []string) (numeric, ok bool) {
 // atomic batch). stdin is read only by -R. cred is the caller: only root
 // (or AdminGID) may do anything but -h and -v.
 func (e *Engine) Run(argv []string, stdin io.Reader, cred Cred, stdout, stderr io.Writer) int {
+	if code, ok := e.runSysctl(argv, cred, stdout, stderr); ok {
+		return code
+	}
 	if code, ok := Local(argv, stdout, stderr); ok {
 		return code
 	}

@@ -280,6 +280,20 @@ type stSvc struct {
 	cfg     ServiceConfig
 	sched   Scheduler    // new scheduler instance, nil: keep obj's
 	dests   []DestConfig // oldest first (the reverse of IPVS list order)
+	// lastW is the last_weight the batch gave a destination: its weight
+	// when added, its last non-zero weight when edited (as
+	// __ip_vs_update_dest keeps it, command by command).
+	lastW map[netip.AddrPort]int
+}
+
+// setLastWeight records a destination's last_weight after an add or edit.
+func (s *stSvc) setLastWeight(d DestConfig, add bool) {
+	if add || d.Weight != 0 {
+		if s.lastW == nil {
+			s.lastW = map[netip.AddrPort]int{}
+		}
+		s.lastW[d.AddrPort()] = d.Weight
+	}
 }
 
 // stage is a batch being validated.
@@ -418,11 +432,13 @@ func (st *stage) apply(c *Command) error {
 				return opErr(ErrInvalid, msgEINVAL)
 			}
 			s.dests = append(s.dests, d)
+			s.setLastWeight(d, true)
 		case CmdEditServer:
 			if i < 0 {
 				return opErr(ErrNoDest, msgNoDest)
 			}
 			s.dests[i] = d
+			s.setLastWeight(d, false)
 		default:
 			if i < 0 {
 				return opErr(ErrNoDest, msgNoDest)
@@ -591,6 +607,9 @@ func (st *stage) commitService(s *stSvc, svc *Service, now time.Time) *Service {
 			isNew[i] = true
 		case d.Config() != cfg:
 			d.Update(cfg)
+		}
+		if lw, ok := s.lastW[ap]; ok {
+			d.lastWeight.Store(int32(lw))
 		}
 		list[i] = d
 	}

@@ -448,3 +448,37 @@ func TestIsVIP(t *testing.T) {
 		}
 	}
 }
+
+// TestLastWeightInBatch: last_weight follows __ip_vs_update_dest command by
+// command, also inside one ApplyAll (ipvsadm -R): set on every add (0
+// included), kept by an edit to weight 0.
+func TestLastWeightInBatch(t *testing.T) {
+	tab := NewTable(newFakeSched)
+	apply := func(rules string) {
+		t.Helper()
+		cmds, err := ParseRules(strings.NewReader(rules))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tab.ApplyAll(cmds); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lw := func() (int, int) {
+		d := tab.Service(key("-u 10.0.0.1:53")).Dests()[0]
+		return d.Weight(), d.LastWeight()
+	}
+	apply("-A -u 10.0.0.1:53 -s mh\n-a -u 10.0.0.1:53 -r 192.168.1.1 -g -w 2\n-e -u 10.0.0.1:53 -r 192.168.1.1 -g -w 0\n")
+	if w, l := lw(); w != 0 || l != 2 {
+		t.Fatalf("add 2, edit 0 in one batch: weight %d last %d, want 0 2", w, l)
+	}
+	apply("-e -u 10.0.0.1:53 -r 192.168.1.1 -g -w 5\n-e -u 10.0.0.1:53 -r 192.168.1.1 -g -w 0\n")
+	if w, l := lw(); w != 0 || l != 5 {
+		t.Fatalf("edit 5, edit 0: weight %d last %d, want 0 5", w, l)
+	}
+	// Deleted and added again (from the trash) with weight 0: last 0.
+	apply("-d -u 10.0.0.1:53 -r 192.168.1.1\n-a -u 10.0.0.1:53 -r 192.168.1.1 -g -w 0\n")
+	if w, l := lw(); w != 0 || l != 0 {
+		t.Fatalf("re-added with 0: weight %d last %d, want 0 0", w, l)
+	}
+}
