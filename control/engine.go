@@ -384,18 +384,14 @@ func (e *Engine) listConns(w io.Writer, o ipvsadm.ListOptions) {
 }
 
 // connInfo is one /proc/net/ip_vs_conn line as ipvsadm reads it: the
-// remaining time truncated to seconds, the state name, and for templates
-// the template state NONE (their client port is already 0, a fwmark
-// template's virtual address 0.0.0.<mark> and protocol IP).
+// remaining time truncated to seconds, and the state name, for templates
+// NONE or ASSURED (their client port is already 0, a fwmark template's
+// virtual address 0.0.0.<mark> and protocol IP).
 func connInfo(c *conntrack.Conn, now int64) ipvsadm.ConnInfo {
-	state := c.State.String()
-	if c.Flags&conntrack.FlagTemplate != 0 {
-		state = "NONE"
-	}
 	return ipvsadm.ConnInfo{
 		Proto:   c.Proto,
 		Expire:  uint32(c.Remaining(now) / time.Second),
-		State:   state,
+		State:   c.StateName(),
 		Client:  netip.AddrPortFrom(c.CAddr, c.CPort),
 		Virtual: netip.AddrPortFrom(c.VAddr, c.VPort),
 		Dest:    netip.AddrPortFrom(c.DAddr, c.DPort),
