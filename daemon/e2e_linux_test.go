@@ -306,3 +306,26 @@ func TestDR(t *testing.T) {
 	}
 	stopAndCheck(t, d)
 }
+
+// TestDirectorReachesNATServers: the director's own connections to a NAT
+// real server's service port (health checks, an administrator's curl) get
+// their replies while the server is in the table, and clients are still
+// served through the VIP.
+func TestDirectorReachesNATServers(t *testing.T) {
+	lab.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	d := startDirector(t, ctx, lab.Options{}, natRules)
+	if seen := serverNames(t, ctx, d, 3); len(seen) != 3 {
+		t.Errorf("3 GETs through the VIP: %v", seen)
+	}
+	for _, rip := range []string{"198.18.2.11", "198.18.2.12"} {
+		body, err := httpGet(ctx, d.l.Director().NS, "http://"+rip+":8080/")
+		if err != nil {
+			t.Errorf("GET %s:8080 from the director: %v", rip, err)
+		} else if !strings.HasPrefix(body, "name=r") {
+			t.Errorf("GET %s:8080 from the director: %q", rip, body)
+		}
+	}
+	stopAndCheck(t, d)
+}

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netns"
 	"go.uber.org/zap"
@@ -148,7 +149,13 @@ const (
 	l4DstOff   = 2
 )
 
-// matchExprs builds "meta protocol ip, <key> @set, counter, drop".
+// matchExprs builds "meta protocol ip, <key> @set, counter, drop". A
+// source match (NAT replies from a real server) also requires "fib daddr
+// type != local": a packet from the real server's address and port to an
+// address of the director itself answers the director's own connection (a
+// health check, an administrator's curl) and belongs to its stack, while the
+// NAT replies gvs forwards are addressed to clients. Destination matches
+// (VIP traffic) have no such exception: a VIP on lo is local too.
 func matchExprs(dir Direction, shape matchShape, set *nftables.Set) []expr.Any {
 	addrOff, portOff := uint32(ipv4DstOff), uint32(l4DstOff)
 	if dir == MatchSrc {
@@ -165,8 +172,14 @@ func matchExprs(dir Direction, shape matchShape, set *nftables.Set) []expr.Any {
 	if shape == shapeAddrProtoPort {
 		e = append(e, &expr.Payload{DestRegister: reg32_2, Base: expr.PayloadBaseTransportHeader, Offset: portOff, Len: 2})
 	}
+	e = append(e, &expr.Lookup{SourceRegister: reg1, SetName: set.Name, SetID: set.ID})
+	if dir == MatchSrc {
+		e = append(e,
+			&expr.Fib{Register: reg1, FlagDADDR: true, ResultADDRTYPE: true},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
+		)
+	}
 	return append(e,
-		&expr.Lookup{SourceRegister: reg1, SetName: set.Name, SetID: set.ID},
 		&expr.Counter{},
 		&expr.Verdict{Kind: expr.VerdictDrop},
 	)

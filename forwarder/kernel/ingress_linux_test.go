@@ -19,12 +19,13 @@ import (
 )
 
 var (
-	dirAddr   = netip.MustParseAddr("198.18.0.1")
-	peerAddr  = netip.MustParseAddr("198.18.0.2")
-	vip       = netip.MustParseAddr("198.51.100.10")
-	vipAny    = netip.MustParseAddr("198.51.100.20")
-	vipTCP    = netip.MustParseAddr("198.51.100.30")
-	noDeliver = 250 * time.Millisecond // how long "not delivered" waits
+	dirAddr    = netip.MustParseAddr("198.18.0.1")
+	peerAddr   = netip.MustParseAddr("198.18.0.2")
+	clientAddr = netip.MustParseAddr("198.18.3.2")
+	vip        = netip.MustParseAddr("198.51.100.10")
+	vipAny     = netip.MustParseAddr("198.51.100.20")
+	vipTCP     = netip.MustParseAddr("198.51.100.30")
+	noDeliver  = 250 * time.Millisecond // how long "not delivered" waits
 )
 
 // udpProbe sends a fresh payload from "from" to "to" and reports whether
@@ -67,10 +68,15 @@ func listenUDP(t *testing.T, ap netip.AddrPort) *net.UDPConn {
 
 func TestIngressDropsInNetNS(t *testing.T) {
 	requireNetNS(t)
-	dir, peer := newNS(t, "ia"), newNS(t, "ib")
+	dir, peer, client := newNS(t, "ia"), newNS(t, "ib"), newNS(t, "ic")
 	vethPair(t, dir, "a0", "198.18.0.1/24", peer, "b0", "198.18.0.2/24")
+	// The client is behind the director, which routes: what the ingress
+	// drop lets through towards a non-local address, the kernel forwards.
+	vethPair(t, dir, "c0", "198.18.3.1/24", client, "d0", "198.18.3.2/24")
+	dir.sh(t, "sysctl -qw net.ipv4.ip_forward=1")
 	dir.ip(t, "addr", "add", "198.51.100.0/24", "dev", "lo") // VIPs local, so sockets can bind
 	peer.ip(t, "route", "add", "198.51.100.0/24", "via", "198.18.0.1")
+	peer.ip(t, "route", "add", "198.18.3.0/24", "via", "198.18.0.1")
 
 	var vip5000, vip5001, vipAnyRx, vipTCPRx, dip6000 *net.UDPConn
 	dir.do(t, func() {
@@ -80,6 +86,8 @@ func TestIngressDropsInNetNS(t *testing.T) {
 		vipTCPRx = listenUDP(t, netip.AddrPortFrom(vipTCP, 80))
 		dip6000 = listenUDP(t, netip.AddrPortFrom(dirAddr, 6000))
 	})
+	var client6000 *net.UDPConn
+	client.do(t, func() { client6000 = listenUDP(t, netip.AddrPortFrom(clientAddr, 6000)) })
 	var fromRS, fromEphemeral *net.UDPConn
 	peer.do(t, func() {
 		fromRS = listenUDP(t, netip.AddrPortFrom(peerAddr, 7000))
@@ -109,6 +117,7 @@ func TestIngressDropsInNetNS(t *testing.T) {
 	run("no rules", []check{
 		{"vip:5000", fromEphemeral, ap(vip, 5000), vip5000, true},
 		{"dip:6000 from rs:7000", fromRS, ap(dirAddr, 6000), dip6000, true},
+		{"client:6000 from rs:7000 (forwarded)", fromRS, ap(clientAddr, 6000), client6000, true},
 	})
 
 	table := TableName("@gvsd-test-" + runID)
@@ -156,7 +165,12 @@ func TestIngressDropsInNetNS(t *testing.T) {
 		{"vip:5001 passes", fromEphemeral, ap(vip, 5001), vip5001, true},
 		{"vipAny dropped", fromEphemeral, ap(vipAny, 9999), vipAnyRx, false},
 		{"vipTCP passes udp", fromEphemeral, ap(vipTCP, 80), vipTCPRx, true},
-		{"from rs:7000 dropped", fromRS, ap(dirAddr, 6000), dip6000, false},
+		// A NAT reply (to a client) never reaches the host's stack...
+		{"from rs:7000 to client dropped", fromRS, ap(clientAddr, 6000), client6000, false},
+		{"from other port to client passes", fromEphemeral, ap(clientAddr, 6000), client6000, true},
+		// ...but the director's own connections to the real server's
+		// port (health checks) get their replies.
+		{"from rs:7000 to the director passes", fromRS, ap(dirAddr, 6000), dip6000, true},
 		{"from other port passes", fromEphemeral, ap(dirAddr, 6000), dip6000, true},
 	})
 
@@ -167,7 +181,7 @@ func TestIngressDropsInNetNS(t *testing.T) {
 	run("replaced", []check{
 		{"vip:5000 passes", fromEphemeral, ap(vip, 5000), vip5000, true},
 		{"vip:5001 dropped", fromEphemeral, ap(vip, 5001), vip5001, false},
-		{"from rs:7000 passes", fromRS, ap(dirAddr, 6000), dip6000, true},
+		{"from rs:7000 passes", fromRS, ap(clientAddr, 6000), client6000, true},
 	})
 
 	// A bad rule changes nothing.
