@@ -16,8 +16,10 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
 
 	"gvs/forwarder/kernel"
+	"gvs/internal/frames"
 	"gvs/internal/lab"
 )
 
@@ -326,6 +328,80 @@ func TestDirectorReachesNATServers(t *testing.T) {
 		} else if !strings.HasPrefix(body, "name=r") {
 			t.Errorf("GET %s:8080 from the director: %q", rip, body)
 		}
+	}
+	stopAndCheck(t, d)
+}
+
+// TestForeignMACNotForwarded: the client LAN is a bridge that floods frames
+// for unknown MACs to every port, the director's too. gvsd forwards only the
+// frames addressed to its own MAC, like the kernel's IP stack: a datagram to
+// the VIP flooded towards another MAC creates no connection and reaches no
+// real server, the same datagram to the director's MAC does.
+func TestForeignMACNotForwarded(t *testing.T) {
+	lab.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	d := startDirector(t, ctx, lab.Options{}, natRules)
+	c := d.l.Clients()[0]
+	dirMAC := frames.MAC(d.l.Director().VIPSide.MAC)
+	udpStats := func() (conns, inPkts string) {
+		t.Helper()
+		out, err := d.l.Run(ctx, d.l.Director().NS, adminBin, "-Ln", "--stats")
+		if err != nil {
+			t.Fatalf("gvsadm -Ln --stats: %v: %s", err, out)
+		}
+		for _, line := range strings.Split(out, "\n") {
+			if f := strings.Fields(line); len(f) >= 4 && f[0] == "UDP" && f[1] == d.l.VIP().String()+":53" {
+				return f[2], f[3]
+			}
+		}
+		t.Fatalf("no UDP service line in:\n%s", out)
+		return "", ""
+	}
+	send := func(dst frames.MAC, sport uint16) {
+		t.Helper()
+		frame := frames.UDP(frames.L2{Src: frames.MAC(c.MAC), Dst: dst},
+			frames.IP{Src: c.Addr(), Dst: d.l.VIP()},
+			frames.UDPDgram{SrcPort: sport, DstPort: 53, Payload: []byte("flooded")})
+		err := lab.Do(c.NS, func() error {
+			ifi, err := net.InterfaceByName(c.Name)
+			if err != nil {
+				return err
+			}
+			fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(fd)
+			return unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6, Addr: [8]byte(append(dst[:], 0, 0))})
+		})
+		if err != nil {
+			t.Fatalf("sending a frame from %s: %v", c.NS, err)
+		}
+	}
+	// Another host's MAC (unknown to the bridge: flooded), broadcast and
+	// multicast: none is VIP traffic.
+	send(frames.MAC{0x02, 0, 0, 0, 0, 0x99}, 40001)
+	send(frames.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, 40002)
+	send(frames.MAC{0x01, 0x00, 0x5e, 0x00, 0x00, 0x01}, 40003)
+	time.Sleep(300 * time.Millisecond)
+	if conns, in := udpStats(); conns != "0" || in != "0" {
+		t.Errorf("after frames to other MACs: Conns %s InPkts %s, want 0 0", conns, in)
+	}
+	// The same datagram to the director's MAC is forwarded (the injection
+	// works). (The client's ICMP port unreachable for the echo adds an
+	// InPkt: only the connection is counted.)
+	send(dirMAC, 40004)
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		conns, _ := udpStats()
+		if conns == "1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after a frame to the director's MAC: Conns %s, want 1", conns)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	stopAndCheck(t, d)
 }
