@@ -405,3 +405,93 @@ func TestForeignMACNotForwarded(t *testing.T) {
 	}
 	stopAndCheck(t, d)
 }
+
+// tablePresent reports whether gvsd's nftables table exists in ns.
+func tablePresent(t *testing.T, ns string) bool {
+	t.Helper()
+	var found bool
+	err := lab.Do(ns, func() error {
+		c, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		_, err = c.ListTableOfFamily(kernel.TableName("gvsd"), nftables.TableFamilyNetdev)
+		found = err == nil
+		if errors.Is(err, syscall.ENOENT) {
+			err = nil
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return found
+}
+
+// TestSecondDaemonAndVanishedTable: a second gvsd in the namespace fails
+// with one clear line before it touches the first one's state; a table
+// removed by hand is put back by the running daemon.
+func TestSecondDaemonAndVanishedTable(t *testing.T) {
+	lab.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	d := startDirector(t, ctx, lab.Options{}, natRules)
+	ns := d.l.Director().NS
+	if seen := serverNames(t, ctx, d, 3); len(seen) != 3 {
+		t.Errorf("3 GETs through the VIP: %v", seen)
+	}
+
+	second, err := d.l.Start(ns, gvsdBin, "--vip-if", lab.DirectorVIPIf, "--dip-if", lab.DirectorDIPIf, "--rules", d.rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-second.Done():
+	case <-time.After(5 * time.Second):
+		second.Stop()
+		t.Fatalf("the second gvsd did not exit:\n%s", second.Output())
+	}
+	if err := second.Wait(); err == nil {
+		t.Errorf("the second gvsd exited 0:\n%s", second.Output())
+	}
+	out := second.Output()
+	if !strings.Contains(out, "another gvsd runs in this network namespace") {
+		t.Errorf("the second gvsd's output does not say why it failed:\n%s", out)
+	}
+	for _, touched := range []string{"stale nftables", "ingress drop rules", "offloads", "ARP"} {
+		if strings.Contains(out, touched) {
+			t.Errorf("the second gvsd touched the host (%q) before failing:\n%s", touched, out)
+		}
+	}
+	if !tablePresent(t, ns) {
+		t.Fatal("the first gvsd's nftables table is gone after the second one failed")
+	}
+	if seen := serverNames(t, ctx, d, 3); len(seen) != 3 {
+		t.Errorf("3 GETs after the second gvsd failed: %v", seen)
+	}
+
+	// nft delete table netdev gvs_gvsd
+	err = lab.Do(ns, func() error {
+		c, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		c.DelTable(&nftables.Table{Name: kernel.TableName("gvsd"), Family: nftables.TableFamilyNetdev})
+		return c.Flush()
+	})
+	if err != nil {
+		t.Fatalf("deleting the table by hand: %v", err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
+	defer wcancel()
+	if _, err := d.gvsd.WaitFor(wctx, "nftables table was removed by someone else: restored"); err != nil {
+		t.Fatalf("table not restored: %v", err)
+	}
+	if !tablePresent(t, ns) {
+		t.Fatal("gvsd said it restored the table, but there is none")
+	}
+	if seen := serverNames(t, ctx, d, 3); len(seen) != 3 {
+		t.Errorf("3 GETs after the table was restored: %v", seen)
+	}
+	stopAndCheck(t, d)
+}

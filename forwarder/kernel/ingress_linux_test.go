@@ -289,3 +289,80 @@ func checkTable(t *testing.T, conn *nftables.Conn, table string, sets map[string
 		}
 	}
 }
+
+// TestIngressEnsure: a table (or a chain of it) removed behind the owner's
+// back is noticed and installed again with the last Sync's rules.
+func TestIngressEnsure(t *testing.T) {
+	requireNetNS(t)
+	dir, peer := newNS(t, "ea"), newNS(t, "eb")
+	vethPair(t, dir, "a0", "198.18.0.1/24", peer, "b0", "198.18.0.2/24")
+	dir.ip(t, "addr", "add", "198.51.100.0/24", "dev", "lo")
+	peer.ip(t, "route", "add", "198.51.100.0/24", "via", "198.18.0.1")
+	var rx *net.UDPConn
+	var in *Ingress
+	var conn *nftables.Conn
+	table := TableName("@gvsd-ensure-" + runID)
+	dir.do(t, func() {
+		rx = listenUDP(t, netip.AddrPortFrom(vip, 5000))
+		var err error
+		if in, err = NewIngress(table, zaptest.NewLogger(t)); err != nil {
+			t.Fatalf("NewIngress: %v", err)
+		}
+		if conn, err = nftables.New(nftables.AsLasting()); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer conn.CloseLasting()
+	t.Cleanup(func() { in.Close() })
+	var from *net.UDPConn
+	peer.do(t, func() { from = listenUDP(t, netip.AddrPortFrom(peerAddr, 0)) })
+	p := &udpProbe{t: t}
+	to := netip.AddrPortFrom(vip, 5000)
+	dropped := func(stage string) {
+		t.Helper()
+		if p.delivered(from, to, rx, noDeliver) {
+			t.Errorf("%s: vip:5000 delivered, want dropped", stage)
+		}
+	}
+	ensure := func(stage string, want bool) {
+		t.Helper()
+		got, err := in.Ensure()
+		if err != nil || got != want {
+			t.Errorf("%s: Ensure() = %v, %v; want %v, nil", stage, got, err, want)
+		}
+	}
+
+	ensure("before Sync", false)
+	if err := in.Sync([]IngressRule{{Interface: "a0", Dir: MatchDst, Addr: vip, Proto: ipvs.ProtoUDP, Port: 5000}}); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	dropped("synced")
+	ensure("intact", false)
+
+	tbl := &nftables.Table{Name: table, Family: nftables.TableFamilyNetdev}
+	conn.DelTable(tbl) // nft delete table netdev <table>
+	if err := conn.Flush(); err != nil {
+		t.Fatalf("deleting the table by hand: %v", err)
+	}
+	if !p.delivered(from, to, rx, time.Second) {
+		t.Fatal("table deleted, yet vip:5000 still dropped: the test does not test anything")
+	}
+	ensure("table deleted", true)
+	dropped("restored")
+	ensure("restored", false)
+
+	conn.DelChain(&nftables.Chain{Name: ChainName("a0"), Table: tbl}) // nft delete chain
+	if err := conn.Flush(); err != nil {
+		t.Fatalf("deleting the chain by hand: %v", err)
+	}
+	ensure("chain deleted", true)
+	dropped("chain restored")
+
+	if err := in.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ensure("closed", false)
+	if _, err := conn.ListTableOfFamily(table, nftables.TableFamilyNetdev); err == nil {
+		t.Error("Ensure after Close brought the table back")
+	}
+}
