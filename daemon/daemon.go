@@ -50,6 +50,8 @@ type Config struct {
 	// RingFrames is the number of frames of each RX ring; 0: the ring
 	// package's default (2048). A full ring is that many frames of queueing.
 	RingFrames int
+	// ARP says for which VIPs the daemon answers ARP (default ARPAuto).
+	ARP ARPMode
 	// StatsInterval, if positive, logs Stats at debug level that often.
 	StatsInterval time.Duration
 	// Logger receives the daemon's logs; nil: no logs.
@@ -98,6 +100,7 @@ type Daemon struct {
 	derived  Derived
 	filters  [2]ring.Filter
 	arpAddrs []netip.Addr
+	hostHeld map[netip.Addr]bool // VIPs the host has held since New (ARPAuto)
 }
 
 // New sets the director up: it reads the interfaces, loads the rules, opens
@@ -312,6 +315,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	})
 	var bg sync.WaitGroup
 	bg.Go(func() { d.housekeeping(ctx) })
+	if d.cfg.ARP == ARPAuto {
+		bg.Go(func() { d.watchAddrs(ctx) })
+	}
 	var runErr error
 	var errOnce sync.Once
 	if d.cfg.Control != nil {

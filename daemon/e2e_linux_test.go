@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -492,6 +493,109 @@ func TestSecondDaemonAndVanishedTable(t *testing.T) {
 	}
 	if seen := serverNames(t, ctx, d, 3); len(seen) != 3 {
 		t.Errorf("3 GETs after the table was restored: %v", seen)
+	}
+	stopAndCheck(t, d)
+}
+
+// arpAnswered sends an ARP request for target from the client and reports
+// whether anyone answered within wait.
+func arpAnswered(t *testing.T, c lab.Client, target netip.Addr, wait time.Duration) bool {
+	t.Helper()
+	var answered bool
+	err := lab.Do(c.NS, func() error {
+		ifi, err := net.InterfaceByName(c.Name)
+		if err != nil {
+			return err
+		}
+		proto := int(htons(unix.ETH_P_ARP))
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: uint16(proto), Ifindex: ifi.Index}); err != nil {
+			return err
+		}
+		req := frames.ARPRequest(frames.MAC(c.MAC), c.Addr(), target)
+		bcast := [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+		if err := unix.Sendto(fd, req, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6, Addr: bcast}); err != nil {
+			return err
+		}
+		deadline := time.Now().Add(wait)
+		buf := make([]byte, 128)
+		for {
+			left := time.Until(deadline)
+			if left <= 0 {
+				return nil
+			}
+			tv := unix.NsecToTimeval(left.Nanoseconds())
+			if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+				return err
+			}
+			n, _, err := unix.Recvfrom(fd, buf, 0)
+			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			// An ARP reply (op 2) whose sender address is the target.
+			if n >= 42 && buf[20] == 0 && buf[21] == 2 && netip.AddrFrom4([4]byte(buf[28:32])) == target {
+				answered = true
+				return nil
+			}
+		}
+	})
+	if err != nil {
+		t.Fatalf("ARP probe from %s: %v", c.NS, err)
+	}
+	return answered
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// TestARPFollowsHostAddresses: with --arp auto, gvsd answers ARP for a VIP
+// the host does not hold; once the host holds it (keepalived's master) it
+// is the host's: after the address is removed again (demotion), nobody
+// answers for it on this director.
+func TestARPFollowsHostAddresses(t *testing.T) {
+	lab.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	d := startDirector(t, ctx, lab.Options{}, natRules)
+	c, vip, ns := d.l.Clients()[0], d.l.VIP(), d.l.Director().NS
+	if !arpAnswered(t, c, vip, time.Second) {
+		t.Fatal("VIP held by no host: gvsd did not answer ARP for it")
+	}
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := d.l.Run(ctx, ns, "ip", args...); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	ip("addr", "add", vip.String()+"/32", "dev", lab.DirectorVIPIf) // keepalived: MASTER
+	// Wait until gvsd has seen it (an address added and removed between
+	// two looks would go unnoticed).
+	wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
+	defer wcancel()
+	if _, err := d.gvsd.WaitFor(wctx, "VIP held by the host"); err != nil {
+		t.Errorf("gvsd did not notice the VIP on the host: %v", err)
+	}
+	if !arpAnswered(t, c, vip, time.Second) {
+		t.Error("VIP on the director's interface: nobody answered ARP")
+	}
+	ip("addr", "del", vip.String()+"/32", "dev", lab.DirectorVIPIf) // BACKUP again
+	// The kernel stops at once; gvsd must not take over.
+	deadline := time.Now().Add(3 * time.Second)
+	for arpAnswered(t, c, vip, 300*time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("VIP removed from the host: the director still answers ARP for it")
+		}
+	}
+	// And it stays silent (not just between two evaluations).
+	time.Sleep(500 * time.Millisecond)
+	if arpAnswered(t, c, vip, 500*time.Millisecond) {
+		t.Error("VIP removed from the host: the director answers ARP for it again")
 	}
 	stopAndCheck(t, d)
 }
