@@ -31,5 +31,10 @@
 // default), scoped to the network namespace, so "ip netns exec NS gvsadm"
 // reaches that namespace's daemon. Each connection carries one request and
 // one response, both length-prefixed binary frames (see wire.go). The server
-// takes the caller's identity from SO_PEERCRED, never from the request.
+// takes the caller's identity from SO_PEERCRED, never from the request, and
+// before it reads anything: an unprivileged caller (who may only run -h and
+// -v) gets a request limit of a few KiB, a short read deadline, two
+// connections per uid and a pool of slots separate from root's, so that no
+// local user can make root wait or grow the daemon's memory; the warnings
+// such callers cause are rate-limited.
 package control

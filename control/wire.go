@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -224,14 +225,16 @@ func readFrame(r io.Reader, max int) ([]byte, error) {
 	if uint64(n) > uint64(max) {
 		return nil, &frameSizeError{size: n, max: max}
 	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(r, b); err != nil {
+	// Grow with what arrives instead of allocating the announced size:
+	// a peer that announces a large frame and sends little costs little.
+	buf := bytes.NewBuffer(make([]byte, 0, min(int(n), 64<<10)))
+	if _, err := io.CopyN(buf, r, int64(n)); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
 		return nil, err
 	}
-	return b, nil
+	return buf.Bytes(), nil
 }
 
 // frameSizeError is an announced frame size over the limit.

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 
@@ -101,14 +102,62 @@ func (d *Derived) Filters(oneArm bool) (vip, dip ring.Filter) {
 	return vip, dip
 }
 
-// ARPAddrs returns the VIPs the daemon must answer ARP for: those not
-// configured on the host (when the host holds a VIP, on lo for instance,
-// the kernel answers ARP itself according to its arp_ignore setting).
-func (d *Derived) ARPAddrs(hostHas func(netip.Addr) bool) []netip.Addr {
+// ARPMode says for which VIPs gvsd answers ARP (gvsd --arp).
+type ARPMode uint8
+
+const (
+	// ARPAuto answers for the VIPs the host does not hold, following the
+	// host's addresses live; a VIP the host has held since the daemon
+	// started is the host's (keepalived, an administrator): gvsd leaves it
+	// to the kernel from then on, present or not, so that a demoted VRRP
+	// master stops attracting the VIP's traffic.
+	ARPAuto ARPMode = iota
+	// ARPOn answers for every VIP, whatever the host holds.
+	ARPOn
+	// ARPOff never answers: the VIP is routed to the director, or the
+	// kernel answers for it.
+	ARPOff
+)
+
+// ParseARPMode parses "auto", "on" or "off".
+func ParseARPMode(s string) (ARPMode, error) {
+	switch s {
+	case "auto":
+		return ARPAuto, nil
+	case "on":
+		return ARPOn, nil
+	case "off":
+		return ARPOff, nil
+	}
+	return ARPAuto, fmt.Errorf("--arp %q: want auto, on or off", s)
+}
+
+// String gives the mode's name, as ParseARPMode reads it.
+func (m ARPMode) String() string {
+	switch m {
+	case ARPAuto:
+		return "auto"
+	case ARPOn:
+		return "on"
+	case ARPOff:
+		return "off"
+	}
+	return fmt.Sprintf("ARPMode(%d)", uint8(m))
+}
+
+// ARPAddrs returns the VIPs the daemon must answer ARP for in mode: with
+// ARPAuto those the host does not hold (hostHas) and has not held since
+// the daemon started (hostHeld).
+func (d *Derived) ARPAddrs(mode ARPMode, hostHas, hostHeld func(netip.Addr) bool) []netip.Addr {
 	var out []netip.Addr
 	for _, a := range d.VIPs {
-		if !hostHas(a) {
+		switch mode {
+		case ARPOn:
 			out = append(out, a)
+		case ARPAuto:
+			if !hostHas(a) && !hostHeld(a) {
+				out = append(out, a)
+			}
 		}
 	}
 	return out

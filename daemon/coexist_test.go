@@ -115,9 +115,30 @@ func TestDeriveFilters(t *testing.T) {
 func TestARPAddrs(t *testing.T) {
 	d := Derive(tableFrom(t, mixedRules), "vip0", "dip0")
 	onHost := map[netip.Addr]bool{netip.MustParseAddr("203.0.113.5"): true}
-	got := d.ARPAddrs(func(a netip.Addr) bool { return onHost[a] })
-	if want := addrs("198.51.100.10"); !slices.Equal(got, want) {
-		t.Errorf("ARP addrs %v, want %v (a VIP held by the host is the kernel's to answer)", got, want)
+	has := func(a netip.Addr) bool { return onHost[a] }
+	never := func(netip.Addr) bool { return false }
+	if got, want := d.ARPAddrs(ARPAuto, has, never), addrs("198.51.100.10"); !slices.Equal(got, want) {
+		t.Errorf("auto: ARP addrs %v, want %v (a VIP held by the host is the kernel's to answer)", got, want)
+	}
+	// Held earlier (keepalived's master, since demoted): the host's, even
+	// gone.
+	held := func(a netip.Addr) bool { return a == netip.MustParseAddr("198.51.100.10") }
+	if got := d.ARPAddrs(ARPAuto, never, held); !slices.Equal(got, addrs("203.0.113.5")) {
+		t.Errorf("auto, 198.51.100.10 held before: %v, want only 203.0.113.5", got)
+	}
+	if got := d.ARPAddrs(ARPOn, has, held); !slices.Equal(got, d.VIPs) {
+		t.Errorf("on: %v, want every VIP %v", got, d.VIPs)
+	}
+	if got := d.ARPAddrs(ARPOff, never, never); len(got) != 0 {
+		t.Errorf("off: %v, want none", got)
+	}
+	for _, m := range []ARPMode{ARPAuto, ARPOn, ARPOff} {
+		if got, err := ParseARPMode(m.String()); got != m || err != nil {
+			t.Errorf("ParseARPMode(%q) = %v, %v", m, got, err)
+		}
+	}
+	if _, err := ParseARPMode("yes"); err == nil {
+		t.Error("ParseARPMode accepted yes")
 	}
 }
 

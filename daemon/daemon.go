@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -50,6 +52,8 @@ type Config struct {
 	// RingFrames is the number of frames of each RX ring; 0: the ring
 	// package's default (2048). A full ring is that many frames of queueing.
 	RingFrames int
+	// ARP says for which VIPs the daemon answers ARP (default ARPAuto).
+	ARP ARPMode
 	// StatsInterval, if positive, logs Stats at debug level that often.
 	StatsInterval time.Duration
 	// Settings are IPVS's sysctls (net.ipv4.vs.*), shared by the control
@@ -60,8 +64,9 @@ type Config struct {
 	Logger *zap.Logger
 	// Control, if not nil, serves the control socket: Run calls it in its
 	// own goroutine once the data path is up and cancels its context at
-	// shutdown. An error other than the context's is logged and stops the
-	// daemon.
+	// shutdown. It serves d.ControlListener(), which New bound before
+	// anything else. An error other than the context's is logged and stops
+	// the daemon.
 	Control func(ctx context.Context, d *Daemon) error
 }
 
@@ -85,6 +90,7 @@ type Daemon struct {
 	env   *Env
 	pipe  *forwarder.Pipeline
 
+	ctl     *net.UnixListener // the control socket: also the namespace's single-instance lock
 	res     *kernel.Resolver
 	ingress *kernel.Ingress
 	arp     *kernel.ARPResponder
@@ -100,6 +106,7 @@ type Daemon struct {
 	derived  Derived
 	filters  [2]ring.Filter
 	arpAddrs []netip.Addr
+	hostHeld map[netip.Addr]bool // VIPs the host has held since New (ARPAuto)
 }
 
 // New sets the director up: it reads the interfaces, loads the rules, opens
@@ -132,6 +139,13 @@ func New(cfg Config) (d *Daemon, err error) {
 		}
 	}()
 
+	// The control socket first: it is the single-instance lock of the
+	// socket name in this network namespace, and a second daemon must fail
+	// before it touches what the first one installed (nftables table,
+	// offloads, ARP).
+	if d.ctl, err = listenControl(cfg.Socket); err != nil {
+		return d, err
+	}
 	vip, err := ReadLink(cfg.VIPIf)
 	if err != nil {
 		return d, err
@@ -188,6 +202,23 @@ func New(cfg Config) (d *Daemon, err error) {
 	}
 	return d, nil
 }
+
+// listenControl binds the abstract unix socket @name. An address in use
+// means another daemon of this network namespace holds the name.
+func listenControl(name string) (*net.UnixListener, error) {
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: "@" + name, Net: "unix"})
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("control socket @%s is in use: another gvsd runs in this network namespace (nothing was changed; use another --socket to run a second one)", name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("control socket @%s: %w", name, err)
+	}
+	return ln, nil
+}
+
+// ControlListener is the control socket New bound (@Socket). Config.Control
+// serves it; the daemon closes it when it stops.
+func (d *Daemon) ControlListener() *net.UnixListener { return d.ctl }
 
 // interfaces lists the distinct interfaces, VIP side first.
 func (d *Daemon) interfaces() []string {
@@ -299,6 +330,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	})
 	var bg sync.WaitGroup
 	bg.Go(func() { d.housekeeping(ctx) })
+	if d.cfg.ARP == ARPAuto {
+		bg.Go(func() { d.watchAddrs(ctx) })
+	}
 	var runErr error
 	var errOnce sync.Once
 	if d.cfg.Control != nil {
@@ -327,17 +361,40 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return runErr
 }
 
-// housekeeping expires connections every 100 ms and logs statistics.
+// IngressCheckInterval is how often the daemon checks that its nftables
+// table is still in place (see kernel.Ingress.Ensure).
+const IngressCheckInterval = time.Second
+
+// housekeeping expires connections every 100 ms, restores the nftables
+// table when someone removed it, and logs statistics.
 func (d *Daemon) housekeeping(ctx context.Context) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	var lastStats time.Time
+	var lastStats, lastCheck time.Time
+	var lastErr string
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-tick.C:
 			d.conns.Expire(d.Clock())
+			if now.Sub(lastCheck) >= IngressCheckInterval {
+				lastCheck = now
+				restored, err := d.ingress.Ensure()
+				switch {
+				case err != nil:
+					// Once per distinct error, not every second.
+					if err.Error() != lastErr {
+						d.log.Warn("cannot check or restore the nftables table", zap.String("table", d.ingress.Table()), zap.Error(err))
+					}
+					lastErr = err.Error()
+				case restored:
+					d.log.Warn("nftables table was removed by someone else: restored", zap.String("table", d.ingress.Table()))
+					lastErr = ""
+				default:
+					lastErr = ""
+				}
+			}
 			if iv := d.cfg.StatsInterval; iv > 0 && now.Sub(lastStats) >= iv {
 				lastStats = now
 				if ce := d.log.Check(zap.DebugLevel, "stats"); ce != nil {
@@ -372,6 +429,13 @@ func (d *Daemon) close() error {
 	}
 	if d.res != nil {
 		errs = append(errs, d.res.Close())
+	}
+	if d.ctl != nil {
+		// Last: the name stays taken until everything else is removed.
+		// Config.Control may have closed it already.
+		if err := d.ctl.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -1,10 +1,13 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/vishvananda/netlink"
+	"go.uber.org/zap"
 
 	"gvs/forwarder"
 )
@@ -61,4 +64,53 @@ func hostAddrs() (map[netip.Addr]bool, error) {
 		}
 	}
 	return m, nil
+}
+
+// watchAddrs follows the host's IPv4 address changes (netlink) and
+// re-evaluates the ARP answers after each burst of them; every 10 s it
+// re-evaluates anyway, in case a notification was lost.
+func (d *Daemon) watchAddrs(ctx context.Context) {
+	ch := make(chan netlink.AddrUpdate, 64)
+	done := make(chan struct{})
+	defer close(done)
+	subscribe := func() bool {
+		err := netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{
+			ErrorCallback: func(err error) { d.log.Warn("address notifications", zap.Error(err)) },
+		})
+		if err != nil {
+			d.log.Warn("cannot follow the host's addresses: ARP answers follow them only every 10 s", zap.Error(err))
+			return false
+		}
+		return true
+	}
+	subscribed := subscribe()
+	tick := time.NewTicker(10 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-ch:
+			if !ok { // the subscription ended (error): subscribe again
+				ch = make(chan netlink.AddrUpdate, 64)
+				subscribed = subscribe()
+				continue
+			}
+			// Take the rest of the burst (keepalived adds several).
+			for drained := false; !drained; {
+				select {
+				case _, ok := <-ch:
+					drained = !ok
+				default:
+					drained = true
+				}
+			}
+			d.hostAddrsChanged()
+		case <-tick.C:
+			if !subscribed {
+				subscribed = subscribe()
+			}
+			d.hostAddrsChanged()
+		}
+	}
 }

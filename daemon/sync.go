@@ -55,20 +55,8 @@ func (d *Daemon) Sync() error {
 		}
 	}
 
-	host, err := hostAddrs()
-	if err != nil {
+	if err := d.syncARP(der); err != nil {
 		errs = append(errs, err)
-	} else {
-		addrs := der.ARPAddrs(func(a netip.Addr) bool { return host[a] })
-		if err := d.arp.SetAddrs(addrs); err != nil {
-			errs = append(errs, err)
-		}
-		for _, a := range diffAddrs(addrs, d.arpAddrs) {
-			if err := d.arp.Gratuitous(a); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		d.arpAddrs = addrs
 	}
 	if der.FWMarkServices > 0 {
 		d.log.Warn("fwmark services are not matched at ingress: their traffic is neither captured nor hidden from the kernel",
@@ -79,6 +67,55 @@ func (d *Daemon) Sync() error {
 	d.log.Info("services synced", zap.Int("vips", len(der.VIPs)), zap.Int("real_servers", len(der.RIPs)),
 		zap.Int("ingress_rules", len(der.Ingress)), zap.Int("arp_addrs", len(d.arpAddrs)))
 	return errors.Join(errs...)
+}
+
+// syncARP gives the ARP responder the VIPs of der it must answer for now
+// (Config.ARP, the host's addresses), with a gratuitous ARP for each new
+// one. d.mu is held.
+func (d *Daemon) syncARP(der Derived) error {
+	host, err := hostAddrs()
+	if err != nil {
+		return err
+	}
+	if d.hostHeld == nil {
+		d.hostHeld = map[netip.Addr]bool{}
+	}
+	for _, a := range der.VIPs {
+		if host[a] && !d.hostHeld[a] {
+			d.hostHeld[a] = true
+			if d.cfg.ARP == ARPAuto {
+				d.log.Info("VIP held by the host: ARP for it is left to the kernel from now on", zap.Stringer("vip", a))
+			}
+		}
+	}
+	addrs := der.ARPAddrs(d.cfg.ARP, func(a netip.Addr) bool { return host[a] }, func(a netip.Addr) bool { return d.hostHeld[a] })
+	var errs []error
+	if err := d.arp.SetAddrs(addrs); err != nil {
+		errs = append(errs, err)
+	}
+	for _, a := range diffAddrs(addrs, d.arpAddrs) {
+		if err := d.arp.Gratuitous(a); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if !slices.Equal(addrs, d.arpAddrs) {
+		d.log.Info("answering ARP", zap.String("mode", d.cfg.ARP.String()), zap.Stringers("vips", addrs))
+	}
+	d.arpAddrs = addrs
+	return errors.Join(errs...)
+}
+
+// hostAddrsChanged re-evaluates the ARP answers after the host's addresses
+// changed (netlink), without touching the rest of Sync's state.
+func (d *Daemon) hostAddrsChanged() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed || !d.synced {
+		return
+	}
+	if err := d.syncARP(d.derived); err != nil {
+		d.log.Warn("ARP answers not updated after an address change", zap.Error(err))
+	}
 }
 
 // setFilters attaches new filters to every RX ring when they changed. A

@@ -19,6 +19,8 @@ func controlServer(adminGID int) func(ctx context.Context, d *daemon.Daemon) err
 		e.Settings = d.Settings()
 		// The rate estimator (ipvsadm --rate) samples the counters every 2 s.
 		go e.RunEstimator(ctx)
-		return control.Serve(ctx, d.Socket(), e, d.Logger().Named("control"))
+		// New bound the socket before touching the host (single instance).
+		s := &control.Server{Engine: e, Log: d.Logger().Named("control")}
+		return s.Serve(ctx, d.ControlListener())
 	}
 }

@@ -50,6 +50,7 @@ type options struct {
 	logFormat string
 	adminGID  int
 	pprof     string
+	arp       string
 	// notices are about sysctls set that gvs stores but does not act on.
 	notices []string
 }
@@ -70,6 +71,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.pprof, "pprof", "", "serve Go's pprof on this address (e.g. 127.0.0.1:6060) for profiling; off by default")
 	fs.DurationVar(&o.cfg.StatsInterval, "stats-interval", 10*time.Second, "log data-path counters at debug level this often (0: never)")
 	fs.IntVar(&o.adminGID, "admin-gid", -1, "group (primary GID of the caller) allowed to change the daemon besides root; -1: root only")
+	fs.StringVar(&o.arp, "arp", "auto", "answer ARP for VIPs: auto (those the host does not hold and has not held since start, followed live), on (all), off (none)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
 	var sysctls sysctlFlag
@@ -91,6 +93,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("--log-format %q: want json or console", o.logFormat)
 	}
 	var err error
+	if o.cfg.ARP, err = daemon.ParseARPMode(o.arp); err != nil {
+		return o, err
+	}
 	if o.cfg.Settings, o.notices, err = applySysctls(*sysctlFile, sysctls); err != nil {
 		return o, err
 	}

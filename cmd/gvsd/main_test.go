@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gvs/daemon"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -21,6 +23,12 @@ func TestParseFlags(t *testing.T) {
 	}
 	if _, err := parseFlags([]string{"--vip-if", "eth0", "--dip-if", "eth1", "--busy-poll", "-1s"}, &stderr); err == nil {
 		t.Fatal("negative --busy-poll accepted")
+	}
+	if o, err := parseFlags([]string{"--vip-if", "eth0", "--dip-if", "eth1", "--arp", "off"}, &stderr); err != nil || o.cfg.ARP != daemon.ARPOff {
+		t.Fatalf("--arp off: %v, %v", o.cfg.ARP, err)
+	}
+	if _, err := parseFlags([]string{"--vip-if", "eth0", "--dip-if", "eth1", "--arp", "yes"}, &stderr); err == nil {
+		t.Fatal("--arp yes accepted")
 	}
 	if _, err := parseFlags([]string{"--dip-if", "eth1"}, &stderr); err == nil {
 		t.Fatal("missing --vip-if accepted")

@@ -47,9 +47,13 @@ type ARPResponder struct {
 
 // arpRequestFilter is a classic BPF program accepting only ARP requests
 // (EtherType 0x0806 at offset 12, operation 1 at offset 20), so replies and
-// other frames never wake the reader.
+// other frames never wake the reader. Like the kernel's arp_rcv, it drops
+// frames addressed to another host's MAC (PACKET_OTHERHOST: unicast a
+// bridge flooded to us); broadcast requests pass.
 var arpRequestFilter = func() []bpf.RawInstruction {
 	prog, err := bpf.Assemble([]bpf.Instruction{
+		bpf.LoadExtension{Num: bpf.ExtType},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.PACKET_OTHERHOST, SkipTrue: 5},
 		bpf.LoadAbsolute{Off: 12, Size: 2},
 		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: 0x0806, SkipTrue: 3},
 		bpf.LoadAbsolute{Off: 20, Size: 2},

@@ -28,12 +28,18 @@ type arpPeer struct {
 // target seen within wait.
 func (p *arpPeer) ask(target netip.Addr, wait time.Duration) (dst [6]byte, reply arpPacket, ok bool) {
 	p.t.Helper()
+	return p.askVia(broadcastMAC, target, wait)
+}
+
+// askVia is ask with the request sent to the Ethernet address ethDst.
+func (p *arpPeer) askVia(ethDst [6]byte, target netip.Addr, wait time.Duration) (dst [6]byte, reply arpPacket, ok bool) {
+	p.t.Helper()
 	req := arpPacket{EthSrc: p.mac, Op: arpRequest, SenderMAC: p.mac, SenderIP: p.ip, TargetIP: target.As4()}
-	frame, err := marshalARP(broadcastMAC, req)
+	frame, err := marshalARP(ethDst, req)
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	if _, err := p.conn.WriteTo(frame, &packet.Addr{HardwareAddr: broadcastMAC[:]}); err != nil {
+	if _, err := p.conn.WriteTo(frame, &packet.Addr{HardwareAddr: ethDst[:]}); err != nil {
 		p.t.Fatalf("sending ARP request: %v", err)
 	}
 	buf := make([]byte, 1514)
@@ -119,6 +125,14 @@ func TestARPResponderInNetNS(t *testing.T) {
 	// Not ours: no reply.
 	if _, _, ok := p.ask(vip2, 250*time.Millisecond); ok {
 		t.Errorf("reply for %v, which is not in the set", vip2)
+	}
+	// A request unicast to our MAC is answered; one to another host's MAC
+	// (a bridge flooding it to us) is not, as the kernel's arp_rcv drops it.
+	if _, _, ok := p.askVia(dirMAC, vip1, time.Second); !ok {
+		t.Errorf("no reply for %v to a request unicast to our MAC", vip1)
+	}
+	if _, _, ok := p.askVia([6]byte{0x02, 0, 0, 0, 0, 0x77}, vip1, 250*time.Millisecond); ok {
+		t.Errorf("reply for %v to a request addressed to another host's MAC", vip1)
 	}
 	// The set changes at runtime.
 	if err := r.SetAddrs([]netip.Addr{vip2, vip3}); err != nil {

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netns"
 	"go.uber.org/zap"
@@ -31,9 +32,12 @@ type Ingress struct {
 	log   *zap.Logger
 	table *nftables.Table
 
-	mu     sync.Mutex // serializes Sync and Close; guards ns and closed
+	mu     sync.Mutex // serializes Sync, Ensure and Close; guards the fields below
 	ns     netns.NsHandle
 	closed bool
+	synced bool                              // a Sync succeeded: the table should exist
+	byIf   map[string]map[[2]uint8]*setGroup // what the last successful Sync installed
+	nrules int
 }
 
 // NewIngress takes ownership of the netdev table named table (see
@@ -148,7 +152,13 @@ const (
 	l4DstOff   = 2
 )
 
-// matchExprs builds "meta protocol ip, <key> @set, counter, drop".
+// matchExprs builds "meta protocol ip, <key> @set, counter, drop". A
+// source match (NAT replies from a real server) also requires "fib daddr
+// type != local": a packet from the real server's address and port to an
+// address of the director itself answers the director's own connection (a
+// health check, an administrator's curl) and belongs to its stack, while the
+// NAT replies gvs forwards are addressed to clients. Destination matches
+// (VIP traffic) have no such exception: a VIP on lo is local too.
 func matchExprs(dir Direction, shape matchShape, set *nftables.Set) []expr.Any {
 	addrOff, portOff := uint32(ipv4DstOff), uint32(l4DstOff)
 	if dir == MatchSrc {
@@ -165,8 +175,14 @@ func matchExprs(dir Direction, shape matchShape, set *nftables.Set) []expr.Any {
 	if shape == shapeAddrProtoPort {
 		e = append(e, &expr.Payload{DestRegister: reg32_2, Base: expr.PayloadBaseTransportHeader, Offset: portOff, Len: 2})
 	}
+	e = append(e, &expr.Lookup{SourceRegister: reg1, SetName: set.Name, SetID: set.ID})
+	if dir == MatchSrc {
+		e = append(e,
+			&expr.Fib{Register: reg1, FlagDADDR: true, ResultADDRTYPE: true},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
+		)
+	}
 	return append(e,
-		&expr.Lookup{SourceRegister: reg1, SetName: set.Name, SetID: set.ID},
 		&expr.Counter{},
 		&expr.Verdict{Kind: expr.VerdictDrop},
 	)
@@ -215,6 +231,68 @@ func (in *Ingress) Sync(rules []IngressRule) error {
 	if in.closed {
 		return errors.New("ingress: closed")
 	}
+	if err := in.install(byIf, len(seen)); err != nil {
+		return err
+	}
+	in.synced, in.byIf, in.nrules = true, byIf, len(seen)
+	in.log.Info("ingress drop rules installed", zap.Int("rules", len(seen)), zap.Int("interfaces", len(byIf)))
+	return nil
+}
+
+// Ensure checks that the table and its chains are in place and, if
+// someone removed them (`nft delete table`, `nft flush ruleset`, another
+// program), installs the rules of the last Sync again. It reports whether
+// it restored anything. Before the first Sync and after Close it does
+// nothing. It costs two netlink dumps: cheap enough for once a second.
+func (in *Ingress) Ensure() (restored bool, err error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.closed || !in.synced {
+		return false, nil
+	}
+	ok, err := in.present()
+	if err != nil || ok {
+		return false, err
+	}
+	if err := in.install(in.byIf, in.nrules); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// present reports whether the table exists with one chain per interface
+// of the last Sync.
+func (in *Ingress) present() (bool, error) {
+	c, err := in.newConn()
+	if err != nil {
+		return false, err
+	}
+	_, err = c.ListTableOfFamily(in.table.Name, nftables.TableFamilyNetdev)
+	if errors.Is(err, unix.ENOENT) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("ingress: looking for table %s: %w", in.table.Name, err)
+	}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyNetdev)
+	if err != nil {
+		return false, fmt.Errorf("ingress: listing chains: %w", err)
+	}
+	want := map[string]bool{}
+	for ifname := range in.byIf {
+		want[ChainName(ifname)] = true
+	}
+	for _, ch := range chains {
+		if ch.Table != nil && ch.Table.Name == in.table.Name {
+			delete(want, ch.Name)
+		}
+	}
+	return len(want) == 0, nil
+}
+
+// install replaces the table by one holding byIf's sets and rules, in one
+// batch. in.mu is held.
+func (in *Ingress) install(byIf map[string]map[[2]uint8]*setGroup, nrules int) error {
 	c, err := in.newConn()
 	if err != nil {
 		return err
@@ -253,9 +331,8 @@ func (in *Ingress) Sync(rules []IngressRule) error {
 		}
 	}
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("ingress: installing %d rules: %w", len(seen), err)
+		return fmt.Errorf("ingress: installing %d rules: %w", nrules, err)
 	}
-	in.log.Info("ingress drop rules installed", zap.Int("rules", len(seen)), zap.Int("interfaces", len(byIf)))
 	return nil
 }
 

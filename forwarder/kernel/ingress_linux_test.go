@@ -19,12 +19,13 @@ import (
 )
 
 var (
-	dirAddr   = netip.MustParseAddr("198.18.0.1")
-	peerAddr  = netip.MustParseAddr("198.18.0.2")
-	vip       = netip.MustParseAddr("198.51.100.10")
-	vipAny    = netip.MustParseAddr("198.51.100.20")
-	vipTCP    = netip.MustParseAddr("198.51.100.30")
-	noDeliver = 250 * time.Millisecond // how long "not delivered" waits
+	dirAddr    = netip.MustParseAddr("198.18.0.1")
+	peerAddr   = netip.MustParseAddr("198.18.0.2")
+	clientAddr = netip.MustParseAddr("198.18.3.2")
+	vip        = netip.MustParseAddr("198.51.100.10")
+	vipAny     = netip.MustParseAddr("198.51.100.20")
+	vipTCP     = netip.MustParseAddr("198.51.100.30")
+	noDeliver  = 250 * time.Millisecond // how long "not delivered" waits
 )
 
 // udpProbe sends a fresh payload from "from" to "to" and reports whether
@@ -67,10 +68,15 @@ func listenUDP(t *testing.T, ap netip.AddrPort) *net.UDPConn {
 
 func TestIngressDropsInNetNS(t *testing.T) {
 	requireNetNS(t)
-	dir, peer := newNS(t, "ia"), newNS(t, "ib")
+	dir, peer, client := newNS(t, "ia"), newNS(t, "ib"), newNS(t, "ic")
 	vethPair(t, dir, "a0", "198.18.0.1/24", peer, "b0", "198.18.0.2/24")
+	// The client is behind the director, which routes: what the ingress
+	// drop lets through towards a non-local address, the kernel forwards.
+	vethPair(t, dir, "c0", "198.18.3.1/24", client, "d0", "198.18.3.2/24")
+	dir.sh(t, "sysctl -qw net.ipv4.ip_forward=1")
 	dir.ip(t, "addr", "add", "198.51.100.0/24", "dev", "lo") // VIPs local, so sockets can bind
 	peer.ip(t, "route", "add", "198.51.100.0/24", "via", "198.18.0.1")
+	peer.ip(t, "route", "add", "198.18.3.0/24", "via", "198.18.0.1")
 
 	var vip5000, vip5001, vipAnyRx, vipTCPRx, dip6000 *net.UDPConn
 	dir.do(t, func() {
@@ -80,6 +86,8 @@ func TestIngressDropsInNetNS(t *testing.T) {
 		vipTCPRx = listenUDP(t, netip.AddrPortFrom(vipTCP, 80))
 		dip6000 = listenUDP(t, netip.AddrPortFrom(dirAddr, 6000))
 	})
+	var client6000 *net.UDPConn
+	client.do(t, func() { client6000 = listenUDP(t, netip.AddrPortFrom(clientAddr, 6000)) })
 	var fromRS, fromEphemeral *net.UDPConn
 	peer.do(t, func() {
 		fromRS = listenUDP(t, netip.AddrPortFrom(peerAddr, 7000))
@@ -109,6 +117,7 @@ func TestIngressDropsInNetNS(t *testing.T) {
 	run("no rules", []check{
 		{"vip:5000", fromEphemeral, ap(vip, 5000), vip5000, true},
 		{"dip:6000 from rs:7000", fromRS, ap(dirAddr, 6000), dip6000, true},
+		{"client:6000 from rs:7000 (forwarded)", fromRS, ap(clientAddr, 6000), client6000, true},
 	})
 
 	table := TableName("@gvsd-test-" + runID)
@@ -156,7 +165,12 @@ func TestIngressDropsInNetNS(t *testing.T) {
 		{"vip:5001 passes", fromEphemeral, ap(vip, 5001), vip5001, true},
 		{"vipAny dropped", fromEphemeral, ap(vipAny, 9999), vipAnyRx, false},
 		{"vipTCP passes udp", fromEphemeral, ap(vipTCP, 80), vipTCPRx, true},
-		{"from rs:7000 dropped", fromRS, ap(dirAddr, 6000), dip6000, false},
+		// A NAT reply (to a client) never reaches the host's stack...
+		{"from rs:7000 to client dropped", fromRS, ap(clientAddr, 6000), client6000, false},
+		{"from other port to client passes", fromEphemeral, ap(clientAddr, 6000), client6000, true},
+		// ...but the director's own connections to the real server's
+		// port (health checks) get their replies.
+		{"from rs:7000 to the director passes", fromRS, ap(dirAddr, 6000), dip6000, true},
 		{"from other port passes", fromEphemeral, ap(dirAddr, 6000), dip6000, true},
 	})
 
@@ -167,7 +181,7 @@ func TestIngressDropsInNetNS(t *testing.T) {
 	run("replaced", []check{
 		{"vip:5000 passes", fromEphemeral, ap(vip, 5000), vip5000, true},
 		{"vip:5001 dropped", fromEphemeral, ap(vip, 5001), vip5001, false},
-		{"from rs:7000 passes", fromRS, ap(dirAddr, 6000), dip6000, true},
+		{"from rs:7000 passes", fromRS, ap(clientAddr, 6000), client6000, true},
 	})
 
 	// A bad rule changes nothing.
@@ -273,5 +287,82 @@ func checkTable(t *testing.T, conn *nftables.Conn, table string, sets map[string
 		if !slices.Equal(keys, want) {
 			t.Errorf("set %s: elements %v, want %v", s.Name, keys, want)
 		}
+	}
+}
+
+// TestIngressEnsure: a table (or a chain of it) removed behind the owner's
+// back is noticed and installed again with the last Sync's rules.
+func TestIngressEnsure(t *testing.T) {
+	requireNetNS(t)
+	dir, peer := newNS(t, "ea"), newNS(t, "eb")
+	vethPair(t, dir, "a0", "198.18.0.1/24", peer, "b0", "198.18.0.2/24")
+	dir.ip(t, "addr", "add", "198.51.100.0/24", "dev", "lo")
+	peer.ip(t, "route", "add", "198.51.100.0/24", "via", "198.18.0.1")
+	var rx *net.UDPConn
+	var in *Ingress
+	var conn *nftables.Conn
+	table := TableName("@gvsd-ensure-" + runID)
+	dir.do(t, func() {
+		rx = listenUDP(t, netip.AddrPortFrom(vip, 5000))
+		var err error
+		if in, err = NewIngress(table, zaptest.NewLogger(t)); err != nil {
+			t.Fatalf("NewIngress: %v", err)
+		}
+		if conn, err = nftables.New(nftables.AsLasting()); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer conn.CloseLasting()
+	t.Cleanup(func() { in.Close() })
+	var from *net.UDPConn
+	peer.do(t, func() { from = listenUDP(t, netip.AddrPortFrom(peerAddr, 0)) })
+	p := &udpProbe{t: t}
+	to := netip.AddrPortFrom(vip, 5000)
+	dropped := func(stage string) {
+		t.Helper()
+		if p.delivered(from, to, rx, noDeliver) {
+			t.Errorf("%s: vip:5000 delivered, want dropped", stage)
+		}
+	}
+	ensure := func(stage string, want bool) {
+		t.Helper()
+		got, err := in.Ensure()
+		if err != nil || got != want {
+			t.Errorf("%s: Ensure() = %v, %v; want %v, nil", stage, got, err, want)
+		}
+	}
+
+	ensure("before Sync", false)
+	if err := in.Sync([]IngressRule{{Interface: "a0", Dir: MatchDst, Addr: vip, Proto: ipvs.ProtoUDP, Port: 5000}}); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	dropped("synced")
+	ensure("intact", false)
+
+	tbl := &nftables.Table{Name: table, Family: nftables.TableFamilyNetdev}
+	conn.DelTable(tbl) // nft delete table netdev <table>
+	if err := conn.Flush(); err != nil {
+		t.Fatalf("deleting the table by hand: %v", err)
+	}
+	if !p.delivered(from, to, rx, time.Second) {
+		t.Fatal("table deleted, yet vip:5000 still dropped: the test does not test anything")
+	}
+	ensure("table deleted", true)
+	dropped("restored")
+	ensure("restored", false)
+
+	conn.DelChain(&nftables.Chain{Name: ChainName("a0"), Table: tbl}) // nft delete chain
+	if err := conn.Flush(); err != nil {
+		t.Fatalf("deleting the chain by hand: %v", err)
+	}
+	ensure("chain deleted", true)
+	dropped("chain restored")
+
+	if err := in.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ensure("closed", false)
+	if _, err := conn.ListTableOfFamily(table, nftables.TableFamilyNetdev); err == nil {
+		t.Error("Ensure after Close brought the table back")
 	}
 }

@@ -22,6 +22,9 @@ func (in *Ingress) Table() string { return "" }
 // Sync returns ErrUnsupported.
 func (in *Ingress) Sync(rules []IngressRule) error { return ErrUnsupported }
 
+// Ensure does nothing.
+func (in *Ingress) Ensure() (restored bool, err error) { return false, nil }
+
 // Close does nothing.
 func (in *Ingress) Close() error { return nil }
 

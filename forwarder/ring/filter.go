@@ -16,6 +16,14 @@ import (
 // any router), and ARP frames if ARP is set. Anything else is dropped in
 // the kernel, before it is copied into the ring.
 //
+// IPv4 frames are accepted only when they were addressed to the
+// interface's own MAC (the kernel's packet type PACKET_HOST): a bridge or
+// switch that floods unknown unicast delivers copies of other hosts' frames
+// (PACKET_OTHERHOST), and broadcast or multicast frames are not VIP traffic
+// either. The kernel's IP stack drops the same frames before routing; a
+// director that forwarded them would send duplicates. ARP frames are
+// accepted whatever their destination (requests are broadcast).
+//
 // Frames are matched untagged (the kernel strips the outer VLAN tag before
 // the filter runs, see the package documentation) and with one 802.1Q or
 // 802.1ad tag still in the data. IPv4 frames too short to hold the compared
@@ -63,6 +71,9 @@ const (
 	untaggedL3Start = 14
 	taggedL3Start   = 18
 	ipProtoICMP     = 1
+	// packetHost is PACKET_HOST, the packet type (SKF_AD_PKTTYPE) of a
+	// frame addressed to the interface's own MAC.
+	packetHost = 0
 )
 
 // FilterIPv4Dst returns a program accepting IPv4 frames (with or without a
@@ -135,6 +146,8 @@ func ipv4Keys(addrs []netip.Addr) ([]uint32, error) {
 //	ip14:
 //	    ldx #14
 //	ip:
+//	    ld pkttype                   (SKF_AD_PKTTYPE)
+//	    jeq #PACKET_HOST, skip 1; ret #0
 //	    ldb [x+9]                    (protocol; only with ICMP)
 //	    jne #1, skip 1; ret #acceptLen
 //	    ld [x+16]                    (destination; only with DstAddrs)
@@ -153,7 +166,7 @@ func (f Filter) program(dst, src []uint32) []bpf.Instruction {
 		acceptSec = 1
 		ip18Len   = 2
 	)
-	p := make([]bpf.Instruction, 0, 20+2*(len(dst)+len(src)))
+	p := make([]bpf.Instruction, 0, 23+2*(len(dst)+len(src)))
 	// Head: 4+arp instructions after the first load, then the drop.
 	// Distances are counted from the instruction after the jump.
 	headRest := 3 + arp // instructions after "jeq ipv4" up to and including "ret #0"
@@ -186,6 +199,10 @@ func (f Filter) program(dst, src []uint32) []bpf.Instruction {
 		bpf.LoadConstant{Dst: bpf.RegX, Val: taggedL3Start},
 		bpf.Jump{Skip: 1},
 		bpf.LoadConstant{Dst: bpf.RegX, Val: untaggedL3Start},
+		// ip: only frames to our own MAC.
+		bpf.LoadExtension{Num: bpf.ExtType},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: packetHost, SkipTrue: 1},
+		bpf.RetConstant{Val: 0},
 	)
 	if f.ICMP {
 		p = append(p,

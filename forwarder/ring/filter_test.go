@@ -18,17 +18,50 @@ var (
 	other  = netip.MustParseAddr("198.18.9.9")
 )
 
-// runFilter runs a program on a frame in x/net/bpf's VM.
+// Packet types (SKF_AD_PKTTYPE, linux/if_packet.h).
+const (
+	pktHost      = 0 // PACKET_HOST
+	pktBroadcast = 1 // PACKET_BROADCAST
+	pktMulticast = 2 // PACKET_MULTICAST
+	pktOtherHost = 3 // PACKET_OTHERHOST
+)
+
+// runFilter runs a program on a frame addressed to the interface's MAC.
 func runFilter(tb testing.TB, raw []bpf.RawInstruction, frame []byte) bool {
+	tb.Helper()
+	return runFilterType(tb, raw, frame, pktHost)
+}
+
+// vmFor returns a VM for the program on frames of the given packet type.
+// x/net/bpf's VM implements no ancillary loads but the length: the
+// packet-type load becomes a constant load of pkttype (one instruction for
+// one, so no jump moves). Any other ancillary load fails the test.
+func vmFor(tb testing.TB, raw []bpf.RawInstruction, pkttype uint32) *bpf.VM {
 	tb.Helper()
 	insns, ok := bpf.Disassemble(raw)
 	if !ok {
 		tb.Fatalf("program does not disassemble: %v", raw)
 	}
+	for i, in := range insns {
+		if ext, ok := in.(bpf.LoadExtension); ok {
+			if ext.Num != bpf.ExtType {
+				tb.Fatalf("instruction %d: unexpected ancillary load %v", i, ext)
+			}
+			insns[i] = bpf.LoadConstant{Dst: bpf.RegA, Val: pkttype}
+		}
+	}
 	vm, err := bpf.NewVM(insns)
 	if err != nil {
 		tb.Fatalf("NewVM: %v", err)
 	}
+	return vm
+}
+
+// runFilterType runs a program on a frame of the given packet type in
+// x/net/bpf's VM.
+func runFilterType(tb testing.TB, raw []bpf.RawInstruction, frame []byte, pkttype uint32) bool {
+	tb.Helper()
+	vm := vmFor(tb, raw, pkttype)
 	n, err := vm.Run(frame)
 	if err != nil {
 		tb.Fatalf("vm.Run: %v", err)
@@ -37,8 +70,9 @@ func runFilter(tb testing.TB, raw []bpf.RawInstruction, frame []byte) bool {
 }
 
 // refMatch is an independent statement of Filter's semantics, including the
-// kernel's rule that a load beyond the frame drops it.
-func refMatch(f Filter, b []byte) bool {
+// kernel's rule that a load beyond the frame drops it, for frames of
+// packet type pkttype.
+func refMatch(f Filter, b []byte, pkttype uint32) bool {
 	if len(b) < 14 {
 		return false
 	}
@@ -53,6 +87,9 @@ func refMatch(f Filter, b []byte) bool {
 	case etherTypeARP:
 		return f.ARP
 	case etherTypeIPv4:
+		if pkttype != pktHost {
+			return false // not addressed to us: never VIP traffic
+		}
 	default:
 		return false
 	}
@@ -104,57 +141,71 @@ func TestFilter(t *testing.T) {
 	oneArm := Filter{DstAddrs: []netip.Addr{vip1}, SrcAddrs: []netip.Addr{rs1}, ICMP: true}
 
 	tests := []struct {
-		name   string
-		filter Filter
-		frame  []byte
-		want   bool
+		name    string
+		filter  Filter
+		frame   []byte
+		want    bool
+		pkttype uint32 // 0: PACKET_HOST
 	}{
-		{"dst vip", lb, buildFrame(toVIP), true},
-		{"dst second vip", lb, buildFrame(frameSpec{src: client, dst: vip2}), true},
-		{"src real server", lb, buildFrame(fromRS), true},
-		{"stray ipv4", lb, buildFrame(stray), false},
-		{"arp", lb, buildFrame(arp), true},
-		{"ipv6", lb, buildFrame(ipv6), false},
-		{"802.1Q dst vip", lb, buildFrame(tagged(toVIP)), true},
-		{"802.1ad dst vip", lb, buildFrame(frameSpec{src: client, dst: vip1, vlanTCI: 5, vlanTPID: etherTypeQinQ}), true},
-		{"802.1Q src real server", lb, buildFrame(tagged(fromRS)), true},
-		{"802.1Q stray", lb, buildFrame(tagged(stray)), false},
-		{"802.1Q arp", lb, buildFrame(tagged(arp)), true},
-		{"802.1Q ipv6", lb, buildFrame(tagged(ipv6)), false},
-		{"short ipv4", lb, short, false},
-		{"runt", lb, []byte{1, 2, 3}, false},
-		{"empty", lb, nil, false},
-		{"tag without inner type", lb, buildFrame(tagged(toVIP))[:17], false},
-		{"arp disabled", Filter{DstAddrs: []netip.Addr{vip1}}, buildFrame(arp), false},
-		{"802.1Q arp disabled", Filter{DstAddrs: []netip.Addr{vip1}}, buildFrame(tagged(arp)), false},
-		{"dst only: src rs ignored", Filter{DstAddrs: []netip.Addr{vip1}}, buildFrame(fromRS), false},
-		{"src only: dst vip ignored", Filter{SrcAddrs: []netip.Addr{rs1}}, buildFrame(toVIP), false},
-		{"src only: src rs", Filter{SrcAddrs: []netip.Addr{rs1}}, buildFrame(fromRS), true},
-		{"empty filter drops ipv4", Filter{}, buildFrame(toVIP), false},
-		{"empty filter drops arp", Filter{}, buildFrame(arp), false},
-		{"arp only", Filter{ARP: true}, buildFrame(arp), true},
-		{"arp only drops ipv4", Filter{ARP: true}, buildFrame(toVIP), false},
-		{"v4-mapped vip", Filter{DstAddrs: []netip.Addr{netip.AddrFrom16(vip1.As16())}}, buildFrame(toVIP), true},
-		{"icmp disabled", lb, buildFrame(icmp), false},
-		{"vip side: to vip", vipSide, buildFrame(toVIP), true},
-		{"vip side: nat reply", vipSide, buildFrame(fromRS), false},
-		{"vip side: icmp", vipSide, buildFrame(icmp), false},
-		{"dip side: nat reply", dipSide, buildFrame(fromRS), true},
-		{"dip side: icmp from anyone", dipSide, buildFrame(icmp), true},
-		{"dip side: 802.1Q icmp", dipSide, buildFrame(tagged(icmp)), true},
-		{"dip side: 802.1ad icmp", dipSide, buildFrame(frameSpec{src: other, dst: client, ipProto: 1, vlanTCI: 3, vlanTPID: etherTypeQinQ}), true},
-		{"dip side: to vip", dipSide, buildFrame(toVIP), false},
-		{"dip side: stray udp", dipSide, buildFrame(stray), false},
-		{"dip side: arp", dipSide, buildFrame(arp), false},
-		{"dip side: icmp cut before protocol", dipSide, buildFrame(icmp)[:14+9], false},
-		{"dip side: nat reply cut before protocol", dipSide, buildFrame(fromRS)[:14+9], false},
-		{"one arm: to vip", oneArm, buildFrame(toVIP), true},
-		{"one arm: nat reply", oneArm, buildFrame(fromRS), true},
-		{"one arm: icmp", oneArm, buildFrame(icmp), true},
-		{"one arm: stray", oneArm, buildFrame(stray), false},
-		{"one arm: runt", oneArm, buildFrame(toVIP)[:20], false},
-		{"icmp only", Filter{ICMP: true}, buildFrame(icmp), true},
-		{"icmp only drops udp", Filter{ICMP: true}, buildFrame(toVIP), false},
+		{"dst vip", lb, buildFrame(toVIP), true, 0},
+		// Frames not addressed to the interface's MAC (flooded unknown
+		// unicast, broadcast, multicast) are never forwarded...
+		{"dst vip, other host's MAC", lb, buildFrame(toVIP), false, pktOtherHost},
+		{"dst vip, broadcast MAC", lb, buildFrame(toVIP), false, pktBroadcast},
+		{"dst vip, multicast MAC", lb, buildFrame(toVIP), false, pktMulticast},
+		{"802.1Q dst vip, other host's MAC", lb, buildFrame(tagged(toVIP)), false, pktOtherHost},
+		{"src real server, other host's MAC", lb, buildFrame(fromRS), false, pktOtherHost},
+		{"dip side: icmp, other host's MAC", dipSide, buildFrame(icmp), false, pktOtherHost},
+		{"one arm: icmp, broadcast MAC", oneArm, buildFrame(icmp), false, pktBroadcast},
+		// ...but ARP requests are broadcast.
+		{"arp broadcast", lb, buildFrame(arp), true, pktBroadcast},
+		{"802.1Q arp broadcast", lb, buildFrame(tagged(arp)), true, pktBroadcast},
+		{"arp other host", lb, buildFrame(arp), true, pktOtherHost},
+		{"dst second vip", lb, buildFrame(frameSpec{src: client, dst: vip2}), true, 0},
+		{"src real server", lb, buildFrame(fromRS), true, 0},
+		{"stray ipv4", lb, buildFrame(stray), false, 0},
+		{"arp", lb, buildFrame(arp), true, 0},
+		{"ipv6", lb, buildFrame(ipv6), false, 0},
+		{"802.1Q dst vip", lb, buildFrame(tagged(toVIP)), true, 0},
+		{"802.1ad dst vip", lb, buildFrame(frameSpec{src: client, dst: vip1, vlanTCI: 5, vlanTPID: etherTypeQinQ}), true, 0},
+		{"802.1Q src real server", lb, buildFrame(tagged(fromRS)), true, 0},
+		{"802.1Q stray", lb, buildFrame(tagged(stray)), false, 0},
+		{"802.1Q arp", lb, buildFrame(tagged(arp)), true, 0},
+		{"802.1Q ipv6", lb, buildFrame(tagged(ipv6)), false, 0},
+		{"short ipv4", lb, short, false, 0},
+		{"runt", lb, []byte{1, 2, 3}, false, 0},
+		{"empty", lb, nil, false, 0},
+		{"tag without inner type", lb, buildFrame(tagged(toVIP))[:17], false, 0},
+		{"arp disabled", Filter{DstAddrs: []netip.Addr{vip1}}, buildFrame(arp), false, 0},
+		{"802.1Q arp disabled", Filter{DstAddrs: []netip.Addr{vip1}}, buildFrame(tagged(arp)), false, 0},
+		{"dst only: src rs ignored", Filter{DstAddrs: []netip.Addr{vip1}}, buildFrame(fromRS), false, 0},
+		{"src only: dst vip ignored", Filter{SrcAddrs: []netip.Addr{rs1}}, buildFrame(toVIP), false, 0},
+		{"src only: src rs", Filter{SrcAddrs: []netip.Addr{rs1}}, buildFrame(fromRS), true, 0},
+		{"empty filter drops ipv4", Filter{}, buildFrame(toVIP), false, 0},
+		{"empty filter drops arp", Filter{}, buildFrame(arp), false, 0},
+		{"arp only", Filter{ARP: true}, buildFrame(arp), true, 0},
+		{"arp only drops ipv4", Filter{ARP: true}, buildFrame(toVIP), false, 0},
+		{"v4-mapped vip", Filter{DstAddrs: []netip.Addr{netip.AddrFrom16(vip1.As16())}}, buildFrame(toVIP), true, 0},
+		{"icmp disabled", lb, buildFrame(icmp), false, 0},
+		{"vip side: to vip", vipSide, buildFrame(toVIP), true, 0},
+		{"vip side: nat reply", vipSide, buildFrame(fromRS), false, 0},
+		{"vip side: icmp", vipSide, buildFrame(icmp), false, 0},
+		{"dip side: nat reply", dipSide, buildFrame(fromRS), true, 0},
+		{"dip side: icmp from anyone", dipSide, buildFrame(icmp), true, 0},
+		{"dip side: 802.1Q icmp", dipSide, buildFrame(tagged(icmp)), true, 0},
+		{"dip side: 802.1ad icmp", dipSide, buildFrame(frameSpec{src: other, dst: client, ipProto: 1, vlanTCI: 3, vlanTPID: etherTypeQinQ}), true, 0},
+		{"dip side: to vip", dipSide, buildFrame(toVIP), false, 0},
+		{"dip side: stray udp", dipSide, buildFrame(stray), false, 0},
+		{"dip side: arp", dipSide, buildFrame(arp), false, 0},
+		{"dip side: icmp cut before protocol", dipSide, buildFrame(icmp)[:14+9], false, 0},
+		{"dip side: nat reply cut before protocol", dipSide, buildFrame(fromRS)[:14+9], false, 0},
+		{"one arm: to vip", oneArm, buildFrame(toVIP), true, 0},
+		{"one arm: nat reply", oneArm, buildFrame(fromRS), true, 0},
+		{"one arm: icmp", oneArm, buildFrame(icmp), true, 0},
+		{"one arm: stray", oneArm, buildFrame(stray), false, 0},
+		{"one arm: runt", oneArm, buildFrame(toVIP)[:20], false, 0},
+		{"icmp only", Filter{ICMP: true}, buildFrame(icmp), true, 0},
+		{"icmp only drops udp", Filter{ICMP: true}, buildFrame(toVIP), false, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -162,10 +213,10 @@ func TestFilter(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Assemble: %v", err)
 			}
-			if got := runFilter(t, raw, tt.frame); got != tt.want {
+			if got := runFilterType(t, raw, tt.frame, tt.pkttype); got != tt.want {
 				t.Errorf("VM accepts = %v, want %v", got, tt.want)
 			}
-			if got := refMatch(tt.filter, tt.frame); got != tt.want {
+			if got := refMatch(tt.filter, tt.frame, tt.pkttype); got != tt.want {
 				t.Errorf("reference accepts = %v, want %v (test table or reference is wrong)", got, tt.want)
 			}
 		})
@@ -236,7 +287,7 @@ func TestFilterLarge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := len(raw), 14+1+2*600+1; got != want { // head 6, vlan 4, accept 1, ldx/ja/ldx 3
+	if got, want := len(raw), 17+1+2*600+1; got != want { // head 6, vlan 4, accept 1, ldx/ja/ldx 3, pkttype 3
 		t.Errorf("program length %d, want %d (duplicates folded)", got, want)
 	}
 	for _, i := range []int{0, 1, 255, 256, 599} {
@@ -331,25 +382,28 @@ func FuzzFilter(f *testing.F) {
 		{DstAddrs: []netip.Addr{vip1}, SrcAddrs: []netip.Addr{rs1}, ICMP: true},
 		{SrcAddrs: []netip.Addr{rs1}, ICMP: true},
 	}
-	vms := make([]*bpf.VM, len(filters))
+	// which picks the filter (low 3 bits) and the packet type (next 2).
+	vms := make([][4]*bpf.VM, len(filters))
 	for i, flt := range filters {
 		raw, err := flt.Assemble()
 		if err != nil {
 			f.Fatal(err)
 		}
-		insns, _ := bpf.Disassemble(raw)
-		if vms[i], err = bpf.NewVM(insns); err != nil {
-			f.Fatal(err)
+		for pt := range uint32(4) {
+			vms[i][pt] = vmFor(f, raw, pt)
 		}
 	}
+	f.Add(buildFrame(frameSpec{src: client, dst: vip1}), uint8(pktOtherHost<<3))
+	f.Add(buildFrame(frameSpec{etherType: etherTypeARP, src: client, dst: vip1}), uint8(3|pktBroadcast<<3))
 	f.Fuzz(func(t *testing.T, frame []byte, which uint8) {
-		i := int(which) % len(filters)
-		n, err := vms[i].Run(frame)
+		i := int(which&7) % len(filters)
+		pt := uint32(which>>3) & 3
+		n, err := vms[i][pt].Run(frame)
 		if err != nil {
 			t.Fatalf("vm.Run: %v", err)
 		}
-		if got, want := n > 0, refMatch(filters[i], frame); got != want {
-			t.Fatalf("filter %d on % x: VM accepts %v, reference %v", i, frame, got, want)
+		if got, want := n > 0, refMatch(filters[i], frame, pt); got != want {
+			t.Fatalf("filter %d, packet type %d on % x: VM accepts %v, reference %v", i, pt, frame, got, want)
 		}
 	})
 }

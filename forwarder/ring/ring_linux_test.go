@@ -334,6 +334,9 @@ func TestFilterLive(t *testing.T) {
 	}
 	rx := n.openRX(t, "p1", &RXConfig{Filter: prog})
 	tx := n.openTX(t, "p0", nil)
+	p1 := [6]byte(n.link(t, "p1").mac)
+	bcast := [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	mcast := [6]byte{0x01, 0x00, 0x5e, 0x00, 0x00, 0x01}
 	batch := func(base uint32) [][]byte {
 		specs := []frameSpec{
 			{src: client, dst: vip1},                          // +0 accepted
@@ -343,10 +346,19 @@ func TestFilterLive(t *testing.T) {
 			{src: client, dst: vip1, vlanTCI: 100},            // +4 accepted (tag stripped)
 			{etherType: 0x86dd},                               // +5 dropped
 			{src: client, dst: other, vlanTCI: 100},           // +6 dropped
+			// Not addressed to p1's MAC: dropped, except ARP.
+			{dstMAC: macB, src: client, dst: vip1},                           // +7 another host's
+			{dstMAC: bcast, src: client, dst: vip1},                          // +8 broadcast
+			{dstMAC: mcast, src: rs1, dst: client},                           // +9 multicast
+			{dstMAC: macB, src: client, dst: vip1, vlanTCI: 100},             // +10 another host's, tagged
+			{dstMAC: bcast, etherType: etherTypeARP, src: client, dst: vip1}, // +11 ARP broadcast: accepted
 		}
 		out := make([][]byte, len(specs))
 		for i, s := range specs {
 			s.seq = base + uint32(i)
+			if s.dstMAC == ([6]byte{}) {
+				s.dstMAC = p1
+			}
 			out[i] = buildFrame(s)
 		}
 		return out
@@ -361,7 +373,7 @@ func TestFilterLive(t *testing.T) {
 			t.Errorf("%s: received %v, want %v", name, seqs(got), want)
 		}
 	}
-	check("vip filter", 0, []uint32{0, 1, 3, 4})
+	check("vip filter", 0, []uint32{0, 1, 3, 4, 11})
 	dropAll, err := Filter{}.Assemble()
 	if err != nil {
 		t.Fatal(err)
@@ -373,7 +385,7 @@ func TestFilterLive(t *testing.T) {
 	if err := rx.SetFilter(nil); err != nil {
 		t.Fatal(err)
 	}
-	check("no filter", 20, []uint32{20, 21, 22, 23, 24, 25, 26})
+	check("no filter", 20, []uint32{20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31})
 }
 
 func TestIgnoreOutgoing(t *testing.T) {
