@@ -24,7 +24,8 @@
 //
 //   - DR: MAC addresses only (IPVS "Route", ipvsadm -g).
 //   - NATIn / NATOut: destination or source address and port (IPVS "Masq",
-//     -m), IPv4 and TCP/UDP checksums updated, a UDP checksum of 0 kept.
+//     -m), IPv4 and TCP/UDP checksums updated; a UDP datagram without a
+//     checksum (0) gets its full checksum, as IPVS gives it.
 //   - TUN: IPIP encapsulation into headroom in front of the frame (IPVS
 //     "Tunnel", -i), moving only the Ethernet header.
 //   - ICMPIn / ICMPOut: ICMP errors related to a NAT connection, outer and

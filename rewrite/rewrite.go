@@ -56,8 +56,10 @@ func DR(frame []byte, p *Parsed, m MACs, csumPartial bool) bool {
 // NATIn rewrites a client->VIP:VPORT packet into client->RIP:RPORT (IPVS
 // masquerading, ip_vs_nat_xmit): destination address and port, TTL-1, MACs.
 // The IPv4 header checksum and the TCP/UDP checksum (whose pseudo-header
-// holds the address) are updated incrementally; a UDP checksum of 0 stays 0.
-// For a non-first fragment only the address changes. Other protocols get
+// holds the address) are updated incrementally, except that a UDP datagram
+// sent without a checksum (0) gets its full checksum computed, as IPVS
+// does (a first fragment keeps 0: gvs does not reassemble). A UDP result
+// of 0 is sent as 0xFFFF. For a non-first fragment only the address changes. Other protocols get
 // the address change only.
 func NATIn(frame []byte, p *Parsed, rip [4]byte, rport uint16, m MACs, csumPartial bool) bool {
 	return nat(frame, p, rip, rport, m, csumPartial, ipDst, l4DstPort)
@@ -94,7 +96,13 @@ func nat(frame []byte, p *Parsed, addr [4]byte, port uint16, m MACs, csumPartial
 		pp := frame[p.L4+portOff:]
 		oldPort := binary.BigEndian.Uint16(pp)
 		binary.BigEndian.PutUint16(pp, port)
-		if csumPartial && !p.IsFragment() {
+		// IPVS (udp_snat_handler, udp_dnat_handler) updates a UDP
+		// checksum incrementally only when it is not 0: a datagram sent
+		// without one gets the full checksum. The kernel works on the
+		// reassembled datagram; gvs sees one fragment at a time, so a
+		// zero checksum in a first fragment stays 0 (fixL4).
+		if !p.IsFragment() && (csumPartial ||
+			p.Proto == ProtoUDP && frame[p.L4Csum]|frame[p.L4Csum+1] == 0) {
 			CompleteL4(frame, p)
 		} else {
 			fixL4(frame[p.L4Csum:], p.Proto, old, addr, oldPort, port)
@@ -105,8 +113,8 @@ func nat(frame []byte, p *Parsed, addr [4]byte, port uint16, m MACs, csumPartial
 }
 
 // fixL4 updates the TCP or UDP checksum at c[0:2] for an address and a port
-// change. A UDP checksum of 0 (none) is left alone; a UDP result of 0 is
-// written as 0xFFFF.
+// change. A UDP checksum of 0 (none) is left alone (a first fragment, or a
+// quote in an ICMP error); a UDP result of 0 is written as 0xFFFF.
 func fixL4(c []byte, proto uint8, oldAddr, newAddr [4]byte, oldPort, newPort uint16) {
 	sum := binary.BigEndian.Uint16(c)
 	if proto == ProtoUDP && sum == 0 {

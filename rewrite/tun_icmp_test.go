@@ -406,8 +406,8 @@ func FuzzRewrite(f *testing.F) {
 			full := clone(g)
 			CompleteL4(full, &p)
 			want := binary.BigEndian.Uint16(full[p.L4Csum:])
-			if hadZeroUDP {
-				want = 0
+			if hadZeroUDP && op%5 == 2 {
+				want = 0 // DR leaves it; NAT computes it (IPVS's full checksum path)
 			}
 			if have != want {
 				t.Fatalf("incremental L4 checksum %#04x, full recompute %#04x", have, want)
