@@ -1,7 +1,6 @@
 package conntrack
 
 import (
-	"sync/atomic"
 	"unsafe"
 
 	"gvs/internal/prefetch"
@@ -15,13 +14,51 @@ import (
 // often (before every replayed frame) is cheap: the cost is O(shards) atomic
 // loads plus O(expired + wheel ticks passed).
 //
-// Connections are reclaimed first (pass 1) and due templates decided after
-// (pass 2), so a template whose connections are due by now goes with them.
-// A template is thus never freed while it controls a live connection, and
-// is freed by the first Expire at which its deadline has passed and it
-// controls nothing; the kernel's timer, which does not see connections that
-// die between two 60 s steps, may keep it up to 60 s longer.
+// Time is walked forward one wheel tick with something due at a time, as
+// the kernel's timers would have fired: within a step, connections are
+// reclaimed first (pass 1) and due templates decided after (pass 2). So a
+// template whose step deadline came while a connection it controls was
+// still alive is extended, even if that connection has died by now, and one
+// whose connections had all died by its deadline goes at that deadline. The
+// order is exact to a tick (268 ms): a connection that dies in the same
+// tick as a template's deadline, after it, counts as dead.
 func (t *Table) Expire(now int64) int {
+	n := 0
+	for {
+		at, ok := t.nextStep(now)
+		if !ok {
+			return n
+		}
+		n += t.expireAt(at)
+		if at >= now {
+			return n
+		}
+	}
+}
+
+// nextStep is the time of Expire's next step towards now: the end of the
+// tick of the earliest deadline due in any shard, at most now; ok is false
+// when nothing is due by now.
+func (t *Table) nextStep(now int64) (int64, bool) {
+	first := int64(maxInt64)
+	for i := range t.shards {
+		if d := t.shards[i].nextDue.Load(); d < first {
+			first = d
+		}
+	}
+	if first > now {
+		return 0, false
+	}
+	end := (first>>tickShift+1)<<tickShift - 1
+	if end > now {
+		end = now
+	}
+	return end, true
+}
+
+// expireAt is one step of Expire: connections due by now first, then due
+// templates.
+func (t *Table) expireAt(now int64) int {
 	n, busy := 0, false
 	for i := range t.shards {
 		s := &t.shards[i]
@@ -103,10 +140,9 @@ func (t *Table) processList(s *shard, w uint32, now int64, deferBusy bool) int {
 		switch {
 		case now < e.expires:
 			s.file(slot, e)
-		case e.flags&fTemplate != 0 && atomic.LoadUint32(&e.ctl) != 0:
+		case e.flags&fTemplate != 0 && busy(e):
 			if !deferBusy {
-				steps := (now-e.expires)/templateBusyRearm + 1
-				e.expires += steps * templateBusyRearm
+				e.expires = stepBusy(e, now)
 			}
 			s.file(slot, e) // when deferred: still due, on the current tick
 		default:
@@ -141,11 +177,15 @@ func (s *shard) lookAhead(seed uint64, slot uint32, now int64) (tag uint32, ok b
 	return tag, true
 }
 
-// Walk calls fn with a copy of every live entry, connections and templates
-// (ipvsadm -Lnc). Each shard is copied under its lock and fn runs after the
-// lock is released, so fn may call back into the table; fn must not keep
-// the *Conn. Walk allocates and is for the control plane only.
+// Walk calls fn with a copy of every live entry, connections and templates,
+// invalidated templates included (ipvsadm -Lnc). It first runs Expire(now),
+// so that it lists what the kernel's table holds once its timers have fired
+// (in particular, which due templates were extended). Each shard is copied
+// under its lock and fn runs after the lock is released, so fn may call
+// back into the table; fn must not keep the *Conn. Walk allocates and is
+// for the control plane only.
 func (t *Table) Walk(now int64, fn func(*Conn)) {
+	t.Expire(now)
 	var buf []Conn
 	for i := range t.shards {
 		s := &t.shards[i]
@@ -157,7 +197,9 @@ func (t *Table) Walk(now int64, fn func(*Conn)) {
 				continue
 			}
 			if e.flags&fTemplate != 0 {
-				if e.flags&fUnhashed != 0 || !s.tmplAlive(slot, e, now) {
+				// Invalidated templates are listed too, as the kernel's
+				// stay in its table until their timer runs out.
+				if !s.tmplAlive(slot, e, now) {
 					continue
 				}
 			} else if now >= e.expires {
@@ -173,9 +215,10 @@ func (t *Table) Walk(now int64, fn func(*Conn)) {
 	}
 }
 
-// Flush removes every entry (ipvsadm -C) and returns how many. Connections
-// go first, then templates; a template that a concurrently created
-// connection still uses is hidden and freed when that connection ends.
+// Flush removes every entry and returns how many. Connections go first,
+// then templates; a template that a concurrently created connection still
+// uses is invalidated and freed when its time is up and that connection has
+// ended.
 func (t *Table) Flush() int { return t.removeWhere(func(*entry) bool { return true }) }
 
 // RemoveDest removes every connection and template bound to d (as the

@@ -17,7 +17,7 @@ const (
 	fNoOutput                     // IP_VS_CONN_F_NOOUTPUT: non-NAT, no reply seen
 	fInactive                     // counted in dest InactConns (IP_VS_CONN_F_INACTIVE)
 	fControlled                   // ctl/ctlShard name the controlling template
-	fUnhashed                     // template removed from the index, kept for its controls
+	fUnhashed                     // template out of the index (invalidated), kept until its timer
 	fReply                        // NAT: also found by its reply key
 )
 
@@ -37,9 +37,10 @@ type entry struct {
 	method  ipvs.Method
 	flags   uint8
 	// ctlShard and ctl name the controlling template (shard, slot) of a
-	// connection with fControlled. For a template, ctl is n_control, always
-	// accessed atomically because controlled connections in other shards
-	// decrement it without the template shard's lock.
+	// connection with fControlled. For a template, ctl is n_control (low 31
+	// bits) and the ASSURED state (top bit), always accessed atomically
+	// because controlled connections in other shards change it without the
+	// template shard's lock.
 	ctlShard uint16
 	ctl      uint32
 	// prev and next link the entry into its timing-wheel list (or next
@@ -50,7 +51,8 @@ type entry struct {
 	// reused slot is recognised as stale.
 	gen uint32
 	// aux is the count of input packets of a connection, or the timeout in
-	// seconds of a template.
+	// seconds of a template (the persistence timeout, 60 once it has been
+	// extended for its connections).
 	aux uint32
 }
 

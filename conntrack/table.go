@@ -122,6 +122,21 @@ type Conn struct {
 	InPkts uint32
 	// NControl is, for a template, the number of connections it controls.
 	NControl uint32
+	// Assured is a template's state ASSURED (IP_VS_CTPL_S_ASSURED): a
+	// connection under it reached TCP ESTABLISHED or saw a UDP reply.
+	Assured bool
+}
+
+// StateName is the state column of ipvsadm -Lnc, ip_vs_state_name: a
+// template's NONE or ASSURED, else the protocol state's name.
+func (c *Conn) StateName() string {
+	if c.Flags&FlagTemplate != 0 {
+		if c.Assured {
+			return "ASSURED"
+		}
+		return "NONE"
+	}
+	return c.State.String()
 }
 
 // ConnFlags are the connection flags of Conn, with IPVS's values.
@@ -309,9 +324,11 @@ func fill(e *entry, c *Conn) {
 		flags |= FlagControlled
 	}
 	var inPkts, nControl uint32
+	assured := false
 	if e.flags&fTemplate != 0 {
 		flags |= FlagTemplate
-		nControl = atomic.LoadUint32(&e.ctl)
+		ctl := atomic.LoadUint32(&e.ctl)
+		nControl, assured = ctl&ctlCount, ctl&ctlAssured != 0
 	} else {
 		inPkts = e.aux
 	}
@@ -320,15 +337,21 @@ func fill(e *entry, c *Conn) {
 	c.VAddr, c.VPort = addrOf(e.vaddr), e.vport
 	c.DAddr, c.DPort = addrOf(e.daddr), e.dport
 	c.Dest, c.Method, c.State, c.Flags = e.dest, e.method, e.state, flags
-	c.Expires, c.InPkts, c.NControl = e.expires, inPkts, nControl
+	c.Expires, c.InPkts, c.NControl, c.Assured = e.expires, inPkts, nControl, assured
 }
 
 // transition runs one packet through a connection: TCP state machine (with
-// dest counter moves), NOOUTPUT bookkeeping, and the timer re-arm.
+// dest counter moves), NOOUTPUT bookkeeping, the timer re-arm, and the
+// ASSURED state of its template (a TCP connection entering ESTABLISHED, a
+// UDP reply).
 func (t *Table) transition(s *shard, slot uint32, e *entry, dir Direction, tcpFlags uint8, now int64) {
 	if e.proto != ipvs.ProtoTCP {
 		if dir == DirOutput {
 			e.flags &^= fNoOutput
+			// udp_state_transition; AH and ESP have no state function.
+			if e.flags&fControlled != 0 && e.proto == ipvs.ProtoUDP {
+				t.assure(e.ctlShard, e.ctl)
+			}
 		}
 		s.rearm(slot, e, now+t.timeouts.udp.Load())
 		return
@@ -351,6 +374,9 @@ func (t *Table) transition(s *shard, slot uint32, e *entry, dir Direction, tcpFl
 			e.dest.SetActive(act)
 		}
 		e.state = next
+		if next == StateEstablished && e.flags&fControlled != 0 {
+			t.assure(e.ctlShard, e.ctl)
+		}
 	}
 	s.rearm(slot, e, now+t.timeouts.tcp[next].Load())
 }
@@ -596,6 +622,8 @@ func (t *Table) holdTemplate(r TemplateRef, now int64) bool {
 	}
 	atomic.AddUint32(&e.ctl, 1)
 	if e.flags&fUnhashed == 0 {
+		// ip_vs_conn_put(ct): now + its timeout, the persistence timeout
+		// or, once it has outlived it, 60 s.
 		s.rearm(r.slot, e, now+int64(e.aux)*int64(time.Second))
 	}
 	return true

@@ -166,22 +166,23 @@ func TestTemplateInvalidation(t *testing.T) {
 	if _, _, ok := tb.Template(tk, t0+sec); ok {
 		t.Fatal("quiesced dest's template accepted with ExpireQuiescentTemplate")
 	}
-	// It controls a connection, so it is hidden but still counted.
-	checkCounts(t, "hidden", d1, 1, 0, 1)
+	// It is invalidated (not found any more) but still counted and listed.
+	checkCounts(t, "invalidated", d1, 1, 0, 1)
 	schedPersist(t, tb, tk, d2, inKey(ipvs.ProtoTCP, 2), t0+2*sec, &c)
 	if c.Dest != d2 {
 		t.Fatal("not rescheduled to d2")
 	}
 	checkCounts(t, "d2", d2, 1, 0, 1)
-	if _, n := templateOf(tb, t0+2*sec); n != 1 {
-		t.Fatalf("Walk lists %d templates, want only the new one", n)
+	if _, n := templateOf(tb, t0+2*sec); n != 2 {
+		t.Fatalf("Walk lists %d templates, want the invalidated one and the new one", n)
 	}
-	// When the controlled connection ends, the hidden template goes too.
+	// When the controlled connection has ended, the invalidated template
+	// goes at its own deadline.
 	tb.Remove(inKey(ipvs.ProtoTCP, 1))
 	tb.Expire(t0 + 400*sec)
 	checkCounts(t, "d1 end", d1, 0, 0, 0)
 
-	// Deleted dest: invalid; a template controlling nothing is freed at once.
+	// Deleted dest: invalid; the template stays until its timer.
 	ref, err := tb.CreateTemplate(NewTemplateKey(ipvs.ProtoTCP, client, 32, vip, 443), d2, time.Minute, t0+500*sec)
 	if err != nil {
 		t.Fatal(err)
@@ -195,10 +196,11 @@ func TestTemplateInvalidation(t *testing.T) {
 	if _, _, ok := tb.Template(NewTemplateKey(ipvs.ProtoTCP, client, 32, vip, 443), t0+501*sec); ok {
 		t.Fatal("template of a deleted dest accepted")
 	}
-	checkCounts(t, "dropped", d2, 0, 0, 0)
-	if tb.Len() != 0 {
-		t.Fatalf("len %d", tb.Len())
+	checkCounts(t, "invalidated", d2, 0, 0, 1)
+	if n := tb.Expire(t0 + 560*sec); n != 1 || tb.Len() != 0 {
+		t.Fatalf("expired %d, len %d", n, tb.Len())
 	}
+	checkCounts(t, "dropped", d2, 0, 0, 0)
 	// DropTemplate.
 	ref, _ = tb.CreateTemplate(tk, d1, time.Minute, t0+600*sec)
 	if !tb.DropTemplate(ref) || tb.Len() != 0 {

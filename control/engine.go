@@ -15,6 +15,7 @@ import (
 
 	"gvs/conntrack"
 	"gvs/ipvs"
+	"gvs/ipvsadm"
 )
 
 // Cred is the identity of a caller, as SO_PEERCRED reports it for a
@@ -74,6 +75,9 @@ type Engine struct {
 	// AdminGID is a group whose members may use the engine like root
 	// (the caller's primary GID as SO_PEERCRED reports it); -1 for none.
 	AdminGID int
+	// Settings are the sysctls --sysctl lists and sets (nil: --sysctl
+	// answers that there are none); see sysctl.go.
+	Settings *ipvs.Settings
 
 	mu  sync.Mutex // serializes Run
 	est estimator
@@ -99,7 +103,7 @@ func (e *Engine) Allowed(c Cred) bool {
 // argv[0], "ipvsadm" when absent) and its arguments.
 func progArgs(argv []string) (string, []string) {
 	if len(argv) == 0 || argv[0] == "" {
-		return ipvs.Program, nil
+		return ipvsadm.Program, nil
 	}
 	return filepath.Base(argv[0]), argv[1:]
 }
@@ -121,17 +125,17 @@ func Local(argv []string, stdout, stderr io.Writer) (code int, handled bool) {
 	case progRestore:
 		return 0, false
 	}
-	c, err := ipvs.ParseArgsAs(prog, args)
+	c, err := ipvsadm.ParseArgsAs(prog, args)
 	if err != nil {
 		return 0, false
 	}
 	switch c.Kind {
-	case ipvs.CmdHelp:
-		_ = ipvs.WriteUsage(stdout, prog)
-		return ipvs.ExitOK, true
-	case ipvs.CmdVersion:
-		_ = ipvs.WriteVersion(stdout)
-		return ipvs.ExitOK, true
+	case ipvsadm.CmdHelp:
+		_ = ipvsadm.WriteUsage(stdout, prog)
+		return ipvsadm.ExitOK, true
+	case ipvsadm.CmdVersion:
+		_ = ipvsadm.WriteVersion(stdout)
+		return ipvsadm.ExitOK, true
 	}
 	return 0, false
 }
@@ -141,23 +145,23 @@ func Local(argv []string, stdout, stderr io.Writer) (code int, handled bool) {
 // program name.
 func NeedsStdin(argv []string) bool {
 	kind, ok := commandKind(argv)
-	return ok && kind == ipvs.CmdRestore
+	return ok && kind == ipvsadm.CmdRestore
 }
 
 // commandKind is the command a command line asks for: CmdRestore for
 // ipvsadm-restore and CmdSave for ipvsadm-save whatever their arguments;
 // ok is false when the ipvsadm command line does not parse.
-func commandKind(argv []string) (kind ipvs.CommandKind, ok bool) {
+func commandKind(argv []string) (kind ipvsadm.CommandKind, ok bool) {
 	prog, args := progArgs(argv)
 	switch prog {
 	case progRestore:
-		return ipvs.CmdRestore, true
+		return ipvsadm.CmdRestore, true
 	case progSave:
-		return ipvs.CmdSave, true
+		return ipvsadm.CmdSave, true
 	}
-	c, err := ipvs.ParseArgsAs(prog, args)
+	c, err := ipvsadm.ParseArgsAs(prog, args)
 	if err != nil {
-		return ipvs.CmdNone, false
+		return ipvsadm.CmdNone, false
 	}
 	return c.Kind, true
 }
@@ -170,7 +174,7 @@ func changes(argv []string) bool {
 		return false
 	}
 	switch kind {
-	case ipvs.CmdList, ipvs.CmdSave, ipvs.CmdHelp, ipvs.CmdVersion:
+	case ipvsadm.CmdList, ipvsadm.CmdSave, ipvsadm.CmdHelp, ipvsadm.CmdVersion:
 		return false
 	}
 	return true
@@ -198,6 +202,9 @@ func saveArgs(args []string) (numeric, ok bool) {
 // atomic batch). stdin is read only by -R. cred is the caller: only root
 // (or AdminGID) may do anything but -h and -v.
 func (e *Engine) Run(argv []string, stdin io.Reader, cred Cred, stdout, stderr io.Writer) int {
+	if code, ok := e.runSysctl(argv, cred, stdout, stderr); ok {
+		return code
+	}
 	if code, ok := Local(argv, stdout, stderr); ok {
 		return code
 	}
@@ -212,57 +219,57 @@ func (e *Engine) Run(argv []string, stdin io.Reader, cred Cred, stdout, stderr i
 	case progSave:
 		numeric, _ := saveArgs(args)
 		e.save(stdout, numeric)
-		return ipvs.ExitOK
+		return ipvsadm.ExitOK
 	case progRestore:
-		clear, err := ipvs.ParseArgs([]string{"-C"})
+		clear, err := ipvsadm.ParseArgs([]string{"-C"})
 		if err != nil {
 			return writeErr(stderr, err)
 		}
-		return e.restore(prog, stdin, []*ipvs.Command{clear}, stderr)
+		return e.restore(prog, stdin, []*ipvsadm.Command{clear}, stderr)
 	}
-	c, err := ipvs.ParseArgsAs(prog, args)
+	c, err := ipvsadm.ParseArgsAs(prog, args)
 	if err != nil {
 		return writeErr(stderr, err)
 	}
 	switch c.Kind {
-	case ipvs.CmdList:
+	case ipvsadm.CmdList:
 		return e.list(c, stdout, stderr)
-	case ipvs.CmdSave:
+	case ipvsadm.CmdSave:
 		e.save(stdout, c.List.Numeric)
-		return ipvs.ExitOK
-	case ipvs.CmdRestore:
+		return ipvsadm.ExitOK
+	case ipvsadm.CmdRestore:
 		return e.restore(prog, stdin, nil, stderr)
 	}
-	return e.apply(prog, []*ipvs.Command{c}, stderr)
+	return e.apply(prog, []*ipvsadm.Command{c}, stderr)
 }
 
 // writeErr prints an error as ipvsadm does (its text, a newline) and
 // returns the exit status it carries.
 func writeErr(w io.Writer, err error) int {
-	var ie *ipvs.Error
+	var ie *ipvsadm.Error
 	if errors.As(err, &ie) {
 		fmt.Fprintln(w, ie.Msg)
 		return ie.Code
 	}
 	fmt.Fprintln(w, err)
-	return ipvs.ExitFailure
+	return ipvsadm.ExitFailure
 }
 
 // apply runs table-changing commands as one batch, then the side effects
 // outside the Table (conntrack timeouts, rate estimators) and OnChange.
-func (e *Engine) apply(prog string, cmds []*ipvs.Command, stderr io.Writer) int {
-	if err := e.Table.ApplyAll(cmds); err != nil {
+func (e *Engine) apply(prog string, cmds []*ipvsadm.Command, stderr io.Writer) int {
+	if err := ipvsadm.ApplyAll(e.Table, cmds); err != nil {
 		return writeErr(stderr, err)
 	}
 	for _, c := range cmds {
 		switch c.Kind {
-		case ipvs.CmdSet:
+		case ipvsadm.CmdSet:
 			if e.Conns != nil {
 				t := c.Timeouts
 				e.Conns.SetTimeouts(time.Duration(t.TCP)*time.Second,
 					time.Duration(t.TCPFin)*time.Second, time.Duration(t.UDP)*time.Second)
 			}
-		case ipvs.CmdZero:
+		case ipvsadm.CmdZero:
 			if !c.HasService() {
 				e.est.zeroAll()
 			} else if svc := e.Table.Service(c.Service.ServiceKey); svc != nil {
@@ -273,47 +280,47 @@ func (e *Engine) apply(prog string, cmds []*ipvs.Command, stderr io.Writer) int 
 	if e.OnChange != nil {
 		if err := e.OnChange(); err != nil {
 			fmt.Fprintf(stderr, "%s: the table was changed, but applying it to the host failed: %v\n", prog, err)
-			return ipvs.ExitFailure
+			return ipvsadm.ExitFailure
 		}
 	}
-	return ipvs.ExitOK
+	return ipvsadm.ExitOK
 }
 
 // restore reads rules from stdin and applies prefix plus all of them as one
 // atomic batch.
-func (e *Engine) restore(prog string, stdin io.Reader, prefix []*ipvs.Command, stderr io.Writer) int {
+func (e *Engine) restore(prog string, stdin io.Reader, prefix []*ipvsadm.Command, stderr io.Writer) int {
 	var data []byte
 	if stdin != nil {
 		var err error
 		data, err = io.ReadAll(io.LimitReader(stdin, MaxStdin+1))
 		if err != nil {
 			fmt.Fprintf(stderr, "%s: reading rules: %v\n", prog, err)
-			return ipvs.ExitParse
+			return ipvsadm.ExitParse
 		}
 		if len(data) > MaxStdin {
 			fmt.Fprintf(stderr, "%s: rules larger than %d bytes\n", prog, MaxStdin)
-			return ipvs.ExitParse
+			return ipvsadm.ExitParse
 		}
 	}
-	cmds, err := ipvs.ParseRules(bytes.NewReader(data))
+	cmds, err := ipvsadm.ParseRules(bytes.NewReader(data))
 	if err != nil {
 		return writeErr(stderr, err)
 	}
 	cmds = append(prefix, cmds...)
 	if len(cmds) == 0 {
-		return ipvs.ExitOK
+		return ipvsadm.ExitOK
 	}
 	return e.apply(prog, cmds, stderr)
 }
 
 // save prints -S (ipvsadm-save).
 func (e *Engine) save(w io.Writer, numeric bool) {
-	e.Table.Read(func(svcs []*ipvs.Service) { _ = ipvs.WriteSave(w, svcs, numeric) })
+	e.Table.Read(func(svcs []*ipvs.Service) { _ = ipvsadm.WriteSave(w, svcs, numeric) })
 }
 
 // list is ipvsadm's CMD_LIST branch: connections, one service, timeouts,
 // daemons, or everything.
-func (e *Engine) list(c *ipvs.Command, stdout, stderr io.Writer) int {
+func (e *Engine) list(c *ipvsadm.Command, stdout, stderr io.Writer) int {
 	o := c.List
 	switch {
 	case o.Connections:
@@ -325,23 +332,23 @@ func (e *Engine) list(c *ipvs.Command, stdout, stderr io.Writer) int {
 			for _, svc := range svcs {
 				if svc.Config.ServiceKey.Norm() == want {
 					found = true
-					_ = ipvs.WriteService(stdout, svc, o, e.stats)
+					_ = ipvsadm.WriteService(stdout, svc, o, e.stats)
 					return
 				}
 			}
 		})
 		if !found {
 			fmt.Fprintln(stderr, "No such service")
-			return ipvs.ExitList
+			return ipvsadm.ExitList
 		}
 	case o.Timeout:
-		_ = ipvs.WriteTimeouts(stdout, e.timeouts())
+		_ = ipvsadm.WriteTimeouts(stdout, e.timeouts())
 	case o.Daemon:
 		// No sync daemon runs: ipvsadm prints nothing.
 	default:
-		e.Table.Read(func(svcs []*ipvs.Service) { _ = ipvs.WriteList(stdout, svcs, o, e.stats) })
+		e.Table.Read(func(svcs []*ipvs.Service) { _ = ipvsadm.WriteList(stdout, svcs, o, e.stats) })
 	}
-	return ipvs.ExitOK
+	return ipvsadm.ExitOK
 }
 
 // timeouts is what -L --timeout prints: the connection table's, which the
@@ -354,9 +361,9 @@ func (e *Engine) timeouts() ipvs.Timeouts {
 	return ipvs.Timeouts{TCP: int(tcp / time.Second), TCPFin: int(fin / time.Second), UDP: int(udp / time.Second)}
 }
 
-// stats is the ipvs.StatsFunc of the listings: live counters and the
+// stats is the ipvsadm.StatsFunc of the listings: live counters and the
 // estimator's rates.
-func (e *Engine) stats(svc *ipvs.Service, d *ipvs.Dest) (ipvs.Stats, ipvs.Rates) {
+func (e *Engine) stats(svc *ipvs.Service, d *ipvs.Dest) (ipvsadm.Stats, ipvs.Rates) {
 	if d != nil {
 		return d.Stats.Sum(), e.est.destRates(d)
 	}
@@ -364,8 +371,8 @@ func (e *Engine) stats(svc *ipvs.Service, d *ipvs.Dest) (ipvs.Stats, ipvs.Rates)
 }
 
 // listConns prints -Lc from the connection table.
-func (e *Engine) listConns(w io.Writer, o ipvs.ListOptions) {
-	var conns []ipvs.ConnInfo
+func (e *Engine) listConns(w io.Writer, o ipvsadm.ListOptions) {
+	var conns []ipvsadm.ConnInfo
 	if e.Conns != nil {
 		now := e.Now()
 		e.Conns.Walk(now, func(c *conntrack.Conn) { conns = append(conns, connInfo(c, now)) })
@@ -373,29 +380,25 @@ func (e *Engine) listConns(w io.Writer, o ipvs.ListOptions) {
 	if !o.NoSort {
 		slices.SortStableFunc(conns, cmpConnInfo)
 	}
-	_ = ipvs.WriteConns(w, conns, o)
+	_ = ipvsadm.WriteConns(w, conns, o)
 }
 
 // connInfo is one /proc/net/ip_vs_conn line as ipvsadm reads it: the
-// remaining time truncated to seconds, the state name, and for templates
-// the template state NONE (their client port is already 0, a fwmark
-// template's virtual address 0.0.0.<mark> and protocol IP).
-func connInfo(c *conntrack.Conn, now int64) ipvs.ConnInfo {
-	state := c.State.String()
-	if c.Flags&conntrack.FlagTemplate != 0 {
-		state = "NONE"
-	}
-	return ipvs.ConnInfo{
+// remaining time truncated to seconds, and the state name, for templates
+// NONE or ASSURED (their client port is already 0, a fwmark template's
+// virtual address 0.0.0.<mark> and protocol IP).
+func connInfo(c *conntrack.Conn, now int64) ipvsadm.ConnInfo {
+	return ipvsadm.ConnInfo{
 		Proto:   c.Proto,
 		Expire:  uint32(c.Remaining(now) / time.Second),
-		State:   state,
+		State:   c.StateName(),
 		Client:  netip.AddrPortFrom(c.CAddr, c.CPort),
 		Virtual: netip.AddrPortFrom(c.VAddr, c.VPort),
 		Dest:    netip.AddrPortFrom(c.DAddr, c.DPort),
 	}
 }
 
-func cmpConnInfo(a, b ipvs.ConnInfo) int {
+func cmpConnInfo(a, b ipvsadm.ConnInfo) int {
 	if r := cmp.Compare(a.Proto, b.Proto); r != 0 {
 		return r
 	}

@@ -11,6 +11,7 @@ import (
 
 	"gvs/conntrack"
 	"gvs/ipvs"
+	"gvs/ipvsadm"
 	"gvs/scheduler"
 )
 
@@ -170,10 +171,10 @@ func TestHelpAndVersion(t *testing.T) {
 		cred Cred
 		want string // stdout prefix
 	}{
-		{[]string{"ipvsadm", "-v"}, nobody, ipvs.Version + "\n"},
-		{[]string{"ipvsadm", "--version"}, root, ipvs.Version + "\n"},
-		{[]string{"ipvsadm", "-h"}, nobody, ipvs.Version + "\nUsage:\n  ipvsadm -A|E virtual-service"},
-		{[]string{"/sbin/gvsadm", "--help", "whatever"}, root, ipvs.Version + "\nUsage:\n  gvsadm -A|E virtual-service"},
+		{[]string{"ipvsadm", "-v"}, nobody, ipvsadm.Version + "\n"},
+		{[]string{"ipvsadm", "--version"}, root, ipvsadm.Version + "\n"},
+		{[]string{"ipvsadm", "-h"}, nobody, ipvsadm.Version + "\nUsage:\n  ipvsadm -A|E virtual-service"},
+		{[]string{"/sbin/gvsadm", "--help", "whatever"}, root, ipvsadm.Version + "\nUsage:\n  gvsadm -A|E virtual-service"},
 	} {
 		var o, e bytes.Buffer
 		code := te.Run(tc.argv, nil, tc.cred, &o, &e)
@@ -450,93 +451,6 @@ func TestStats(t *testing.T) {
 			"  -> 198.18.2.11:80                      0        0        0        0        0\n" +
 			"TCP  198.51.100.11:80                    0        0        0        0        0\n"},
 	})
-}
-
-// TestRate: --rate prints the estimator's averages, which follow IPVS's
-// fixed-point EWMA (a quarter of the step per 2 s tick), and -Z resets them.
-func TestRate(t *testing.T) {
-	te := newTestEngine(t)
-	te.mustRun(t, "-A", "-t", "198.51.100.10:80", "-s", "rr")
-	te.mustRun(t, "-a", "-t", "198.51.100.10:80", "-r", "198.18.2.11", "-m")
-	svc := te.Table.Service(ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: netip.MustParseAddr("198.51.100.10"), Port: 80})
-	d := svc.Dests()[0]
-	// Traffic before the estimator first sees the service is its baseline.
-	svc.Stats[0].InPkts.Add(1_000_000)
-	te.TickEstimator()
-	// Per 2 s: 10 conns, 1000 packets in, 600 out, 100000 bytes in, 2 MB out.
-	interval := func() {
-		for _, s := range []*ipvs.CounterSlot{&svc.Stats[0], &d.Stats[1]} {
-			s.Conns.Add(10)
-			s.InPkts.Add(1000)
-			s.OutPkts.Add(600)
-			s.InBytes.Add(100000)
-			s.OutBytes.Add(2_000_000)
-		}
-		te.TickEstimator()
-	}
-	head := "Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS\n" +
-		"  -> RemoteAddress:Port\n"
-	interval()
-	// One tick: a quarter of 5 cps, 500 pps, 300 pps, 50000 B/s, 1 MB/s,
-	// rounded as ip_vs_read_estimator does.
-	want := head +
-		"TCP  198.51.100.10:80                    1      125       75    12500   250000\n" +
-		"  -> 198.18.2.11:80                      1      125       75    12500   250000\n"
-	if got := te.mustRun(t, "-Ln", "--rate", "-t", "198.51.100.10:80"); got != want {
-		t.Errorf("after one tick:\n%q\nwant:\n%q", got, want)
-	}
-	for range 80 {
-		interval()
-	}
-	want = head +
-		"TCP  198.51.100.10:80                    5      500      300    50000  1000000\n" +
-		"  -> 198.18.2.11:80                      5      500      300    50000  1000000\n"
-	if got := te.mustRun(t, "-Ln", "--rate", "-t", "198.51.100.10:80"); got != want {
-		t.Errorf("steady state:\n%q\nwant:\n%q", got, want)
-	}
-	te.mustRun(t, "-Z", "-t", "198.51.100.10:80")
-	want = head +
-		"TCP  198.51.100.10:80                    0        0        0        0        0\n" +
-		"  -> 198.18.2.11:80                      0        0        0        0        0\n"
-	if got := te.mustRun(t, "-Ln", "--rate", "-t", "198.51.100.10:80"); got != want {
-		t.Errorf("after -Z:\n%q\nwant:\n%q", got, want)
-	}
-	// Idle intervals decay the averages towards zero; deleted objects are
-	// forgotten at the next tick.
-	te.mustRun(t, "-D", "-t", "198.51.100.10:80")
-	te.TickEstimator()
-	if n := len(te.est.svcs) + len(te.est.dests); n != 0 {
-		t.Errorf("%d estimators left after -D", n)
-	}
-}
-
-// TestEstimatorDecay checks the EWMA arithmetic against a float model.
-func TestEstimatorDecay(t *testing.T) {
-	var s estState
-	var cur [numRates]uint64
-	model := 0.0
-	for i := range 30 {
-		if i < 15 {
-			cur[1] += 2000 // 1000 pps
-		}
-		s.sample(cur)
-		r := 0.0
-		if i < 15 {
-			r = 1000
-		}
-		model += (r - model) / 4
-		got := float64(s.rates().InPPS)
-		if got < model-2 || got > model+2 {
-			t.Fatalf("tick %d: %v pps, model %.1f", i, got, model)
-		}
-	}
-	// A counter that went backwards (zeroed behind the estimator's back)
-	// adds nothing.
-	cur[1] = 0
-	s.sample(cur)
-	if s.avg[1] < 0 {
-		t.Errorf("negative average %d", s.avg[1])
-	}
 }
 
 // TestRunConcurrent: Run is safe to call from several goroutines while the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"time"
+	"weak"
 
 	"gvs/ipvs"
 )
@@ -33,13 +34,19 @@ type estState struct {
 	last [numRates]uint64 // counters at the previous sample
 	avg  [numRates]int64  // scaled moving averages
 	gen  uint64           // the tick that last saw the object
+	// inc is, for a service, its incarnation (a number that changes when
+	// the service is created again); for a destination, the incarnation of
+	// its service when the destination was last sampled.
+	inc uint64
 }
 
 func totals(t ipvs.Totals) [numRates]uint64 {
 	return [numRates]uint64{t.Conns, t.InPkts, t.OutPkts, t.InBytes, t.OutBytes}
 }
 
-// sample folds one interval into the averages: avg += (rate - avg) / 4.
+// sample folds one interval into the averages, as estimation_timer
+// (ip_vs_chain_estimation in 6.2+) does: rate = diff << 9 (<< 4 for bytes),
+// avg += (rate - avg) >> 2, with an arithmetic shift.
 func (s *estState) sample(cur [numRates]uint64) {
 	for i := range cur {
 		var diff int64
@@ -55,6 +62,17 @@ func (s *estState) sample(cur [numRates]uint64) {
 	}
 }
 
+// wentBack reports whether any counter is below its last sample: the
+// counters were zeroed (-Z, or the service was created again) since.
+func (s *estState) wentBack(cur [numRates]uint64) bool {
+	for i := range cur {
+		if cur[i] < s.last[i] {
+			return true
+		}
+	}
+	return false
+}
+
 // rates is ip_vs_read_estimator: the averages rounded to whole units.
 func (s *estState) rates() ipvs.Rates {
 	r := func(i int) uint64 {
@@ -66,47 +84,77 @@ func (s *estState) rates() ipvs.Rates {
 	return ipvs.Rates{CPS: r(0), InPPS: r(1), OutPPS: r(2), InBPS: r(3), OutBPS: r(4)}
 }
 
-// reset is ip_vs_zero_estimator: rates to zero, baseline at cur.
+// reset is ip_vs_zero_estimator after gvs's -Z, which zeroes the counters
+// themselves: rates to zero, baseline at cur.
 func (s *estState) reset(cur [numRates]uint64) {
 	s.last = cur
 	s.avg = [numRates]int64{}
 }
 
-// estimator holds the rate estimators of every live service and
-// destination. An object is first sampled at the tick after it appears
-// (its baseline is the counters at that tick), and forgotten at the first
-// tick that does not find it in the table.
+// estimator holds the rate estimators of every service and destination.
+//
+// It follows IPVS's lifecycle of struct ip_vs_estimator:
+//
+//   - A new service or destination starts with zero averages and a zero
+//     baseline (the kernel allocates its estimator zeroed, and its counters
+//     start at zero), so its first sample, at the first tick that finds it,
+//     is all its traffic since it was created, as if over one interval.
+//   - A service that is deleted is forgotten at the first tick that does
+//     not find it; created again it is new (IPVS keeps no deleted services).
+//     gvs may reuse the Service object and zero its counters within one
+//     interval: a counter found below its baseline marks that.
+//   - A deleted destination goes to the trash with its estimator stopped
+//     (__ip_vs_del_dest: ip_vs_stop_estimator) and its state frozen; added
+//     back (ip_vs_add_dest: ip_vs_start_estimator on the trashed dest) it
+//     resumes from that state, so its first sample covers everything since
+//     the last sample before the delete. The state is kept, through a weak
+//     reference, while the Dest object lives.
+//   - A trashed destination added to its service created again gets
+//     ip_vs_zero_stats (__ip_vs_update_dest, old_svc != svc): its averages
+//     restart from zero, its baseline stays.
 type estimator struct {
 	mu    sync.Mutex // guards the fields below
 	gen   uint64
+	inc   uint64 // last service incarnation handed out
 	svcs  map[*ipvs.Service]*estState
-	dests map[*ipvs.Dest]*estState
-}
-
-// observe samples one object, creating its estimator on first sight.
-func observe[K comparable](m map[K]*estState, k K, cur [numRates]uint64, gen uint64) {
-	s := m[k]
-	if s == nil {
-		m[k] = &estState{last: cur, gen: gen}
-		return
-	}
-	s.sample(cur)
-	s.gen = gen
+	dests map[weak.Pointer[ipvs.Dest]]*estState
 }
 
 // tick samples every service and destination of svcs.
 func (es *estimator) tick(svcs []*ipvs.Service) {
 	es.mu.Lock()
 	defer es.mu.Unlock()
-	if es.svcs == nil {
-		es.svcs = map[*ipvs.Service]*estState{}
-		es.dests = map[*ipvs.Dest]*estState{}
-	}
+	es.init()
 	es.gen++
 	for _, svc := range svcs {
-		observe(es.svcs, svc, totals(svc.Stats.Sum()), es.gen)
+		cur := totals(svc.Stats.Sum())
+		s := es.svcs[svc]
+		if s == nil || s.wentBack(cur) {
+			es.inc++
+			s = &estState{inc: es.inc}
+			es.svcs[svc] = s
+		}
+		s.sample(cur)
+		s.gen = es.gen
 		for _, d := range svc.Dests() {
-			observe(es.dests, d, totals(d.Stats.Sum()), es.gen)
+			cur := totals(d.Stats.Sum())
+			k := weak.Make(d)
+			ds := es.dests[k]
+			switch {
+			case ds == nil:
+				ds = &estState{inc: s.inc}
+				es.dests[k] = ds
+			case ds.wentBack(cur):
+				// Zeroed by -Z since the last tick (before zeroService
+				// reached it): rates restart, the counters count from zero.
+				*ds = estState{inc: s.inc}
+			case ds.inc != s.inc:
+				// ip_vs_zero_stats: averages to zero, baseline kept.
+				ds.avg = [numRates]int64{}
+				ds.inc = s.inc
+			}
+			ds.sample(cur)
+			ds.gen = es.gen
 		}
 	}
 	for k, s := range es.svcs {
@@ -114,10 +162,17 @@ func (es *estimator) tick(svcs []*ipvs.Service) {
 			delete(es.svcs, k)
 		}
 	}
-	for k, s := range es.dests {
-		if s.gen != es.gen {
+	for k := range es.dests {
+		if k.Value() == nil {
 			delete(es.dests, k)
 		}
+	}
+}
+
+func (es *estimator) init() {
+	if es.svcs == nil {
+		es.svcs = map[*ipvs.Service]*estState{}
+		es.dests = map[weak.Pointer[ipvs.Dest]]*estState{}
 	}
 }
 
@@ -133,35 +188,39 @@ func (es *estimator) svcRates(svc *ipvs.Service) ipvs.Rates {
 func (es *estimator) destRates(d *ipvs.Dest) ipvs.Rates {
 	es.mu.Lock()
 	defer es.mu.Unlock()
-	if s := es.dests[d]; s != nil {
+	if s := es.dests[weak.Make(d)]; s != nil {
 		return s.rates()
 	}
 	return ipvs.Rates{}
 }
 
-// zeroService resets the estimators of svc and its destinations (-Z -t ...).
+// zeroService resets the estimators of svc and its destinations (-Z -t ...),
+// as ip_vs_zero_service does: trashed destinations are not touched.
 func (es *estimator) zeroService(svc *ipvs.Service) {
 	es.mu.Lock()
 	defer es.mu.Unlock()
+	es.zeroLocked(svc)
+}
+
+func (es *estimator) zeroLocked(svc *ipvs.Service) {
+	es.init()
 	if s := es.svcs[svc]; s != nil {
 		s.reset(totals(svc.Stats.Sum()))
 	}
 	for _, d := range svc.Dests() {
-		if s := es.dests[d]; s != nil {
+		if s := es.dests[weak.Make(d)]; s != nil {
 			s.reset(totals(d.Stats.Sum()))
 		}
 	}
 }
 
-// zeroAll resets every estimator (-Z).
+// zeroAll resets the estimators of every service and of their
+// destinations (-Z, ip_vs_zero_all).
 func (es *estimator) zeroAll() {
 	es.mu.Lock()
 	defer es.mu.Unlock()
-	for svc, s := range es.svcs {
-		s.reset(totals(svc.Stats.Sum()))
-	}
-	for d, s := range es.dests {
-		s.reset(totals(d.Stats.Sum()))
+	for svc := range es.svcs {
+		es.zeroLocked(svc)
 	}
 }
 

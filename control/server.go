@@ -12,7 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"gvs/ipvs"
+	"gvs/ipvsadm"
 )
 
 // DefaultSocket is the default control socket name: the abstract unix
@@ -139,7 +139,7 @@ func (s *Server) handle(conn *net.UnixConn, log *zap.Logger) {
 	var stdout, stderr bytes.Buffer
 	code := s.Engine.Run(req.Argv, bytes.NewReader(req.Stdin), cred, &stdout, &stderr)
 	level := zap.DebugLevel
-	if code != ipvs.ExitOK || changes(req.Argv) {
+	if code != ipvsadm.ExitOK || changes(req.Argv) {
 		level = zap.InfoLevel
 	}
 	log.Log(level, "control command", zap.Strings("argv", req.Argv), zap.Int("stdin_bytes", len(req.Stdin)),
@@ -150,7 +150,7 @@ func (s *Server) handle(conn *net.UnixConn, log *zap.Logger) {
 func (s *Server) respond(conn *net.UnixConn, r *Response, log *zap.Logger) {
 	b, err := r.MarshalBinary()
 	if err != nil {
-		b, _ = (&Response{Code: ipvs.ExitFailure, Stderr: []byte("gvsd: " + err.Error() + "\n")}).MarshalBinary()
+		b, _ = (&Response{Code: ipvsadm.ExitFailure, Stderr: []byte("gvsd: " + err.Error() + "\n")}).MarshalBinary()
 	}
 	if err := writeFrame(conn, b); err != nil {
 		log.Warn("control socket response", zap.Error(err))

@@ -8,17 +8,18 @@ import (
 
 	"gvs/forwarder/ring"
 	"gvs/ipvs"
+	"gvs/ipvsadm"
 	"gvs/scheduler"
 )
 
 func tableFrom(t testing.TB, rules string) *ipvs.Table {
 	t.Helper()
-	cmds, err := ipvs.ParseRules(strings.NewReader(rules))
+	cmds, err := ipvsadm.ParseRules(strings.NewReader(rules))
 	if err != nil {
 		t.Fatal(err)
 	}
 	tb := ipvs.NewTable(scheduler.New)
-	if err := tb.ApplyAll(cmds); err != nil {
+	if err := ipvsadm.ApplyAll(tb, cmds); err != nil {
 		t.Fatal(err)
 	}
 	return tb

@@ -14,10 +14,12 @@ import (
 	"go.uber.org/zap"
 
 	"gvs/conntrack"
+	"gvs/control"
 	"gvs/forwarder"
 	"gvs/forwarder/kernel"
 	"gvs/forwarder/ring"
 	"gvs/ipvs"
+	"gvs/ipvsadm"
 	"gvs/scheduler"
 )
 
@@ -50,6 +52,10 @@ type Config struct {
 	RingFrames int
 	// StatsInterval, if positive, logs Stats at debug level that often.
 	StatsInterval time.Duration
+	// Settings are IPVS's sysctls (net.ipv4.vs.*), shared by the control
+	// engine (--sysctl), the connection table, the schedulers' caches and
+	// the forwarder; nil: the kernel's defaults.
+	Settings *ipvs.Settings
 	// Logger receives the daemon's logs; nil: no logs.
 	Logger *zap.Logger
 	// Control, if not nil, serves the control socket: Run calls it in its
@@ -115,6 +121,9 @@ func New(cfg Config) (d *Daemon, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
+	if cfg.Settings == nil {
+		cfg.Settings = ipvs.NewSettings()
+	}
 	d = &Daemon{cfg: cfg, log: cfg.Logger, start: time.Now(), oneArm: cfg.VIPIf == cfg.DIPIf}
 	defer func() {
 		if err != nil {
@@ -133,23 +142,26 @@ func New(cfg Config) (d *Daemon, err error) {
 			return d, err
 		}
 	}
-	d.table = ipvs.NewTable(scheduler.New)
+	d.table = ipvs.NewTable(control.SchedulerFactory(cfg.Settings, scheduler.New))
 	if cfg.RulesFile != "" {
 		cmds, err := readRules(cfg.RulesFile)
 		if err != nil {
 			return d, err
 		}
-		if err := d.table.ApplyAll(cmds); err != nil {
+		if err := ipvsadm.ApplyAll(d.table, cmds); err != nil {
 			return d, fmt.Errorf("%s: %w", cfg.RulesFile, err)
 		}
 	}
 	d.conns = conntrack.New(conntrack.Config{Capacity: cfg.ConnCapacity})
+	control.BindSettings(cfg.Settings, d.conns, d.table)
 	if d.res, err = kernel.NewResolver(kernel.ResolverConfig{Logger: d.log.Named("resolver")}); err != nil {
 		return d, err
 	}
 	if d.env, err = NewEnv(d.res, vip, dip); err != nil {
 		return d, err
 	}
+	// TODO(coordinator): pass Settings: cfg.Settings here once
+	// forwarder.Config has the field (conn_reuse_mode, expire_nodest_conn).
 	d.pipe = forwarder.New(forwarder.Config{Env: d.env, Services: d.table, Conns: d.conns})
 
 	for _, ifname := range d.interfaces() {
@@ -256,6 +268,9 @@ func (d *Daemon) Table() *ipvs.Table { return d.table }
 
 // Conns is the connection table.
 func (d *Daemon) Conns() *conntrack.Table { return d.conns }
+
+// Settings are the sysctls the daemon runs with (Config.Settings).
+func (d *Daemon) Settings() *ipvs.Settings { return d.cfg.Settings }
 
 // Env is the live environment.
 func (d *Daemon) Env() *Env { return d.env }

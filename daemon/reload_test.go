@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"gvs/ipvs"
+	"gvs/ipvsadm"
 )
 
 func TestReloadCommands(t *testing.T) {
@@ -30,7 +31,7 @@ func TestReloadCommands(t *testing.T) {
 
 	// r3 goes, r4 comes, r2 changes weight, the UDP service goes, a new
 	// service comes, and the timeouts change.
-	cmds, err := ipvs.ParseRules(strings.NewReader(`
+	cmds, err := ipvsadm.ParseRules(strings.NewReader(`
 -A -t 198.51.100.10:80 -s rr
 -a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m
 -a -t 198.51.100.10:80 -r 198.18.2.12:8080 -m -w 5
@@ -42,11 +43,11 @@ func TestReloadCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	batch, err := ReloadCommands(cur, cmds)
+	batch, err := ReloadChanges(cur, cmds)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cur.ApplyAll(batch); err != nil {
+	if err := cur.Apply(batch...); err != nil {
 		t.Fatal(err)
 	}
 
@@ -88,11 +89,11 @@ func TestReloadCommands(t *testing.T) {
 	}
 
 	// Reloading the same file again changes nothing.
-	batch, err = ReloadCommands(cur, cmds)
+	batch, err = ReloadChanges(cur, cmds)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cur.ApplyAll(batch); err != nil {
+	if err := cur.Apply(batch...); err != nil {
 		t.Fatal(err)
 	}
 	if cur.Services()[0] != svc || svc.Stats[0].InPkts.Load() != 21 {
@@ -102,11 +103,11 @@ func TestReloadCommands(t *testing.T) {
 
 func TestReloadCommandsErrors(t *testing.T) {
 	cur := tableFrom(t, "-A -t 198.51.100.10:80 -s rr\n")
-	cmds, err := ipvs.ParseRules(strings.NewReader("-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m\n"))
+	cmds, err := ipvsadm.ParseRules(strings.NewReader("-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ReloadCommands(cur, cmds); err == nil || !strings.Contains(err.Error(), "line 1") {
+	if _, err := ReloadChanges(cur, cmds); err == nil || !strings.Contains(err.Error(), "line 1") {
 		t.Errorf("a file that does not apply on its own: err %v", err)
 	}
 	if len(cur.Services()) != 1 {

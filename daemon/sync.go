@@ -13,6 +13,7 @@ import (
 
 	"gvs/forwarder/ring"
 	"gvs/ipvs"
+	"gvs/ipvsadm"
 	"gvs/scheduler"
 )
 
@@ -112,7 +113,7 @@ func (d *Daemon) setFilters(vf, df ring.Filter) error {
 }
 
 // Reload re-reads the rules file and makes the table match it in one
-// atomic batch (see ReloadCommands): services and real servers present
+// atomic batch (see ReloadChanges): services and real servers present
 // before and after keep their objects, counters and connections. On error
 // nothing changes.
 func (d *Daemon) Reload() error {
@@ -123,43 +124,44 @@ func (d *Daemon) Reload() error {
 	if err != nil {
 		return err
 	}
-	batch, err := ReloadCommands(d.table, cmds)
+	batch, err := ReloadChanges(d.table, cmds)
 	if err != nil {
 		return fmt.Errorf("%s: %w", d.cfg.RulesFile, err)
 	}
-	if err := d.table.ApplyAll(batch); err != nil {
+	if err := d.table.Apply(batch...); err != nil {
 		return fmt.Errorf("%s: %w", d.cfg.RulesFile, err)
 	}
 	d.log.Info("rules reloaded", zap.String("file", d.cfg.RulesFile), zap.Int("commands", len(batch)))
 	return d.Sync()
 }
 
-func readRules(path string) ([]*ipvs.Command, error) {
+func readRules(path string) ([]*ipvsadm.Command, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	cmds, err := ipvs.ParseRules(f)
+	cmds, err := ipvsadm.ParseRules(f)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return cmds, nil
 }
 
-// ReloadCommands returns the batch that turns cur into the table described
+// ReloadChanges returns the batch that turns cur into the table described
 // by cmds (a rules file): the file is applied to a scratch table, and the
-// difference is expressed as -D/-E/-A for services, -d/-e/-a for real
-// servers and --set for the timeouts. Unlike "-C, then the file", an
+// difference is expressed as typed changes: DeleteService/EditService/
+// AddService for services, DeleteDest/EditDest/AddDest for real servers and
+// SetTimeouts for the timeouts. Unlike "-C, then the file", an
 // unchanged service keeps its counters (IPVS zeroes a re-created service's)
 // and scheduler state. Real servers added by the reload go after the kept
 // ones in scheduling order.
-func ReloadCommands(cur *ipvs.Table, cmds []*ipvs.Command) ([]*ipvs.Command, error) {
+func ReloadChanges(cur *ipvs.Table, cmds []*ipvsadm.Command) ([]ipvs.Change, error) {
 	next := ipvs.NewTable(scheduler.New)
-	if err := next.ApplyAll(cmds); err != nil {
+	if err := ipvsadm.ApplyAll(next, cmds); err != nil {
 		return nil, err
 	}
-	var batch []*ipvs.Command
+	var batch []ipvs.Change
 	want := map[ipvs.ServiceKey]*ipvs.Service{}
 	for _, s := range next.Services() {
 		want[s.Config.ServiceKey] = s
@@ -169,16 +171,16 @@ func ReloadCommands(cur *ipvs.Table, cmds []*ipvs.Command) ([]*ipvs.Command, err
 		k := s.Config.ServiceKey
 		old[k] = s
 		if want[k] == nil {
-			batch = append(batch, &ipvs.Command{Kind: ipvs.CmdDeleteService, Service: s.Config})
+			batch = append(batch, ipvs.DeleteService{Key: k})
 		}
 	}
 	for _, ns := range next.Services() {
 		k := ns.Config.ServiceKey
 		prev := old[k]
 		if prev == nil {
-			batch = append(batch, &ipvs.Command{Kind: ipvs.CmdAddService, Service: ns.Config})
+			batch = append(batch, ipvs.AddService{Config: ns.Config})
 		} else {
-			batch = append(batch, &ipvs.Command{Kind: ipvs.CmdEditService, Service: ns.Config})
+			batch = append(batch, ipvs.EditService{Config: ns.Config})
 		}
 		have := map[netip.AddrPort]bool{}
 		if prev != nil {
@@ -189,20 +191,20 @@ func ReloadCommands(cur *ipvs.Table, cmds []*ipvs.Command) ([]*ipvs.Command, err
 			for _, d := range prev.Dests() {
 				have[d.AddrPort()] = true
 				if !keep[d.AddrPort()] {
-					batch = append(batch, &ipvs.Command{Kind: ipvs.CmdDeleteServer, Service: ns.Config, Dest: d.Config()})
+					batch = append(batch, ipvs.DeleteDest{Service: k, Dest: d.AddrPort()})
 				}
 			}
 		}
 		// Dests() is newest first: add in file order.
 		ds := ns.Dests()
 		for i := len(ds) - 1; i >= 0; i-- {
-			kind := ipvs.CmdAddServer
 			if have[ds[i].AddrPort()] {
-				kind = ipvs.CmdEditServer
+				batch = append(batch, ipvs.EditDest{Service: k, Config: ds[i].Config()})
+			} else {
+				batch = append(batch, ipvs.AddDest{Service: k, Config: ds[i].Config()})
 			}
-			batch = append(batch, &ipvs.Command{Kind: kind, Service: ns.Config, Dest: ds[i].Config()})
 		}
 	}
-	batch = append(batch, &ipvs.Command{Kind: ipvs.CmdSet, Timeouts: next.Timeouts()})
+	batch = append(batch, ipvs.SetTimeouts{Timeouts: next.Timeouts()})
 	return batch, nil
 }

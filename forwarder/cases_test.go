@@ -108,6 +108,21 @@ var caseChecks = map[string]func(*testing.T, goldenRun){
 		expectSeq(t, r, "dest", "198.18.2.12:53 198.18.2.12:53 198.18.2.12:53 198.18.2.11:53 198.18.2.12:53 198.18.2.12:53", func(v replay.Verdict) string { return v.Dest })
 		expectSeq(t, r, "inactive", "1 2 3 1 4 1", func(v replay.Verdict) string { return ptr(v.Inactive) })
 	},
+	"mh-kernel": func(t *testing.T, r goldenRun) {
+		// The kernel's mh picks (checked in package scheduler against a
+		// transcription of ip_vs_mh.c). Port 53: the quiesced .14 keeps its
+		// slots, its clients get port unreachable. Port 54 (mh-fallback,
+		// mh-port): they rehash onto live servers.
+		want := "13 - 12 11 12 - 11 11 12 - - - " +
+			"13 13 11 12 13 13 12 12 12 13 12 13"
+		expectSeq(t, r, "picks", want, func(v replay.Verdict) string {
+			if v.Action == "reply" && v.Reason == "no_dest" {
+				return "-"
+			}
+			a, _, _ := strings.Cut(v.Dest, ":")
+			return strings.TrimPrefix(a, "198.18.2.")
+		})
+	},
 	"weight0": func(t *testing.T, r goldenRun) {
 		for i, v := range r.verdicts {
 			expectEq(t, i, "dest", v.Dest, "198.18.2.11:53")

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/gopacket/gopacket"
@@ -35,6 +36,13 @@ type outFrame struct {
 type goldenRun struct {
 	verdicts []replay.Verdict
 	frames   []outFrame
+	script   []scriptStep // the golden script.out, for a case with a script
+}
+
+// scriptStep is one command's part of a script's output: the header line
+// after "== " and what follows it up to the next header.
+type scriptStep struct {
+	cmd, out string
 }
 
 // TestGolden replays every case under testdata/replay and compares the
@@ -90,11 +98,40 @@ func replayCase(t *testing.T, dir string) goldenRun {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out, verdicts bytes.Buffer
-	if _, err := replay.Replay(table, facts, 0, in, &out, &verdicts); err != nil {
+	// A case may have a script of ipvsadm commands (gvs-replay --script),
+	// whose output is compared with script.out.
+	var script replay.Script
+	scriptPath, sOutPath := filepath.Join(dir, "script"), filepath.Join(dir, "script.out")
+	hasScript := false
+	if _, err := os.Stat(scriptPath); err == nil {
+		hasScript = true
+		if script, err = replay.LoadScript(scriptPath); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out, verdicts, sout bytes.Buffer
+	if _, err := replay.ReplayScript(table, facts, 0, in, &out, &verdicts, script, &sout); err != nil {
 		t.Fatal(err)
 	}
 	outPath, vPath := filepath.Join(dir, "out.pcapng"), filepath.Join(dir, "verdicts.jsonl")
+	var run goldenRun
+	if hasScript {
+		if *update {
+			if err := os.WriteFile(sOutPath, sout.Bytes(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		gold, err := os.ReadFile(sOutPath)
+		if err != nil {
+			t.Fatalf("%v (run make golden)", err)
+		}
+		if !bytes.Equal(sout.Bytes(), gold) {
+			t.Errorf("script output differs from %s:\ngot:\n%s\nwant:\n%s", sOutPath, sout.Bytes(), gold)
+		}
+		run.script = splitScriptOut(string(gold))
+	} else if _, err := os.Stat(sOutPath); err == nil {
+		t.Errorf("%s without a script", sOutPath)
+	}
 	if *update {
 		if err := os.WriteFile(outPath, out.Bytes(), 0o644); err != nil {
 			t.Fatal(err)
@@ -119,7 +156,6 @@ func replayCase(t *testing.T, dir string) goldenRun {
 	}
 	// The semantic checks read the golden files, so they also vouch for
 	// what is committed.
-	var run goldenRun
 	sc := bufio.NewScanner(bytes.NewReader(goldV))
 	for sc.Scan() {
 		var v replay.Verdict
@@ -163,6 +199,19 @@ func replayCase(t *testing.T, dir string) goldenRun {
 		}
 	}
 	return run
+}
+
+// splitScriptOut cuts a script's output at its "== " header lines.
+func splitScriptOut(s string) []scriptStep {
+	var steps []scriptStep
+	for _, line := range strings.SplitAfter(s, "\n") {
+		if h, ok := strings.CutPrefix(line, "== "); ok {
+			steps = append(steps, scriptStep{cmd: strings.TrimSuffix(h, "\n")})
+		} else if len(steps) > 0 {
+			steps[len(steps)-1].out += line
+		}
+	}
+	return steps
 }
 
 // checkFrame decodes a transmitted frame with gopacket and recomputes every
@@ -268,3 +317,75 @@ func derivedMAC(a netip.Addr) string {
 }
 
 func addrOf(b []byte) netip.Addr { a, _ := netip.AddrFromSlice(b); return a.Unmap() }
+
+func init() {
+	caseChecks["script-nat"] = checkScriptNAT
+}
+
+// checkScriptNAT checks the scripted case: listings taken at capture times
+// through the control engine, a real server deleted under a connection,
+// bad commands reported with ipvsadm's text and status, and timeouts
+// running out after the last frame.
+func checkScriptNAT(t *testing.T, r goldenRun) {
+	want := []string{
+		"1 -Lnc", "1 -Ln",
+		"2 -d -t 198.51.100.10:80 -r 198.18.2.12:8080", "2 -d -t 198.51.100.10:80 -r 198.18.2.12:8080",
+		"2.5 -Lnc", "3 -Ln --stats", "3 -Ln --rate",
+		"4 -a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m", "4 -Q",
+		"60 -Lnc", "950 -Lnc", "950 -Ln",
+	}
+	if len(r.script) != len(want) {
+		t.Fatalf("%d commands in script.out, want %d: %q", len(r.script), len(want), r.script)
+	}
+	for i, w := range want {
+		if r.script[i].cmd != w {
+			t.Errorf("command %d: %q, want %q", i, r.script[i].cmd, w)
+		}
+	}
+	has := func(i int, s string) {
+		t.Helper()
+		if !strings.Contains(r.script[i].out, s) {
+			t.Errorf("output of %q lacks %q:\n%s", r.script[i].cmd, s, r.script[i].out)
+		}
+	}
+	lacks := func(i int, s string) {
+		t.Helper()
+		if strings.Contains(r.script[i].out, s) {
+			t.Errorf("output of %q has %q:\n%s", r.script[i].cmd, s, r.script[i].out)
+		}
+	}
+	// At 1 s the connection is ESTABLISHED, its 900 s timer armed ~1 s ago.
+	has(0, "TCP 14:59  ESTABLISHED 198.18.1.11:40801  198.51.100.10:80   198.18.2.12:8080\n")
+	has(1, "  -> 198.18.2.12:8080             Masq    1      1          0")
+	// Deleting prints nothing; deleting again fails and changes nothing.
+	if r.script[2].out != "" {
+		t.Errorf("-d printed %q", r.script[2].out)
+	}
+	if r.script[3].out != "No such destination\nexit 255\n" {
+		t.Errorf("second -d: %q, want ipvsadm's error and status 255", r.script[3].out)
+	}
+	// The frame after the deletion is dropped: the connection's real
+	// server is gone (expire_nodest_conn 0 keeps the entry).
+	expectEq(t, 5, "reason", r.verdicts[5].Reason, "dest_removed")
+	// The -Lnc at 2.5 s runs before the SYN captured at exactly 2.5 s.
+	lacks(4, "40802")
+	if v := r.verdicts[6]; v.Conn != "new" || v.Dest != "198.18.2.11:8080" {
+		t.Errorf("SYN at 2.5 s: %+v, want a new connection to the remaining real server", v)
+	}
+	has(5, "TCP  198.51.100.10:80                    2        4        2      178      680\n")
+	lacks(5, "198.18.2.12")
+	// Rates: the sample at 2 s saw 1 connection, 3+2 packets and 138+680
+	// bytes since the baseline at 0 s; each average moves a quarter of the
+	// way to diff/2 s: 17 and 85 bytes/s, the rest rounds to 0.
+	has(6, "TCP  198.51.100.10:80                    0        0        0       17       85\n")
+	has(7, "Destination already exists\nexit 255\n")
+	has(8, "Try `ipvsadm -h' or 'ipvsadm --help' for more information.\nexit 255\n")
+	// After the last frame: the SYN_RECV entry (60 s from 2.5 s) has 2 s
+	// left at 60 s; at 950 s everything has timed out.
+	has(9, "TCP 00:02  SYN_RECV    198.18.1.11:40802  198.51.100.10:80   198.18.2.11:8080\n")
+	has(9, "ESTABLISHED 198.18.1.11:40801")
+	if got := r.script[10].out; got != "IPVS connection entries\npro expire state       source             virtual            destination\n" {
+		t.Errorf("-Lnc at 950 s: %q, want no entries", got)
+	}
+	has(11, "  -> 198.18.2.11:8080             Masq    1      0          0")
+}

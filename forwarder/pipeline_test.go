@@ -15,6 +15,7 @@ import (
 	"gvs/forwarder/replay"
 	"gvs/internal/frames"
 	"gvs/ipvs"
+	"gvs/ipvsadm"
 	"gvs/rewrite"
 )
 
@@ -52,11 +53,11 @@ func (h *harness) send(frame []byte, link int) forwarder.Result {
 
 func (h *harness) apply(line string) {
 	h.t.Helper()
-	cmd, err := ipvs.ParseArgs(strings.Fields(line))
+	cmd, err := ipvsadm.ParseArgs(strings.Fields(line))
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	if err := h.table.Apply(cmd); err != nil {
+	if err := ipvsadm.Apply(h.table, cmd); err != nil {
 		h.t.Fatal(err)
 	}
 }

@@ -52,3 +52,10 @@ func (c *Counters) Reset() {
 		s.OutBytes.Store(0)
 	}
 }
+
+// Rates are per-second rates of a service or destination, as IPVS's rate
+// estimator computes them: connections, packets in and out, bytes in and
+// out.
+type Rates struct {
+	CPS, InPPS, OutPPS, InBPS, OutBPS uint64
+}

@@ -3,8 +3,14 @@
 // configuration, and the live per-destination state that schedulers read and
 // the connection table updates (ActiveConn, InActConn, PersistConn, OVERLOAD).
 //
-// It also holds ipvsadm's rule syntax: the argument parser, the ipvsadm-save
-// printer and the rules-file loader (rules.go and friends).
+// It holds the service table (Table) the data path looks services up in,
+// and the control plane's change API: typed changes run as all-or-nothing
+// transactions (Table.Update with a Tx, or Table.Apply of Change values),
+// refused with plain Go errors (ErrServiceExists, ErrNoService, ...) that
+// tell apart what the kernel's errnos do. It knows nothing of ipvsadm's
+// command language, messages or exit codes: package ipvsadm turns
+// commands into these changes and these errors into ipvsadm's texts, and
+// imports point that way only (the data path never links ipvsadm).
 //
 // Concurrency: configuration values (ServiceConfig, DestConfig) are plain
 // values. A Dest's counters and flags are atomics, safe to read and update
@@ -29,6 +35,10 @@ const (
 	ProtoTCP  Protocol = 6
 	ProtoUDP  Protocol = 17
 )
+
+// ProtoSCTP is SCTP. gvs stores and lists SCTP services; the data path
+// does not balance SCTP.
+const ProtoSCTP Protocol = 132
 
 // String gives the name ipvsadm prints ("TCP", "UDP", "IP").
 func (p Protocol) String() string {
@@ -129,7 +139,16 @@ func (k ServiceKey) String() string {
 		}
 		return fmt.Sprintf("-f %d", k.FWMark)
 	}
-	return protoOption(k.Proto) + " " + netip.AddrPortFrom(k.Addr, k.Port).String()
+	opt := "--xxx-service"
+	switch k.Proto {
+	case ProtoTCP:
+		opt = "-t"
+	case ProtoUDP:
+		opt = "-u"
+	case ProtoSCTP:
+		opt = "--sctp-service"
+	}
+	return opt + " " + netip.AddrPortFrom(k.Addr, k.Port).String()
 }
 
 // Norm is the key in the form the Table keeps its services' keys in: the

@@ -14,24 +14,26 @@ import (
 // (or service) is kept for reuse when nothing refers to it any more.
 const trashPeriod = 120 * time.Second
 
-// Table is the set of live virtual services: ipvsadm's view of IPVS.
+// Table is the set of live virtual services: IPVS's service table.
 //
-// The control plane changes it with Apply (one command) or ApplyAll (a
-// batch, all or nothing); those calls are serialized by the Table's mutex.
-// The data path finds services with Lookup, which reads an immutable map
-// published through an atomic pointer and never locks or allocates.
+// The control plane changes it with typed changes: Update runs a
+// transaction (Tx) and Apply a list of Change values, each all or nothing;
+// those calls are serialized by the Table's mutex. The data path finds
+// services with Lookup, which reads an immutable map published through an
+// atomic pointer and never locks or allocates.
 //
-// Object identity follows IPVS: an edit (-E, -e) changes a Service or Dest
-// in place; a deleted Dest is marked unavailable and kept in a trash for
-// reuse, so deleting and re-adding a real server (also across -C, and
-// always inside one ApplyAll batch) brings back the same Dest object with
-// its counters and connections. A re-created service likewise reuses its
-// old Service object (its counters are zeroed, as for a new IPVS service).
+// Object identity follows IPVS: an edit (EditService, EditDest) changes a
+// Service or Dest in place; a deleted Dest is marked unavailable and kept
+// in a trash for reuse, so deleting and re-adding a real server (also
+// across Flush, and always inside one transaction) brings back the same
+// Dest object with its counters and connections. A re-created service
+// likewise reuses its old Service object (its counters are zeroed, as for a
+// new IPVS service).
 //
-// -E writes Service.Config and Service.Sched in place under the Table's
-// lock and then publishes them (Service.Publish): the data path reads
-// Service.State, and other readers that need a consistent view of the
-// table use Read.
+// EditService writes Service.Config and Service.Sched in place under the
+// Table's lock and then publishes them (Service.Publish): the data path
+// reads Service.State, and other readers that need a consistent view of
+// the table use Read.
 type Table struct {
 	mu       sync.Mutex // serializes control-plane calls; guards the fields below
 	newSched func(name string, flags SvcFlags) (Scheduler, error)
@@ -97,8 +99,8 @@ type markKey struct {
 }
 
 // NewTable makes an empty table. newSched makes a scheduler instance for a
-// service (package scheduler provides it); an error from it is reported as
-// ipvsadm's "Scheduler or persistence engine not found".
+// service (package scheduler provides it); an error from it makes the
+// change fail with ErrNoScheduler.
 func NewTable(newSched func(name string, flags SvcFlags) (Scheduler, error)) *Table {
 	t := &Table{
 		newSched: newSched,
@@ -116,7 +118,7 @@ func NewTable(newSched func(name string, flags SvcFlags) (Scheduler, error)) *Ta
 
 // AllowPE makes a persistence engine name (--pe) acceptable. None is by
 // default: gvs implements no persistence engine, and IPVS refuses unknown
-// ones with "Scheduler or persistence engine not found".
+// ones (ErrNoPE).
 func (t *Table) AllowPE(name string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -227,7 +229,7 @@ func (t *Table) Services() []*Service {
 }
 
 // Read calls fn with the services in creation order while holding the
-// control-plane lock, so that no Apply runs meanwhile (for listings).
+// control-plane lock, so that no change runs meanwhile (for listings).
 // fn must not call other Table methods.
 func (t *Table) Read(fn func(svcs []*Service)) {
 	t.mu.Lock()
@@ -235,206 +237,11 @@ func (t *Table) Read(fn func(svcs []*Service)) {
 	fn(t.svcs)
 }
 
-// Timeouts returns the current --set timeouts.
+// Timeouts returns the current protocol timeouts (SetTimeouts).
 func (t *Table) Timeouts() Timeouts {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.timeouts
-}
-
-// Apply executes one command that changes the table: -A -E -D -C -a -e -d
-// -Z --set. Errors are *Error with libipvs's wording and ipvsadm's exit
-// status; on error nothing changed.
-func (t *Table) Apply(cmd *Command) error { return t.ApplyAll([]*Command{cmd}) }
-
-// ApplyAll executes a batch of commands all or nothing: they are applied in
-// order to a staged copy of the table, and only when every one succeeds is
-// the result published. Services and destinations present before and after
-// keep their objects (counters and connections continue). An error names
-// the failing command's rules-file line when Command.Line is set
-// ("line 3: Service not defined").
-func (t *Table) ApplyAll(cmds []*Command) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	st := &stage{t: t, svcs: map[ServiceKey]*stSvc{}, timeouts: t.timeouts}
-	for _, c := range cmds {
-		if err := st.apply(c); err != nil {
-			if e, ok := err.(*Error); ok && c.Line > 0 {
-				return e.atLine(c.Line)
-			}
-			return err
-		}
-	}
-	st.commit()
-	return nil
-}
-
-// stSvc is a service in a staged batch.
-type stSvc struct {
-	key     ServiceKey
-	obj     *Service // the live object with this key when the batch began
-	present bool     // exists in the staged state
-	fresh   bool     // created in this batch (new counters)
-	touched bool     // changed in this batch
-	zero    bool
-	cfg     ServiceConfig
-	sched   Scheduler    // new scheduler instance, nil: keep obj's
-	dests   []DestConfig // oldest first (the reverse of IPVS list order)
-}
-
-// stage is a batch being validated.
-type stage struct {
-	t        *Table
-	svcs     map[ServiceKey]*stSvc
-	newOrder []ServiceKey // services without a live object, in creation order
-	cleared  bool
-	zeroAll  bool
-	timeouts Timeouts
-}
-
-// get returns the staged state of a service key (present or not).
-func (st *stage) get(k ServiceKey) *stSvc {
-	if s := st.svcs[k]; s != nil {
-		return s
-	}
-	s := &stSvc{key: k, obj: st.t.byKey[k]}
-	if s.obj != nil && !st.cleared {
-		s.present = true
-		s.cfg = s.obj.Config
-		ds := s.obj.Dests()
-		for i := len(ds) - 1; i >= 0; i-- {
-			s.dests = append(s.dests, ds[i].Config())
-		}
-	}
-	st.svcs[k] = s
-	return s
-}
-
-func (s *stSvc) findDest(ap netip.AddrPort) int {
-	for i := range s.dests {
-		if s.dests[i].AddrPort() == ap {
-			return i
-		}
-	}
-	return -1
-}
-
-// apply validates one command against the staged state and records it.
-func (st *stage) apply(c *Command) error {
-	key := c.Service.ServiceKey.Norm()
-	switch c.Kind {
-	case CmdClear:
-		st.cleared = true
-		st.svcs = map[ServiceKey]*stSvc{}
-		st.newOrder = nil
-		return nil
-	case CmdSet:
-		for _, p := range [][2]*int{{&st.timeouts.TCP, &c.Timeouts.TCP},
-			{&st.timeouts.TCPFin, &c.Timeouts.TCPFin}, {&st.timeouts.UDP, &c.Timeouts.UDP}} {
-			if *p[1] != 0 {
-				*p[0] = *p[1]
-			}
-		}
-		return nil
-	case CmdZero:
-		if !c.HasService() {
-			st.zeroAll = true
-			return nil
-		}
-		s := st.get(key)
-		if !s.present {
-			return opErr(ErrNoService, msgNoService)
-		}
-		s.zero = true
-		return nil
-	case CmdAddService:
-		s := st.get(key)
-		if s.present {
-			return opErr(ErrServiceExists, msgServiceExists)
-		}
-		sched, err := st.newScheduler(c.Service)
-		if err != nil {
-			return err
-		}
-		cfg := c.Service
-		cfg.ServiceKey = key
-		*s = stSvc{key: key, obj: s.obj, present: true, fresh: true, touched: true, cfg: cfg, sched: sched}
-		if s.obj == nil && !slices.Contains(st.newOrder, key) {
-			st.newOrder = append(st.newOrder, key)
-		}
-		return nil
-	case CmdEditService:
-		s := st.get(key)
-		if !s.present {
-			return opErr(ErrNoService, msgNoService)
-		}
-		// Scheduler flags (sh-port, mh-fallback, ...) are fixed when a
-		// scheduler is made, so a flag change needs a new one too.
-		if c.Service.Scheduler != s.cfg.Scheduler || c.Service.Flags&SvcSchedMask != s.cfg.Flags&SvcSchedMask {
-			sched, err := st.newScheduler(c.Service)
-			if err != nil {
-				return err
-			}
-			s.sched = sched
-		} else if err := st.checkPE(c.Service.PE); err != nil {
-			return err
-		}
-		cfg := c.Service
-		cfg.ServiceKey = key
-		s.cfg = cfg
-		s.touched = true
-		return nil
-	case CmdDeleteService:
-		s := st.get(key)
-		if !s.present {
-			return opErr(ErrNoService, msgNoService)
-		}
-		*s = stSvc{key: key, obj: s.obj, touched: true}
-		return nil
-	case CmdAddServer, CmdEditServer, CmdDeleteServer:
-		s := st.get(key)
-		if !s.present {
-			return opErr(ErrServiceNotDefined, msgNotDefined)
-		}
-		d := c.Dest
-		if key.FWMark == 0 && c.Kind != CmdDeleteServer && (d.Method == Tunnel || d.Method == Route) {
-			d.Port = key.Port
-		}
-		if c.Kind != CmdDeleteServer {
-			if d.Weight < 0 || d.Weight > 65535 || d.LThreshold > d.UThreshold {
-				return opErr(ErrRange, msgERANGE)
-			}
-			if d.Method == Tunnel && d.TunType == TunGUE && d.TunPort == 0 {
-				return opErr(ErrInvalid, msgEINVAL)
-			}
-		}
-		i := s.findDest(d.AddrPort())
-		switch c.Kind {
-		case CmdAddServer:
-			if i >= 0 {
-				return opErr(ErrDestExists, msgDestExists)
-			}
-			if !unicast(d.Addr) {
-				return opErr(ErrInvalid, msgEINVAL)
-			}
-			s.dests = append(s.dests, d)
-		case CmdEditServer:
-			if i < 0 {
-				return opErr(ErrNoDest, msgNoDest)
-			}
-			s.dests[i] = d
-		default:
-			if i < 0 {
-				return opErr(ErrNoDest, msgNoDest)
-			}
-			s.dests = append(s.dests[:i:i], s.dests[i+1:]...)
-		}
-		s.touched = true
-		return nil
-	case CmdStartDaemon, CmdStopDaemon:
-		return opErr(ErrUnsupported, msgNoDaemon)
-	}
-	return opErr(ErrInvalid, fmt.Sprintf(msgNotTableCmd, c.Kind))
 }
 
 // unicast is the kernel's check that a destination address is unicast
@@ -450,30 +257,30 @@ func unicast(a netip.Addr) bool {
 	return true
 }
 
-func (st *stage) checkPE(pe string) error {
-	if pe != "" && !st.t.pes[pe] {
-		return opErr(ErrNotFound, msgNotFound)
+func (tx *Tx) checkPE(pe string) error {
+	if pe != "" && !tx.t.pes[pe] {
+		return fmt.Errorf("%w: %q", ErrNoPE, pe)
 	}
 	return nil
 }
 
-func (st *stage) newScheduler(c ServiceConfig) (Scheduler, error) {
+func (tx *Tx) newScheduler(c ServiceConfig) (Scheduler, error) {
 	var s Scheduler
 	var err error
-	if st.t.newSched != nil {
-		s, err = st.t.newSched(c.Scheduler, c.Flags)
+	if tx.t.newSched != nil {
+		s, err = tx.t.newSched(c.Scheduler, c.Flags)
 	}
 	if err != nil || s == nil {
-		return nil, opErr(ErrNotFound, msgNotFound)
+		return nil, fmt.Errorf("%w: %q", ErrNoScheduler, c.Scheduler)
 	}
-	if err := st.checkPE(c.PE); err != nil {
+	if err := tx.checkPE(c.PE); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
 // commit publishes the staged state. It cannot fail.
-func (st *stage) commit() {
+func (st *Tx) commit() {
 	t := st.t
 	now := t.now()
 	t.pruneTrash(now)
@@ -549,7 +356,7 @@ func (st *stage) commit() {
 
 // commitService makes svc (the live or trashed object, or nil for a new
 // one) match the staged service s, and returns it.
-func (st *stage) commitService(s *stSvc, svc *Service, now time.Time) *Service {
+func (st *Tx) commitService(s *stSvc, svc *Service, now time.Time) *Service {
 	t := st.t
 	if svc == nil {
 		svc = NewService(s.cfg)
@@ -591,6 +398,9 @@ func (st *stage) commitService(s *stSvc, svc *Service, now time.Time) *Service {
 			isNew[i] = true
 		case d.Config() != cfg:
 			d.Update(cfg)
+		}
+		if lw, ok := s.lastW[ap]; ok {
+			d.lastWeight.Store(int32(lw))
 		}
 		list[i] = d
 	}
@@ -638,7 +448,7 @@ func zeroService(svc *Service) {
 }
 
 // trashDest retires a destination: unavailable for scheduling, kept for
-// reuse by a later -a.
+// reuse by a later AddDest.
 func (t *Table) trashDest(k ServiceKey, d *Dest, now time.Time) {
 	d.SetUnavailable()
 	t.trashDst[destKey{k, d.AddrPort()}] = trashedDest{d: d, at: now}

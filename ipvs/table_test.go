@@ -1,4 +1,4 @@
-package ipvs
+package ipvs_test
 
 import (
 	"errors"
@@ -8,13 +8,16 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"gvs/ipvs"
+	"gvs/ipvsadm"
 )
 
 // fakeSched is a scheduler for tests: first usable destination, and a
 // record of Update calls.
 type fakeSched struct {
 	name    string
-	flags   SvcFlags
+	flags   ipvs.SvcFlags
 	mu      sync.Mutex
 	updates int
 	seen    int // number of dests at the last Update
@@ -22,7 +25,7 @@ type fakeSched struct {
 
 func (f *fakeSched) Name() string { return f.name }
 
-func (f *fakeSched) Schedule(svc *Service, _ *Flow) *Dest {
+func (f *fakeSched) Schedule(svc *ipvs.Service, _ *ipvs.Flow) *ipvs.Dest {
 	for _, d := range svc.Dests() {
 		if d.Usable() {
 			return d
@@ -31,7 +34,7 @@ func (f *fakeSched) Schedule(svc *Service, _ *Flow) *Dest {
 	return nil
 }
 
-func (f *fakeSched) Update(svc *Service) {
+func (f *fakeSched) Update(svc *ipvs.Service) {
 	f.mu.Lock()
 	f.updates++
 	f.seen = len(svc.Dests())
@@ -41,7 +44,7 @@ func (f *fakeSched) Update(svc *Service) {
 var knownScheds = map[string]bool{"rr": true, "wrr": true, "lc": true, "wlc": true, "sh": true, "mh": true,
 	"dh": true, "sed": true, "nq": true, "fo": true, "ovf": true, "lblc": true, "lblcr": true}
 
-func newFakeSched(name string, flags SvcFlags) (Scheduler, error) {
+func newFakeSched(name string, flags ipvs.SvcFlags) (ipvs.Scheduler, error) {
 	if !knownScheds[name] {
 		return nil, errors.New("unknown scheduler")
 	}
@@ -49,30 +52,32 @@ func newFakeSched(name string, flags SvcFlags) (Scheduler, error) {
 }
 
 // mustApply parses and applies command lines to t.
-func mustApply(t testing.TB, tab *Table, lines ...string) {
+func mustApply(t testing.TB, tab *ipvs.Table, lines ...string) {
 	t.Helper()
 	for _, l := range lines {
-		c, err := ParseArgs(strings.Fields(l))
+		c, err := ipvsadm.ParseArgs(strings.Fields(l))
 		if err != nil {
 			t.Fatalf("ParseArgs(%q): %v", l, err)
 		}
-		if err := tab.Apply(c); err != nil {
+		if err := ipvsadm.Apply(tab, c); err != nil {
 			t.Fatalf("Apply(%q): %v", l, err)
 		}
 	}
 }
 
-func applyErr(t *testing.T, tab *Table, line string) error {
+func applyErr(t *testing.T, tab *ipvs.Table, line string) error {
 	t.Helper()
-	c, err := ParseArgs(strings.Fields(line))
+	c, err := ipvsadm.ParseArgs(strings.Fields(line))
 	if err != nil {
 		t.Fatalf("ParseArgs(%q): %v", line, err)
 	}
-	return tab.Apply(c)
+	return ipvsadm.Apply(tab, c)
 }
 
-func key(s string) ServiceKey {
-	c, err := ParseArgs(append([]string{"-D"}, strings.Fields(s)...))
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+func key(s string) ipvs.ServiceKey {
+	c, err := ipvsadm.ParseArgs(append([]string{"-D"}, strings.Fields(s)...))
 	if err != nil {
 		panic(err)
 	}
@@ -80,7 +85,7 @@ func key(s string) ServiceKey {
 }
 
 func TestTableErrors(t *testing.T) {
-	tab := NewTable(newFakeSched)
+	tab := ipvs.NewTable(newFakeSched)
 	mustApply(t, tab,
 		"-A -t 10.0.0.1:80 -s rr",
 		"-a -t 10.0.0.1:80 -r 192.168.1.1 -m",
@@ -90,30 +95,30 @@ func TestTableErrors(t *testing.T) {
 		msg      string
 		sentinel error
 	}{
-		{"-A -t 10.0.0.1:80", "Service already exists", ErrServiceExists},
-		{"-A -t 10.0.0.2:80 -s nosuch", "Scheduler or persistence engine not found", ErrNotFound},
-		{"-A -t 10.0.0.2:80 --pe sip", "Scheduler or persistence engine not found", ErrNotFound},
-		{"-E -t 10.0.0.2:80", "No such service", ErrNoService},
-		{"-E -t 10.0.0.1:80 -s nosuch", "Scheduler or persistence engine not found", ErrNotFound},
-		{"-D -u 10.0.0.1:80", "No such service", ErrNoService},
-		{"-Z -t 10.0.0.1:81", "No such service", ErrNoService},
-		{"-a -t 10.0.0.2:80 -r 192.168.1.1", "Service not defined", ErrServiceNotDefined},
-		{"-e -t 10.0.0.2:80 -r 192.168.1.1", "Service not defined", ErrServiceNotDefined},
-		{"-d -t 10.0.0.2:80 -r 192.168.1.1", "Service not defined", ErrServiceNotDefined},
-		{"-a -t 10.0.0.1:80 -r 192.168.1.1 -m", "Destination already exists", ErrDestExists},
-		{"-e -t 10.0.0.1:80 -r 192.168.1.2 -m", "No such destination", ErrNoDest},
-		{"-d -t 10.0.0.1:80 -r 192.168.1.2", "No such destination", ErrNoDest},
-		{"-a -t 10.0.0.1:80 -r 192.168.1.3 -y 5", "Numerical result out of range", ErrRange},
-		{"-e -t 10.0.0.1:80 -r 192.168.1.1 -m -x 5 -y 6", "Numerical result out of range", ErrRange},
-		{"-a -t 10.0.0.1:80 -r 224.0.0.1 -m", "Invalid operation.  Possibly wrong module version, address not unicast, ...", ErrInvalid},
-		{"-a -t 10.0.0.1:80 -r 0.0.0.0 -m", "Invalid operation.  Possibly wrong module version, address not unicast, ...", ErrInvalid},
-		{"--start-daemon master", "the connection sync daemon is not supported by gvs", ErrUnsupported},
-		{"-L", "the 'list' command does not change the table", ErrInvalid},
+		{"-A -t 10.0.0.1:80", "Service already exists", ipvs.ErrServiceExists},
+		{"-A -t 10.0.0.2:80 -s nosuch", "Scheduler or persistence engine not found", ipvs.ErrNoScheduler},
+		{"-A -t 10.0.0.2:80 --pe sip", "Scheduler or persistence engine not found", ipvs.ErrNoPE},
+		{"-E -t 10.0.0.2:80", "No such service", ipvs.ErrNoService},
+		{"-E -t 10.0.0.1:80 -s nosuch", "Scheduler or persistence engine not found", ipvs.ErrNoScheduler},
+		{"-D -u 10.0.0.1:80", "No such service", ipvs.ErrNoService},
+		{"-Z -t 10.0.0.1:81", "No such service", ipvs.ErrNoService},
+		{"-a -t 10.0.0.2:80 -r 192.168.1.1", "Service not defined", ipvs.ErrNoService},
+		{"-e -t 10.0.0.2:80 -r 192.168.1.1", "Service not defined", ipvs.ErrNoService},
+		{"-d -t 10.0.0.2:80 -r 192.168.1.1", "Service not defined", ipvs.ErrNoService},
+		{"-a -t 10.0.0.1:80 -r 192.168.1.1 -m", "Destination already exists", ipvs.ErrDestExists},
+		{"-e -t 10.0.0.1:80 -r 192.168.1.2 -m", "No such destination", ipvs.ErrNoDest},
+		{"-d -t 10.0.0.1:80 -r 192.168.1.2", "No such destination", ipvs.ErrNoDest},
+		{"-a -t 10.0.0.1:80 -r 192.168.1.3 -y 5", "Numerical result out of range", ipvs.ErrRange},
+		{"-e -t 10.0.0.1:80 -r 192.168.1.1 -m -x 5 -y 6", "Numerical result out of range", ipvs.ErrRange},
+		{"-a -t 10.0.0.1:80 -r 224.0.0.1 -m", "Invalid operation.  Possibly wrong module version, address not unicast, ...", ipvs.ErrInvalid},
+		{"-a -t 10.0.0.1:80 -r 0.0.0.0 -m", "Invalid operation.  Possibly wrong module version, address not unicast, ...", ipvs.ErrInvalid},
+		{"--start-daemon master", "the connection sync daemon is not supported by gvs", ipvsadm.ErrUnsupported},
+		{"-L", "the 'list' command does not change the table", ipvs.ErrInvalid},
 	}
 	for _, tc := range tests {
 		err := applyErr(t, tab, tc.line)
-		var e *Error
-		if !errors.As(err, &e) || e.Msg != tc.msg || e.Code != ExitFailure || !errors.Is(err, tc.sentinel) {
+		var e *ipvsadm.Error
+		if !errors.As(err, &e) || e.Msg != tc.msg || e.Code != ipvsadm.ExitFailure || !errors.Is(err, tc.sentinel) {
 			t.Errorf("%q: got %v, want %q (exit 255, %v)", tc.line, err, tc.msg, tc.sentinel)
 		}
 	}
@@ -125,7 +130,7 @@ func TestTableErrors(t *testing.T) {
 }
 
 func TestTableDestLifecycle(t *testing.T) {
-	tab := NewTable(newFakeSched)
+	tab := ipvs.NewTable(newFakeSched)
 	mustApply(t, tab, "-A -t 10.0.0.1:80 -s wrr")
 	svc := tab.Service(key("-t 10.0.0.1:80"))
 	if svc == nil {
@@ -171,7 +176,7 @@ func TestTableDestLifecycle(t *testing.T) {
 		t.Errorf("new dest index %d, want 1", got.Index)
 	}
 	// Re-adding the deleted dest brings back the same object (IPVS trash).
-	tab.now = func() time.Time { return time.Now().Add(time.Hour) }
+	ipvs.SetNow(tab, func() time.Time { return time.Now().Add(time.Hour) })
 	mustApply(t, tab, "-a -t 10.0.0.1:80 -r 192.168.1.2:8080 -m -w 5")
 	if got := svc.Dests()[0]; got != d2 || !d2.Available() || d2.Weight() != 5 || d2.ActiveConns.Load() != 1 {
 		t.Errorf("re-add: same object %v, available %v, weight %d", got == d2, d2.Available(), d2.Weight())
@@ -186,7 +191,7 @@ func TestTableDestLifecycle(t *testing.T) {
 		t.Errorf("edit with same scheduler replaced it or lost the config")
 	}
 	mustApply(t, tab, "-E -t 10.0.0.1:80 -s rr")
-	if svc.Sched == Scheduler(sched) || svc.Sched.Name() != "rr" || svc.Config.Persistent() {
+	if svc.Sched == ipvs.Scheduler(sched) || svc.Sched.Name() != "rr" || svc.Config.Persistent() {
 		t.Errorf("edit with a new scheduler: %v persistent %v", svc.Sched.Name(), svc.Config.Persistent())
 	}
 	if ns := svc.Sched.(*fakeSched); ns.updates != 1 || ns.seen != 4 {
@@ -201,13 +206,13 @@ func TestTableDestLifecycle(t *testing.T) {
 			t.Errorf("dest %v still available after -D", d.AddrPort())
 		}
 	}
-	if tab.Lookup(ProtoTCP, mustAddr("10.0.0.1"), 80, 0) != nil || len(tab.Services()) != 0 {
+	if tab.Lookup(ipvs.ProtoTCP, mustAddr("10.0.0.1"), 80, 0) != nil || len(tab.Services()) != 0 {
 		t.Error("service still visible after -D")
 	}
 }
 
 func TestTableLookup(t *testing.T) {
-	tab := NewTable(newFakeSched)
+	tab := ipvs.NewTable(newFakeSched)
 	mustApply(t, tab,
 		"-A -t 10.0.0.1:80",
 		"-A -u 10.0.0.1:80",
@@ -217,30 +222,30 @@ func TestTableLookup(t *testing.T) {
 		"-A -f 7 -6",
 		"-A -t [2001:db8::1]:80",
 	)
-	get := func(s string) *Service { return tab.Service(key(s)) }
+	get := func(s string) *ipvs.Service { return tab.Service(key(s)) }
 	v4, v4b := mustAddr("10.0.0.1"), mustAddr("10.0.0.2")
 	tests := []struct {
 		name  string
-		proto Protocol
+		proto ipvs.Protocol
 		addr  netip.Addr
 		port  uint16
 		mark  uint32
-		want  *Service
+		want  *ipvs.Service
 	}{
-		{"exact tcp", ProtoTCP, v4, 80, 0, get("-t 10.0.0.1:80")},
-		{"exact udp", ProtoUDP, v4, 80, 0, get("-u 10.0.0.1:80")},
-		{"fwmark first", ProtoTCP, v4, 80, 7, get("-f 7")},
-		{"fwmark v6", ProtoTCP, mustAddr("2001:db8::1"), 80, 7, get("-f 7 -6")},
-		{"unknown mark falls back", ProtoTCP, v4, 80, 8, get("-t 10.0.0.1:80")},
-		{"ftp data port 20", ProtoTCP, v4, 20, 0, get("-t 10.0.0.1:21")},
-		{"ftp passive port", ProtoTCP, v4, 40000, 0, get("-t 10.0.0.1:21")},
-		{"privileged port: no ftp", ProtoTCP, v4, 443, 0, nil},
-		{"udp: no ftp", ProtoUDP, v4, 40000, 0, nil},
-		{"port zero service", ProtoTCP, v4b, 443, 0, get("-t 10.0.0.2:0")},
-		{"port zero: other protocol", ProtoUDP, v4b, 443, 0, nil},
-		{"v6 exact", ProtoTCP, mustAddr("2001:db8::1"), 80, 0, get("-t [2001:db8::1]:80")},
-		{"v4-mapped v6 is not v4", ProtoTCP, mustAddr("::ffff:10.0.0.1"), 80, 0, nil},
-		{"miss", ProtoTCP, mustAddr("10.9.9.9"), 80, 0, nil},
+		{"exact tcp", ipvs.ProtoTCP, v4, 80, 0, get("-t 10.0.0.1:80")},
+		{"exact udp", ipvs.ProtoUDP, v4, 80, 0, get("-u 10.0.0.1:80")},
+		{"fwmark first", ipvs.ProtoTCP, v4, 80, 7, get("-f 7")},
+		{"fwmark v6", ipvs.ProtoTCP, mustAddr("2001:db8::1"), 80, 7, get("-f 7 -6")},
+		{"unknown mark falls back", ipvs.ProtoTCP, v4, 80, 8, get("-t 10.0.0.1:80")},
+		{"ftp data port 20", ipvs.ProtoTCP, v4, 20, 0, get("-t 10.0.0.1:21")},
+		{"ftp passive port", ipvs.ProtoTCP, v4, 40000, 0, get("-t 10.0.0.1:21")},
+		{"privileged port: no ftp", ipvs.ProtoTCP, v4, 443, 0, nil},
+		{"udp: no ftp", ipvs.ProtoUDP, v4, 40000, 0, nil},
+		{"port zero service", ipvs.ProtoTCP, v4b, 443, 0, get("-t 10.0.0.2:0")},
+		{"port zero: other protocol", ipvs.ProtoUDP, v4b, 443, 0, nil},
+		{"v6 exact", ipvs.ProtoTCP, mustAddr("2001:db8::1"), 80, 0, get("-t [2001:db8::1]:80")},
+		{"v4-mapped v6 is not v4", ipvs.ProtoTCP, mustAddr("::ffff:10.0.0.1"), 80, 0, nil},
+		{"miss", ipvs.ProtoTCP, mustAddr("10.9.9.9"), 80, 0, nil},
 	}
 	for _, tc := range tests {
 		if got := tab.Lookup(tc.proto, tc.addr, tc.port, tc.mark); got != tc.want {
@@ -248,9 +253,9 @@ func TestTableLookup(t *testing.T) {
 		}
 	}
 	allocs := testing.AllocsPerRun(1000, func() {
-		_ = tab.Lookup(ProtoTCP, v4, 80, 0)
-		_ = tab.Lookup(ProtoTCP, v4b, 443, 7)
-		_ = tab.Lookup(ProtoUDP, mustAddr("2001:db8::2"), 53, 0)
+		_ = tab.Lookup(ipvs.ProtoTCP, v4, 80, 0)
+		_ = tab.Lookup(ipvs.ProtoTCP, v4b, 443, 7)
+		_ = tab.Lookup(ipvs.ProtoUDP, mustAddr("2001:db8::2"), 53, 0)
 	})
 	if allocs != 0 {
 		t.Errorf("Lookup allocates %.1f times per run", allocs)
@@ -258,7 +263,7 @@ func TestTableLookup(t *testing.T) {
 }
 
 func TestApplyAllAtomic(t *testing.T) {
-	tab := NewTable(newFakeSched)
+	tab := ipvs.NewTable(newFakeSched)
 	mustApply(t, tab, "-A -t 10.0.0.1:80 -s rr", "-a -t 10.0.0.1:80 -r 192.168.1.1 -m")
 	svc := tab.Service(key("-t 10.0.0.1:80"))
 	d := svc.Dests()[0]
@@ -267,11 +272,11 @@ func TestApplyAllAtomic(t *testing.T) {
 
 	rules := "-C\n-A -t 10.0.0.1:80 -s wrr\n-a -t 10.0.0.1:80 -r 192.168.1.1 -m -w 4\n" +
 		"-A -t 10.0.0.9:80\n-a -t 10.0.0.8:80 -r 192.168.1.2\n"
-	cmds, err := ParseRules(strings.NewReader(rules))
+	cmds, err := ipvsadm.ParseRules(strings.NewReader(rules))
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = tab.ApplyAll(cmds)
+	err = ipvsadm.ApplyAll(tab, cmds)
 	if err == nil || err.Error() != "line 5: Service not defined" {
 		t.Fatalf("ApplyAll = %v, want line 5: Service not defined", err)
 	}
@@ -280,7 +285,7 @@ func TestApplyAllAtomic(t *testing.T) {
 	}
 
 	// The same batch without the bad line: objects survive the -C.
-	if err := tab.ApplyAll(cmds[:4]); err != nil {
+	if err := ipvsadm.ApplyAll(tab, cmds[:4]); err != nil {
 		t.Fatal(err)
 	}
 	if tab.Service(key("-t 10.0.0.1:80")) != svc || svc.Config.Scheduler != "wrr" {
@@ -293,37 +298,37 @@ func TestApplyAllAtomic(t *testing.T) {
 	if svc.Stats.Sum().Conns != 0 {
 		t.Error("re-created service did not start with zero counters")
 	}
-	if tab.Lookup(ProtoTCP, mustAddr("10.0.0.9"), 80, 0) == nil {
+	if tab.Lookup(ipvs.ProtoTCP, mustAddr("10.0.0.9"), 80, 0) == nil {
 		t.Error("new service not published")
 	}
 }
 
 func TestZeroAndTimeouts(t *testing.T) {
-	tab := NewTable(newFakeSched)
+	tab := ipvs.NewTable(newFakeSched)
 	mustApply(t, tab, "-A -t 10.0.0.1:80", "-a -t 10.0.0.1:80 -r 192.168.1.1", "-A -u 10.0.0.1:53")
 	a, b := tab.Service(key("-t 10.0.0.1:80")), tab.Service(key("-u 10.0.0.1:53"))
 	a.Stats[1].InPkts.Add(5)
 	a.Dests()[0].Stats[2].OutBytes.Add(7)
 	b.Stats[0].Conns.Add(1)
 	mustApply(t, tab, "-Z -t 10.0.0.1:80")
-	if a.Stats.Sum() != (Totals{}) || a.Dests()[0].Stats.Sum() != (Totals{}) || b.Stats.Sum().Conns != 1 {
+	if a.Stats.Sum() != (ipvs.Totals{}) || a.Dests()[0].Stats.Sum() != (ipvs.Totals{}) || b.Stats.Sum().Conns != 1 {
 		t.Error("-Z of one service")
 	}
 	mustApply(t, tab, "-Z")
 	if b.Stats.Sum().Conns != 0 {
 		t.Error("-Z of all services")
 	}
-	if tab.Timeouts() != DefaultTimeouts {
+	if tab.Timeouts() != ipvs.DefaultTimeouts {
 		t.Errorf("default timeouts %v", tab.Timeouts())
 	}
 	mustApply(t, tab, "--set 0 60 0")
-	if got := tab.Timeouts(); got != (Timeouts{900, 60, 300}) {
+	if got := tab.Timeouts(); got != (ipvs.Timeouts{900, 60, 300}) {
 		t.Errorf("--set 0 60 0 gave %v", got)
 	}
 }
 
 func TestSortServicesLikeIpvsadm(t *testing.T) {
-	tab := NewTable(newFakeSched)
+	tab := ipvs.NewTable(newFakeSched)
 	mustApply(t, tab,
 		"-A -u 10.0.0.1:53",
 		"-A --sctp-service 10.0.0.1:9",
@@ -346,7 +351,7 @@ func TestSortServicesLikeIpvsadm(t *testing.T) {
 }
 
 func TestLookupConcurrentWithApply(t *testing.T) {
-	tab := NewTable(newFakeSched)
+	tab := ipvs.NewTable(newFakeSched)
 	mustApply(t, tab, "-A -t 10.0.0.1:80")
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
@@ -354,14 +359,14 @@ func TestLookupConcurrentWithApply(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			f := &Flow{}
+			f := &ipvs.Flow{}
 			for {
 				select {
 				case <-stop:
 					return
 				default:
 				}
-				if svc := tab.Lookup(ProtoTCP, mustAddr("10.0.0.1"), 80, 0); svc != nil {
+				if svc := tab.Lookup(ipvs.ProtoTCP, mustAddr("10.0.0.1"), 80, 0); svc != nil {
 					for _, d := range svc.Dests() {
 						_ = d.Usable()
 					}
@@ -384,7 +389,7 @@ func TestLookupConcurrentWithApply(t *testing.T) {
 }
 
 func BenchmarkLookup(b *testing.B) {
-	tab := NewTable(newFakeSched)
+	tab := ipvs.NewTable(newFakeSched)
 	for i := 0; i < 100; i++ {
 		mustApply(b, tab, fmt.Sprintf("-A -t 10.0.%d.%d:80", i/250, i%250+1))
 	}
@@ -392,26 +397,26 @@ func BenchmarkLookup(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if tab.Lookup(ProtoTCP, a, 80, 0) == nil {
+		if tab.Lookup(ipvs.ProtoTCP, a, 80, 0) == nil {
 			b.Fatal("miss")
 		}
 	}
 }
 
 func BenchmarkApplyAddDest(b *testing.B) {
-	tab := NewTable(newFakeSched)
+	tab := ipvs.NewTable(newFakeSched)
 	mustApply(b, tab, "-A -t 10.0.0.1:80")
-	add, _ := ParseArgs(strings.Fields("-A -t 10.0.0.1:80"))
-	cmds := []*Command{{Kind: CmdClear}, add}
+	add, _ := ipvsadm.ParseArgs(strings.Fields("-A -t 10.0.0.1:80"))
+	cmds := []*ipvsadm.Command{{Kind: ipvsadm.CmdClear}, add}
 	for i := 0; i < 1000; i++ {
-		c, _ := ParseArgs(strings.Fields(fmt.Sprintf("-a -t 10.0.0.1:80 -r 10.1.%d.%d -m", i/250, i%250+1)))
+		c, _ := ipvsadm.ParseArgs(strings.Fields(fmt.Sprintf("-a -t 10.0.0.1:80 -r 10.1.%d.%d -m", i/250, i%250+1)))
 		cmds = append(cmds, c)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		// a whole rules reload: 1 service, 1000 real servers
-		if err := tab.ApplyAll(cmds); err != nil {
+		if err := ipvsadm.ApplyAll(tab, cmds); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -421,16 +426,16 @@ func BenchmarkApplyAddDest(b *testing.B) {
 // VIPs and through the map with many.
 func TestIsVIP(t *testing.T) {
 	for _, n := range []int{1, 16, 17, 40} {
-		tab := NewTable(func(string, SvcFlags) (Scheduler, error) { return &fakeSched{}, nil })
-		var cmds []*Command
+		tab := ipvs.NewTable(func(string, ipvs.SvcFlags) (ipvs.Scheduler, error) { return &fakeSched{}, nil })
+		var cmds []*ipvsadm.Command
 		for i := 0; i < n; i++ {
-			c, err := ParseArgs([]string{"-A", "-t", fmt.Sprintf("198.51.100.%d:80", i+1)})
+			c, err := ipvsadm.ParseArgs([]string{"-A", "-t", fmt.Sprintf("198.51.100.%d:80", i+1)})
 			if err != nil {
 				t.Fatal(err)
 			}
 			cmds = append(cmds, c)
 		}
-		if err := tab.ApplyAll(cmds); err != nil {
+		if err := ipvsadm.ApplyAll(tab, cmds); err != nil {
 			t.Fatal(err)
 		}
 		for i := 0; i < n; i++ {
@@ -446,5 +451,39 @@ func TestIsVIP(t *testing.T) {
 		if got := len(tab.VIPs()); got != n {
 			t.Fatalf("VIPs() = %d addresses, want %d", got, n)
 		}
+	}
+}
+
+// TestLastWeightInBatch: last_weight follows __ip_vs_update_dest command by
+// command, also inside one ApplyAll (ipvsadm -R): set on every add (0
+// included), kept by an edit to weight 0.
+func TestLastWeightInBatch(t *testing.T) {
+	tab := ipvs.NewTable(newFakeSched)
+	apply := func(rules string) {
+		t.Helper()
+		cmds, err := ipvsadm.ParseRules(strings.NewReader(rules))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ipvsadm.ApplyAll(tab, cmds); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lw := func() (int, int) {
+		d := tab.Service(key("-u 10.0.0.1:53")).Dests()[0]
+		return d.Weight(), d.LastWeight()
+	}
+	apply("-A -u 10.0.0.1:53 -s mh\n-a -u 10.0.0.1:53 -r 192.168.1.1 -g -w 2\n-e -u 10.0.0.1:53 -r 192.168.1.1 -g -w 0\n")
+	if w, l := lw(); w != 0 || l != 2 {
+		t.Fatalf("add 2, edit 0 in one batch: weight %d last %d, want 0 2", w, l)
+	}
+	apply("-e -u 10.0.0.1:53 -r 192.168.1.1 -g -w 5\n-e -u 10.0.0.1:53 -r 192.168.1.1 -g -w 0\n")
+	if w, l := lw(); w != 0 || l != 5 {
+		t.Fatalf("edit 5, edit 0: weight %d last %d, want 0 5", w, l)
+	}
+	// Deleted and added again (from the trash) with weight 0: last 0.
+	apply("-d -u 10.0.0.1:53 -r 192.168.1.1\n-a -u 10.0.0.1:53 -r 192.168.1.1 -g -w 0\n")
+	if w, l := lw(); w != 0 || l != 0 {
+		t.Fatalf("re-added with 0: weight %d last %d, want 0 0", w, l)
 	}
 }

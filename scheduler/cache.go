@@ -169,13 +169,11 @@ func (b *bucket[V]) claim(key [16]byte, now, exp int64) *cacheSlot[V] {
 }
 
 // lblc is locality-based least-connection (ip_vs_lblc.c): a cache of
-// destination address -> destination. A cached destination is reused while
-// it is available, usable and not "overloaded" (lblcOverloaded); otherwise
-// wlc picks one and the cache is updated.
-//
-// Unlike the kernel, which checks only weight > 0 on a cache hit, a cached
-// destination flagged OVERLOAD is not reused (OVERLOAD is skipped by every
-// scheduler, IPVS.md §4).
+// destination address -> destination. As in ip_vs_lblc_schedule, a cached
+// destination is reused while it is available, has weight > 0 and is not
+// "overloaded" (lblcOverloaded); the OVERLOAD flag of the -x threshold is
+// not looked at there. Otherwise wlc picks one (skipping OVERLOAD, like
+// the kernel's __ip_vs_lblc_schedule) and the cache is updated.
 type lblc struct {
 	cache[*ipvs.Dest]
 }
@@ -207,7 +205,7 @@ func (s *lblc) Schedule(svc *ipvs.Service, f *ipvs.Flow) *ipvs.Dest {
 	hit := b.lookup(key, now, exp)
 	if hit != nil {
 		hit.lastUse = now
-		if d := hit.val; live(d) && !lblcOverloaded(d, ds) {
+		if d := hit.val; d.Available() && d.Weight() > 0 && !lblcOverloaded(d, ds) {
 			return d
 		}
 	}
@@ -225,7 +223,8 @@ func (s *lblc) Schedule(svc *ipvs.Service, f *ipvs.Flow) *ipvs.Dest {
 // lblcr is locality-based least-connection with replication
 // (ip_vs_lblcr.c): a cache of destination address -> set of destinations.
 // The least loaded member (overhead/weight) is used unless none is usable
-// or it is "overloaded", in which case wlc over the whole service picks a
+// (ip_vs_dest_set_min skips OVERLOAD and weight 0) or it is "overloaded",
+// in which case wlc over the whole service (skipping OVERLOAD) picks a
 // destination that joins the set. When the set has more than one member
 // and has not changed for the expiration, its most loaded member is
 // removed. Sets hold at most 8 members here (unbounded in IPVS); adding to

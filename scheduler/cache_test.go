@@ -54,13 +54,22 @@ func TestLBLC(t *testing.T) {
 	if got := sched("10.9.0.1"); got != "C" {
 		t.Fatalf("not overloaded by lblc's rule: %s, want C", got)
 	}
-	// OVERLOAD flag, weight 0, deletion: re-pick.
+	// The OVERLOAD flag (-x threshold) is not looked at on a cache hit, as
+	// in ip_vs_lblc_schedule: the cached C stays. wlc, on a miss, skips it.
+	setOverload(m["C"], true)
+	if got := sched("10.9.0.1"); got != "C" {
+		t.Fatalf("cached C flagged OVERLOAD: %s, want C (kept)", got)
+	}
+	if got := sched("10.9.0.3"); got == "C" || got == "-" {
+		t.Fatalf("new address with C flagged OVERLOAD: %s", got)
+	}
+	setOverload(m["C"], false)
+	// Weight 0: re-pick.
 	for _, tc := range []struct {
 		desc   string
 		break_ func()
 		fix    func()
 	}{
-		{"OVERLOAD", func() { setOverload(m["C"], true) }, func() { setOverload(m["C"], false) }},
 		{"weight 0", func() { setWeight(m["C"], 0) }, func() { setWeight(m["C"], 4) }},
 	} {
 		tc.break_()

@@ -323,8 +323,7 @@ func TestMH(t *testing.T) {
 		s.Update(svc)
 		tab := *s.(*mh).table.Load()
 		for _, f := range flows[:100] {
-			a := f.SrcAddr.As16()
-			if got, want := s.Schedule(svc, f), tab[mhHash(mhKey1, &a, 0, 0)%DefaultMHTableSize]; got != want {
+			if got, want := s.Schedule(svc, f), tab[mhHashKey(mhFold(f.SrcAddr), 0, &mhHash1, 0)%DefaultMHTableSize]; got != want {
 				t.Fatal("lookup differs from table slot")
 			}
 		}

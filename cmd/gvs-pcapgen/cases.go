@@ -177,6 +177,66 @@ var cases = map[string]func() *scenario{
 		udpIn(s, client, 34003, 53, "a4") // scheduled afresh: rr moves on -> rs2
 		return s
 	},
+	// Persistence templates as the kernel keeps them, seen through -Lnc:
+	// ASSURED once a connection under the template is ESTABLISHED; 60 s
+	// more (and 60 s per later use) when the template's time runs out
+	// while it controls a connection; invalidated (vport and dport 65535)
+	// rather than freed when its real server is deleted, next to the
+	// client's new template, and kept while it controls a connection.
+	"persist-templates": func() *scenario {
+		s := &scenario{rules: "-A -t 198.51.100.10:80 -s rr -p 120\n-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m -w 1\n-a -t 198.51.100.10:80 -r 198.18.2.12:8080 -m -w 1\n"}
+		rst := func(v *conversation) {
+			v.s.in(frames.TCP(toVIP(v.c), ip(v.c, vip), frames.TCPSeg{SrcPort: v.cport, DstPort: v.vport, Seq: v.cseq, RST: true}))
+		}
+		// t=0: template T1 (120 s) -> rs2 (rr's first pick); ESTABLISHED at 1 s.
+		v1 := newConv(s, client, 40901, 80, rs2, 8080, true)
+		v1.fromClient(true, false, false, false, nil)
+		s.at(500 * time.Millisecond)
+		v1.fromServer(true, true, false, false, nil)
+		s.at(time.Second)
+		v1.fromClient(false, true, false, false, nil)
+		// At 120 s T1 still controls v1: 60 s more, to 180 s. At 150 s a
+		// second connection under it re-arms it to 150+60 s, not +120.
+		s.at(150 * time.Second)
+		v2 := newConv(s, client, 40902, 80, rs2, 8080, true)
+		v2.fromClient(true, false, false, false, nil)
+		v2.fromServer(true, true, false, false, nil)
+		v2.fromClient(false, true, false, false, nil)
+		// Both end at 160 s (RST: CLOSE, 10 s); T1 goes at 210 s.
+		s.at(160 * time.Second)
+		rst(v1)
+		rst(v2)
+		// 220 s: client2's template T2 -> rs1 (rr's next), ESTABLISHED at 230 s.
+		s.at(220 * time.Second)
+		w1 := newConv(s, client2, 41901, 80, rs1, 8080, true)
+		w1.fromClient(true, false, false, false, nil)
+		w1.fromServer(true, true, false, false, nil)
+		s.at(230 * time.Second)
+		w1.fromClient(false, true, false, false, nil)
+		// The script deletes rs1 at 231 s; client2's next SYN invalidates T2
+		// and makes T3 -> rs2.
+		s.at(232 * time.Second)
+		w2 := newConv(s, client2, 41902, 80, rs2, 8080, true)
+		w2.fromClient(true, false, false, false, nil)
+		s.script = `# templates: NONE/ASSURED, the 60 s re-arm, invalidation
+0.7 -Lnc
+1.5 -Lnc
+100 -Lnc
+121 -Lnc
+150.5 -Lnc
+175 -Lnc
+211 -Lnc
+230.5 -Lnc
+231 -d -t 198.51.100.10:80 -r 198.18.2.11:8080
+232.5 -Lnc
+341 -Lnc
+353 -Lnc
+1121 -Lnc
+1131 -Lnc
+1181 -Lnc
+`
+		return s
+	},
 	// Weight 0 quiesces a real server: no new connections.
 	"weight0": func() *scenario {
 		s := &scenario{rules: "-A -u 198.51.100.10:53 -s rr\n-a -u 198.51.100.10:53 -r 198.18.2.11:53 -g -w 1\n-a -u 198.51.100.10:53 -r 198.18.2.12:53 -g -w 0\n"}
@@ -267,6 +327,76 @@ var cases = map[string]func() *scenario{
 		return s
 	},
 	"malformed": malformed,
+	// mh as the kernel picks (ip_vs_mh.c): four DR real servers with
+	// weights 1, 2, 3 and one added with 2 then quiesced (it keeps its
+	// slots), added in descending order so that the kernel's list (newest
+	// first) is gvs's sorted build order. Port 53 is plain mh, port 54
+	// mh-fallback,mh-port. Twelve clients each; the picks are checked
+	// against a transcription of the kernel in package scheduler.
+	"mh-kernel": func() *scenario {
+		rules := ""
+		for _, p := range []struct {
+			port  int
+			flags string
+		}{{53, ""}, {54, " -b mh-fallback,mh-port"}} {
+			rules += fmt.Sprintf("-A -u 198.51.100.10:%d -s mh%s\n", p.port, p.flags)
+			for _, rs := range []struct {
+				addr string
+				w    int
+			}{{"198.18.2.14", 2}, {"198.18.2.13", 3}, {"198.18.2.12", 2}, {"198.18.2.11", 1}} {
+				rules += fmt.Sprintf("-a -u 198.51.100.10:%d -r %s:%d -g -w %d\n", p.port, rs.addr, p.port, rs.w)
+			}
+			rules += fmt.Sprintf("-e -u 198.51.100.10:%d -r 198.18.2.14:%d -g -w 0\n", p.port, p.port)
+		}
+		s := &scenario{rules: rules}
+		for _, vport := range []uint16{53, 54} {
+			for i := 0; i < 12; i++ {
+				udpIn(s, netip.AddrFrom4([4]byte{198, 18, 5, byte(1 + i)}), uint16(30000+i), vport, "mh")
+			}
+		}
+		return s
+	},
+	// Scripted ipvsadm commands during and after a capture (gvs-replay
+	// --script): a NAT connection listed with its expiry, its real server
+	// deleted under it, counters and rates, bad commands, and timeouts
+	// running out after the last frame.
+	"script-nat": func() *scenario {
+		s := &scenario{rules: "-A -t 198.51.100.10:80 -s rr\n-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m -w 1\n-a -t 198.51.100.10:80 -r 198.18.2.12:8080 -m -w 1\n"}
+		// rr's first pick is the newest destination: rs2.
+		v := newConv(s, client, 40801, 80, rs2, 8080, true)
+		v.fromClient(true, false, false, false, nil) // t=0: SYN
+		v.fromServer(true, true, false, false, nil)
+		v.fromClient(false, true, false, false, nil) // ESTABLISHED
+		v.fromClient(false, true, false, true, []byte("GET / HTTP/1.0\r\n\r\n"))
+		v.fromServer(false, true, false, true, bytes.Repeat([]byte("x"), 600))
+		// At 2 s the script deletes rs2: the connection stays
+		// (expire_nodest_conn is 0), its packets are dropped. (IPVS
+		// drops them without restarting the timer; gvs restarts it, so
+		// the -Lnc at 2.5 s and 60 s show 14:59 and 14:02 where IPVS
+		// would show 14:57 and 14:00.)
+		s.at(2400 * time.Millisecond)
+		v.fromClient(false, true, false, true, []byte("more"))
+		// Exactly at 2.5 s, after the script's -Lnc at 2.5: a new
+		// connection, which only rs1 can take.
+		s.at(2500 * time.Millisecond)
+		v2 := newConv(s, client, 40802, 80, rs1, 8080, true)
+		v2.fromClient(true, false, false, false, nil)
+		s.script = `# gvs-replay script: SECONDS (after the first frame) then ipvsadm's arguments
+1 -Lnc
+1 -Ln
+2 -d -t 198.51.100.10:80 -r 198.18.2.12:8080
+2 -d -t 198.51.100.10:80 -r 198.18.2.12:8080
+2.5 -Lnc
+3 -Ln --stats
+3 -Ln --rate
+4 -a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m
+4 -Q
+60 -Lnc
+950 -Lnc
+950 -Ln
+`
+		return s
+	},
 }
 
 func init() {

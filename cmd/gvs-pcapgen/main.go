@@ -1,7 +1,9 @@
 // Command gvs-pcapgen writes the replay regression inputs under testdata/replay:
 // one folder per behaviour with `rules` (ipvsadm-save format) and `in.pcapng`
-// (two interfaces: vip0 = index 0, dip0 = index 1, as in the lab). The golden
-// outputs next to them (out.pcapng, verdicts.jsonl) are produced by the
+// (two interfaces: vip0 = index 0, dip0 = index 1, as in the lab), and
+// optionally `facts.json` and `script` (ipvsadm commands at capture times,
+// see gvs-replay --script). The golden outputs next to them (out.pcapng,
+// verdicts.jsonl, and script.out for a case with a script) are produced by the
 // pipeline itself (`make golden`) and reviewed by the tests in package
 // forwarder, which decode them independently with gopacket.
 //
@@ -53,14 +55,22 @@ type frame struct {
 }
 
 type scenario struct {
-	rules  string
-	facts  string // optional facts.json content
+	rules string
+	facts string // optional facts.json content
+	// script is an optional gvs-replay script ("SECONDS ARGS..." lines,
+	// seconds after the first frame, which is at Epoch+1ms); the golden
+	// test replays it and compares its output with script.out.
+	script string
 	now    time.Duration
 	frames []frame
 }
 
 // at moves the scenario clock forward.
 func (s *scenario) after(d time.Duration) { s.now += d }
+
+// at sets the scenario clock so that the next frame is d after the first
+// one (the origin of script times); frames must already have been added.
+func (s *scenario) at(d time.Duration) { s.now = s.frames[0].at + d - time.Millisecond }
 
 func (s *scenario) in(b []byte) {
 	s.now += time.Millisecond
@@ -81,6 +91,11 @@ func (s *scenario) write(dir string) error {
 	}
 	if s.facts != "" {
 		if err := os.WriteFile(filepath.Join(dir, "facts.json"), []byte(s.facts), 0o644); err != nil {
+			return err
+		}
+	}
+	if s.script != "" {
+		if err := os.WriteFile(filepath.Join(dir, "script"), []byte(s.script), 0o644); err != nil {
 			return err
 		}
 	}

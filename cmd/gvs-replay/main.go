@@ -1,6 +1,7 @@
 // Command gvs-replay runs gvs's forwarding pipeline over a capture file.
 //
 //	gvs-replay --rules FILE --in IN.pcap[ng] --out OUT.pcapng [--verdicts FILE] [--facts FILE]
+//	           [--script FILE [--script-out FILE]]
 //
 // Every frame of IN goes through exactly the code the daemon runs on its
 // rings, with the capture's timestamps as the clock, so connection timeouts
@@ -9,6 +10,12 @@
 // recorded on its egress interface); VERDICTS gets one JSON line per input
 // frame. The director's facts (links, addresses, MACs, MTU, neighbours) come
 // from --facts or the flags below; see forwarder.Facts for the defaults.
+//
+// --script FILE runs ipvsadm commands at given capture times, through the
+// daemon's own ipvsadm engine, one "SECONDS ARGS..." per line (seconds
+// after the first frame); each command's output, after a line
+// "== SECONDS ARGS...", goes to --script-out or else to stdout (before the
+// summary). See replay.Script and the README ("Replaying a capture").
 package main
 
 import (
@@ -49,9 +56,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.Var(&o.Neighbors, "neigh", "neighbour IP=MAC (repeatable); others get 02:00:<IPv4 bytes>")
 	fs.StringVar(&o.Gateway, "gateway", "", "next hop on the VIP side for addresses outside both links")
 	fs.IntVar(&o.ConnCapacity, "conn-capacity", 0, "connection table capacity (default: the daemon's)")
+	fs.StringVar(&o.Script, "script", "", "run the ipvsadm commands of this file at their capture times (\"SECONDS ARGS...\" per line)")
+	fs.StringVar(&o.ScriptOut, "script-out", "", "write the script's output to this file (default: stdout)")
 	fs.BoolVar(&o.Summary, "summary", true, "print a summary and ipvsadm -Ln style counters at the end")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: gvs-replay --rules FILE --in IN.pcap --out OUT.pcapng [--verdicts FILE] [--facts FILE]")
+		fmt.Fprintln(stderr, "usage: gvs-replay --rules FILE --in IN.pcap --out OUT.pcapng [--verdicts FILE] [--facts FILE] [--script FILE [--script-out FILE]]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -64,12 +73,20 @@ func run(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return usageError{errors.New("--rules, --in and --out are required")}
 	}
+	if o.ScriptOut != "" && o.Script == "" {
+		return usageError{errors.New("--script-out needs --script")}
+	}
 	if fs.NArg() != 0 {
 		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
 	res, err := replay.Run(o)
 	if err != nil {
 		return err
+	}
+	if o.Script != "" && o.ScriptOut == "" {
+		if _, err := stdout.Write(res.ScriptOutput); err != nil {
+			return err
+		}
 	}
 	if o.Summary {
 		res.WriteSummary(stdout)

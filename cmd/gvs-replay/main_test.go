@@ -131,3 +131,62 @@ func TestRunFactsFlags(t *testing.T) {
 		t.Errorf("dst MAC %x, want the --neigh one", data[0:6])
 	}
 }
+
+// --script runs the case's ipvsadm commands at their capture times: the
+// output matches the golden script.out, in the --script-out file or on
+// stdout before the summary.
+func TestRunScript(t *testing.T) {
+	dir := t.TempDir()
+	c := filepath.Join(cases, "script-nat")
+	want, err := os.ReadFile(filepath.Join(c, "script.out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"--rules", filepath.Join(c, "rules"), "--in", filepath.Join(c, "in.pcapng"),
+		"--out", filepath.Join(dir, "o.pcapng"), "--verdicts", filepath.Join(dir, "v.jsonl"), "--script", filepath.Join(c, "script")}
+
+	sout := filepath.Join(dir, "script.out")
+	var stdout bytes.Buffer
+	if err := run(append(base, "--script-out", sout), &stdout, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(sout)
+	if !bytes.Equal(got, want) {
+		t.Errorf("--script-out differs from the golden script.out:\n%s", got)
+	}
+	if !strings.HasPrefix(stdout.String(), "frames: 7\n") {
+		t.Errorf("stdout with --script-out is the summary alone:\n%s", stdout.String())
+	}
+	v, _ := os.ReadFile(filepath.Join(dir, "v.jsonl"))
+	wantV, _ := os.ReadFile(filepath.Join(c, "verdicts.jsonl"))
+	if !bytes.Equal(v, wantV) {
+		t.Errorf("verdicts differ from the golden ones:\n%s", v)
+	}
+
+	stdout.Reset()
+	if err := run(base, &stdout, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(stdout.Bytes(), want) || !strings.HasPrefix(stdout.String()[len(want):], "frames: 7\n") {
+		t.Errorf("stdout is not the script's output then the summary:\n%s", stdout.String())
+	}
+}
+
+func TestRunScriptErrors(t *testing.T) {
+	dir := t.TempDir()
+	c := filepath.Join(cases, "script-nat")
+	base := []string{"--rules", filepath.Join(c, "rules"), "--in", filepath.Join(c, "in.pcapng"), "--out", filepath.Join(dir, "o.pcapng")}
+	var ue usageError
+	if err := run(append(base, "--script-out", filepath.Join(dir, "s")), &bytes.Buffer{}, &bytes.Buffer{}); !errors.As(err, &ue) {
+		t.Errorf("--script-out without --script: %v, want a usage error", err)
+	}
+	bad := filepath.Join(dir, "script")
+	os.WriteFile(bad, []byte("1 -Lnc\n0.5 -Ln\n"), 0o644)
+	err := run(append(base, "--script", bad), &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "line 2: time 0.5 is before the previous command's 1") {
+		t.Errorf("decreasing times: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "o.pcapng")); err == nil {
+		t.Errorf("output written despite the bad script")
+	}
+}

@@ -10,6 +10,10 @@
 // and as ipvsadm-restore it replaces the table with the rules on stdin (one
 // atomic clear and restore).
 //
+// A gvs extension ipvsadm does not have: "gvsadm --sysctl [NAME[=VALUE]]"
+// lists, reads or sets IPVS's sysctls (net.ipv4.vs.NAME) in gvsd, with
+// sysctl(8)'s output and error texts.
+//
 // The socket is the abstract unix socket @gvsd; the environment variable
 // GVS_SOCKET names another one. -h and -v work without a daemon.
 package main

@@ -11,6 +11,7 @@ import (
 	"gvs/conntrack"
 	"gvs/control"
 	"gvs/ipvs"
+	"gvs/ipvsadm"
 	"gvs/scheduler"
 )
 
@@ -71,9 +72,9 @@ func TestNoDaemonLocal(t *testing.T) {
 		code    int
 		usesOut bool
 	}{
-		{argv: []string{"/usr/sbin/ipvsadm", "-v"}, out: ipvs.Version + "\n"},
-		{argv: []string{"ipvsadm", "-h"}, out: ipvs.Version + "\nUsage:\n  ipvsadm -A|E virtual-service"},
-		{argv: []string{"./bin/gvsadm", "--help"}, out: ipvs.Version + "\nUsage:\n  gvsadm -A|E virtual-service"},
+		{argv: []string{"/usr/sbin/ipvsadm", "-v"}, out: ipvsadm.Version + "\n"},
+		{argv: []string{"ipvsadm", "-h"}, out: ipvsadm.Version + "\nUsage:\n  ipvsadm -A|E virtual-service"},
+		{argv: []string{"./bin/gvsadm", "--help"}, out: ipvsadm.Version + "\nUsage:\n  gvsadm -A|E virtual-service"},
 		{argv: []string{"/sbin/ipvsadm-save", "-x"}, code: 1,
 			err: "ipvsadm-save: Script to save the IPVS table to stdout.\n   With the -n option, prints out the table in numeric format.\n"},
 	} {
@@ -81,7 +82,7 @@ func TestNoDaemonLocal(t *testing.T) {
 		if !strings.HasPrefix(o, tc.out) || e != tc.err || code != tc.code {
 			t.Errorf("%q: code %d stdout %q stderr %q", tc.argv, code, o, e)
 		}
-		if tc.out == ipvs.Version+"\n" && o != tc.out {
+		if tc.out == ipvsadm.Version+"\n" && o != tc.out {
 			t.Errorf("%q: stdout %q", tc.argv, o)
 		}
 	}

@@ -16,6 +16,7 @@ func controlServer(adminGID int) func(ctx context.Context, d *daemon.Daemon) err
 		e := control.NewEngine(d.Table(), d.Conns(), d.Clock)
 		e.OnChange = d.Sync
 		e.AdminGID = adminGID
+		e.Settings = d.Settings()
 		// The rate estimator (ipvsadm --rate) samples the counters every 2 s.
 		go e.RunEstimator(ctx)
 		return control.Serve(ctx, d.Socket(), e, d.Logger().Named("control"))

@@ -3,6 +3,7 @@
 //
 //	gvsd --vip-if IF --dip-if IF [--rules FILE] [--socket NAME] [--workers N]
 //	     [--log-level LEVEL] [--log-format json|console] [--stats-interval D]
+//	     [--sysctl NAME=VALUE]... [--sysctl-file FILE]
 //
 // It loads the ipvsadm-save rules file, captures the services' traffic on
 // the VIP interface and the NAT replies on the DIP interface (the same
@@ -11,6 +12,11 @@
 // gvsadm. SIGHUP re-reads the rules file and applies it atomically (existing
 // connections keep flowing); SIGTERM and SIGINT stop it, removing its
 // nftables table and ARP responder, with exit status 0.
+//
+// --sysctl and --sysctl-file set IPVS's sysctls (net.ipv4.vs.NAME, see
+// "gvsadm --sysctl") before the daemon serves: the file first, in
+// sysctl.conf syntax, then the flags in order. An unknown name or an invalid
+// value is one line on stderr and exit status 2.
 package main
 
 import (
@@ -44,6 +50,8 @@ type options struct {
 	logFormat string
 	adminGID  int
 	pprof     string
+	// notices are about sysctls set that gvs stores but does not act on.
+	notices []string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -64,6 +72,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.adminGID, "admin-gid", -1, "group (primary GID of the caller) allowed to change the daemon besides root; -1: root only")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
+	var sysctls sysctlFlag
+	fs.Var(&sysctls, "sysctl", "set IPVS sysctl net.ipv4.vs.NAME (NAME=VALUE; repeatable; after --sysctl-file)")
+	sysctlFile := fs.String("sysctl-file", "", "IPVS sysctls in sysctl.conf syntax (net.ipv4.vs.NAME = VALUE lines)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -78,6 +89,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("--busy-poll must be between 0 and 1s")
 	case o.logFormat != "json" && o.logFormat != "console":
 		return o, fmt.Errorf("--log-format %q: want json or console", o.logFormat)
+	}
+	var err error
+	if o.cfg.Settings, o.notices, err = applySysctls(*sysctlFile, sysctls); err != nil {
+		return o, err
 	}
 	return o, nil
 }
@@ -112,6 +127,9 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	defer log.Sync()
+	for _, n := range o.notices {
+		log.Warn(n)
+	}
 	o.cfg.Logger = log
 	o.cfg.Control = controlServer(o.adminGID)
 

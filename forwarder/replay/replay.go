@@ -18,8 +18,10 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"gvs/conntrack"
+	"gvs/control"
 	"gvs/forwarder"
 	"gvs/ipvs"
+	"gvs/ipvsadm"
 	"gvs/scheduler"
 )
 
@@ -40,6 +42,11 @@ type Options struct {
 	Gateway      string
 	ConnCapacity int
 	Summary      bool
+	// Script is a file of ipvsadm commands to run at given capture times
+	// ("" = none; see Script). Their output goes to Result.ScriptOutput and,
+	// when ScriptOut is set, to that file.
+	Script    string
+	ScriptOut string
 }
 
 // NeighborFlags collects repeated --neigh IP=MAC flags.
@@ -81,6 +88,8 @@ type Result struct {
 	Actions  map[string]uint64
 	Reasons  map[string]uint64
 	Pipeline *forwarder.Pipeline
+	// ScriptOutput is what the script's commands printed (see ReplayScript).
+	ScriptOutput []byte
 }
 
 // facts builds the director facts from the defaults, --facts and the flags.
@@ -137,14 +146,14 @@ func LoadRules(path string) (*ipvs.Table, error) {
 
 // ParseRules is LoadRules from a reader; name is used in errors.
 func ParseRules(r io.Reader, name string) (*ipvs.Table, error) {
-	cmds, err := ipvs.ParseRules(r)
+	cmds, err := ipvsadm.ParseRules(r)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	t := ipvs.NewTable(func(n string, f ipvs.SvcFlags) (ipvs.Scheduler, error) {
 		return scheduler.NewSeeded(n, f, Seed)
 	})
-	if err := t.ApplyAll(cmds); err != nil {
+	if err := ipvsadm.ApplyAll(t, cmds); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return t, nil
@@ -160,20 +169,32 @@ func Run(o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	var script Script
+	if o.Script != "" {
+		if script, err = LoadScript(o.Script); err != nil {
+			return nil, err
+		}
+	}
 	in, err := os.ReadFile(o.In)
 	if err != nil {
 		return nil, err
 	}
-	var out, verdicts bytes.Buffer
-	res, err := Replay(table, facts, o.ConnCapacity, in, &out, &verdicts)
+	var out, verdicts, sout bytes.Buffer
+	res, err := ReplayScript(table, facts, o.ConnCapacity, in, &out, &verdicts, script, &sout)
 	if err != nil {
 		return nil, err
 	}
+	res.ScriptOutput = sout.Bytes()
 	if err := os.WriteFile(o.Out, out.Bytes(), 0o644); err != nil {
 		return nil, err
 	}
 	if o.Verdicts != "" {
 		if err := os.WriteFile(o.Verdicts, verdicts.Bytes(), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	if o.ScriptOut != "" {
+		if err := os.WriteFile(o.ScriptOut, sout.Bytes(), 0o644); err != nil {
 			return nil, err
 		}
 	}
@@ -188,13 +209,34 @@ type packetReader interface {
 // of table and facts, writing the transmitted frames as pcapng to out and
 // the verdicts as JSON lines to verdicts.
 func Replay(table *ipvs.Table, facts forwarder.Facts, capacity int, in []byte, out, verdicts io.Writer) (*Result, error) {
+	return ReplayScript(table, facts, capacity, in, out, verdicts, nil, nil)
+}
+
+// ReplayScript is Replay that also runs script's commands as the capture
+// clock reaches their times, through the ipvsadm engine of the daemon's
+// control socket (control.Engine, as root) over the replay's tables, and
+// writes their output to scriptOut (see clock.run for the format).
+// A command runs before any frame at or after its time; the commands left
+// after the last frame run at their times, as if the capture went on
+// without frames. Before each command the connection table is expired up
+// to the command's time, so that listings and counters show what the
+// daemon's would at that moment. A failing command is part of the output,
+// not an error of the replay. A non-empty script needs at least one frame
+// (its times count from the first frame's).
+func ReplayScript(table *ipvs.Table, facts forwarder.Facts, capacity int, in []byte, out, verdicts io.Writer,
+	script Script, scriptOut io.Writer) (*Result, error) {
 	env, err := forwarder.NewStaticEnv(facts)
 	if err != nil {
 		return nil, err
 	}
 	conns := conntrack.New(conntrack.Config{Seed: Seed, Capacity: capacity, Shards: 16})
+	// The IPVS sysctls at the kernel's defaults; a script may change them
+	// (--sysctl) like gvsadm does on a daemon.
+	settings := ipvs.NewSettings()
+	control.BindSettings(settings, conns, table)
 	pl := forwarder.New(forwarder.Config{Env: env, Services: table, Conns: conns})
 	w := pl.NewWorker()
+	clk := newClock(conns, table, settings, script, scriptOut)
 
 	var rd packetReader
 	linkOf := func(int) int { return forwarder.VIPSide }
@@ -257,6 +299,12 @@ func Replay(table *ipvs.Table, facts forwarder.Facts, capacity int, in []byte, o
 			data = data[:65536]
 		}
 		now := ci.Timestamp.UnixNano()
+		if !clk.started {
+			clk.start(now)
+		}
+		if err := clk.advance(now, false); err != nil {
+			return nil, err
+		}
 		conns.Expire(now)
 		n := copy(buf[forwarder.Headroom:], data)
 		r := w.Process(buf, forwarder.Headroom, n, linkOf(ci.InterfaceIndex), false, now)
@@ -271,6 +319,12 @@ func Replay(table *ipvs.Table, facts forwarder.Facts, capacity int, in []byte, o
 			}
 		}
 		res.Frames++
+	}
+	if clk.pending() && !clk.started {
+		return nil, errors.New("a script needs a capture with at least one frame: its times count from the first frame's")
+	}
+	if err := clk.advance(0, true); err != nil {
+		return nil, err
 	}
 	if err := ngw.Flush(); err != nil {
 		return nil, err
@@ -329,6 +383,6 @@ func (r *Result) WriteSummary(w io.Writer) {
 		}
 	}
 	svcs := r.Pipeline.Services().Services()
-	ipvs.WriteList(w, svcs, ipvs.ListOptions{Numeric: true}, nil)
-	ipvs.WriteList(w, svcs, ipvs.ListOptions{Numeric: true, Stats: true}, nil)
+	ipvsadm.WriteList(w, svcs, ipvsadm.ListOptions{Numeric: true}, nil)
+	ipvsadm.WriteList(w, svcs, ipvsadm.ListOptions{Numeric: true, Stats: true}, nil)
 }

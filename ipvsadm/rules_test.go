@@ -1,10 +1,12 @@
-package ipvs
+package ipvsadm
 
 import (
 	"bytes"
 	"errors"
 	"strings"
 	"testing"
+
+	"gvs/ipvs"
 )
 
 func TestParseRules(t *testing.T) {
@@ -27,7 +29,7 @@ func TestParseRules(t *testing.T) {
 	if cmds[1].Kind != CmdAddServer || cmds[1].Line != 5 || cmds[1].Dest.Weight != 2 {
 		t.Errorf("line 5: %+v", cmds[1])
 	}
-	if cmds[2].Kind != CmdSet || cmds[2].Line != 7 || cmds[2].Timeouts != (Timeouts{10, 20, 30}) {
+	if cmds[2].Kind != CmdSet || cmds[2].Line != 7 || cmds[2].Timeouts != (ipvs.Timeouts{TCP: 10, TCPFin: 20, UDP: 30}) {
 		t.Errorf("line 7: %+v", cmds[2])
 	}
 }
@@ -61,8 +63,8 @@ func roundTrip(t testing.TB, rules string, numeric bool) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	tab := NewTable(newFakeSched)
-	if err := tab.ApplyAll(cmds); err != nil {
+	tab := ipvs.NewTable(newFakeSched)
+	if err := ApplyAll(tab, cmds); err != nil {
 		return "", err
 	}
 	var b bytes.Buffer

@@ -1,4 +1,4 @@
-package ipvs
+package ipvsadm
 
 import (
 	"errors"
@@ -22,8 +22,9 @@ const (
 
 // Error is an ipvsadm error: Msg is the exact text ipvsadm prints on stderr
 // (without the final newline; the caller prints Msg then "\n") and Code the
-// status it exits with. Err, when set, is one of the sentinels below so
-// callers can branch with errors.Is.
+// status it exits with. Err, when set, is one of the sentinels below or
+// the model's error (ipvs.ErrNoService, ...) so callers can branch with
+// errors.Is.
 type Error struct {
 	Msg  string
 	Code int
@@ -40,23 +41,6 @@ func (e *Error) Unwrap() error { return e.Err }
 var (
 	// ErrSyntax marks command-line and rules-file syntax errors (exit 2 or 255).
 	ErrSyntax = errors.New("ipvsadm syntax error")
-	// ErrServiceExists: -A of an existing service (EEXIST).
-	ErrServiceExists = errors.New("service already exists")
-	// ErrNoService: -E, -D, -Z or -L of a missing service (ESRCH).
-	ErrNoService = errors.New("no such service")
-	// ErrServiceNotDefined: -a, -e, -d on a missing service (ESRCH).
-	ErrServiceNotDefined = errors.New("service not defined")
-	// ErrDestExists: -a of an existing destination (EEXIST).
-	ErrDestExists = errors.New("destination already exists")
-	// ErrNoDest: -e or -d of a missing destination (ENOENT).
-	ErrNoDest = errors.New("no such destination")
-	// ErrNotFound: unknown scheduler or persistence engine (ENOENT).
-	ErrNotFound = errors.New("scheduler or persistence engine not found")
-	// ErrRange: lower threshold above upper threshold (ERANGE).
-	ErrRange = errors.New("value out of range")
-	// ErrInvalid: an operation the kernel would refuse with EINVAL
-	// (destination address not unicast, ...).
-	ErrInvalid = errors.New("invalid operation")
 	// ErrUnsupported: a command gvs parses but does not implement (the
 	// connection sync daemon).
 	ErrUnsupported = errors.New("operation not supported")

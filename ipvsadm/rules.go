@@ -1,4 +1,4 @@
-package ipvs
+package ipvsadm
 
 import (
 	"bufio"
@@ -21,7 +21,7 @@ const maxRuleLine = 1 << 20
 // Errors are *Error whose message starts with the line number, then
 // ipvsadm's own text: "line 3: illegal weight specified" (exit status as
 // ipvsadm's for that message). Each returned Command has its Line set, so
-// that Table.ApplyAll reports a rejected command the same way
+// that ApplyAll reports a rejected command the same way
 // ("line 7: Service not defined").
 func ParseRules(r io.Reader) ([]*Command, error) {
 	sc := bufio.NewScanner(r)

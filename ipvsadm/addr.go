@@ -1,15 +1,13 @@
-package ipvs
+package ipvsadm
 
 import (
 	"math"
 	"math/bits"
 	"net/netip"
 	"strconv"
-)
 
-// ProtoSCTP is SCTP (ipvsadm --sctp-service). gvs parses, stores and lists
-// SCTP services; the data path does not balance SCTP.
-const ProtoSCTP Protocol = 132
+	"gvs/ipvs"
+)
 
 // serviceName is one /etc/services entry of the built-in table.
 type serviceName struct {
@@ -86,12 +84,12 @@ var serviceNames = []serviceName{
 }
 
 type protoPort struct {
-	proto Protocol
+	proto ipvs.Protocol
 	port  uint16
 }
 
 type protoName struct {
-	proto Protocol
+	proto ipvs.Protocol
 	name  string
 }
 
@@ -103,7 +101,7 @@ var (
 func init() {
 	for _, s := range serviceNames {
 		for _, c := range s.protos {
-			p := map[rune]Protocol{'t': ProtoTCP, 'u': ProtoUDP, 's': ProtoSCTP}[c]
+			p := map[rune]ipvs.Protocol{'t': ipvs.ProtoTCP, 'u': ipvs.ProtoUDP, 's': ipvs.ProtoSCTP}[c]
 			nameByPort[protoPort{p, s.port}] = s.name
 			portByName[protoName{p, s.name}] = s.port
 			for _, a := range s.aliases {
@@ -114,7 +112,7 @@ func init() {
 }
 
 // serviceToPort is getservbyname for TCP, UDP and SCTP (-1 if unknown).
-func serviceToPort(name string, proto Protocol) int {
+func serviceToPort(name string, proto ipvs.Protocol) int {
 	if p, ok := portByName[protoName{proto, name}]; ok {
 		return int(p)
 	}
@@ -123,7 +121,7 @@ func serviceToPort(name string, proto Protocol) int {
 
 // portToAnyName is ipvsadm's port_to_anyname: the service name, else the
 // decimal port.
-func portToAnyName(port uint16, proto Protocol) string {
+func portToAnyName(port uint16, proto ipvs.Protocol) string {
 	if n, ok := nameByPort[protoPort{proto, port}]; ok {
 		return n
 	}
@@ -314,7 +312,7 @@ func isV6(a netip.Addr) bool { return a.Is6() }
 // addrPortString is ipvsadm's addrport_to_anyname: "a.b.c.d:port" or
 // "[v6]:port", the port by name unless numeric. Addresses are never
 // resolved to host names (gvs does no DNS).
-func addrPortString(a netip.Addr, port uint16, proto Protocol, numeric bool) string {
+func addrPortString(a netip.Addr, port uint16, proto ipvs.Protocol, numeric bool) string {
 	p := strconv.Itoa(int(port))
 	if !numeric {
 		p = portToAnyName(port, proto)

@@ -1,8 +1,10 @@
-package ipvs
+package ipvsadm
 
 import (
 	"net/netip"
 	"strings"
+
+	"gvs/ipvs"
 )
 
 // CommandKind is an ipvsadm command, in ipvsadm's own order (CMD_ADD ...).
@@ -155,16 +157,6 @@ type ListOptions struct {
 	TunInfo        bool // --tun-info
 }
 
-// Timeouts are the --set values in seconds: TCP established, TCP after FIN,
-// UDP. In --set a zero leaves that timeout unchanged, as in IPVS.
-type Timeouts struct {
-	TCP, TCPFin, UDP int
-}
-
-// DefaultTimeouts are IPVS's defaults (ipvsadm -L --timeout on a fresh
-// kernel prints 900 120 300).
-var DefaultTimeouts = Timeouts{TCP: 900, TCPFin: 120, UDP: 300}
-
 // DaemonState selects the sync daemon of --start-daemon/--stop-daemon.
 type DaemonState uint8
 
@@ -196,15 +188,15 @@ type Command struct {
 	// Service is the virtual service (-t/-u/--sctp-service/-f and the
 	// service options), with ipvsadm's defaults for -A/-E (scheduler wlc,
 	// netmask /32 or /128).
-	Service ServiceConfig
+	Service ipvs.ServiceConfig
 	// Dest is the real server (-r and its options), with ipvsadm's
 	// defaults (weight 1, -g) and the port rules applied (port of the
 	// service when omitted; forced to the service port for -g/-i on
 	// non-fwmark services).
-	Dest     DestConfig
+	Dest     ipvs.DestConfig
 	List     ListOptions
-	Timeouts Timeouts     // --set
-	Daemon   DaemonConfig // --start-daemon/--stop-daemon
+	Timeouts ipvs.Timeouts // --set
+	Daemon   DaemonConfig  // --start-daemon/--stop-daemon
 	// Line is the rules-file line the command came from (0 otherwise).
 	Line int
 }
@@ -464,7 +456,7 @@ type parseState struct {
 	cmd        *Command
 	svcAF      int // 0, 4 or 6
 	destAF     int // 0, 4 or 6
-	svcProto   Protocol
+	svcProto   ipvs.Protocol
 	rawMask    uint32 // -M as ipvsadm stores it: a mask (IPv4) or prefix length (IPv6)
 	maskArg    string
 	schedFlags string
@@ -473,7 +465,7 @@ type parseState struct {
 // ParseArgsAs is ParseArgs with the program name to print in the "Try
 // `prog -h'" hint.
 func ParseArgsAs(prog string, args []string) (*Command, error) {
-	c := &Command{Kind: CmdNone, Dest: DestConfig{Weight: 1, Method: Route}}
+	c := &Command{Kind: CmdNone, Dest: ipvs.DestConfig{Weight: 1, Method: ipvs.Route}}
 	if len(args) == 0 {
 		c.Kind = CmdList
 		return c, nil
@@ -571,7 +563,7 @@ func ParseArgsAs(prog string, args []string) (*Command, error) {
 		if err != nil {
 			return nil, err
 		}
-		c.Service.Flags = c.Service.Flags&^SvcSchedMask | f
+		c.Service.Flags = c.Service.Flags&^ipvs.SvcSchedMask | f
 	}
 	if err := st.check(); err != nil {
 		return nil, err
@@ -598,7 +590,7 @@ func (st *parseState) option(def *optDef, arg string, hasArg bool, p *popt) erro
 		if err = set(OptService); err != nil {
 			return err
 		}
-		st.svcProto = map[int]Protocol{'t': ProtoTCP, 'u': ProtoUDP, tagSCTPService: ProtoSCTP}[def.tag]
+		st.svcProto = map[int]ipvs.Protocol{'t': ipvs.ProtoTCP, 'u': ipvs.ProtoUDP, tagSCTPService: ipvs.ProtoSCTP}[def.tag]
 		c.Service.Proto = st.svcProto
 		a, port, af, res := parseService(arg, st.svcProto)
 		if res&serviceAddr == 0 {
@@ -617,7 +609,7 @@ func (st *parseState) option(def *optDef, arg string, hasArg bool, p *popt) erro
 			return err
 		}
 		st.svcAF = 4
-		st.svcProto = ProtoTCP
+		st.svcProto = ipvs.ProtoTCP
 		v, n, rangeErr := strtol(arg)
 		if n == 0 || n != len(arg) || rangeErr || v <= 0 || v > 0xffffffff {
 			return parseErr(msgBadFwmark, arg)
@@ -632,8 +624,8 @@ func (st *parseState) option(def *optDef, arg string, hasArg bool, p *popt) erro
 		if err = set(OptPersistent); err != nil {
 			return err
 		}
-		c.Service.Flags |= SvcPersistent
-		c.Service.Timeout = DefaultPersistTimeout
+		c.Service.Flags |= ipvs.SvcPersistent
+		c.Service.Timeout = ipvs.DefaultPersistTimeout
 		if hasArg {
 			n := stringToNumber(arg, 1, maxTimeout)
 			if n < 0 {
@@ -677,7 +669,7 @@ func (st *parseState) option(def *optDef, arg string, hasArg bool, p *popt) erro
 		if err = set(OptForward); err != nil {
 			return err
 		}
-		c.Dest.Method = map[int]Method{'i': Tunnel, 'g': Route, 'm': Masq}[def.tag]
+		c.Dest.Method = map[int]ipvs.Method{'i': ipvs.Tunnel, 'g': ipvs.Route, 'm': ipvs.Masq}[def.tag]
 	case 'w':
 		if err = set(OptWeight); err != nil {
 			return err
@@ -752,7 +744,7 @@ func (st *parseState) option(def *optDef, arg string, hasArg bool, p *popt) erro
 		st.rawMask = 128
 	case 'o':
 		err = set(OptOnePacket)
-		c.Service.Flags |= SvcOnePacket
+		c.Service.Flags |= ipvs.SvcOnePacket
 	case tagPE:
 		err = set(OptPE)
 		c.Service.PE = truncate(arg, peNameMax)
@@ -797,11 +789,11 @@ func (st *parseState) option(def *optDef, arg string, hasArg bool, p *popt) erro
 		}
 		switch arg {
 		case "ipip":
-			c.Dest.TunType = TunIPIP
+			c.Dest.TunType = ipvs.TunIPIP
 		case "gue":
-			c.Dest.TunType = TunGUE
+			c.Dest.TunType = ipvs.TunGUE
 		case "gre":
-			c.Dest.TunType = TunGRE
+			c.Dest.TunType = ipvs.TunGRE
 		default:
 			return parseErr(msgBadTunType)
 		}
@@ -818,10 +810,10 @@ func (st *parseState) option(def *optDef, arg string, hasArg bool, p *popt) erro
 		err = set(OptTunNoCsum)
 	case tagTunCsum:
 		err = set(OptTunCsum)
-		c.Dest.TunFlags |= TunCsum
+		c.Dest.TunFlags |= ipvs.TunCsum
 	case tagTunRemCsum:
 		err = set(OptTunRemCsum)
-		c.Dest.TunFlags |= TunRemCsum
+		c.Dest.TunFlags |= ipvs.TunRemCsum
 	default:
 		// A second command, -h or -v after the command.
 		return parseErr(msgInvalidOption, p.badOption())
@@ -876,24 +868,24 @@ func (st *parseState) check() error {
 		if c.Service.FWMark == 0 && c.Service.Port == 0 && !c.Service.Persistent() {
 			return parseErr(msgZeroPort)
 		}
-		if c.Service.OnePacket() && c.Service.FWMark == 0 && c.Service.Proto != ProtoUDP {
+		if c.Service.OnePacket() && c.Service.FWMark == 0 && c.Service.Proto != ipvs.ProtoUDP {
 			return parseErr(msgOPSNotUDP)
 		}
 		if c.Service.Scheduler == "" {
-			c.Service.Scheduler = DefaultScheduler
+			c.Service.Scheduler = ipvs.DefaultScheduler
 		}
 	case CmdStartDaemon:
 		if c.Daemon.McastIfn == "" {
 			c.Daemon.McastIfn = defaultMcastIf
 		}
 	case CmdAddServer, CmdEditServer:
-		if c.Service.FWMark == 0 && (c.Dest.Method == Tunnel || c.Dest.Method == Route) {
+		if c.Service.FWMark == 0 && (c.Dest.Method == ipvs.Tunnel || c.Dest.Method == ipvs.Route) {
 			c.Dest.Port = c.Service.Port
 		}
-		if st.destAF != st.svcAF && c.Dest.Method != Tunnel {
+		if st.destAF != st.svcAF && c.Dest.Method != ipvs.Tunnel {
 			return parseErr(msgDiffAF)
 		}
-		if c.Given&(OptTunType|OptTunPort|OptTunNoCsum|OptTunCsum|OptTunRemCsum) != 0 && c.Dest.Method != Tunnel {
+		if c.Given&(OptTunType|OptTunPort|OptTunNoCsum|OptTunCsum|OptTunRemCsum) != 0 && c.Dest.Method != ipvs.Tunnel {
 			return parseErr(msgTunConflictFwd)
 		}
 		if err := tunnelOptCheck(c.Dest.TunType, c.Given); err != nil {
@@ -940,7 +932,7 @@ func genericOptCheck(kind CommandKind, given Option) error {
 }
 
 // tunnelOptCheck applies tunnel_types_v_options.
-func tunnelOptCheck(t TunType, given Option) error {
+func tunnelOptCheck(t ipvs.TunType, given Option) error {
 	if int(t) >= len(tunVOptions) {
 		return parseErr(msgBadTunType)
 	}
@@ -972,11 +964,11 @@ func tunnelOptCheck(t TunType, given Option) error {
 // parseSchedFlags is ipvsadm's parse_sched_flags: a comma-separated list of
 // flag-1..3, sh-fallback, sh-port (only with -s sh), mh-fallback, mh-port
 // (only with -s mh).
-func parseSchedFlags(sched, arg string) (SvcFlags, error) {
+func parseSchedFlags(sched, arg string) (ipvs.SvcFlags, error) {
 	if sched == "" {
-		sched = DefaultScheduler
+		sched = ipvs.DefaultScheduler
 	}
-	var f SvcFlags
+	var f ipvs.SvcFlags
 	n := 0
 	for _, flag := range strings.Split(arg, ",") {
 		if flag == "" {
@@ -986,22 +978,22 @@ func parseSchedFlags(sched, arg string) (SvcFlags, error) {
 		need := ""
 		switch flag {
 		case "flag-1":
-			f |= SvcSched1
+			f |= ipvs.SvcSched1
 		case "flag-2":
-			f |= SvcSched2
+			f |= ipvs.SvcSched2
 		case "flag-3":
-			f |= SvcSched3
+			f |= ipvs.SvcSched3
 		case "sh-fallback":
-			f |= SvcSched1
+			f |= ipvs.SvcSched1
 			need = "sh"
 		case "sh-port":
-			f |= SvcSched2
+			f |= ipvs.SvcSched2
 			need = "sh"
 		case "mh-fallback":
-			f |= SvcSched1
+			f |= ipvs.SvcSched1
 			need = "mh"
 		case "mh-port":
-			f |= SvcSched2
+			f |= ipvs.SvcSched2
 			need = "mh"
 		default:
 			return 0, parseErr(msgBadSchedFlag, flag)
@@ -1019,19 +1011,19 @@ func parseSchedFlags(sched, arg string) (SvcFlags, error) {
 
 // schedFlagsString is print_sched_flags: the flag names for the scheduler,
 // comma-separated ("" when none applies).
-func schedFlagsString(sched string, f SvcFlags) string {
+func schedFlagsString(sched string, f ipvs.SvcFlags) string {
 	var names []string
 	switch sched {
 	case "sh", "mh":
-		if f&SvcSched1 != 0 {
+		if f&ipvs.SvcSched1 != 0 {
 			names = append(names, sched+"-fallback")
 		}
-		if f&SvcSched2 != 0 {
+		if f&ipvs.SvcSched2 != 0 {
 			names = append(names, sched+"-port")
 		}
 	default:
 		for i, n := range [3]string{"flag-1", "flag-2", "flag-3"} {
-			if f&(SvcSched1<<i) != 0 {
+			if f&(ipvs.SvcSched1<<i) != 0 {
 				names = append(names, n)
 			}
 		}
@@ -1047,7 +1039,7 @@ const (
 
 // parseService is ipvsadm's parse_service for host[:port] and
 // [v6addr]:port. Host names are not resolved (gvs does no DNS).
-func parseService(buf string, proto Protocol) (addr netip.Addr, port uint16, af int, res int) {
+func parseService(buf string, proto ipvs.Protocol) (addr netip.Addr, port uint16, af int, res int) {
 	if strIsDigit(buf) {
 		return netip.Addr{}, 0, 0, 0
 	}

@@ -1,10 +1,12 @@
-package ipvs
+package ipvsadm
 
 import (
 	"errors"
 	"net/netip"
 	"strings"
 	"testing"
+
+	"gvs/ipvs"
 )
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
@@ -23,70 +25,70 @@ func TestParseArgsOK(t *testing.T) {
 			List: ListOptions{Stats: true, Exact: true}}},
 		{"--list --timeout", Command{Kind: CmdList, Given: OptTimeout, List: ListOptions{Timeout: true}}},
 		{"-A -t 207.175.44.110:80 -s rr", Command{Kind: CmdAddService, Given: OptService | OptScheduler,
-			Service: ServiceConfig{ServiceKey: ServiceKey{Proto: ProtoTCP, Addr: v4, Port: 80},
+			Service: ipvs.ServiceConfig{ServiceKey: ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: v4, Port: 80},
 				Scheduler: "rr", Netmask: 32}}},
 		// default scheduler, port by name, long options with '='
 		{"--add-service --udp-service=207.175.44.110:domain", Command{Kind: CmdAddService, Given: OptService,
-			Service: ServiceConfig{ServiceKey: ServiceKey{Proto: ProtoUDP, Addr: v4, Port: 53},
+			Service: ipvs.ServiceConfig{ServiceKey: ipvs.ServiceKey{Proto: ipvs.ProtoUDP, Addr: v4, Port: 53},
 				Scheduler: "wlc", Netmask: 32}}},
 		// -p without a value before another option; mask to prefix; flags
 		{"-A -u 207.175.44.110:53 -s sh -p -M 255.255.255.0 -o -b sh-fallback,sh-port", Command{
 			Kind: CmdAddService, Given: OptService | OptScheduler | OptPersistent | OptNetmask | OptOnePacket | OptSchedFlags,
-			Service: ServiceConfig{ServiceKey: ServiceKey{Proto: ProtoUDP, Addr: v4, Port: 53}, Scheduler: "sh",
-				Flags: SvcPersistent | SvcOnePacket | SvcSched1 | SvcSched2, Timeout: 360, Netmask: 24}}},
+			Service: ipvs.ServiceConfig{ServiceKey: ipvs.ServiceKey{Proto: ipvs.ProtoUDP, Addr: v4, Port: 53}, Scheduler: "sh",
+				Flags: ipvs.SvcPersistent | ipvs.SvcOnePacket | ipvs.SvcSched1 | ipvs.SvcSched2, Timeout: 360, Netmask: 24}}},
 		// -p with a value; port 0 allowed with -p
 		{"-A -t 10.0.0.1 -p 600", Command{Kind: CmdAddService, Given: OptService | OptPersistent,
-			Service: ServiceConfig{ServiceKey: ServiceKey{Proto: ProtoTCP, Addr: mustAddr("10.0.0.1")},
-				Scheduler: "wlc", Flags: SvcPersistent, Timeout: 600, Netmask: 32}}},
+			Service: ipvs.ServiceConfig{ServiceKey: ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: mustAddr("10.0.0.1")},
+				Scheduler: "wlc", Flags: ipvs.SvcPersistent, Timeout: 600, Netmask: 32}}},
 		// -p at the end of the line
 		{"-E -t 10.0.0.1:80 -p", Command{Kind: CmdEditService, Given: OptService | OptPersistent,
-			Service: ServiceConfig{ServiceKey: ServiceKey{Proto: ProtoTCP, Addr: mustAddr("10.0.0.1"), Port: 80},
-				Scheduler: "wlc", Flags: SvcPersistent, Timeout: 360, Netmask: 32}}},
+			Service: ipvs.ServiceConfig{ServiceKey: ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: mustAddr("10.0.0.1"), Port: 80},
+				Scheduler: "wlc", Flags: ipvs.SvcPersistent, Timeout: 360, Netmask: 32}}},
 		// attached short argument and -p300
 		{"-At10.0.0.1:80 -p300", Command{Kind: CmdAddService, Given: OptService | OptPersistent,
-			Service: ServiceConfig{ServiceKey: ServiceKey{Proto: ProtoTCP, Addr: mustAddr("10.0.0.1"), Port: 80},
-				Scheduler: "wlc", Flags: SvcPersistent, Timeout: 300, Netmask: 32}}},
+			Service: ipvs.ServiceConfig{ServiceKey: ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: mustAddr("10.0.0.1"), Port: 80},
+				Scheduler: "wlc", Flags: ipvs.SvcPersistent, Timeout: 300, Netmask: 32}}},
 		// fwmark, IPv6, netmask as prefix length
 		{"-A -f 1 -6 -p -M 64", Command{Kind: CmdAddService, Given: OptService | OptPersistent | OptNetmask,
-			Service: ServiceConfig{ServiceKey: ServiceKey{FWMark: 1, V6: true}, Scheduler: "wlc",
-				Flags: SvcPersistent, Timeout: 360, Netmask: 64}}},
+			Service: ipvs.ServiceConfig{ServiceKey: ipvs.ServiceKey{FWMark: 1, V6: true}, Scheduler: "wlc",
+				Flags: ipvs.SvcPersistent, Timeout: 360, Netmask: 64}}},
 		{"-A -t [2001:db8::1]:443 -s mh -b mh-port", Command{Kind: CmdAddService, Given: OptService | OptScheduler | OptSchedFlags,
-			Service: ServiceConfig{ServiceKey: ServiceKey{Proto: ProtoTCP, Addr: mustAddr("2001:db8::1"), Port: 443},
-				Scheduler: "mh", Flags: SvcSched2, Netmask: 128}}},
+			Service: ipvs.ServiceConfig{ServiceKey: ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: mustAddr("2001:db8::1"), Port: 443},
+				Scheduler: "mh", Flags: ipvs.SvcSched2, Netmask: 128}}},
 		// NAT dest keeps its own port; weight
 		{"-a -t 207.175.44.110:80 -r 192.168.10.1:8080 -m -w 2", Command{Kind: CmdAddServer,
 			Given:   OptService | OptServer | OptForward | OptWeight,
-			Service: ServiceConfig{ServiceKey: ServiceKey{Proto: ProtoTCP, Addr: v4, Port: 80}, Netmask: 32},
-			Dest:    DestConfig{Addr: mustAddr("192.168.10.1"), Port: 8080, Method: Masq, Weight: 2}}},
+			Service: ipvs.ServiceConfig{ServiceKey: ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: v4, Port: 80}, Netmask: 32},
+			Dest:    ipvs.DestConfig{Addr: mustAddr("192.168.10.1"), Port: 8080, Method: ipvs.Masq, Weight: 2}}},
 		// DR dest: port forced to the service port; default weight 1
 		{"-a -t 207.175.44.110:80 -r 192.168.10.1:8080", Command{Kind: CmdAddServer, Given: OptService | OptServer,
-			Service: ServiceConfig{ServiceKey: ServiceKey{Proto: ProtoTCP, Addr: v4, Port: 80}, Netmask: 32},
-			Dest:    DestConfig{Addr: mustAddr("192.168.10.1"), Port: 80, Method: Route, Weight: 1}}},
+			Service: ipvs.ServiceConfig{ServiceKey: ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: v4, Port: 80}, Netmask: 32},
+			Dest:    ipvs.DestConfig{Addr: mustAddr("192.168.10.1"), Port: 80, Method: ipvs.Route, Weight: 1}}},
 		// no dest port: the service port
 		{"-a -t 207.175.44.110:http -r 192.168.10.1 -m -x 100 -y 50", Command{Kind: CmdAddServer,
 			Given:   OptService | OptServer | OptForward | OptUThreshold | OptLThreshold,
-			Service: ServiceConfig{ServiceKey: ServiceKey{Proto: ProtoTCP, Addr: v4, Port: 80}, Netmask: 32},
-			Dest: DestConfig{Addr: mustAddr("192.168.10.1"), Port: 80, Method: Masq, Weight: 1,
+			Service: ipvs.ServiceConfig{ServiceKey: ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: v4, Port: 80}, Netmask: 32},
+			Dest: ipvs.DestConfig{Addr: mustAddr("192.168.10.1"), Port: 80, Method: ipvs.Masq, Weight: 1,
 				UThreshold: 100, LThreshold: 50}}},
 		// fwmark dest keeps port 0 with -g
 		{"-a -f 1 -r 172.16.0.2 -g", Command{Kind: CmdAddServer, Given: OptService | OptServer | OptForward,
-			Service: ServiceConfig{ServiceKey: ServiceKey{FWMark: 1}, Netmask: 32},
-			Dest:    DestConfig{Addr: mustAddr("172.16.0.2"), Method: Route, Weight: 1}}},
+			Service: ipvs.ServiceConfig{ServiceKey: ipvs.ServiceKey{FWMark: 1}, Netmask: 32},
+			Dest:    ipvs.DestConfig{Addr: mustAddr("172.16.0.2"), Method: ipvs.Route, Weight: 1}}},
 		// tunnel options
 		{"-a -t 10.0.0.1:80 -r 10.1.0.1 -i --tun-type gue --tun-port 6080 --tun-csum", Command{Kind: CmdAddServer,
 			Given:   OptService | OptServer | OptForward | OptTunType | OptTunPort | OptTunCsum,
-			Service: ServiceConfig{ServiceKey: ServiceKey{Proto: ProtoTCP, Addr: mustAddr("10.0.0.1"), Port: 80}, Netmask: 32},
-			Dest: DestConfig{Addr: mustAddr("10.1.0.1"), Port: 80, Method: Tunnel, Weight: 1,
-				TunType: TunGUE, TunPort: 6080, TunFlags: TunCsum}}},
+			Service: ipvs.ServiceConfig{ServiceKey: ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: mustAddr("10.0.0.1"), Port: 80}, Netmask: 32},
+			Dest: ipvs.DestConfig{Addr: mustAddr("10.1.0.1"), Port: 80, Method: ipvs.Tunnel, Weight: 1,
+				TunType: ipvs.TunGUE, TunPort: 6080, TunFlags: ipvs.TunCsum}}},
 		// tunnel to an IPv6 real server from an IPv4 service
 		{"-a -t 10.0.0.1:80 -r [2001:db8::5]:80 -i", Command{Kind: CmdAddServer, Given: OptService | OptServer | OptForward,
-			Service: ServiceConfig{ServiceKey: ServiceKey{Proto: ProtoTCP, Addr: mustAddr("10.0.0.1"), Port: 80}, Netmask: 32},
-			Dest:    DestConfig{Addr: mustAddr("2001:db8::5"), Port: 80, Method: Tunnel, Weight: 1}}},
+			Service: ipvs.ServiceConfig{ServiceKey: ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: mustAddr("10.0.0.1"), Port: 80}, Netmask: 32},
+			Dest:    ipvs.DestConfig{Addr: mustAddr("2001:db8::5"), Port: 80, Method: ipvs.Tunnel, Weight: 1}}},
 		{"-d -t 10.0.0.1:80 -r 10.1.0.1:81", Command{Kind: CmdDeleteServer, Given: OptService | OptServer,
-			Service: ServiceConfig{ServiceKey: ServiceKey{Proto: ProtoTCP, Addr: mustAddr("10.0.0.1"), Port: 80}, Netmask: 32},
-			Dest:    DestConfig{Addr: mustAddr("10.1.0.1"), Port: 81, Method: Route, Weight: 1}}},
-		{"--set 900 120 300", Command{Kind: CmdSet, Timeouts: Timeouts{900, 120, 300}}},
-		{"--set 0 0 60", Command{Kind: CmdSet, Timeouts: Timeouts{0, 0, 60}}},
+			Service: ipvs.ServiceConfig{ServiceKey: ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: mustAddr("10.0.0.1"), Port: 80}, Netmask: 32},
+			Dest:    ipvs.DestConfig{Addr: mustAddr("10.1.0.1"), Port: 81, Method: ipvs.Route, Weight: 1}}},
+		{"--set 900 120 300", Command{Kind: CmdSet, Timeouts: ipvs.Timeouts{TCP: 900, TCPFin: 120, UDP: 300}}},
+		{"--set 0 0 60", Command{Kind: CmdSet, Timeouts: ipvs.Timeouts{TCP: 0, TCPFin: 0, UDP: 60}}},
 		{"-Z", Command{Kind: CmdZero}},
 		{"-C", Command{Kind: CmdClear}},
 		{"-S -n", Command{Kind: CmdSave, Given: OptNumeric, List: ListOptions{Numeric: true}}},
@@ -94,7 +96,7 @@ func TestParseArgsOK(t *testing.T) {
 		{"--version", Command{Kind: CmdVersion}},
 		// inet_aton forms: 10.1 is 10.0.0.1
 		{"-D -t 10.1:80", Command{Kind: CmdDeleteService, Given: OptService,
-			Service: ServiceConfig{ServiceKey: ServiceKey{Proto: ProtoTCP, Addr: mustAddr("10.0.0.1"), Port: 80}, Netmask: 32}}},
+			Service: ipvs.ServiceConfig{ServiceKey: ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: mustAddr("10.0.0.1"), Port: 80}, Netmask: 32}}},
 		{"--start-daemon master --syncid 5", Command{Kind: CmdStartDaemon, Given: OptSyncID,
 			Daemon: DaemonConfig{State: DaemonMaster, SyncID: 5, McastIfn: "eth0"}}},
 	}
@@ -104,8 +106,8 @@ func TestParseArgsOK(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ParseArgs(%q): %v", tc.args, err)
 			}
-			if tc.want.Dest == (DestConfig{}) {
-				tc.want.Dest = DestConfig{Method: Route, Weight: 1}
+			if tc.want.Dest == (ipvs.DestConfig{}) {
+				tc.want.Dest = ipvs.DestConfig{Method: ipvs.Route, Weight: 1}
 			}
 			if *got != tc.want {
 				t.Errorf("ParseArgs(%q)\n got %+v\nwant %+v", tc.args, *got, tc.want)

@@ -1,10 +1,12 @@
-package ipvs
+package ipvsadm
 
 import (
 	"bytes"
 	"net/netip"
 	"strings"
 	"testing"
+
+	"gvs/ipvs"
 )
 
 // docRules is the example table of IPVS.md §5.
@@ -17,14 +19,14 @@ const docRules = `-A -t 207.175.44.110:80 -s rr
 -a -f 1 -r 172.16.0.3:0 -i -w 0 --tun-type ipip
 `
 
-func docTable(t *testing.T) *Table {
+func docTable(t *testing.T) *ipvs.Table {
 	t.Helper()
-	tab := NewTable(newFakeSched)
+	tab := ipvs.NewTable(newFakeSched)
 	cmds, err := ParseRules(strings.NewReader(docRules))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tab.ApplyAll(cmds); err != nil {
+	if err := ApplyAll(tab, cmds); err != nil {
 		t.Fatal(err)
 	}
 	set := func(svc, dest string, active, inact int32) {
@@ -128,12 +130,12 @@ func TestWriteSaveFormats(t *testing.T) {
 				"-a -u 10.0.0.1:53 -r 10.0.0.4:54 -m -w 1\n-a -u 10.0.0.1:53 -r 10.0.0.5:53 -m -w 1\n"},
 	}
 	for _, tc := range tests {
-		tab := NewTable(newFakeSched)
+		tab := ipvs.NewTable(newFakeSched)
 		cmds, err := ParseRules(strings.NewReader(tc.rules))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := tab.ApplyAll(cmds); err != nil {
+		if err := ApplyAll(tab, cmds); err != nil {
 			t.Fatalf("%q: %v", tc.rules, err)
 		}
 		var b bytes.Buffer
@@ -145,7 +147,7 @@ func TestWriteSaveFormats(t *testing.T) {
 }
 
 func TestWriteListVariants(t *testing.T) {
-	tab := NewTable(newFakeSched)
+	tab := ipvs.NewTable(newFakeSched)
 	mustApply(t, tab,
 		"-A -t 207.175.44.110:80 -s rr",
 		"-a -t 207.175.44.110:80 -r 192.168.10.1:80 -m -x 100 -y 50",
@@ -153,7 +155,7 @@ func TestWriteListVariants(t *testing.T) {
 		"-a -t 207.175.44.110:80 -r 192.168.10.4:80 -m",
 	)
 	svc := tab.Service(key("-t 207.175.44.110:80"))
-	var d1 *Dest
+	var d1 *ipvs.Dest
 	for _, d := range svc.Dests() {
 		if d.Addr == mustAddr("192.168.10.1") {
 			d1 = d
@@ -162,7 +164,7 @@ func TestWriteListVariants(t *testing.T) {
 	d1.ActiveConns.Store(3)
 	d1.InactConns.Store(12)
 	d1.PersistConns.Store(4)
-	stats := func(s *Service, d *Dest) (Stats, Rates) {
+	stats := func(s *ipvs.Service, d *ipvs.Dest) (Stats, Rates) {
 		switch {
 		case d == nil:
 			return Stats{Conns: 15, InPkts: 1234, OutPkts: 1100, InBytes: 81234, OutBytes: 2400000000},
@@ -273,12 +275,12 @@ func TestLargenum(t *testing.T) {
 func TestWriteConns(t *testing.T) {
 	ap := netip.MustParseAddrPort
 	conns := []ConnInfo{
-		{ProtoTCP, 899, "ESTABLISHED", ap("10.0.0.2:41234"), ap("207.175.44.110:80"), ap("192.168.10.1:80"), "", ""},
-		{ProtoTCP, 98, "FIN_WAIT", ap("10.0.0.2:41236"), ap("207.175.44.110:80"), ap("192.168.10.2:80"), "", ""},
-		{ProtoUDP, 295, "UDP", ap("10.0.0.2:5353"), ap("207.175.44.110:53"), ap("192.168.10.1:53"), "", ""},
-		{ProtoTCP, 359, "NONE", ap("10.0.0.2:0"), ap("207.175.44.110:443"), ap("192.168.10.1:443"), "", ""},
-		{ProtoIP, 359, "NONE", ap("10.0.0.2:0"), ap("0.0.0.1:0"), ap("172.16.0.2:0"), "", ""},
-		{ProtoUDP, 6000, "UDP", ap("[2001:db8::2]:5060"), ap("[2001:db8::1]:5060"), ap("[2001:db8::10]:5060"), "sip", "abc"},
+		{ipvs.ProtoTCP, 899, "ESTABLISHED", ap("10.0.0.2:41234"), ap("207.175.44.110:80"), ap("192.168.10.1:80"), "", ""},
+		{ipvs.ProtoTCP, 98, "FIN_WAIT", ap("10.0.0.2:41236"), ap("207.175.44.110:80"), ap("192.168.10.2:80"), "", ""},
+		{ipvs.ProtoUDP, 295, "UDP", ap("10.0.0.2:5353"), ap("207.175.44.110:53"), ap("192.168.10.1:53"), "", ""},
+		{ipvs.ProtoTCP, 359, "NONE", ap("10.0.0.2:0"), ap("207.175.44.110:443"), ap("192.168.10.1:443"), "", ""},
+		{ipvs.ProtoIP, 359, "NONE", ap("10.0.0.2:0"), ap("0.0.0.1:0"), ap("172.16.0.2:0"), "", ""},
+		{ipvs.ProtoUDP, 6000, "UDP", ap("[2001:db8::2]:5060"), ap("[2001:db8::1]:5060"), ap("[2001:db8::10]:5060"), "sip", "abc"},
 	}
 	var b bytes.Buffer
 	if err := WriteConns(&b, conns, ListOptions{Numeric: true}); err != nil {
@@ -320,7 +322,7 @@ func TestWriteConns(t *testing.T) {
 
 func TestWriteMisc(t *testing.T) {
 	var b bytes.Buffer
-	_ = WriteTimeouts(&b, DefaultTimeouts)
+	_ = WriteTimeouts(&b, ipvs.DefaultTimeouts)
 	if b.String() != "Timeout (tcp tcpfin udp): 900 120 300\n" {
 		t.Errorf("timeouts: %q", b.String())
 	}
@@ -347,7 +349,7 @@ func TestWriteMisc(t *testing.T) {
 		t.Error("usage has an unexpanded verb")
 	}
 	// IPv4 service names are cut at 33 characters, dest names at 28.
-	tab := NewTable(newFakeSched)
+	tab := ipvs.NewTable(newFakeSched)
 	mustApply(t, tab, "-A --sctp-service 255.255.255.254:65535", "-a --sctp-service 255.255.255.254:65535 -r 255.255.255.253 -m")
 	b.Reset()
 	_ = WriteList(&b, tab.Services(), ListOptions{Numeric: true}, nil)

@@ -1,9 +1,11 @@
-package ipvs
+package ipvsadm
 
 import (
 	"errors"
 	"strings"
 	"testing"
+
+	"gvs/ipvs"
 )
 
 // FuzzParseArgs: ParseArgs never panics, fails only with *Error carrying an
@@ -42,9 +44,9 @@ func FuzzParseArgs(f *testing.F) {
 			}
 			return
 		}
-		tab := NewTable(newFakeSched)
+		tab := ipvs.NewTable(newFakeSched)
 		mustApply(t, tab, "-A -t 10.0.0.1:80", "-a -t 10.0.0.1:80 -r 10.0.1.1 -m", "-A -f 1")
-		_ = tab.Apply(c)
+		_ = Apply(tab, c)
 	})
 }
 

@@ -1,4 +1,4 @@
-package ipvs
+package ipvsadm
 
 import (
 	"bytes"
@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/netip"
 	"strconv"
+
+	"gvs/ipvs"
 )
 
 // Version is what ipvsadm -v prints (without the newline).
@@ -17,19 +19,17 @@ const ConnTableSize = 4096
 
 // Stats are the traffic counters ipvsadm --stats prints for a service or
 // destination.
-type Stats = Totals
+type Stats = ipvs.Totals
 
 // Rates are the per-second rates ipvsadm --rate prints.
-type Rates struct {
-	CPS, InPPS, OutPPS, InBPS, OutBPS uint64
-}
+type Rates = ipvs.Rates
 
 // StatsFunc supplies the counters and rates of a service (d == nil) or of
 // one of its destinations. When a printer is given nil it uses the objects'
 // own Stats counters and zero rates.
-type StatsFunc func(svc *Service, d *Dest) (Stats, Rates)
+type StatsFunc func(svc *ipvs.Service, d *ipvs.Dest) (Stats, Rates)
 
-func defaultStats(svc *Service, d *Dest) (Stats, Rates) {
+func defaultStats(svc *ipvs.Service, d *ipvs.Dest) (Stats, Rates) {
 	if d != nil {
 		return d.Stats.Sum(), Rates{}
 	}
@@ -38,7 +38,7 @@ func defaultStats(svc *Service, d *Dest) (Stats, Rates) {
 
 // ConnInfo is one connection entry for ipvsadm -Lc.
 type ConnInfo struct {
-	Proto   Protocol
+	Proto   ipvs.Protocol
 	Expire  uint32 // seconds left
 	State   string // "ESTABLISHED", "UDP", "NONE" (templates), ...
 	Client  netip.AddrPort
@@ -59,7 +59,7 @@ type format struct {
 // destinations. Services and destinations are sorted as ipvsadm sorts them
 // unless o.NoSort (then services print in the given order and destinations
 // in IPVS list order, newest first).
-func WriteList(w io.Writer, svcs []*Service, o ListOptions, stats StatsFunc) error {
+func WriteList(w io.Writer, svcs []*ipvs.Service, o ListOptions, stats StatsFunc) error {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "IP Virtual Server version 1.2.1 (size=%d)\n", ConnTableSize)
 	f := format{ListOptions: o}
@@ -73,7 +73,7 @@ func WriteList(w io.Writer, svcs []*Service, o ListOptions, stats StatsFunc) err
 
 // WriteService prints ipvsadm -L -t|-u|-f service (list_service): the
 // title and that one service, without the version line.
-func WriteService(w io.Writer, svc *Service, o ListOptions, stats StatsFunc) error {
+func WriteService(w io.Writer, svc *ipvs.Service, o ListOptions, stats StatsFunc) error {
 	var b bytes.Buffer
 	f := format{ListOptions: o}
 	writeTitle(&b, f)
@@ -86,7 +86,7 @@ func WriteService(w io.Writer, svc *Service, o ListOptions, stats StatsFunc) err
 // sorted as ipvsadm sorts them. Without numeric, ports are printed by name
 // where the built-in service table knows them; addresses always stay
 // numeric.
-func WriteSave(w io.Writer, svcs []*Service, numeric bool) error {
+func WriteSave(w io.Writer, svcs []*ipvs.Service, numeric bool) error {
 	var b bytes.Buffer
 	f := format{ListOptions: ListOptions{Numeric: numeric}, rule: true}
 	for _, svc := range sortedServices(svcs, false) {
@@ -97,7 +97,7 @@ func WriteSave(w io.Writer, svcs []*Service, numeric bool) error {
 }
 
 // WriteTimeouts prints ipvsadm -L --timeout.
-func WriteTimeouts(w io.Writer, t Timeouts) error {
+func WriteTimeouts(w io.Writer, t ipvs.Timeouts) error {
 	_, err := fmt.Fprintf(w, "Timeout (tcp tcpfin udp): %d %d %d\n", t.TCP, t.TCPFin, t.UDP)
 	return err
 }
@@ -116,9 +116,9 @@ func WriteConns(w io.Writer, conns []ConnInfo, o ListOptions) error {
 	for i := range conns {
 		c := &conns[i]
 		name := connProtoName(c.Proto)
-		var proto Protocol // getservbyport protocol: only TCP, UDP, SCTP have names
+		var proto ipvs.Protocol // getservbyport protocol: only TCP, UDP, SCTP have names
 		switch c.Proto {
-		case ProtoTCP, ProtoUDP, ProtoSCTP:
+		case ipvs.ProtoTCP, ipvs.ProtoUDP, ipvs.ProtoSCTP:
 			proto = c.Proto
 		}
 		ap := func(a netip.AddrPort) string {
@@ -139,17 +139,17 @@ func WriteConns(w io.Writer, conns []ConnInfo, o ListOptions) error {
 
 // connProtoName is the kernel's ip_vs_proto_name, which /proc/net/ip_vs_conn
 // (the source of ipvsadm -c) prints.
-func connProtoName(p Protocol) string {
+func connProtoName(p ipvs.Protocol) string {
 	switch p {
-	case ProtoIP:
+	case ipvs.ProtoIP:
 		return "IP"
-	case ProtoTCP:
+	case ipvs.ProtoTCP:
 		return "TCP"
-	case ProtoUDP:
+	case ipvs.ProtoUDP:
 		return "UDP"
-	case ProtoSCTP:
+	case ipvs.ProtoSCTP:
 		return "SCTP"
-	case ProtoICMP:
+	case ipvs.ProtoICMP:
 		return "ICMP"
 	case 58:
 		return "ICMPv6"
@@ -169,15 +169,15 @@ func WriteUsage(w io.Writer, prog string) error {
 	var b bytes.Buffer
 	b.WriteString(Version + "\n")
 	fmt.Fprintf(&b, usageText, prog, prog, prog, prog, prog, prog, prog, prog, prog, prog, prog, prog, prog,
-		DefaultScheduler, "ipip")
+		ipvs.DefaultScheduler, "ipip")
 	_, err := w.Write(b.Bytes())
 	return err
 }
 
-func sortedServices(svcs []*Service, nosort bool) []*Service {
-	out := append([]*Service(nil), svcs...)
+func sortedServices(svcs []*ipvs.Service, nosort bool) []*ipvs.Service {
+	out := append([]*ipvs.Service(nil), svcs...)
 	if !nosort {
-		SortServices(out)
+		ipvs.SortServices(out)
 	}
 	return out
 }
@@ -231,36 +231,36 @@ func largenum(b *bytes.Buffer, i uint64, exact bool) {
 }
 
 // protoOption and svcProtoName are option_from_protocol and protocol_name.
-func protoOption(p Protocol) string {
+func protoOption(p ipvs.Protocol) string {
 	switch p {
-	case ProtoTCP:
+	case ipvs.ProtoTCP:
 		return "-t"
-	case ProtoUDP:
+	case ipvs.ProtoUDP:
 		return "-u"
-	case ProtoSCTP:
+	case ipvs.ProtoSCTP:
 		return "--sctp-service"
 	}
 	return "--xxx-service"
 }
 
-func svcProtoName(p Protocol) string {
+func svcProtoName(p ipvs.Protocol) string {
 	switch p {
-	case ProtoTCP:
+	case ipvs.ProtoTCP:
 		return "TCP"
-	case ProtoUDP:
+	case ipvs.ProtoUDP:
 		return "UDP"
-	case ProtoSCTP:
+	case ipvs.ProtoSCTP:
 		return "SCTP"
 	}
 	return "?"
 }
 
 // fwdSwitch is fwd_switch: the -S option of a forwarding method.
-func fwdSwitch(m Method) string {
+func fwdSwitch(m ipvs.Method) string {
 	switch m {
-	case Masq:
+	case ipvs.Masq:
 		return "-m"
-	case Tunnel:
+	case ipvs.Tunnel:
 		return "-i"
 	}
 	return "-g"
@@ -271,27 +271,27 @@ var (
 	tunFlagOpts  = [3]string{"--tun-nocsum", "--tun-csum", "--tun-remcsum"}
 )
 
-func tunFlagIndex(f TunFlags) int {
+func tunFlagIndex(f ipvs.TunFlags) int {
 	switch f {
-	case TunCsum:
+	case ipvs.TunCsum:
 		return 1
-	case TunRemCsum:
+	case ipvs.TunRemCsum:
 		return 2
 	}
 	return 0
 }
 
 // tunInfo is fwd_tun_info ("" for n/a).
-func tunInfo(c DestConfig) string {
-	if c.Method != Tunnel {
+func tunInfo(c ipvs.DestConfig) string {
+	if c.Method != ipvs.Tunnel {
 		return ""
 	}
 	switch c.TunType {
-	case TunIPIP:
+	case ipvs.TunIPIP:
 		return "ipip"
-	case TunGUE:
+	case ipvs.TunGUE:
 		return fmt.Sprintf("gue:%d:%s", c.TunPort, tunFlagNames[tunFlagIndex(c.TunFlags)])
-	case TunGRE:
+	case ipvs.TunGRE:
 		return "gre:" + tunFlagNames[tunFlagIndex(c.TunFlags)]
 	}
 	return ""
@@ -299,9 +299,9 @@ func tunInfo(c DestConfig) string {
 
 // svcProto is the protocol ipvsadm resolves port names with (fwmark
 // services carry TCP).
-func svcProto(k ServiceKey) Protocol {
+func svcProto(k ipvs.ServiceKey) ipvs.Protocol {
 	if k.FWMark != 0 {
-		return ProtoTCP
+		return ipvs.ProtoTCP
 	}
 	return k.Proto
 }
@@ -309,7 +309,7 @@ func svcProto(k ServiceKey) Protocol {
 // writePersistence writes a persistent service's timeout after the word
 // timeout and, unless it covers the whole address, its netmask after the
 // word mask: dotted for IPv4, a prefix length for IPv6.
-func writePersistence(b *bytes.Buffer, cfg *ServiceConfig, v6 bool, timeout, mask string) {
+func writePersistence(b *bytes.Buffer, cfg *ipvs.ServiceConfig, v6 bool, timeout, mask string) {
 	fmt.Fprintf(b, " %s %d", timeout, cfg.Timeout)
 	switch {
 	case !v6 && cfg.Netmask != 32:
@@ -320,7 +320,7 @@ func writePersistence(b *bytes.Buffer, cfg *ServiceConfig, v6 bool, timeout, mas
 }
 
 // writeServiceEntry is print_service_entry.
-func writeServiceEntry(b *bytes.Buffer, svc *Service, f format, stats StatsFunc) {
+func writeServiceEntry(b *bytes.Buffer, svc *ipvs.Service, f format, stats StatsFunc) {
 	if stats == nil {
 		stats = defaultStats
 	}
@@ -353,7 +353,7 @@ func writeServiceEntry(b *bytes.Buffer, svc *Service, f format, stats StatsFunc)
 			}
 		}
 	}
-	schedFlags := cfg.Flags & SvcSchedMask
+	schedFlags := cfg.Flags & ipvs.SvcSchedMask
 	switch {
 	case f.rule:
 		fmt.Fprintf(b, "-A %s -s %s", name, cfg.Scheduler)
@@ -396,9 +396,9 @@ func writeServiceEntry(b *bytes.Buffer, svc *Service, f format, stats StatsFunc)
 	}
 	b.WriteByte('\n')
 
-	dests := append([]*Dest(nil), svc.Dests()...)
+	dests := append([]*ipvs.Dest(nil), svc.Dests()...)
 	if !f.NoSort {
-		SortDests(dests)
+		ipvs.SortDests(dests)
 	}
 	proto := svcProto(k)
 	for _, d := range dests {
@@ -411,14 +411,14 @@ func writeServiceEntry(b *bytes.Buffer, svc *Service, f format, stats StatsFunc)
 		switch {
 		case f.rule:
 			fmt.Fprintf(b, "-a %s -r %s %s -w %d", name, dname, fwdSwitch(dc.Method), dc.Weight)
-			if dc.Method == Tunnel {
+			if dc.Method == ipvs.Tunnel {
 				fl := tunFlagOpts[tunFlagIndex(dc.TunFlags)]
 				switch dc.TunType {
-				case TunIPIP:
+				case ipvs.TunIPIP:
 					b.WriteString(" --tun-type ipip")
-				case TunGUE:
+				case ipvs.TunGUE:
 					fmt.Fprintf(b, " --tun-type gue --tun-port %d %s", dc.TunPort, fl)
-				case TunGRE:
+				case ipvs.TunGRE:
 					b.WriteString(" --tun-type gre " + fl)
 				}
 			}
