@@ -148,6 +148,9 @@ const (
 	FlagInactive  ConnFlags = 0x0100 // counted in InActConn
 	FlagTemplate  ConnFlags = 0x1000 // persistence template
 	FlagOnePacket ConnFlags = 0x2000 // one-packet scheduling, never stored
+	// FlagControlled is gvs's own (IPVS keeps a pointer, cp->control): the
+	// connection has a controlling persistence template.
+	FlagControlled ConnFlags = 0x8000
 )
 
 // Remaining is the time left before the entry expires at now (0 if none).
@@ -316,6 +319,9 @@ func fill(e *entry, c *Conn) {
 	}
 	if e.flags&fInactive != 0 {
 		flags |= FlagInactive
+	}
+	if e.flags&fControlled != 0 {
+		flags |= FlagControlled
 	}
 	var inPkts, nControl uint32
 	assured := false

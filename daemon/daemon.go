@@ -174,9 +174,7 @@ func New(cfg Config) (d *Daemon, err error) {
 	if d.env, err = NewEnv(d.res, vip, dip); err != nil {
 		return d, err
 	}
-	// TODO(coordinator): pass Settings: cfg.Settings here once
-	// forwarder.Config has the field (conn_reuse_mode, expire_nodest_conn).
-	d.pipe = forwarder.New(forwarder.Config{Env: d.env, Services: d.table, Conns: d.conns})
+	d.pipe = forwarder.New(forwarder.Config{Env: d.env, Services: d.table, Conns: d.conns, Settings: cfg.Settings})
 
 	for _, ifname := range d.interfaces() {
 		changed, err := kernel.DisableGRO(ifname)

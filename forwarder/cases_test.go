@@ -50,10 +50,20 @@ var caseChecks = map[string]func(*testing.T, goldenRun){
 	"dr-tcp": func(t *testing.T, r goldenRun) {
 		// INPUT_ONLY table: FIN leads to FIN_WAIT; 120 s later it is gone.
 		expectSeq(t, r, "state", "SYN_RECV ESTABLISHED ESTABLISHED FIN_WAIT FIN_WAIT FIN_WAIT -", func(v replay.Verdict) string { return orDash(v.State) })
-		expectSeq(t, r, "action", "transmit transmit transmit transmit transmit transmit drop", func(v replay.Verdict) string { return v.Action })
+		// The last ACK finds no connection: the host's TCP would answer
+		// with a RST (ack set: seq = its ack number), which gvs sends.
+		expectSeq(t, r, "action", "transmit transmit transmit transmit transmit transmit reply", func(v replay.Verdict) string { return v.Action })
 		expectEq(t, 6, "reason", r.verdicts[6].Reason, "no_conn")
 		for i, f := range r.frames {
 			ip := ipOf(t, f)
+			if r.verdictFor(i).Action == "reply" {
+				tcp := tcpOf(t, f)
+				expectEq(t, i, "rst", tcp.RST && !tcp.ACK && !tcp.SYN && !tcp.FIN, true)
+				expectEq(t, i, "rst src", addrOf(ip.SrcIP), vip)
+				expectEq(t, i, "rst dst", addrOf(ip.DstIP), client)
+				expectEq(t, i, "rst iface", f.iface, "vip0")
+				continue
+			}
 			// Direct routing changes only the MACs and the TTL.
 			expectEq(t, i, "dst", addrOf(ip.DstIP), vip)
 			expectEq(t, i, "src", addrOf(ip.SrcIP), client)
@@ -171,6 +181,12 @@ var caseChecks = map[string]func(*testing.T, goldenRun){
 		expectEq(t, 0, "icmp", ic.TypeCode, layers.CreateICMPv4TypeCode(11, 0))
 		expectEq(t, 0, "to", addrOf(ipOf(t, r.frames[0]).DstIP), client)
 		expectEq(t, 1, "ttl", ipOf(t, r.frames[1]).TTL, uint8(1))
+		// IPVS schedules before its transmitter checks the TTL: the TTL-1
+		// SYN's connection exists (SYN_RECV, active) and the next one is
+		// the real server's second.
+		expectSeq(t, r, "conn", "new new", func(v replay.Verdict) string { return v.Conn })
+		expectSeq(t, r, "state", "SYN_RECV SYN_RECV", func(v replay.Verdict) string { return v.State })
+		expectEq(t, 1, "active", *r.verdicts[1].Active, int32(2))
 	},
 	"no-dest": func(t *testing.T, r goldenRun) {
 		for i, f := range r.frames {
@@ -189,9 +205,11 @@ var caseChecks = map[string]func(*testing.T, goldenRun){
 	"malformed": func(t *testing.T, r goldenRun) {
 		want := "truncated_ethernet truncated_ip bad_ip_version bad_ihl bad_total_length bad_ip_checksum bad_tcp_offset bad_total_length bad_udp_length - bad_icmp_checksum - - no_conn - fragment"
 		expectSeq(t, r, "reason", want, func(v replay.Verdict) string { return orDash(v.Reason) })
-		expectSeq(t, r, "action", "drop drop drop drop drop drop drop drop drop pass drop control pass drop pass drop", func(v replay.Verdict) string { return v.Action })
-		if len(r.frames) != 0 {
-			t.Errorf("nothing of the malformed corpus may be transmitted, got %d frames", len(r.frames))
+		// The well-formed segment without a connection gets the host's
+		// RST; nothing else is sent.
+		expectSeq(t, r, "action", "drop drop drop drop drop drop drop drop drop pass drop control pass reply pass drop", func(v replay.Verdict) string { return v.Action })
+		if len(r.frames) != 1 || !tcpOf(t, r.frames[0]).RST {
+			t.Errorf("only the RST for the segment without a connection may be sent, got %d frames", len(r.frames))
 		}
 	},
 }

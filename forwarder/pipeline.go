@@ -47,10 +47,10 @@ type Config struct {
 	Services *ipvs.Table
 	// Conns is the connection table.
 	Conns *conntrack.Table
-	// NoConnReuse is IPVS's conn_reuse_mode 0: a new SYN that finds an old
-	// connection in TIME_WAIT or CLOSE reuses it. By default (mode 1) it
-	// starts a new connection, scheduled afresh.
-	NoConnReuse bool
+	// Settings are IPVS's sysctls (nil: the kernel's defaults). The
+	// pipeline reads those it honours when a packet needs them:
+	// conn_reuse_mode, expire_nodest_conn, sloppy_tcp.
+	Settings *ipvs.Settings
 }
 
 // Generationer is an optional interface of an Env whose answers can change:
@@ -78,13 +78,16 @@ type Pipeline struct {
 	learner Learner      // nil: nothing to tell
 	svcs    *ipvs.Table
 	conns   *conntrack.Table
-	reuse   bool
+	set     *ipvs.Settings
 	workers atomic.Int32
 }
 
 // New makes a pipeline.
 func New(c Config) *Pipeline {
-	p := &Pipeline{env: c.Env, svcs: c.Services, conns: c.Conns, reuse: !c.NoConnReuse}
+	p := &Pipeline{env: c.Env, svcs: c.Services, conns: c.Conns, set: c.Settings}
+	if p.set == nil {
+		p.set = ipvs.NewSettings()
+	}
 	p.gen, _ = c.Env.(Generationer)
 	p.learner, _ = c.Env.(Learner)
 	return p
@@ -112,6 +115,7 @@ type Worker struct {
 	res      Result
 	tx       txPlan // the plan of a packet whose flow is not cached
 	ipid     uint16
+	rstTAT   int64 // the RST rate limit's theoretical arrival time (GCRA)
 	scratch  [rewrite.ICMPErrorMaxFrame]byte
 	Counters Counters
 }
@@ -391,23 +395,36 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 	}
 	k := conntrack.InKeyV4(proto, p.Src, p.SrcPort, p.Dst, p.DstPort)
 	known := true
-	if syn {
+	if tcp && flags&rewrite.TCPSyn != 0 { // IPVS's is_new_conn: any SYN
 		known = w.p.conns.PeekIn(k, now, c)
-		if known && w.p.reuse && w.reusable(c, proto, dst) {
-			// conn_reuse_mode: a new SYN on a finished connection without
-			// a template starts a new one, scheduled afresh.
+		if known && w.resched(c) {
+			// The old connection expires now; the SYN is scheduled
+			// afresh.
 			w.p.conns.Remove(k)
 			w.forget(&fk)
 			known = false
 		}
 	}
-	if known && w.p.conns.In(k, flags, now, c) {
-		tx := w.remember(&fk, steady, c, now)
-		if !c.Dest.Available() {
-			return w.drop(DestRemoved)
+	if known {
+		// ip_vs_in checks the server status before the state machine: a
+		// packet for a deleted real server neither moves the state nor
+		// re-arms the timer (InLive applies neither then).
+		found, avail := w.p.conns.InLive(k, flags, now, c)
+		if avail {
+			tx := w.remember(&fk, steady, c, now)
+			w.countIn(c.Dest, p.End-p.L3)
+			return w.xmitIn(c, buf, off, n, link, csumPartial, false, tx)
 		}
-		w.countIn(c.Dest, p.End-p.L3)
-		return w.xmitIn(c, buf, off, n, link, csumPartial, false, tx)
+		if found {
+			w.forget(&fk)
+			if w.p.set.Get(ipvs.SysExpireNodestConn) == 0 {
+				return w.drop(DestRemoved)
+			}
+			// expire_nodest_conn: the connection expires now and the
+			// packet is treated as a first packet (a TCP non-SYN then
+			// gets the host's RST).
+			w.p.conns.Remove(k)
+		}
 	}
 
 	// First packet to a service.
@@ -415,24 +432,102 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 	if svc == nil {
 		return w.result(Result{Action: Pass})
 	}
-	if tcp && !syn {
-		return w.drop(NoConn)
-	}
-	if p.TTL <= 1 {
-		return w.icmpReply(frame, link, TTLExceeded)
+	// tcp_conn_schedule: only a SYN without RST is scheduled (any
+	// segment without RST under sloppy_tcp); anything else goes on to
+	// the host's TCP, which answers with a RST.
+	if tcp && (flags&rewrite.TCPRst != 0 || !syn && w.p.set.Get(ipvs.SysSloppyTCP) == 0) {
+		return w.localStack(frame, link, csumPartial, NoConn, now)
 	}
 	return w.schedule(svc, k, buf, off, n, link, csumPartial, now)
 }
 
-// reusable is conn_reuse_mode 1: the old connection is over (TIME_WAIT or
-// CLOSE) and not controlled by a persistence template (connections of a
-// persistent service are).
-func (w *Worker) reusable(c *conntrack.Conn, proto ipvs.Protocol, vip netip.Addr) bool {
-	if c.State != conntrack.StateTimeWait && c.State != conntrack.StateClose {
+// resched is the conn_reuse_mode decision of ip_vs_in for a SYN (any
+// segment with SYN) that found connection c: start afresh when the
+// connection's real server has weight 0 and expire_nodest_conn is set, or
+// when a new connection is expected on it (is_new_conn_expected): it has
+// no controlling template and is in TIME_WAIT or CLOSE, or (mode bit 2)
+// in FIN_WAIT without output seen.
+func (w *Worker) resched(c *conntrack.Conn) bool {
+	mode := w.p.set.Get(ipvs.SysConnReuseMode)
+	if mode == 0 {
 		return false
 	}
-	svc := w.p.svcs.Lookup(proto, vip, c.VPort, 0)
-	return svc == nil || !svc.State().Config.Persistent()
+	if c.Dest != nil && c.Dest.Weight() == 0 && w.p.set.Get(ipvs.SysExpireNodestConn) != 0 {
+		return true
+	}
+	if c.Flags&conntrack.FlagControlled != 0 {
+		return false
+	}
+	switch c.State {
+	case conntrack.StateTimeWait, conntrack.StateClose:
+		return true
+	case conntrack.StateFinWait:
+		return mode&2 != 0 && c.Flags&conntrack.FlagNoOutput != 0
+	}
+	return false
+}
+
+// The RST rate limit of a worker: resetBurst RSTs at once, then one per
+// resetInterval.
+const (
+	resetInterval = int64(time.Millisecond)
+	resetBurst    = 64
+)
+
+// allowReset takes a token from the worker's RST bucket (a GCRA: no
+// state but one time).
+func (w *Worker) allowReset(now int64) bool {
+	tat := max(w.rstTAT, now)
+	if tat-now > (resetBurst-1)*resetInterval {
+		return false
+	}
+	w.rstTAT = tat + resetInterval
+	return true
+}
+
+// localStack answers a packet IPVS leaves to the host's stack (NF_ACCEPT)
+// as that stack would with nothing listening on the VIP: TCP with a RST
+// (none to a RST), UDP with ICMP port unreachable — after checking the
+// transport checksum, as the stack does (a frame whose checksum is only
+// partial, csumPartial, is taken as good). In gvsd the host never gets
+// the VIP's traffic (ingress drops), so the pipeline sends the answer.
+// why is the Result's reason.
+func (w *Worker) localStack(frame []byte, link int, partial bool, why Reason, now int64) *Result {
+	p := &w.parsed
+	if !partial && !rewrite.L4ChecksumOK(frame, p) {
+		return w.drop(BadL4Checksum)
+	}
+	if p.Proto == rewrite.ProtoUDP {
+		return w.icmpReply(frame, link, why) // port unreachable
+	}
+	if p.TCPFlags&rewrite.TCPRst != 0 {
+		return w.drop(why)
+	}
+	if !w.allowReset(now) {
+		w.Counters.Reasons[ResetLimited].Add(1)
+		return w.drop(why)
+	}
+	m := rewrite.MACs{Dst: [6]byte(frame[6:12]), Src: w.p.env.Links()[link].MAC}
+	out, ok := rewrite.TCPReset(w.scratch[:], frame, p, m)
+	if !ok {
+		w.Counters.Reasons[NoReply].Add(1)
+		return w.drop(why)
+	}
+	w.Counters.Reasons[Reset].Add(1)
+	r := &w.res
+	*r = Result{Action: Reply, Link: link, Frame: out, Reason: why}
+	return w.count(r)
+}
+
+// leave is ip_vs_leave, for a first packet the service did not schedule
+// (no real server, or a port a non-persistent service does not serve):
+// another port of an FTP service's VIP goes to the host's stack, any other
+// packet gets ICMP port unreachable.
+func (w *Worker) leave(cfg *ipvs.ServiceConfig, frame []byte, link int, partial bool, now int64) *Result {
+	if cfg.Port == 21 && w.parsed.DstPort != 21 {
+		return w.localStack(frame, link, partial, FTPPort, now)
+	}
+	return w.icmpReply(frame, link, NoDest)
 }
 
 func (w *Worker) schedule(svc *ipvs.Service, k conntrack.InKey, buf []byte, off, n, link int, partial bool, now int64) *Result {
@@ -440,6 +535,16 @@ func (w *Worker) schedule(svc *ipvs.Service, k conntrack.InKey, buf []byte, off,
 	frame := buf[off : off+n]
 	st := svc.State()
 	cfg := &st.Config
+	// ip_vs_schedule: never a packet from port 20 (active FTP data from
+	// a real server), of any protocol; it goes to the host's stack.
+	if p.SrcPort == 20 {
+		return w.localStack(frame, link, partial, FTPData, now)
+	}
+	// A non-persistent service schedules only its own port (the lookup
+	// also finds it for other ports: the FTP and port-0 fallbacks).
+	if !cfg.Persistent() && p.DstPort != cfg.Port {
+		return w.leave(cfg, frame, link, partial, now)
+	}
 	// The flow lives in the worker: handed to a scheduler through an
 	// interface, a stack value would escape to the heap. It is set field
 	// by field: a composite literal would be built on the stack and
@@ -470,11 +575,14 @@ func (w *Worker) schedule(svc *ipvs.Service, k conntrack.InKey, buf []byte, off,
 		dest = pick(st, svc, flow)
 	}
 	if dest == nil {
-		return w.icmpReply(frame, link, NoDest)
+		return w.leave(cfg, frame, link, partial, now)
 	}
-	dport := dest.Port
-	if dport == 0 {
-		dport = p.DstPort // port-0 real server: keep the packet's port
+	// The real server's port for the service's own port; any other port
+	// (FTP and port-0 persistent services) and a port-0 real server keep
+	// the packet's.
+	dport := p.DstPort
+	if dport == cfg.Port && dest.Port != 0 {
+		dport = dest.Port
 	}
 	c := &w.conn
 	var err error
@@ -657,6 +765,9 @@ func (w *Worker) transmit(c *conntrack.Conn, isNew, out bool, link int, frame []
 func (w *Worker) icmpRelated(buf []byte, off, n, link int, now int64) *Result {
 	p, c := &w.parsed, &w.conn
 	in := &p.Inner
+	if in.Proto == rewrite.ProtoIPIP {
+		return w.tunICMP(buf[off:off+n], now)
+	}
 	if !in.Ports {
 		return w.result(Result{Action: Pass})
 	}
@@ -688,6 +799,96 @@ func (w *Worker) icmpRelated(buf []byte, off, n, link int, now int64) *Result {
 		return w.xmitICMPNAT(frame, link, c, true)
 	}
 	return w.result(Result{Action: Pass})
+}
+
+// tunICMP handles an ICMP error about one of the director's own IPIP
+// packets (ip_vs_in_icmp's IPIP case): the error is addressed to the
+// director and quotes the outer IPIP header, behind which is the client's
+// packet client -> VIP. For a connection of that packet the director
+// relays the error to the client, built from the quoted client packet as
+// the kernel's icmp_send builds it (from the VIP, the client packet's
+// destination), and consumes the received one: the same type and code,
+// and for fragmentation needed the tunnel's path MTU less the outer
+// header — nothing at all when the client packet had no DF. Anything else
+// is the host's.
+func (w *Worker) tunICMP(frame []byte, now int64) *Result {
+	p, c := &w.parsed, &w.conn
+	in := &p.Inner
+	if in.FragOff != 0 || !w.isLocal(p.Dst) {
+		return w.result(Result{Action: Pass})
+	}
+	// The client packet, at in.L4: its header and ports must be there.
+	o := in.L4
+	if o+rewrite.IPv4MinLen > p.End {
+		return w.result(Result{Action: Pass})
+	}
+	ip := rewrite.IPv4(frame[o:p.End])
+	ihl := ip.HeaderLen()
+	proto := ip.Protocol()
+	if ip.Version() != 4 || ihl < rewrite.IPv4MinLen || o+ihl+4 > p.End || ip.FragOff() != 0 ||
+		proto != rewrite.ProtoTCP && proto != rewrite.ProtoUDP {
+		return w.result(Result{Action: Pass})
+	}
+	ports := frame[o+ihl:]
+	// An error about a request, not a reply: the quote is the in-key.
+	k := conntrack.InKeyV4(ipvs.Protocol(proto), ip.Src(), binary.BigEndian.Uint16(ports),
+		ip.Dst(), binary.BigEndian.Uint16(ports[2:]))
+	if !w.p.conns.PeekIn(k, now, c) {
+		return w.result(Result{Action: Pass}) // schedule_icmp is not supported
+	}
+	res := w.connResult(c, false, true)
+	rest := binary.BigEndian.Uint32(frame[p.L4+4:])
+	if p.ICMPType == rewrite.ICMPDestUnreach && p.ICMPCode == rewrite.ICMPCodeFragNeeded {
+		if !ip.DF() {
+			res.Action, res.Reason = Drop, TunICMPNoDF
+			return w.count(res)
+		}
+		rest = w.tunPMTU(c, rest&0xffff)
+	}
+	// IPVS counts the relayed error as output of the connection, sent or
+	// not ("ICMP can be shorter but anyways, account it").
+	if c.Dest.Available() {
+		w.countOut(c.Dest, p.End-o)
+	}
+	tx, ok := w.plan(nil, c.CAddr)
+	if !ok {
+		res.Action, res.Reason = Drop, NoRoute
+		return w.count(res)
+	}
+	out, ok := rewrite.ICMPRelay(w.scratch[:], frame, p, o, p.ICMPType, p.ICMPCode, rest, ip.Dst(), tx.macs)
+	res.Reason = TunICMP
+	if !ok {
+		res.Action = Drop
+		w.Counters.Reasons[NoReply].Add(1)
+		return w.count(res)
+	}
+	res.Action, res.Link, res.Frame = Reply, tx.link, out
+	return w.count(res)
+}
+
+// tunPMTU is the MTU IPVS tells a client whose tunnelled packet was too
+// big for a hop reporting mtu: the path MTU towards the real server after
+// the kernel's route update (ipv4_update_pmtu never raises it and takes
+// reports below 552 as 552), less the outer IPv4 header when more than 88.
+func (w *Worker) tunPMTU(c *conntrack.Conn, mtu uint32) uint32 {
+	if tx, ok := w.plan(nil, c.DAddr); ok {
+		mtu = min(uint32(tx.mtu), max(mtu, minPMTU))
+	}
+	if mtu > 68+rewrite.IPv4MinLen {
+		mtu -= rewrite.IPv4MinLen
+	}
+	return mtu
+}
+
+// minPMTU is the kernel's net.ipv4.route.min_pmtu default (512 + 20 + 20).
+const minPMTU = 552
+
+// isLocal reports one of the director's own addresses (an error about
+// its IPIP packets is addressed to the tunnel's source, the director's
+// address on the real servers' side).
+func (w *Worker) isLocal(a [4]byte) bool {
+	links := w.p.env.Links()
+	return links[VIPSide].Prefix.Addr().As4() == a || links[DIPSide].Prefix.Addr().As4() == a
 }
 
 // xmitICMPNAT forwards an ICMP error related to a NAT connection with its

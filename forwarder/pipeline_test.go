@@ -25,6 +25,7 @@ type harness struct {
 	table *ipvs.Table
 	conns *conntrack.Table
 	pl    *forwarder.Pipeline
+	set   *ipvs.Settings
 	w     *forwarder.Worker
 	buf   []byte
 	now   int64
@@ -41,8 +42,9 @@ func newHarness(t testing.TB, rules string) *harness {
 		t.Fatal(err)
 	}
 	conns := conntrack.New(conntrack.Config{Seed: 1, Capacity: 1 << 22})
-	pl := forwarder.New(forwarder.Config{Env: env, Services: table, Conns: conns})
-	return &harness{t: t, table: table, conns: conns, pl: pl, w: pl.NewWorker(), buf: make([]byte, 4096), now: int64(time.Hour)}
+	set := ipvs.NewSettings()
+	pl := forwarder.New(forwarder.Config{Env: env, Services: table, Conns: conns, Settings: set})
+	return &harness{t: t, table: table, conns: conns, pl: pl, set: set, w: pl.NewWorker(), buf: make([]byte, 4096), now: int64(time.Hour)}
 }
 
 // send runs one frame arriving on link through the pipeline.
@@ -240,6 +242,27 @@ func TestNoAllocs(t *testing.T) {
 	// (amortised, not per packet), which a short run would catch early.
 	for i := 0; i < 20000; i++ {
 		h.send(mk(80, frames.TCPSeg{SrcPort: uint16(20000 + i), SYN: true}), forwarder.VIPSide)
+	}
+	// The host-stack RST (the clock moves on so that the rate limit lets
+	// every one through) and an ICMP error about an IPIP packet relayed
+	// to the client.
+	ackOnly := mk(80, frames.TCPSeg{SrcPort: 9, ACK: true, Ack: 5})
+	if a := testing.AllocsPerRun(50, func() {
+		h.now += 2e6
+		if r := h.send(ackOnly, forwarder.VIPSide); r.Action != forwarder.Reply {
+			t.Fatalf("rst: %v", r.Action)
+		}
+	}); a != 0 {
+		t.Errorf("rst: %.1f allocations per packet, want 0", a)
+	}
+	ipip := append([]byte(nil), h.send(tun, forwarder.VIPSide).Frame...)
+	tunErr := tunError(3, 4, 1400, ipip)
+	if a := testing.AllocsPerRun(50, func() {
+		if r := h.send(tunErr, forwarder.DIPSide); r.Action != forwarder.Reply {
+			t.Fatalf("tun icmp: %v %v", r.Action, r.Reason)
+		}
+	}); a != 0 {
+		t.Errorf("tun icmp relay: %.1f allocations per packet, want 0", a)
 	}
 	for name, next := range cases {
 		// Build the frames first: only Process is measured.

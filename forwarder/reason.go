@@ -10,8 +10,9 @@ const (
 	Drop Action = iota
 	// Transmit: send Result.Frame on Result.Link (forwarded traffic).
 	Transmit
-	// Reply: the director answers the sender with Result.Frame (an ICMP
-	// error) on Result.Link, the link the frame arrived on.
+	// Reply: the director answers with Result.Frame (an ICMP error or a
+	// TCP RST) on Result.Link: the link the frame arrived on, except for
+	// an ICMP error relayed to a client (TunICMP), which leaves towards it.
 	Reply
 	// Pass: not gvs's traffic; leave it to the host's kernel.
 	Pass
@@ -45,7 +46,8 @@ const (
 	// unreachable went back (Reply), as ip_vs_leave does.
 	NoDest
 	// NoConn: a TCP segment to a service that is neither a SYN nor part of
-	// a known connection.
+	// a known connection. IPVS leaves it to the host's TCP, which answers
+	// with a RST: gvs sends that RST (Reply; see Reset), except to a RST.
 	NoConn
 	// DestRemoved: a packet of a connection whose real server was deleted
 	// (IPVS drops these while expire_nodest_conn is 0).
@@ -72,6 +74,29 @@ const (
 	// TunTypeUnsupported: a tunnel real server configured for GUE or GRE
 	// (--tun-type); gvs encapsulates IPIP only.
 	TunTypeUnsupported
+	// Reset counts the TCP RSTs the pipeline sent in the host's stead
+	// (the Reply's own reason says why: NoConn, FTPData, FTPPort).
+	Reset
+	// ResetLimited counts RSTs the worker's rate limit suppressed (the
+	// frame is dropped).
+	ResetLimited
+	// FTPData: a first packet from client port 20, which IPVS never
+	// schedules ("Not scheduling FTPDATA"): the host's stack answers (TCP:
+	// RST, UDP: port unreachable).
+	FTPData
+	// FTPPort: a packet to another port of a non-persistent port-21 TCP
+	// service's VIP (found by the FTP fallback of the service lookup),
+	// which IPVS leaves to the host's stack (RST).
+	FTPPort
+	// BadL4Checksum: a segment the host's stack would answer (RST, port
+	// unreachable) has a bad TCP or UDP checksum: the stack drops it.
+	BadL4Checksum
+	// TunICMP: an ICMP error about one of the director's IPIP packets was
+	// relayed to the client, as from the VIP (Reply).
+	TunICMP
+	// TunICMPNoDF: fragmentation needed about an IPIP packet whose client
+	// packet had no DF: consumed, nothing relayed (IPVS's ignore_ipip).
+	TunICMPNoDF
 	// NumReasons is the number of reasons, for counter arrays.
 	NumReasons
 )
@@ -79,7 +104,8 @@ const (
 var ownReasonNames = [...]string{
 	"ttl_exceeded", "no_dest", "no_conn", "dest_removed", "table_full",
 	"fragment", "frag_needed", "too_big", "no_route", "no_reply", "rewrite_failed",
-	"tun_type_unsupported",
+	"tun_type_unsupported", "reset", "reset_limited", "ftp_data", "ftp_port",
+	"bad_l4_checksum", "tun_icmp", "tun_icmp_no_df",
 }
 
 // String is the reason's counter name (snake_case, stable).

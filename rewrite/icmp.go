@@ -56,26 +56,25 @@ func icmpError(dst, frame []byte, p *Parsed, src [4]byte, m MACs, typ, code uint
 	if !mayReply(frame, p) {
 		return nil, false
 	}
-	orig := frame[p.L3:p.End]
+	return buildICMPError(dst, frame[p.L3:p.End], p.IHL, p, src, p.Src, m, typ, code, uint32(mtu))
+}
+
+// buildICMPError writes an ICMP error quoting orig (an IPv4 packet with an
+// ihl-byte header, perhaps truncated) to address to, with the L2 header for
+// the frame decoded into p, the 4-byte rest-of-header word rest, and the IP
+// header conventions described at PortUnreachable.
+func buildICMPError(dst, orig []byte, ihl int, p *Parsed, src, to [4]byte, m MACs, typ, code uint8, rest uint32) ([]byte, bool) {
 	l2 := EthernetLen
 	if p.VLAN {
 		l2 += VLANLen
 	}
 	hdr := l2 + IPv4MinLen + ICMPLen
 	n := min(len(orig), ICMPErrorMaxLen-IPv4MinLen-ICMPLen, len(dst)-hdr)
-	if n < len(orig) && n < p.IHL+8 {
+	if n < len(orig) && n < ihl+8 {
 		return nil, false
 	}
 	out := dst[:hdr+n]
-
-	m.apply(out)
-	if p.VLAN {
-		binary.BigEndian.PutUint16(out[ethType:], EtherTypeVLAN)
-		binary.BigEndian.PutUint16(out[vlanTCI:], p.TCI)
-		binary.BigEndian.PutUint16(out[vlanTyp:], EtherTypeIPv4)
-	} else {
-		binary.BigEndian.PutUint16(out[ethType:], EtherTypeIPv4)
-	}
+	writeL2(out, p, m)
 
 	ip := IPv4(out[l2 : l2+IPv4MinLen])
 	ip[ipVerIHL] = 0x45
@@ -86,17 +85,53 @@ func icmpError(dst, frame []byte, p *Parsed, src [4]byte, m MACs, typ, code uint
 	ip[ipTTL] = ICMPErrorTTL
 	ip[ipProto] = ProtoICMP
 	ip.SetSrc(src)
-	ip.SetDst(p.Src)
+	ip.SetDst(to)
 	ip.FixChecksum()
 
 	c := ICMPv4(out[l2+IPv4MinLen:])
 	c[icmpType] = typ
 	c[icmpCode] = code
-	binary.BigEndian.PutUint16(c[icmpRest:], 0)
-	binary.BigEndian.PutUint16(c[icmpMTU:], mtu)
+	binary.BigEndian.PutUint32(c[icmpRest:], rest)
 	copy(c[ICMPLen:], orig[:n])
 	c.FixChecksum()
 	return out, true
+}
+
+// ICMPRelay builds into dst the ICMP error IPVS relays to a client when a
+// router answers one of the director's IPIP packets with an error
+// (ip_vs_in_icmp's IPIP case, which pulls the received error down to the
+// original packet and calls icmp_send): type, code and the rest-of-header
+// word rest (for fragmentation needed: the next-hop MTU) as given, quoting
+// the original client packet, which starts at offset orig of frame (inside
+// the received error's quote, up to p.End), sent from src to the original
+// packet's source. frame and p are the received error; the L2 header,
+// length limit and IP header conventions are those of PortUnreachable.
+//
+// It returns false, like icmp_send, when no error may be sent about the
+// original packet: a non-first fragment, to a broadcast or multicast
+// address, from a source that is not a unicast host; or when the original
+// packet's header does not fit the quote.
+func ICMPRelay(dst, frame []byte, p *Parsed, orig int, typ, code uint8, rest uint32, src [4]byte, m MACs) ([]byte, bool) {
+	if orig+IPv4MinLen > p.End {
+		return nil, false
+	}
+	o := IPv4(frame[orig:p.End])
+	ihl := o.HeaderLen()
+	if o.Version() != 4 || ihl < IPv4MinLen || orig+ihl > p.End || o.FragOff() != 0 {
+		return nil, false
+	}
+	if d := o.Dst(); d[0] >= 224 {
+		return nil, false
+	}
+	to := o.Src()
+	switch s := to[0]; {
+	case s == 0, s == 127, s >= 224:
+		return nil, false
+	}
+	if o.Protocol() == ProtoICMP && orig+ihl < p.End && isICMPError(frame[orig+ihl]) {
+		return nil, false
+	}
+	return buildICMPError(dst, frame[orig:p.End], ihl, p, src, to, m, typ, code, rest)
 }
 
 // mayReply applies RFC 1812 4.3.2.7: no ICMP error about an ICMP error,

@@ -370,10 +370,9 @@ var cases = map[string]func() *scenario{
 		v.fromClient(false, true, false, true, []byte("GET / HTTP/1.0\r\n\r\n"))
 		v.fromServer(false, true, false, true, bytes.Repeat([]byte("x"), 600))
 		// At 2 s the script deletes rs2: the connection stays
-		// (expire_nodest_conn is 0), its packets are dropped. (IPVS
-		// drops them without restarting the timer; gvs restarts it, so
-		// the -Lnc at 2.5 s and 60 s show 14:59 and 14:02 where IPVS
-		// would show 14:57 and 14:00.)
+		// (expire_nodest_conn is 0), its packets are dropped without
+		// restarting the timer, as IPVS does: the -Lnc at 2.5 s and
+		// 60 s show 14:57 and 14:00.
 		s.at(2400 * time.Millisecond)
 		v.fromClient(false, true, false, true, []byte("more"))
 		// Exactly at 2.5 s, after the script's -Lnc at 2.5: a new

@@ -234,7 +234,7 @@ func ReplayScript(table *ipvs.Table, facts forwarder.Facts, capacity int, in []b
 	// (--sysctl) like gvsadm does on a daemon.
 	settings := ipvs.NewSettings()
 	control.BindSettings(settings, conns, table)
-	pl := forwarder.New(forwarder.Config{Env: env, Services: table, Conns: conns})
+	pl := forwarder.New(forwarder.Config{Env: env, Services: table, Conns: conns, Settings: settings})
 	w := pl.NewWorker()
 	clk := newClock(conns, table, settings, script, scriptOut)
 
