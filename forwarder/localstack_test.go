@@ -324,3 +324,27 @@ func TestTunICMPRelay(t *testing.T) {
 		t.Fatalf("frag needed, client packet without DF: %v %v", r.Action, r.Reason)
 	}
 }
+
+// sloppy_tcp: a mid-stream segment (no SYN, no RST) with no connection is
+// scheduled like a SYN (a backup taking over after a failover); a RST is
+// never scheduled.
+func TestSloppyTCP(t *testing.T) {
+	h := newHarness(t, twoNAT)
+	if err := h.set.Set(ipvs.SysSloppyTCP, [2]int64{1}); err != nil {
+		t.Fatal(err)
+	}
+	r := h.send(seg(4100, 80, frames.TCPSeg{ACK: true, Seq: 7, Ack: 9, Payload: []byte("mid")}), forwarder.VIPSide)
+	if r.Action != forwarder.Transmit || h.conns.Len() != 1 {
+		t.Fatalf("mid-stream ACK under sloppy_tcp: %v %v, %d connections; want transmit and one", r.Action, r.Reason, h.conns.Len())
+	}
+	if r = h.send(seg(4101, 80, frames.TCPSeg{RST: true}), forwarder.VIPSide); r.Action == forwarder.Transmit || h.conns.Len() != 1 {
+		t.Fatalf("RST under sloppy_tcp: %v, %d connections; want not scheduled", r.Action, h.conns.Len())
+	}
+	// Off again: the next stray segment gets the local stack's RST.
+	if err := h.set.Set(ipvs.SysSloppyTCP, [2]int64{0}); err != nil {
+		t.Fatal(err)
+	}
+	if r = h.send(seg(4102, 80, frames.TCPSeg{ACK: true}), forwarder.VIPSide); r.Action != forwarder.Reply || h.conns.Len() != 1 {
+		t.Fatalf("stray ACK without sloppy_tcp: %v, %d connections", r.Action, h.conns.Len())
+	}
+}

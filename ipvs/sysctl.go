@@ -170,7 +170,7 @@ var sysctls = [NumSysctls]SysctlInfo{
 		Meaning: "use the secure TCP state table (0 off, 1-2 automatic, 3 always)"},
 	SysSloppySCTP: {Name: "sloppy_sctp", NotActed: "gvs does not balance SCTP",
 		Meaning: "create SCTP connections from any chunk, not only INIT"},
-	SysSloppyTCP: {Name: "sloppy_tcp", NotActed: notYet,
+	SysSloppyTCP: {Name: "sloppy_tcp",
 		Meaning: "create TCP connections from any non-RST segment, not only SYN"},
 	SysSnatReroute: {Name: "snat_reroute", Default: [2]int64{1}, NotActed: "gvs routes replies by its own table, not the host's",
 		Meaning: "route SNATed replies as if they came from the director"},
