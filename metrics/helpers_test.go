@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -46,3 +47,30 @@ func gatherValues(t testing.TB, c prometheus.Collector, name string) map[string]
 	}
 	return out
 }
+
+// sortLabels rewrites every sample line of an exposition with its labels
+// sorted by name ("le" last), the order client_golang writes them in, so
+// that expected texts can be written with placeholders.
+func sortLabels(text string) string {
+	lines := strings.Split(text, "\n")
+	for i, l := range lines {
+		open, end := strings.IndexByte(l, '{'), strings.LastIndexByte(l, '}')
+		if strings.HasPrefix(l, "#") || open < 0 || end < open {
+			continue
+		}
+		ls := labelRE.FindAllString(l[open+1:end], -1)
+		slices.SortFunc(ls, func(a, b string) int {
+			if strings.HasPrefix(a, "le=") != strings.HasPrefix(b, "le=") {
+				if strings.HasPrefix(a, "le=") {
+					return 1
+				}
+				return -1
+			}
+			return strings.Compare(a, b)
+		})
+		lines[i] = l[:open+1] + strings.Join(ls, ",") + l[end:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+var labelRE = regexp.MustCompile(`[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"`)
