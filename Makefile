@@ -12,11 +12,12 @@ GOFLAGS   ?=
 export GOFLAGS
 TEST_PKGS ?= ./...
 # Packages whose tests are also run under the race detector.
-RACE_PKGS ?= ./conntrack/... ./scheduler/... ./ipvs/... ./ipvsadm/... ./forwarder/... ./control/ ./daemon/
+RACE_PKGS ?= ./conntrack/... ./scheduler/... ./ipvs/... ./ipvsadm/... ./forwarder/... ./control/ ./daemon/ ./metrics/
 
-APT_PKGS  := iproute2 socat curl nginx-light nftables ethtool procps
-# The commands those packages provide, checked before anything is installed.
-APT_CMDS  := ip socat curl nginx nft ethtool sysctl
+APT_PKGS  := iproute2 socat curl nginx-light nftables ethtool procps prometheus
+# The commands those packages provide, checked before anything is installed
+# (promtool, from prometheus, checks gvsd's /metrics in package metrics' tests).
+APT_CMDS  := ip socat curl nginx nft ethtool sysctl promtool
 
 # apt_install(what, commands, packages): install the Debian packages when any of the commands is missing.
 define apt_install

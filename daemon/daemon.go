@@ -62,6 +62,9 @@ type Config struct {
 	Settings *ipvs.Settings
 	// Logger receives the daemon's logs; nil: no logs.
 	Logger *zap.Logger
+	// OnReload, if not nil, is called after every Reload with its result
+	// (the metrics' reload counters).
+	OnReload func(err error)
 	// Control, if not nil, serves the control socket: Run calls it in its
 	// own goroutine once the data path is up and cancels its context at
 	// shutdown. It serves d.ControlListener(), which New bound before

@@ -153,7 +153,10 @@ func (d *Daemon) setFilters(vf, df ring.Filter) error {
 // atomic batch (see ReloadChanges): services and real servers present
 // before and after keep their objects, counters and connections. On error
 // nothing changes.
-func (d *Daemon) Reload() error {
+func (d *Daemon) Reload() (err error) {
+	if f := d.cfg.OnReload; f != nil {
+		defer func() { f(err) }()
+	}
 	if d.cfg.RulesFile == "" {
 		return errors.New("no rules file to reload")
 	}

@@ -3,7 +3,7 @@
 //
 //	gvsd --vip-if IF --dip-if IF [--rules FILE] [--socket NAME] [--workers N]
 //	     [--log-level LEVEL] [--log-format json|console] [--stats-interval D]
-//	     [--sysctl NAME=VALUE]... [--sysctl-file FILE]
+//	     [--sysctl NAME=VALUE]... [--sysctl-file FILE] [--metrics ADDR [--metrics-node-ipvs]]
 //
 // It loads the ipvsadm-save rules file, captures the services' traffic on
 // the VIP interface and the NAT replies on the DIP interface (the same
@@ -12,6 +12,9 @@
 // gvsadm. SIGHUP re-reads the rules file and applies it atomically (existing
 // connections keep flowing); SIGTERM and SIGINT stop it, removing its
 // nftables table and ARP responder, with exit status 0.
+//
+// --metrics ADDR serves Prometheus metrics at http://ADDR/metrics (gvs_*;
+// with --metrics-node-ipvs also node_exporter's node_ipvs_* families).
 //
 // --sysctl and --sysctl-file set IPVS's sysctls (net.ipv4.vs.NAME, see
 // "gvsadm --sysctl") before the daemon serves: the file first, in
@@ -37,6 +40,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"gvs/daemon"
+	"gvs/metrics"
 )
 
 func main() {
@@ -51,6 +55,9 @@ type options struct {
 	adminGID  int
 	pprof     string
 	arp       string
+	// metrics is --metrics (empty: off); nodeIPVS --metrics-node-ipvs.
+	metrics  string
+	nodeIPVS bool
 	// notices are about sysctls set that gvs stores but does not act on.
 	notices []string
 }
@@ -69,6 +76,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.cfg.RingFrames, "ring-frames", 0, "frames per RX ring (default 2048); a full ring is that much queueing")
 	fs.DurationVar(&o.cfg.BusyPoll, "busy-poll", 0, "keep polling the rings this long after the last frame before sleeping (e.g. 200us): lower latency at low rates, a busier CPU; 0: sleep at once")
 	fs.StringVar(&o.pprof, "pprof", "", "serve Go's pprof on this address (e.g. 127.0.0.1:6060) for profiling; off by default")
+	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9475); off by default")
+	fs.BoolVar(&o.nodeIPVS, "metrics-node-ipvs", false, "also export node_exporter's node_ipvs_* metrics (same names and labels), for existing IPVS dashboards")
 	fs.DurationVar(&o.cfg.StatsInterval, "stats-interval", 10*time.Second, "log data-path counters at debug level this often (0: never)")
 	fs.IntVar(&o.adminGID, "admin-gid", -1, "group (primary GID of the caller) allowed to change the daemon besides root; -1: root only")
 	fs.StringVar(&o.arp, "arp", "auto", "answer ARP for VIPs: auto (those the host does not hold and has not held since start, followed live), on (all), off (none)")
@@ -89,6 +98,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("--workers must not be negative")
 	case o.cfg.BusyPoll < 0 || o.cfg.BusyPoll > time.Second:
 		return o, errors.New("--busy-poll must be between 0 and 1s")
+	case o.nodeIPVS && o.metrics == "":
+		return o, errors.New("--metrics-node-ipvs needs --metrics")
 	case o.logFormat != "json" && o.logFormat != "console":
 		return o, fmt.Errorf("--log-format %q: want json or console", o.logFormat)
 	}
@@ -144,10 +155,27 @@ func run(args []string, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
+	// The metrics address is taken before the daemon installs anything, so
+	// that a busy address stops gvsd with nothing to undo.
+	var reloads *metrics.Reloads
+	var metricsLn net.Listener
+	if o.metrics != "" {
+		if metricsLn, err = net.Listen("tcp", o.metrics); err != nil {
+			log.Error("cannot serve metrics", zap.Error(err))
+			return 1
+		}
+		defer metricsLn.Close()
+		o.cfg.OnReload = func(err error) { reloads.Observe(err, time.Now()) }
+	}
 	d, err := daemon.New(o.cfg)
 	if err != nil {
 		log.Error("cannot start", zap.Error(err))
 		return 1
+	}
+	if metricsLn != nil {
+		reloads = metrics.NewReloads(time.Now())
+		srv := serveMetrics(metricsLn, metricsSource(d, reloads, o.nodeIPVS), log)
+		defer srv.Close()
 	}
 	if o.pprof != "" {
 		ln, err := net.Listen("tcp", o.pprof)
