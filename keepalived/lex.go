@@ -23,7 +23,10 @@ import (
 //   - words are separated by blanks; "a quoted string" is one word without
 //     its quotes.
 
-const maxIncludeDepth = 32
+const (
+	maxIncludeDepth = 32
+	maxLine         = 1 << 16 // bound on a line after $ substitution
+)
 
 // line is one logical line.
 type line struct {
@@ -230,6 +233,9 @@ func (r *reader) substitute(s string) string {
 			changed = true
 		}
 		s = b.String()
+		if len(s) > maxLine {
+			return s[:maxLine]
+		}
 		if !changed {
 			break
 		}

@@ -458,6 +458,11 @@ func (p *parser) vsgEntry(g *Group, s *node) (GroupEntry, bool) {
 				return e, false
 			}
 		}
+		if v == 0 {
+			// keepalived accepts it; IPVS has no service for mark 0.
+			p.errorf("gvs: (%s): fwmark 0 cannot be programmed - ignoring", g.Name)
+			return e, false
+		}
 		e.FWMark, e.IsMark = uint32(v), true
 		return e, true
 	}
@@ -536,7 +541,28 @@ func (p *parser) vsgEntry(g *Group, s *node) (GroupEntry, bool) {
 		}
 		e.Last, _ = netip.AddrFromSlice(b)
 	}
+	if rangeSize(e.First, e.Last) > maxRange {
+		p.report(s.pos, Fatal, "gvs: address range %s has more than %d addresses", first, maxRange)
+		return e, false
+	}
 	return e, true
+}
+
+// maxRange bounds the services one group entry may create.
+const maxRange = 65536
+
+// rangeSize is the number of addresses from a to b (saturating).
+func rangeSize(a, b netip.Addr) uint64 {
+	x, y := a.As16(), b.As16()
+	var n uint64
+	for i := 0; i < 16; i++ {
+		d := int(y[i]) - int(x[i])
+		if n > 1<<40 {
+			return math.MaxUint64
+		}
+		n = n*256 + uint64(d)
+	}
+	return n + 1
 }
 
 func lastAddr(p netip.Prefix) netip.Addr {
@@ -573,6 +599,10 @@ func (p *parser) virtualServer(n *node) {
 		v, ok := p.unsigned(n, 2, 0, math.MaxUint32)
 		if !ok {
 			p.errorf("virtual server fwmark '%s' must be in [0, %d] - ignoring", n.words[2], uint32(math.MaxUint32))
+			return
+		}
+		if v == 0 {
+			p.errorf("gvs: virtual server fwmark 0 cannot be programmed - ignoring")
 			return
 		}
 		vs.FWMark = uint32(v)

@@ -181,40 +181,20 @@ type SaveOptions struct {
 // package ipvs.
 func WriteSave(w io.Writer, c *Config, o SaveOptions) error {
 	var b bytes.Buffer
-	type svc struct {
-		s     Service
-		dests []ipvs.DestConfig
-	}
-	var all []svc
-	for _, vs := range c.VirtualServers {
-		svcs := c.ServicesOf(vs)
-		pool, _ := vs.Pool(o.State)
-		group := make([]svc, len(svcs))
-		for i, s := range svcs {
-			group[i].s = s
-			for _, pd := range pool {
-				d := s.Dest(pd.RS)
-				d.Weight = pd.Weight
-				group[i].dests = append(group[i].dests, d)
+	svcs, order := c.programmed(o.State)
+	if !o.Sorted {
+		for _, op := range order {
+			s := svcs[op.svc]
+			if op.dest < 0 {
+				writeService(&b, &s.cfg)
+			} else {
+				writeDest(&b, &s.cfg, &s.dests[op.dest])
 			}
 		}
-		if o.Sorted {
-			all = append(all, group...)
-			continue
-		}
-		for _, g := range group {
-			writeService(&b, &g.s.Config)
-		}
-		for j := range pool {
-			for _, g := range group {
-				writeDest(&b, &g.s.Config, &g.dests[j])
-			}
-		}
-	}
-	if o.Sorted {
-		sort.SliceStable(all, func(i, j int) bool { return svcLess(&all[i].s.Config, &all[j].s.Config) })
-		for _, s := range all {
-			writeService(&b, &s.s.Config)
+	} else {
+		sort.SliceStable(svcs, func(i, j int) bool { return svcLess(&svcs[i].cfg, &svcs[j].cfg) })
+		for _, s := range svcs {
+			writeService(&b, &s.cfg)
 			ds := append([]ipvs.DestConfig(nil), s.dests...)
 			sort.SliceStable(ds, func(i, j int) bool {
 				if c := ds[i].Addr.Compare(ds[j].Addr); c != 0 {
@@ -223,12 +203,82 @@ func WriteSave(w io.Writer, c *Config, o SaveOptions) error {
 				return ds[i].Port < ds[j].Port
 			})
 			for k := range ds {
-				writeDest(&b, &s.s.Config, &ds[k])
+				writeDest(&b, &s.cfg, &ds[k])
 			}
 		}
 	}
 	_, err := w.Write(b.Bytes())
 	return err
+}
+
+// Programmed is one IPVS service with its destinations as keepalived
+// leaves them in a given state.
+type Programmed struct {
+	Config ipvs.ServiceConfig
+	Dests  []ipvs.DestConfig
+}
+
+// Programmed lists the IPVS services and destinations keepalived would
+// have in the given state, in the order it adds the services. As in the
+// kernel, a service added twice (two virtual_server blocks with the same
+// key) exists once and keeps its first configuration, and a destination
+// added twice to a service ("Destination already exists") once.
+func (c *Config) Programmed(st State) []Programmed {
+	svcs, _ := c.programmed(st)
+	out := make([]Programmed, len(svcs))
+	for i, s := range svcs {
+		out[i] = Programmed{Config: s.cfg, Dests: s.dests}
+	}
+	return out
+}
+
+type progSvc struct {
+	cfg   ipvs.ServiceConfig
+	dests []ipvs.DestConfig
+}
+
+type progOp struct{ svc, dest int }
+
+func (c *Config) programmed(st State) ([]progSvc, []progOp) {
+	var svcs []progSvc
+	var order []progOp
+	index := map[ipvs.ServiceKey]int{}
+	for _, vs := range c.VirtualServers {
+		group := c.ServicesOf(vs)
+		pool, _ := vs.Pool(st)
+		idx := make([]int, len(group))
+		for i, s := range group {
+			k := s.Config.ServiceKey.Norm()
+			j, ok := index[k]
+			if !ok {
+				j = len(svcs)
+				index[k] = j
+				svcs = append(svcs, progSvc{cfg: s.Config})
+				order = append(order, progOp{j, -1})
+			}
+			idx[i] = j
+		}
+		for _, pd := range pool {
+			for i, s := range group {
+				d := s.Dest(pd.RS)
+				d.Weight = pd.Weight
+				ps := &svcs[idx[i]]
+				dup := false
+				for _, e := range ps.dests {
+					if e.Addr == d.Addr && e.Port == d.Port {
+						dup = true
+						break
+					}
+				}
+				if dup {
+					continue
+				}
+				ps.dests = append(ps.dests, d)
+				order = append(order, progOp{idx[i], len(ps.dests) - 1})
+			}
+		}
+	}
+	return svcs, order
 }
 
 // svcLess is ipvsadm's service order: fwmark, family, protocol, address,
