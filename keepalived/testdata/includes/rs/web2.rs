@@ -1,0 +1,4 @@
+real_server "192.0.2.2" {
+    TCP_CHECK {
+    }
+}
