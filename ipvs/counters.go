@@ -90,14 +90,21 @@ func (s *Service) Zeroed() Zeroing { return s.zeroed.load() }
 
 // Counts returns the service's counters since they were last zeroed (or
 // since it was created): what ipvsadm --stats prints.
-func (s *Service) Counts() Totals { return s.Stats.Sum().Sub(s.zeroed.load().Base) }
+func (s *Service) Counts() Totals { return counts(&s.Stats, &s.zeroed) }
 
 // Zeroed returns the last zeroing of the destination's counters.
 func (d *Dest) Zeroed() Zeroing { return d.zeroed.load() }
 
 // Counts returns the destination's counters since they were last zeroed
 // (or since it was created): what ipvsadm --stats prints.
-func (d *Dest) Counts() Totals { return d.Stats.Sum().Sub(d.zeroed.load().Base) }
+func (d *Dest) Counts() Totals { return counts(&d.Stats, &d.zeroed) }
+
+// counts loads the baseline before summing the counters, so that a reader
+// racing with a zeroing never sees a baseline above the sums it took.
+func counts(c *Counters, z *zeroState) Totals {
+	base := z.load().Base
+	return c.Sum().Sub(base)
+}
 
 // zeroStats is ip_vs_zero_stats (control plane, under the Table's lock):
 // the baseline moves to the current sums and the estimator is told to
