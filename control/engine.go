@@ -256,7 +256,8 @@ func writeErr(w io.Writer, err error) int {
 }
 
 // apply runs table-changing commands as one batch, then the side effects
-// outside the Table (conntrack timeouts, rate estimators) and OnChange.
+// outside the Table (conntrack timeouts) and OnChange. The rate estimators
+// learn of -Z and of re-created services from the objects (Zeroed).
 func (e *Engine) apply(prog string, cmds []*ipvsadm.Command, stderr io.Writer) int {
 	if err := ipvsadm.ApplyAll(e.Table, cmds); err != nil {
 		return writeErr(stderr, err)
@@ -268,12 +269,6 @@ func (e *Engine) apply(prog string, cmds []*ipvsadm.Command, stderr io.Writer) i
 				t := c.Timeouts
 				e.Conns.SetTimeouts(time.Duration(t.TCP)*time.Second,
 					time.Duration(t.TCPFin)*time.Second, time.Duration(t.UDP)*time.Second)
-			}
-		case ipvsadm.CmdZero:
-			if !c.HasService() {
-				e.est.zeroAll()
-			} else if svc := e.Table.Service(c.Service.ServiceKey); svc != nil {
-				e.est.zeroService(svc)
 			}
 		}
 	}
@@ -361,13 +356,15 @@ func (e *Engine) timeouts() ipvs.Timeouts {
 	return ipvs.Timeouts{TCP: int(tcp / time.Second), TCPFin: int(fin / time.Second), UDP: int(udp / time.Second)}
 }
 
-// stats is the ipvsadm.StatsFunc of the listings: live counters and the
-// estimator's rates.
+// stats is the ipvsadm.StatsFunc of the listings: the live counters minus
+// their baseline (the kernel prints its last estimation's snapshot minus
+// the baseline, ip_vs_copy_stats; gvs sums the workers' counters at once),
+// and the estimator's rates.
 func (e *Engine) stats(svc *ipvs.Service, d *ipvs.Dest) (ipvsadm.Stats, ipvs.Rates) {
 	if d != nil {
-		return d.Stats.Sum(), e.est.destRates(d)
+		return d.Counts(), e.est.destRates(d)
 	}
-	return svc.Stats.Sum(), e.est.svcRates(svc)
+	return svc.Counts(), e.est.svcRates(svc)
 }
 
 // listConns prints -Lc from the connection table.

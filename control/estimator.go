@@ -34,10 +34,10 @@ type estState struct {
 	last [numRates]uint64 // counters at the previous sample
 	avg  [numRates]int64  // scaled moving averages
 	gen  uint64           // the tick that last saw the object
-	// inc is, for a service, its incarnation (a number that changes when
-	// the service is created again); for a destination, the incarnation of
-	// its service when the destination was last sampled.
-	inc uint64
+	// inc is, for a service, the incarnation (ipvs.Zeroing.Incarnation)
+	// the state belongs to; zeros the object's Zeroings when the averages
+	// were last zeroed for them.
+	inc, zeros uint64
 }
 
 func totals(t ipvs.Totals) [numRates]uint64 {
@@ -50,7 +50,7 @@ func totals(t ipvs.Totals) [numRates]uint64 {
 func (s *estState) sample(cur [numRates]uint64) {
 	for i := range cur {
 		var diff int64
-		if cur[i] > s.last[i] { // a counter that went back (zeroed) adds nothing
+		if cur[i] > s.last[i] { // never negative (the counters only grow)
 			diff = int64(min(cur[i]-s.last[i], maxDiff))
 		}
 		s.last[i] = cur[i]
@@ -60,17 +60,6 @@ func (s *estState) sample(cur [numRates]uint64) {
 		}
 		s.avg[i] += (diff<<shift - s.avg[i]) >> 2
 	}
-}
-
-// wentBack reports whether any counter is below its last sample: the
-// counters were zeroed (-Z, or the service was created again) since.
-func (s *estState) wentBack(cur [numRates]uint64) bool {
-	for i := range cur {
-		if cur[i] < s.last[i] {
-			return true
-		}
-	}
-	return false
 }
 
 // rates is ip_vs_read_estimator: the averages rounded to whole units.
@@ -84,38 +73,46 @@ func (s *estState) rates() ipvs.Rates {
 	return ipvs.Rates{CPS: r(0), InPPS: r(1), OutPPS: r(2), InBPS: r(3), OutBPS: r(4)}
 }
 
-// reset is ip_vs_zero_estimator after gvs's -Z, which zeroes the counters
-// themselves: rates to zero, baseline at cur.
-func (s *estState) reset(cur [numRates]uint64) {
-	s.last = cur
-	s.avg = [numRates]int64{}
+// catchUp applies the zeroings of z the state has not seen: ip_vs_zero_stats
+// zeroes the averages (ip_vs_zero_estimator) and leaves the last sample,
+// which the kernel's estimation keeps equal to the counters' snapshot, so
+// the first sample after a -Z covers a full interval.
+func (s *estState) catchUp(z ipvs.Zeroing) {
+	if s.zeros != z.Zeroings {
+		s.avg = [numRates]int64{}
+		s.zeros = z.Zeroings
+	}
 }
 
 // estimator holds the rate estimators of every service and destination.
+// It samples the counters the workers increment (Counters.Sum), which only
+// grow: zeroing moves a baseline the listings subtract (ipvs.Zeroing), and
+// the estimator learns of it from the object.
 //
 // It follows IPVS's lifecycle of struct ip_vs_estimator:
 //
-//   - A new service or destination starts with zero averages and a zero
-//     baseline (the kernel allocates its estimator zeroed, and its counters
-//     start at zero), so its first sample, at the first tick that finds it,
-//     is all its traffic since it was created, as if over one interval.
+//   - A new service or destination starts with zero averages and its
+//     counters at creation as the last sample (the kernel allocates its
+//     estimator zeroed, and its counters start at zero), so its first
+//     sample, at the first tick that finds it, is all its traffic since it
+//     was created, as if over one interval.
 //   - A service that is deleted is forgotten at the first tick that does
 //     not find it; created again it is new (IPVS keeps no deleted services).
-//     gvs may reuse the Service object and zero its counters within one
-//     interval: a counter found below its baseline marks that.
+//     gvs may reuse the Service object, within one interval too: its
+//     incarnation (ipvs.Zeroing.Incarnation) tells.
 //   - A deleted destination goes to the trash with its estimator stopped
 //     (__ip_vs_del_dest: ip_vs_stop_estimator) and its state frozen; added
 //     back (ip_vs_add_dest: ip_vs_start_estimator on the trashed dest) it
 //     resumes from that state, so its first sample covers everything since
 //     the last sample before the delete. The state is kept, through a weak
 //     reference, while the Dest object lives.
-//   - A trashed destination added to its service created again gets
-//     ip_vs_zero_stats (__ip_vs_update_dest, old_svc != svc): its averages
-//     restart from zero, its baseline stays.
+//   - -Z, and a trashed destination taken back by its service created
+//     again (__ip_vs_update_dest, old_svc != svc), are ip_vs_zero_stats:
+//     the averages restart from zero (at once: a read between the zeroing
+//     and the next tick gives zero rates), the last sample stays.
 type estimator struct {
 	mu    sync.Mutex // guards the fields below
 	gen   uint64
-	inc   uint64 // last service incarnation handed out
 	svcs  map[*ipvs.Service]*estState
 	dests map[weak.Pointer[ipvs.Dest]]*estState
 }
@@ -127,33 +124,25 @@ func (es *estimator) tick(svcs []*ipvs.Service) {
 	es.init()
 	es.gen++
 	for _, svc := range svcs {
-		cur := totals(svc.Stats.Sum())
+		z := svc.Zeroed()
 		s := es.svcs[svc]
-		if s == nil || s.wentBack(cur) {
-			es.inc++
-			s = &estState{inc: es.inc}
+		if s == nil || s.inc != z.Incarnation {
+			s = &estState{last: totals(z.Start), inc: z.Incarnation, zeros: z.Zeroings}
 			es.svcs[svc] = s
 		}
-		s.sample(cur)
+		s.catchUp(z)
+		s.sample(totals(svc.Stats.Sum()))
 		s.gen = es.gen
 		for _, d := range svc.Dests() {
-			cur := totals(d.Stats.Sum())
+			z := d.Zeroed()
 			k := weak.Make(d)
 			ds := es.dests[k]
-			switch {
-			case ds == nil:
-				ds = &estState{inc: s.inc}
+			if ds == nil {
+				ds = &estState{zeros: z.Zeroings}
 				es.dests[k] = ds
-			case ds.wentBack(cur):
-				// Zeroed by -Z since the last tick (before zeroService
-				// reached it): rates restart, the counters count from zero.
-				*ds = estState{inc: s.inc}
-			case ds.inc != s.inc:
-				// ip_vs_zero_stats: averages to zero, baseline kept.
-				ds.avg = [numRates]int64{}
-				ds.inc = s.inc
 			}
-			ds.sample(cur)
+			ds.catchUp(z)
+			ds.sample(totals(d.Stats.Sum()))
 			ds.gen = es.gen
 		}
 	}
@@ -176,52 +165,27 @@ func (es *estimator) init() {
 	}
 }
 
+// svcRates is the service's rates: zero for a service not sampled yet in
+// its incarnation, or zeroed since its last sample.
 func (es *estimator) svcRates(svc *ipvs.Service) ipvs.Rates {
 	es.mu.Lock()
 	defer es.mu.Unlock()
-	if s := es.svcs[svc]; s != nil {
+	z := svc.Zeroed()
+	if s := es.svcs[svc]; s != nil && s.inc == z.Incarnation && s.zeros == z.Zeroings {
 		return s.rates()
 	}
 	return ipvs.Rates{}
 }
 
+// destRates is the destination's rates: zero when not sampled yet, or
+// zeroed since its last sample.
 func (es *estimator) destRates(d *ipvs.Dest) ipvs.Rates {
 	es.mu.Lock()
 	defer es.mu.Unlock()
-	if s := es.dests[weak.Make(d)]; s != nil {
+	if s := es.dests[weak.Make(d)]; s != nil && s.zeros == d.Zeroed().Zeroings {
 		return s.rates()
 	}
 	return ipvs.Rates{}
-}
-
-// zeroService resets the estimators of svc and its destinations (-Z -t ...),
-// as ip_vs_zero_service does: trashed destinations are not touched.
-func (es *estimator) zeroService(svc *ipvs.Service) {
-	es.mu.Lock()
-	defer es.mu.Unlock()
-	es.zeroLocked(svc)
-}
-
-func (es *estimator) zeroLocked(svc *ipvs.Service) {
-	es.init()
-	if s := es.svcs[svc]; s != nil {
-		s.reset(totals(svc.Stats.Sum()))
-	}
-	for _, d := range svc.Dests() {
-		if s := es.dests[weak.Make(d)]; s != nil {
-			s.reset(totals(d.Stats.Sum()))
-		}
-	}
-}
-
-// zeroAll resets the estimators of every service and of their
-// destinations (-Z, ip_vs_zero_all).
-func (es *estimator) zeroAll() {
-	es.mu.Lock()
-	defer es.mu.Unlock()
-	for svc := range es.svcs {
-		es.zeroLocked(svc)
-	}
 }
 
 // TickEstimator takes one rate sample of every service and destination, as

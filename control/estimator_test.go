@@ -2,6 +2,10 @@ package control
 
 import (
 	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"gvs/ipvs"
@@ -209,5 +213,135 @@ func TestEstimatorDecay(t *testing.T) {
 	s.sample(cur)
 	if s.avg[1] < 0 {
 		t.Errorf("negative average %d", s.avg[1])
+	}
+}
+
+// statsHead is -Ln --stats -t's header.
+var statsHead = "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n" +
+	"  -> RemoteAddress:Port\n"
+
+const statsZero = "TCP  198.51.100.10:80                    0        0        0        0        0\n" +
+	"  -> 198.18.2.11:80                      0        0        0        0        0\n"
+
+// TestZeroKeepsLastSample: -Z zeroes the averages and moves the counters'
+// baseline, but leaves the estimator's last sample (ip_vs_zero_stats:
+// ip_vs_zero_estimator sets last_* to kstats, which the last estimation
+// left equal to them). The first sample after -Z therefore covers the
+// whole interval since the previous tick, traffic before the -Z included.
+func TestZeroKeepsLastSample(t *testing.T) {
+	te, svc, d := rateSetup(t)
+	te.TickEstimator()
+	traffic(svc, d) // one interval's traffic, before the -Z
+	te.mustRun(t, "-Z")
+	svcOnly := []string{"-t", "198.51.100.10:80"}
+	if got := te.mustRun(t, append([]string{"-Ln", "--rate"}, svcOnly...)...); got != rateHead+statsZero {
+		t.Errorf("--rate right after -Z:\n%q", got)
+	}
+	if got := te.mustRun(t, append([]string{"-Ln", "--stats"}, svcOnly...)...); got != statsHead+statsZero {
+		t.Errorf("--stats right after -Z:\n%q", got)
+	}
+	te.TickEstimator()
+	if got := te.mustRun(t, append([]string{"-Ln", "--rate"}, svcOnly...)...); got != rateHead+oneTick {
+		t.Errorf("first tick after -Z:\n%q\nwant:\n%q", got, rateHead+oneTick)
+	}
+	// The listing counts from the -Z: only what came after.
+	svc.Stats[5].InPkts.Add(3)
+	d.Stats[5].InPkts.Add(3)
+	want := statsHead +
+		"TCP  198.51.100.10:80                    0        3        0        0        0\n" +
+		"  -> 198.18.2.11:80                      0        3        0        0        0\n"
+	if got := te.mustRun(t, append([]string{"-Ln", "--stats"}, svcOnly...)...); got != want {
+		t.Errorf("--stats after -Z and 3 packets:\n%q\nwant:\n%q", got, want)
+	}
+}
+
+// TestStatsServiceRecreated: ipvsadm -D, -A, -a of the same service and
+// real server lists zero counts for both (a new IPVS service; the real
+// server taken back from the trash gets ip_vs_zero_stats), while -d and -a
+// of a real server of a service that lives on keeps its counts.
+func TestStatsServiceRecreated(t *testing.T) {
+	svcOnly := []string{"-Ln", "--stats", "-t", "198.51.100.10:80"}
+	te, svc, d := rateSetup(t)
+	traffic(svc, d)
+	te.mustRun(t, "-d", "-t", "198.51.100.10:80", "-r", "198.18.2.11")
+	te.mustRun(t, "-a", "-t", "198.51.100.10:80", "-r", "198.18.2.11", "-m")
+	kept := statsHead +
+		"TCP  198.51.100.10:80                   10     1000      600   100000  2000000\n" +
+		"  -> 198.18.2.11:80                     10     1000      600   100000  2000000\n"
+	if got := te.mustRun(t, svcOnly...); got != kept {
+		t.Errorf("after -d and -a:\n%q\nwant:\n%q", got, kept)
+	}
+	te.mustRun(t, "-D", "-t", "198.51.100.10:80")
+	te.mustRun(t, "-A", "-t", "198.51.100.10:80", "-s", "rr")
+	te.mustRun(t, "-a", "-t", "198.51.100.10:80", "-r", "198.18.2.11", "-m")
+	if rateSvc(te).Dests()[0] != d {
+		t.Fatal("the real server did not come back from the trash")
+	}
+	if got := te.mustRun(t, svcOnly...); got != statsHead+statsZero {
+		t.Errorf("after -D, -A, -a:\n%q\nwant:\n%q", got, statsHead+statsZero)
+	}
+	// The same through ipvsadm-restore (-C, then the rules, one batch).
+	traffic(svc, d)
+	_, errOut, code := te.run(root, "-A -t 198.51.100.10:80 -s rr\n-a -t 198.51.100.10:80 -r 198.18.2.11 -m\n", "prog=ipvsadm-restore")
+	if code != 0 || errOut != "" {
+		t.Fatalf("ipvsadm-restore: %d %q", code, errOut)
+	}
+	if got := te.mustRun(t, svcOnly...); got != statsHead+statsZero {
+		t.Errorf("after ipvsadm-restore:\n%q\nwant:\n%q", got, statsHead+statsZero)
+	}
+}
+
+// TestZeroWhileCounting: -Z, listings and estimator ticks while a worker
+// counts (run with -race). After each -Z the listing never shows more than
+// what the worker added since the -Z began (plus one in flight).
+func TestZeroWhileCounting(t *testing.T) {
+	te, svc, d := rateSetup(t)
+	var progress atomic.Uint64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for range 64 {
+				d.Stats[1].InPkts.Add(1)
+				svc.Stats[1].InPkts.Add(1)
+				progress.Add(1)
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				te.TickEstimator()
+			}
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+	for i := range 500 {
+		p0 := progress.Load()
+		te.mustRun(t, "-Z")
+		out := te.mustRun(t, "-Ln", "--stats", "--exact", "-t", "198.51.100.10:80")
+		p1 := progress.Load()
+		lines := strings.Split(out, "\n")
+		for _, l := range lines[2:4] {
+			f := strings.Fields(l)
+			n, err := strconv.ParseUint(f[3], 10, 64)
+			if err != nil {
+				t.Fatalf("%q: %v", l, err)
+			}
+			if n > p1-p0+1 {
+				t.Fatalf("round %d: %q lists %d packets, but only %d were added since the -Z", i, l, n, p1-p0)
+			}
+		}
 	}
 }

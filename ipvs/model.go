@@ -227,7 +227,9 @@ type Dest struct {
 	Index int
 
 	// Stats are the destination's traffic counters, one slot per worker.
-	Stats Counters
+	// Nothing but the workers writes them; -Z moves a baseline (Counts).
+	Stats  Counters
+	zeroed zeroState
 }
 
 // NewDest makes a live destination from its configuration.
@@ -370,10 +372,12 @@ type Service struct {
 	Sched Scheduler
 	state atomic.Pointer[ServiceState]
 	// Stats are the service's traffic counters, one slot per worker.
+	// Nothing but the workers writes them; -Z moves a baseline (Counts).
 	Stats Counters
 	// dests is the immutable snapshot of the destination list in IPVS list
 	// order: the most recently added first (list_add_rcu at the head).
-	dests atomic.Pointer[[]*Dest]
+	dests  atomic.Pointer[[]*Dest]
+	zeroed zeroState
 }
 
 // ServiceState is the published, immutable view of a service's

@@ -27,8 +27,11 @@ const trashPeriod = 120 * time.Second
 // in a trash for reuse, so deleting and re-adding a real server (also
 // across Flush, and always inside one transaction) brings back the same
 // Dest object with its counters and connections. A re-created service
-// likewise reuses its old Service object (its counters are zeroed, as for a
-// new IPVS service).
+// likewise reuses its old Service object, but its counters start from zero
+// as a new IPVS service's do, and so do those of the destinations it takes
+// back (ip_vs_zero_stats). Zeroing (-Z included) moves a baseline
+// (Service.Counts, Dest.Counts); the counters the workers increment are
+// never written by the control plane.
 //
 // EditService writes Service.Config and Service.Sched in place under the
 // Table's lock and then publishes them (Service.Publish): the data path
@@ -296,7 +299,7 @@ func (st *Tx) commit() {
 		case s == nil:
 			keep = append(keep, svc)
 			if st.zeroAll {
-				zeroService(svc)
+				svc.zero()
 			}
 		default:
 			keep = append(keep, st.commitService(s, svc, now))
@@ -365,10 +368,11 @@ func (st *Tx) commitService(s *stSvc, svc *Service, now time.Time) *Service {
 		return svc
 	}
 	if s.fresh {
-		// A new IPVS service starts with zero counters; destinations
-		// reused from the trash keep theirs.
-		svc.Stats.Reset()
+		// A new IPVS service starts with zero counters and a new
+		// estimator.
+		svc.recreate()
 	}
+	inc := svc.zeroed.load().Incarnation
 	svc.Config = s.cfg
 
 	old := map[netip.AddrPort]*Dest{}
@@ -402,6 +406,14 @@ func (st *Tx) commitService(s *stSvc, svc *Service, now time.Time) *Service {
 		if lw, ok := s.lastW[ap]; ok {
 			d.lastWeight.Store(int32(lw))
 		}
+		if d.zeroed.load().Incarnation != inc {
+			// A destination taken back (from the trash, or kept
+			// through a delete and add in this batch) by its service
+			// created again: __ip_vs_update_dest finds old_svc != svc
+			// and zeroes its stats. One deleted and added back to a
+			// service that lived on keeps them.
+			d.zeroed.zeroStats(&d.Stats, inc)
+		}
 		list[i] = d
 	}
 	// Kept destinations keep their Index unless it collides; new ones
@@ -428,7 +440,7 @@ func (st *Tx) commitService(s *stSvc, svc *Service, now time.Time) *Service {
 	}
 	svc.SetDests(list)
 	if s.zero || st.zeroAll {
-		zeroService(svc)
+		svc.zero()
 	}
 	if s.sched != nil {
 		s.sched.Update(svc)
@@ -438,13 +450,6 @@ func (st *Tx) commitService(s *stSvc, svc *Service, now time.Time) *Service {
 	}
 	svc.Publish()
 	return svc
-}
-
-func zeroService(svc *Service) {
-	svc.Stats.Reset()
-	for _, d := range svc.Dests() {
-		d.Stats.Reset()
-	}
 }
 
 // trashDest retires a destination: unavailable for scheduling, kept for

@@ -175,10 +175,14 @@ func (tx *Tx) SetTimeouts(to Timeouts) {
 	}
 }
 
-// ZeroAll zeroes the counters of every service and destination.
+// ZeroAll zeroes the counters of every service and of their destinations
+// (ip_vs_zero_all; gvs keeps no global totals to zero): their baselines
+// move to the current counts (Service.Counts, Dest.Counts) and their rate
+// estimators' averages restart.
 func (tx *Tx) ZeroAll() { tx.zeroAll = true }
 
-// Zero zeroes the counters of one service and its destinations.
+// Zero zeroes the counters of one service and of its destinations, not of
+// its trashed ones (ip_vs_zero_service); see ZeroAll.
 func (tx *Tx) Zero(k ServiceKey) error {
 	k = k.Norm()
 	s := tx.get(k)
@@ -191,7 +195,8 @@ func (tx *Tx) Zero(k ServiceKey) error {
 
 // AddService creates a service (ipvsadm -A). Its scheduler is made by the
 // Table's newSched; a service created again (also after Flush) reuses its
-// old Service object with zeroed counters.
+// old Service object with zeroed counters, and the real servers it takes
+// back have theirs zeroed too.
 func (tx *Tx) AddService(c ServiceConfig) error {
 	key := c.ServiceKey.Norm()
 	s := tx.get(key)

@@ -31,9 +31,9 @@ type StatsFunc func(svc *ipvs.Service, d *ipvs.Dest) (Stats, Rates)
 
 func defaultStats(svc *ipvs.Service, d *ipvs.Dest) (Stats, Rates) {
 	if d != nil {
-		return d.Stats.Sum(), Rates{}
+		return d.Counts(), Rates{}
 	}
-	return svc.Stats.Sum(), Rates{}
+	return svc.Counts(), Rates{}
 }
 
 // ConnInfo is one connection entry for ipvsadm -Lc.

@@ -396,6 +396,58 @@ var cases = map[string]func() *scenario{
 `
 		return s
 	},
+	// -Z and a service created again, against the counters and the rate
+	// estimator (samples at 0, 2, 4, 6 s): -Z moves the counters'
+	// baseline and zeroes the averages but not the estimator's last
+	// sample, so the sample at 4 s covers 2..4 s, the traffic at 2.5 s
+	// before the -Z included (ip_vs_zero_stats). At 5 s the service is
+	// deleted and created again and its real server taken back from the
+	// trash: both list zero counts (a new IPVS service;
+	// __ip_vs_update_dest zeroes a dest whose old service is gone). The
+	// service's next sample covers 5..6 s (a new estimator), the real
+	// server's 4..6 s (averages zeroed, last sample kept). A real server
+	// deleted and added back to a service that lives on keeps its counts
+	// (6.5 s). --stats shows live counts minus the baseline (the kernel
+	// shows its last estimation's snapshot, up to 2 s old).
+	"script-zero": func() *scenario {
+		s := &scenario{rules: "-A -t 198.51.100.10:80 -s rr\n-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m -w 1\n"}
+		v := newConv(s, client, 40901, 80, rs1, 8080, true)
+		v.fromClient(true, false, false, false, nil) // t=0: SYN
+		v.fromServer(true, true, false, false, nil)
+		v.fromClient(false, true, false, false, nil) // ESTABLISHED
+		v.fromClient(false, true, false, true, []byte("GET / HTTP/1.0\r\n\r\n"))
+		v.fromServer(false, true, false, true, bytes.Repeat([]byte("x"), 600))
+		exchange := func(at time.Duration, req string, resp int) {
+			s.at(at)
+			v.fromClient(false, true, false, true, []byte(req))
+			v.fromServer(false, true, false, true, bytes.Repeat([]byte("y"), resp))
+		}
+		exchange(2500*time.Millisecond, "before -Z", 1000) // between the 2 s sample and the -Z
+		exchange(3500*time.Millisecond, "after -Z", 200)
+		exchange(4500*time.Millisecond, "before -D", 300) // counted by the real server's next sample
+		exchange(5500*time.Millisecond, "after -A -a", 400)
+		s.script = `# gvs-replay script: SECONDS (after the first frame) then ipvsadm's arguments
+3 -Ln --stats
+3 -Ln --rate
+3 -Z
+3 -Ln --stats
+3 -Ln --rate
+3 -Lnc
+4 -Ln --stats
+4 -Ln --rate
+5 -D -t 198.51.100.10:80
+5 -A -t 198.51.100.10:80 -s rr
+5 -a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m
+5 -Ln --stats
+5 -Ln --rate
+6 -Ln --stats --exact
+6 -Ln --rate
+6.5 -d -t 198.51.100.10:80 -r 198.18.2.11:8080
+6.5 -a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m
+6.5 -Ln --stats --exact
+`
+		return s
+	},
 }
 
 func init() {
