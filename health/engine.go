@@ -197,7 +197,23 @@ func New(cfgs []ServiceConfig, opts Options) (*Engine, error) {
 			}
 			s.reals = append(s.reals, r)
 		}
-		// keepalived clamps the quorum to the sum of the weights and the hysteresis below it.
+		// check_data.c: a quorum above the sum of the weights could never be reached, and the
+		// hysteresis must stay below the quorum.
+		var sum int
+		for _, rc := range sc.Reals {
+			sum += max(rc.Weight, 0)
+		}
+		if s.cfg.Quorum > sum {
+			e.log.Warn(fmt.Sprintf("Warning - quorum %d for %s exceeds total weight of real servers %d, reducing quorum to %d",
+				s.cfg.Quorum, sc.Ref, sum, sum))
+			s.cfg.Quorum = sum
+		}
+		if s.cfg.Hysteresis > 0 && s.cfg.Hysteresis >= s.cfg.Quorum {
+			h := max(s.cfg.Quorum-1, 0)
+			e.log.Warn(fmt.Sprintf("Virtual server %s: hysteresis %d >= quorum %d; setting hysteresis to %d",
+				sc.Ref, s.cfg.Hysteresis, s.cfg.Quorum, h))
+			s.cfg.Hysteresis = h
+		}
 		e.services = append(e.services, s)
 	}
 	return e, nil

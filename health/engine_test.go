@@ -457,3 +457,18 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// As check_data.c: the quorum is lowered to the sum of the weights, the hysteresis below it.
+func TestQuorumClamp(t *testing.T) {
+	clock := NewFakeClock(t0)
+	sc := one(clock, tcpTiming, &fakeProbe{kind: KindTCP, def: true}, &fakeProbe{kind: KindTCP, def: true})
+	sc.Quorum, sc.Hysteresis = 5, 3
+	h := newHarness(t, []ServiceConfig{sc})
+	if st := h.status(); st.Quorum != 2 || st.Hysteresis != 1 {
+		t.Fatalf("quorum %d hysteresis %d", st.Quorum, st.Hysteresis)
+	}
+	if msgs := h.messages(); !contains(msgs, "Warning - quorum 5 for [198.51.100.10]:tcp:80 exceeds total weight of real servers 2, reducing quorum to 2") ||
+		!contains(msgs, "Virtual server [198.51.100.10]:tcp:80: hysteresis 3 >= quorum 2; setting hysteresis to 1") {
+		t.Errorf("%q", msgs)
+	}
+}
