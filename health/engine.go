@@ -297,7 +297,7 @@ func (e *Engine) Stop(remove bool) {
 			if r.alive {
 				r.alive = false
 				if s.cfg.Omega {
-					e.rsNotify(r, now)
+					e.rsNotify(r, now, fmt.Sprintf("Shutting down service %s from VS %s", r.cfg.Dest.format(s.cfg.Ref), s.cfg.Ref))
 				}
 			}
 		}
@@ -482,7 +482,7 @@ func (e *Engine) checkerState(c *checker, v verdict, now time.Time) {
 	r, s := c.r, c.r.svc
 	if c.m.isUp == v.up {
 		if v.first && (c.cfg.Alpha || !v.up) {
-			e.rsNotify(r, now)
+			e.rsNotify(r, now, "")
 		}
 		return
 	}
@@ -514,36 +514,27 @@ func (e *Engine) realState(r *real, alive bool, now time.Time) {
 	e.log.Info(msg)
 	r.alive = alive
 	r.since = now
-	kind := RealDown
 	if alive {
-		kind = RealUp
 		e.startRamp(r, now)
 	} else {
 		r.stopRamp()
 	}
-	e.emit(Event{Time: now, Kind: kind, Service: s.cfg.Ref, Dest: r.cfg.Dest, Message: msg})
-	e.rsNotify(r, now)
+	e.rsNotify(r, now, msg)
 	e.updateQuorum(s, false, now)
 }
 
-// rsNotify is do_rs_notifies: notify_up/notify_down and the FIFO line.
-func (e *Engine) rsNotify(r *real, now time.Time) {
+// rsNotify is do_rs_notifies: notify_up/notify_down and a RealUp/RealDown event carrying the
+// FIFO line. msg is the transition's log line; it is empty when the state did not change
+// (alpha's first failure notifies without a transition).
+func (e *Engine) rsNotify(r *real, now time.Time, msg string) {
 	s := r.svc
-	state, sc := "DOWN", r.cfg.NotifyDown
+	state, sc, kind := "DOWN", r.cfg.NotifyDown, RealDown
 	if r.alive {
-		state, sc = "UP", r.cfg.NotifyUp
+		state, sc, kind = "UP", r.cfg.NotifyUp, RealUp
 	}
 	e.runScript(sc)
-	line := fmt.Sprintf("RS %s %s %s\n", r.cfg.Dest.format(s.cfg.Ref), s.cfg.Ref, state)
-	if e.opts.OnEvent != nil {
-		// The FIFO line travels on a RealUp/RealDown event with no message when the state
-		// itself did not change (alpha's first failure).
-		kind := RealDown
-		if r.alive {
-			kind = RealUp
-		}
-		e.emit(Event{Time: now, Kind: kind, Service: s.cfg.Ref, Dest: r.cfg.Dest, FIFO: line})
-	}
+	e.emit(Event{Time: now, Kind: kind, Service: s.cfg.Ref, Dest: r.cfg.Dest, Message: msg,
+		FIFO: fmt.Sprintf("RS %s %s %s\n", r.cfg.Dest.format(s.cfg.Ref), s.cfg.Ref, state)})
 }
 
 func (e *Engine) vsNotify(s *service, kind EventKind, now time.Time, msg string) {

@@ -472,3 +472,19 @@ func TestQuorumClamp(t *testing.T) {
 		t.Errorf("%q", msgs)
 	}
 }
+
+// Each real-server transition is one event, with keepalived's lvs_notify_fifo line.
+func TestEventsAndFIFOLines(t *testing.T) {
+	clock := NewFakeClock(t0)
+	p := &fakeProbe{kind: KindTCP, def: false}
+	h := newHarness(t, []ServiceConfig{one(clock, tcpTiming, p)})
+	h.eng.Start()
+	h.events = nil
+	h.at(1 * time.Second)
+	var got []string
+	for _, ev := range h.events {
+		got = append(got, ev.Kind.String()+"|"+ev.FIFO)
+	}
+	equal(t, "events", got, []string{"checker_down|", "real_down|RS [198.18.2.11]:tcp:80 [198.51.100.10]:tcp:80 DOWN\n",
+		"quorum_lost|VS [198.51.100.10]:tcp:80 DOWN\n"})
+}
