@@ -113,12 +113,28 @@ type Worker struct {
 	routes   [routeCacheSize]routeEntry
 	flows    [flowCacheSize]flowEntry
 	res      Result
+	pkt      packet // the frame being processed
 	tx       txPlan // the plan of a packet whose flow is not cached
 	ipid     uint16
 	rstTAT   int64 // the RST rate limit's theoretical arrival time (GCRA)
 	scratch  [rewrite.ICMPErrorMaxFrame]byte
 	Counters Counters
 }
+
+// packet is the frame being processed and what came with it, passed by
+// pointer through every step instead of as a row of parameters. It lives
+// in the Worker (no allocation) and Process sets all of it for each frame.
+type packet struct {
+	buf     []byte // the caller's buffer: the frame is buf[off:off+n]
+	off, n  int    // moved past a removed VLAN tag
+	link    int    // the link it arrived on (VIPSide or DIPSide)
+	partial bool   // the L4 checksum is only the pseudo-header sum
+	now     int64  // the clock, in nanoseconds
+	isNew   bool   // the frame created its connection (set by schedule)
+}
+
+// frame is the packet's frame, buf[off:off+n].
+func (pk *packet) frame() []byte { return pk.buf[pk.off : pk.off+pk.n] }
 
 // NewWorker makes the state for one worker goroutine. Workers are numbered
 // in creation order and each owns a statistics slot; a pipeline has at most
@@ -311,13 +327,17 @@ type Result struct {
 // checksum is only the pseudo-header sum (TP_STATUS_CSUMNOTREADY); now is
 // the clock in nanoseconds. The frame may be rewritten in place.
 func (w *Worker) Process(buf []byte, off, n, link int, csumPartial bool, now int64) Result {
-	return *w.process(buf, off, n, link, csumPartial, now)
+	// Field by field, as in transmit.
+	pk := &w.pkt
+	pk.buf, pk.off, pk.n, pk.link, pk.partial, pk.now, pk.isNew = buf, off, n, link, csumPartial, now, false
+	return *w.process(pk)
 }
 
 // The steps below fill the worker's Result in place and return a pointer
 // to it: one copy at the API boundary instead of one per step.
-func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int64) *Result {
-	frame := buf[off : off+n]
+func (w *Worker) process(pk *packet) *Result {
+	frame := pk.frame()
+	now := pk.now
 	p := &w.parsed
 	switch p.Decode(frame) {
 	case rewrite.Malformed:
@@ -330,10 +350,10 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 	if p.VLAN {
 		// The egress link decides tagging, not the ingress tag: forward
 		// untagged. Move the MAC addresses over the 4-byte tag.
-		copy(buf[off+4:off+16], buf[off:off+12])
-		off += 4
-		n -= 4
-		frame = buf[off : off+n]
+		copy(pk.buf[pk.off+4:pk.off+16], pk.buf[pk.off:pk.off+12])
+		pk.off += 4
+		pk.n -= 4
+		frame = pk.frame()
 		if p.Decode(frame) != rewrite.IP {
 			return w.drop(Reason(p.Reason))
 		}
@@ -349,7 +369,7 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 	case rewrite.ProtoTCP, rewrite.ProtoUDP:
 	case rewrite.ProtoICMP:
 		if p.Embedded {
-			return w.icmpRelated(buf, off, n, link, now)
+			return w.icmpRelated(pk)
 		}
 		return w.result(Result{Action: Pass})
 	default:
@@ -371,14 +391,14 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 		if steady {
 			if fe := w.cached(&fk, now); fe != nil {
 				w.countOut(fe.conn.Dest, p.End-p.L3)
-				return w.xmitOut(&fe.conn, buf, off, n, link, csumPartial, &fe.tx)
+				return w.xmitOut(pk, &fe.conn, &fe.tx)
 			}
 		}
 		rk := conntrack.ReplyKeyV4(proto, p.Src, p.SrcPort, p.Dst, p.DstPort)
 		if w.p.conns.Out(rk, flags, now, c) {
 			tx := w.remember(&fk, steady, c, now)
 			w.countOut(c.Dest, p.End-p.L3)
-			return w.xmitOut(c, buf, off, n, link, csumPartial, tx)
+			return w.xmitOut(pk, c, tx)
 		}
 		return w.result(Result{Action: Pass})
 	}
@@ -390,7 +410,7 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 	if steady {
 		if fe := w.cached(&fk, now); fe != nil && fe.conn.Dest.Available() {
 			w.countIn(fe.conn.Dest, p.End-p.L3)
-			return w.xmitIn(&fe.conn, buf, off, n, link, csumPartial, false, &fe.tx)
+			return w.xmitIn(pk, &fe.conn, &fe.tx)
 		}
 	}
 	k := conntrack.InKeyV4(proto, p.Src, p.SrcPort, p.Dst, p.DstPort)
@@ -413,7 +433,7 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 		if avail {
 			tx := w.remember(&fk, steady, c, now)
 			w.countIn(c.Dest, p.End-p.L3)
-			return w.xmitIn(c, buf, off, n, link, csumPartial, false, tx)
+			return w.xmitIn(pk, c, tx)
 		}
 		if found {
 			w.forget(&fk)
@@ -436,9 +456,9 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 	// segment without RST under sloppy_tcp); anything else goes on to
 	// the host's TCP, which answers with a RST.
 	if tcp && (flags&rewrite.TCPRst != 0 || !syn && w.p.set.Get(ipvs.SysSloppyTCP) == 0) {
-		return w.localStack(frame, link, csumPartial, NoConn, now)
+		return w.localStack(pk, NoConn)
 	}
-	return w.schedule(svc, k, buf, off, n, link, csumPartial, now)
+	return w.schedule(pk, svc, k)
 }
 
 // resched is the conn_reuse_mode decision of ip_vs_in for a SYN (any
@@ -489,21 +509,22 @@ func (w *Worker) allowReset(now int64) bool {
 // as that stack would with nothing listening on the VIP: TCP with a RST
 // (none to a RST), UDP with ICMP port unreachable — after checking the
 // transport checksum, as the stack does (a frame whose checksum is only
-// partial, csumPartial, is taken as good). In gvsd the host never gets
+// partial, pk.partial, is taken as good). In gvsd the host never gets
 // the VIP's traffic (ingress drops), so the pipeline sends the answer.
 // why is the Result's reason.
-func (w *Worker) localStack(frame []byte, link int, partial bool, why Reason, now int64) *Result {
+func (w *Worker) localStack(pk *packet, why Reason) *Result {
 	p := &w.parsed
-	if !partial && !rewrite.L4ChecksumOK(frame, p) {
+	frame, link := pk.frame(), pk.link
+	if !pk.partial && !rewrite.L4ChecksumOK(frame, p) {
 		return w.drop(BadL4Checksum)
 	}
 	if p.Proto == rewrite.ProtoUDP {
-		return w.icmpReply(frame, link, why) // port unreachable
+		return w.icmpReply(pk, why) // port unreachable
 	}
 	if p.TCPFlags&rewrite.TCPRst != 0 {
 		return w.drop(why)
 	}
-	if !w.allowReset(now) {
+	if !w.allowReset(pk.now) {
 		w.Counters.Reasons[ResetLimited].Add(1)
 		return w.drop(why)
 	}
@@ -523,27 +544,27 @@ func (w *Worker) localStack(frame []byte, link int, partial bool, why Reason, no
 // (no real server, or a port a non-persistent service does not serve):
 // another port of an FTP service's VIP goes to the host's stack, any other
 // packet gets ICMP port unreachable.
-func (w *Worker) leave(cfg *ipvs.ServiceConfig, frame []byte, link int, partial bool, now int64) *Result {
+func (w *Worker) leave(pk *packet, cfg *ipvs.ServiceConfig) *Result {
 	if cfg.Port == 21 && w.parsed.DstPort != 21 {
-		return w.localStack(frame, link, partial, FTPPort, now)
+		return w.localStack(pk, FTPPort)
 	}
-	return w.icmpReply(frame, link, NoDest)
+	return w.icmpReply(pk, NoDest)
 }
 
-func (w *Worker) schedule(svc *ipvs.Service, k conntrack.InKey, buf []byte, off, n, link int, partial bool, now int64) *Result {
+func (w *Worker) schedule(pk *packet, svc *ipvs.Service, k conntrack.InKey) *Result {
 	p := &w.parsed
-	frame := buf[off : off+n]
+	now := pk.now
 	st := svc.State()
 	cfg := &st.Config
 	// ip_vs_schedule: never a packet from port 20 (active FTP data from
 	// a real server), of any protocol; it goes to the host's stack.
 	if p.SrcPort == 20 {
-		return w.localStack(frame, link, partial, FTPData, now)
+		return w.localStack(pk, FTPData)
 	}
 	// A non-persistent service schedules only its own port (the lookup
 	// also finds it for other ports: the FTP and port-0 fallbacks).
 	if !cfg.Persistent() && p.DstPort != cfg.Port {
-		return w.leave(cfg, frame, link, partial, now)
+		return w.leave(pk, cfg)
 	}
 	// The flow lives in the worker: handed to a scheduler through an
 	// interface, a stack value would escape to the heap. It is set field
@@ -575,7 +596,7 @@ func (w *Worker) schedule(svc *ipvs.Service, k conntrack.InKey, buf []byte, off,
 		dest = pick(st, svc, flow)
 	}
 	if dest == nil {
-		return w.leave(cfg, frame, link, partial, now)
+		return w.leave(pk, cfg)
 	}
 	// The real server's port for the service's own port; any other port
 	// (FTP and port-0 persistent services) and a port-0 real server keep
@@ -595,11 +616,12 @@ func (w *Worker) schedule(svc *ipvs.Service, k conntrack.InKey, buf []byte, off,
 		return w.drop(TableFull)
 	}
 	if w.p.learner != nil {
-		w.p.learner.Learn(flow.SrcAddr, [6]byte(frame[6:12]), link)
+		w.p.learner.Learn(flow.SrcAddr, [6]byte(pk.frame()[6:12]), pk.link)
 	}
 	w.countConn(c.Dest)
 	w.countIn(c.Dest, p.End-p.L3)
-	return w.xmitIn(c, buf, off, n, link, partial, true, nil)
+	pk.isNew = true
+	return w.xmitIn(pk, c, nil)
 }
 
 // pick asks the service's scheduler for a destination (nil: none).
@@ -663,18 +685,18 @@ func (w *Worker) fillPlan(tx *txPlan, dst netip.Addr, gen uint64) bool {
 // xmitIn sends a client's packet (described by w.parsed) to the real server
 // of connection c with c's method. tx is the flow's cached transmit plan
 // (nil: none).
-func (w *Worker) xmitIn(c *conntrack.Conn, buf []byte, off, n, link int, partial, isNew bool, tx *txPlan) *Result {
+func (w *Worker) xmitIn(pk *packet, c *conntrack.Conn, tx *txPlan) *Result {
 	p := &w.parsed
-	frame := buf[off : off+n]
+	frame := pk.frame()
 	if p.TTL <= 1 {
-		return w.icmpError(frame, link, TTLExceeded, w.connResult(c, isNew, false), p.Dst, 0)
+		return w.icmpError(pk, TTLExceeded, w.connResult(pk, c, false), p.Dst, 0)
 	}
 	// A cached flow's plan is checked here, inline (plan is too big to
 	// inline; the call would cost more than the check).
 	ok := true
 	if g := w.p.gen; tx == nil || g == nil || tx.gen != g.Generation()+1 {
 		if tx, ok = w.plan(tx, c.DAddr); !ok {
-			return w.connDrop(c, isNew, false, NoRoute)
+			return w.connDrop(pk, c, false, NoRoute)
 		}
 	}
 	mtu := tx.mtu
@@ -683,96 +705,96 @@ func (w *Worker) xmitIn(c *conntrack.Conn, buf []byte, off, n, link int, partial
 	}
 	if ipLen := p.End - p.L3; ipLen > mtu {
 		if !p.DF {
-			return w.connDrop(c, isNew, false, TooBig)
+			return w.connDrop(pk, c, false, TooBig)
 		}
-		return w.icmpError(frame, link, FragNeeded, w.connResult(c, isNew, false), p.Dst, mtu)
+		return w.icmpError(pk, FragNeeded, w.connResult(pk, c, false), p.Dst, mtu)
 	}
 	out := frame[:p.End] // Ethernet padding is not forwarded
 	switch c.Method {
 	case ipvs.Masq:
-		ok = rewrite.NATIn(frame, p, c.DAddr.As4(), c.DPort, tx.macs, partial)
+		ok = rewrite.NATIn(frame, p, c.DAddr.As4(), c.DPort, tx.macs, pk.partial)
 	case ipvs.Tunnel:
 		if c.Dest.TunType() != ipvs.TunIPIP {
-			return w.connDrop(c, isNew, false, TunTypeUnsupported)
+			return w.connDrop(pk, c, false, TunTypeUnsupported)
 		}
 		w.ipid++
-		out, ok = rewrite.TUN(buf[:off+n], off, p, tx.src, c.DAddr.As4(), w.ipid, tx.macs, partial)
+		out, ok = rewrite.TUN(pk.buf[:pk.off+pk.n], pk.off, p, tx.src, c.DAddr.As4(), w.ipid, tx.macs, pk.partial)
 	default: // Route, Local
-		ok = rewrite.DR(frame, p, tx.macs, partial)
+		ok = rewrite.DR(frame, p, tx.macs, pk.partial)
 	}
 	if !ok {
-		return w.connDrop(c, isNew, false, RewriteFailed)
+		return w.connDrop(pk, c, false, RewriteFailed)
 	}
-	return w.transmit(c, isNew, false, tx.link, out)
+	return w.transmit(pk, c, false, tx.link, out)
 }
 
 // xmitOut sends a NAT reply to the client as coming from the VIP. tx is
 // the flow's cached transmit plan (nil: none).
-func (w *Worker) xmitOut(c *conntrack.Conn, buf []byte, off, n, link int, partial bool, tx *txPlan) *Result {
+func (w *Worker) xmitOut(pk *packet, c *conntrack.Conn, tx *txPlan) *Result {
 	p := &w.parsed
-	frame := buf[off : off+n]
+	frame := pk.frame()
 	if p.TTL <= 1 {
-		return w.icmpError(frame, link, TTLExceeded, w.connResult(c, false, true), w.linkAddr(link), 0)
+		return w.icmpError(pk, TTLExceeded, w.connResult(pk, c, true), w.linkAddr(pk.link), 0)
 	}
 	ok := true
 	if g := w.p.gen; tx == nil || g == nil || tx.gen != g.Generation()+1 { // as in xmitIn
 		if tx, ok = w.plan(tx, c.CAddr); !ok {
-			return w.connDrop(c, false, true, NoRoute)
+			return w.connDrop(pk, c, true, NoRoute)
 		}
 	}
 	if ipLen := p.End - p.L3; ipLen > tx.mtu {
 		if !p.DF {
-			return w.connDrop(c, false, true, TooBig)
+			return w.connDrop(pk, c, true, TooBig)
 		}
-		return w.icmpError(frame, link, FragNeeded, w.connResult(c, false, true), w.linkAddr(link), tx.mtu)
+		return w.icmpError(pk, FragNeeded, w.connResult(pk, c, true), w.linkAddr(pk.link), tx.mtu)
 	}
-	if !rewrite.NATOut(frame, p, c.VAddr.As4(), c.VPort, tx.macs, partial) {
-		return w.connDrop(c, false, true, RewriteFailed)
+	if !rewrite.NATOut(frame, p, c.VAddr.As4(), c.VPort, tx.macs, pk.partial) {
+		return w.connDrop(pk, c, true, RewriteFailed)
 	}
-	return w.transmit(c, false, true, tx.link, frame[:p.End])
+	return w.transmit(pk, c, true, tx.link, frame[:p.End])
 }
 
-// connResult sets the worker's Result to describe connection c (not yet
-// counted: the caller decides the action).
-func (w *Worker) connResult(c *conntrack.Conn, isNew, out bool) *Result {
-	w.res = Result{Dest: c.Dest, State: c.State, Method: c.Method, New: isNew, Out: out}
+// connResult sets the worker's Result to describe connection c of packet
+// pk (not yet counted: the caller decides the action).
+func (w *Worker) connResult(pk *packet, c *conntrack.Conn, out bool) *Result {
+	w.res = Result{Dest: c.Dest, State: c.State, Method: c.Method, New: pk.isNew, Out: out}
 	return &w.res
 }
 
 // connDrop drops a frame of connection c for reason r.
-func (w *Worker) connDrop(c *conntrack.Conn, isNew, out bool, r Reason) *Result {
-	res := w.connResult(c, isNew, out)
+func (w *Worker) connDrop(pk *packet, c *conntrack.Conn, out bool, r Reason) *Result {
+	res := w.connResult(pk, c, out)
 	res.Action, res.Reason = Drop, r
 	return w.count(res)
 }
 
 // transmit is the Result of a frame of connection c leaving on link: the
 // worker's Result written once, and counted.
-func (w *Worker) transmit(c *conntrack.Conn, isNew, out bool, link int, frame []byte) *Result {
+func (w *Worker) transmit(pk *packet, c *conntrack.Conn, out bool, link int, frame []byte) *Result {
 	// Field by field: a composite literal is built on the stack and
 	// copied, and the copy's wide loads of its narrow stores stall. The
 	// counter's locked add comes last: it drains the stores, so that the
 	// caller's copy of the Result reads them from the cache.
 	r := &w.res
 	r.Action, r.Link, r.Frame, r.Reason = Transmit, link, frame, ReasonNone
-	r.Dest, r.State, r.Method, r.New, r.Out = c.Dest, c.State, c.Method, isNew, out
+	r.Dest, r.State, r.Method, r.New, r.Out = c.Dest, c.State, c.Method, pk.isNew, out
 	w.Counters.Actions[Transmit].Add(1)
 	return r
 }
 
 // icmpRelated handles an ICMP error whose quoted packet may belong to a
 // connection (IPVS's ip_vs_in_icmp / ip_vs_out_icmp).
-func (w *Worker) icmpRelated(buf []byte, off, n, link int, now int64) *Result {
+func (w *Worker) icmpRelated(pk *packet) *Result {
 	p, c := &w.parsed, &w.conn
 	in := &p.Inner
 	if in.Proto == rewrite.ProtoIPIP {
-		return w.tunICMP(buf[off:off+n], now)
+		return w.tunICMP(pk)
 	}
 	if !in.Ports {
 		return w.result(Result{Action: Pass})
 	}
 	proto := ipvs.Protocol(in.Proto)
-	frame := buf[off : off+n]
+	now := pk.now
 	ipLen := p.End - p.L3
 
 	// From outside, about a packet the director sent VIP:vport -> client:
@@ -786,9 +808,11 @@ func (w *Worker) icmpRelated(buf []byte, off, n, link int, now int64) *Result {
 		if c.Method != ipvs.Masq {
 			// DR and TUN: the real server gets the error unchanged, by the
 			// connection's own transmitter.
-			return w.xmitIn(c, buf, off, n, link, false, false, nil)
+			// The error goes out with its checksum taken as complete.
+			pk.partial = false
+			return w.xmitIn(pk, c, nil)
 		}
-		return w.xmitICMPNAT(frame, link, c, false)
+		return w.xmitICMPNAT(pk, c, false)
 	}
 
 	// From a real server, about a client packet it got client -> RIP:rport:
@@ -796,7 +820,7 @@ func (w *Worker) icmpRelated(buf []byte, off, n, link int, now int64) *Result {
 	rk := conntrack.ReplyKeyV4(proto, in.Dst, in.DstPort, in.Src, in.SrcPort)
 	if w.p.conns.PeekOut(rk, now, c) && c.Method == ipvs.Masq {
 		w.countOut(c.Dest, ipLen)
-		return w.xmitICMPNAT(frame, link, c, true)
+		return w.xmitICMPNAT(pk, c, true)
 	}
 	return w.result(Result{Action: Pass})
 }
@@ -811,8 +835,9 @@ func (w *Worker) icmpRelated(buf []byte, off, n, link int, now int64) *Result {
 // and for fragmentation needed the tunnel's path MTU less the outer
 // header — nothing at all when the client packet had no DF. Anything else
 // is the host's.
-func (w *Worker) tunICMP(frame []byte, now int64) *Result {
+func (w *Worker) tunICMP(pk *packet) *Result {
 	p, c := &w.parsed, &w.conn
+	frame, now := pk.frame(), pk.now
 	in := &p.Inner
 	if in.FragOff != 0 || !w.isLocal(p.Dst) {
 		return w.result(Result{Action: Pass})
@@ -836,7 +861,7 @@ func (w *Worker) tunICMP(frame []byte, now int64) *Result {
 	if !w.p.conns.PeekIn(k, now, c) {
 		return w.result(Result{Action: Pass}) // schedule_icmp is not supported
 	}
-	res := w.connResult(c, false, true)
+	res := w.connResult(pk, c, true)
 	rest := binary.BigEndian.Uint32(frame[p.L4+4:])
 	if p.ICMPType == rewrite.ICMPDestUnreach && p.ICMPCode == rewrite.ICMPCodeFragNeeded {
 		if !ip.DF() {
@@ -895,16 +920,17 @@ func (w *Worker) isLocal(a [4]byte) bool {
 // outer and quoted headers rewritten: to the real server (out false: an
 // error from outside about a reply the client never got) or to the client
 // (out true: an error from the real server about a client's packet).
-func (w *Worker) xmitICMPNAT(frame []byte, link int, c *conntrack.Conn, out bool) *Result {
+func (w *Worker) xmitICMPNAT(pk *packet, c *conntrack.Conn, out bool) *Result {
 	p := &w.parsed
+	frame := pk.frame()
 	res := &w.res
 	*res = Result{Dest: c.Dest, State: c.State, Method: c.Method, Out: out}
 	to, from := c.DAddr, p.Dst
 	if out {
-		to, from = c.CAddr, w.linkAddr(link)
+		to, from = c.CAddr, w.linkAddr(pk.link)
 	}
 	if p.TTL <= 1 {
-		return w.icmpError(frame, link, TTLExceeded, res, from, 0)
+		return w.icmpError(pk, TTLExceeded, res, from, 0)
 	}
 	tx, ok := w.plan(nil, to)
 	if !ok {
@@ -926,9 +952,9 @@ func (w *Worker) xmitICMPNAT(frame []byte, link int, c *conntrack.Conn, out bool
 
 // icmpReply answers the frame's sender with an ICMP error from the address
 // the frame was sent to (the VIP), as the kernel does for a local address.
-func (w *Worker) icmpReply(frame []byte, link int, why Reason) *Result {
+func (w *Worker) icmpReply(pk *packet, why Reason) *Result {
 	w.res = Result{}
-	return w.icmpError(frame, link, why, &w.res, w.parsed.Dst, 0)
+	return w.icmpError(pk, why, &w.res, w.parsed.Dst, 0)
 }
 
 // icmpError answers the frame's sender, on the link it came in on, with the
@@ -936,8 +962,9 @@ func (w *Worker) icmpReply(frame []byte, link int, why Reason) *Result {
 // with mtu (FragNeeded), port unreachable (NoDest) — sent from src. When the
 // rules forbid an error (about an ICMP error, a broadcast...) the frame is
 // dropped and NoReply counted too.
-func (w *Worker) icmpError(frame []byte, link int, why Reason, res *Result, src [4]byte, mtu int) *Result {
+func (w *Worker) icmpError(pk *packet, why Reason, res *Result, src [4]byte, mtu int) *Result {
 	p := &w.parsed
+	frame, link := pk.frame(), pk.link
 	m := rewrite.MACs{Dst: [6]byte(frame[6:12]), Src: w.p.env.Links()[link].MAC}
 	var out []byte
 	var ok bool
