@@ -60,7 +60,7 @@ type Config struct {
 // Generationer is an optional interface of an Env whose answers can change:
 // Generation changes whenever any Route answer may have changed, so that
 // workers may cache routes until it does. An Env without it is asked every
-// time; StaticEnv never changes.
+// time; a staticenv.Env never changes.
 type Generationer interface {
 	Generation() uint64
 }
