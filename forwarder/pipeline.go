@@ -171,17 +171,17 @@ type Result struct {
 // checksum is only the pseudo-header sum (TP_STATUS_CSUMNOTREADY); now is
 // the clock in nanoseconds. The frame may be rewritten in place.
 func (w *Worker) Process(buf []byte, off, n, link int, csumPartial bool, now int64) Result {
-	// Field by field, as in transmit.
-	pk := &w.pkt
-	pk.buf, pk.off, pk.n, pk.link, pk.partial, pk.now, pk.isNew = buf, off, n, link, csumPartial, now, false
-	return *w.process(pk)
+	return *w.process(buf, off, n, link, csumPartial, now) // small enough to inline
 }
 
 // The steps below fill the worker's Result in place and return a pointer
-// to it: one copy at the API boundary instead of one per step.
-func (w *Worker) process(pk *packet) *Result {
+// to it: one copy at the API boundary instead of one per step. They share
+// the packet's description through w.pkt, set here.
+func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int64) *Result {
+	// Field by field, as in transmit.
+	pk := &w.pkt
+	pk.buf, pk.off, pk.n, pk.link, pk.partial, pk.now, pk.isNew = buf, off, n, link, csumPartial, now, false
 	frame := pk.frame()
-	now := pk.now
 	p := &w.parsed
 	switch p.Decode(frame) {
 	case rewrite.Malformed:
