@@ -14,6 +14,7 @@ import (
 	"gvs/conntrack"
 	"gvs/forwarder"
 	"gvs/forwarder/ring"
+	"gvs/forwarder/staticenv"
 	"gvs/internal/frames"
 )
 
@@ -82,7 +83,7 @@ var (
 // testWorker is a worker over the lab's static facts and a NAT service.
 func testWorker(tb testing.TB) (*worker, [2]*fakeTX) {
 	tb.Helper()
-	env, err := forwarder.NewStaticEnv(forwarder.DefaultFacts())
+	env, err := staticenv.New(staticenv.DefaultFacts())
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -123,7 +124,7 @@ func TestWorkerHandle(t *testing.T) {
 			if dst := netip.AddrFrom4([4]byte(sent[0][30:34])); dst != testRIP {
 				t.Errorf("NAT destination %v, want %v", dst, testRIP)
 			}
-			if mac := [6]byte(sent[0][0:6]); mac != forwarder.DerivedMAC(testRIP) {
+			if mac := [6]byte(sent[0][0:6]); mac != staticenv.DerivedMAC(testRIP) {
 				t.Errorf("destination MAC %x", mac)
 			}
 		}},

@@ -18,8 +18,8 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 
-	"gvs/forwarder"
 	"gvs/forwarder/replay"
+	"gvs/forwarder/staticenv"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden outputs in testdata/replay")
@@ -88,9 +88,9 @@ func replayCase(t *testing.T, dir string) goldenRun {
 	if err != nil {
 		t.Fatal(err)
 	}
-	facts := forwarder.DefaultFacts()
+	facts := staticenv.DefaultFacts()
 	if _, err := os.Stat(filepath.Join(dir, "facts.json")); err == nil {
-		if facts, err = forwarder.LoadFacts(filepath.Join(dir, "facts.json")); err != nil {
+		if facts, err = staticenv.LoadFacts(filepath.Join(dir, "facts.json")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -312,7 +312,7 @@ var (
 )
 
 func derivedMAC(a netip.Addr) string {
-	m := forwarder.DerivedMAC(a)
+	m := staticenv.DerivedMAC(a)
 	return fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5])
 }
 

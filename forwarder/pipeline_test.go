@@ -13,6 +13,7 @@ import (
 	"gvs/conntrack"
 	"gvs/forwarder"
 	"gvs/forwarder/replay"
+	"gvs/forwarder/staticenv"
 	"gvs/internal/frames"
 	"gvs/ipvs"
 	"gvs/ipvsadm"
@@ -37,7 +38,7 @@ func newHarness(t testing.TB, rules string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env, err := forwarder.NewStaticEnv(forwarder.DefaultFacts())
+	env, err := staticenv.New(staticenv.DefaultFacts())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,9 +173,9 @@ func TestChecksumPartial(t *testing.T) {
 
 // One-arm: both links are the same interface and prefix; forwarding still works.
 func TestOneArm(t *testing.T) {
-	f := forwarder.DefaultFacts()
+	f := staticenv.DefaultFacts()
 	f.DIPIf = f.VIPIf
-	env, err := forwarder.NewStaticEnv(f)
+	env, err := staticenv.New(f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +191,7 @@ func TestOneArm(t *testing.T) {
 	if r.Action != forwarder.Transmit || r.Link != forwarder.DIPSide {
 		t.Fatalf("one-arm DR: %v on %d", r.Action, r.Link)
 	}
-	if got := [6]byte(r.Frame[0:6]); got != forwarder.DerivedMAC(netip.MustParseAddr("198.18.1.50")) {
+	if got := [6]byte(r.Frame[0:6]); got != staticenv.DerivedMAC(netip.MustParseAddr("198.18.1.50")) {
 		t.Fatalf("dst mac %x", got)
 	}
 }
@@ -371,7 +372,7 @@ func TestTCPFlagBitsAgree(t *testing.T) {
 // move to another MAC, announced by a new generation (or, without
 // generations, not announced at all).
 type movingEnv struct {
-	static *forwarder.StaticEnv // not embedded: its Generation would be promoted
+	static *staticenv.Env // not embedded: its Generation would be promoted
 	gen    uint64
 	mac    [6]byte // when non-zero, every next hop's MAC
 	routes int     // Route calls
@@ -400,7 +401,7 @@ func TestTransmitPlanFollowsRoutes(t *testing.T) {
 	moved := [6]byte{0x02, 0xaa, 0, 0, 0, 1}
 	for _, withGen := range []bool{true, false} {
 		t.Run(map[bool]string{true: "generations", false: "no generations"}[withGen], func(t *testing.T) {
-			static, err := forwarder.NewStaticEnv(forwarder.DefaultFacts())
+			static, err := staticenv.New(staticenv.DefaultFacts())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -433,7 +434,7 @@ func TestTransmitPlanFollowsRoutes(t *testing.T) {
 					}
 				}
 			}
-			check("before", forwarder.DerivedMAC(rs1), forwarder.DerivedMAC(client))
+			check("before", staticenv.DerivedMAC(rs1), staticenv.DerivedMAC(client))
 			me.mac = moved
 			if withGen {
 				me.gen++
@@ -467,7 +468,7 @@ func TestConnReuseNewNextHop(t *testing.T) {
 	}
 	for i := 0; i < 3; i++ {
 		r := h.send(ack(client, 1000), forwarder.VIPSide)
-		if r.Dest != second || [6]byte(r.Frame[:6]) != forwarder.DerivedMAC(second.Addr) ||
+		if r.Dest != second || [6]byte(r.Frame[:6]) != staticenv.DerivedMAC(second.Addr) ||
 			netip.AddrFrom4([4]byte(r.Frame[30:34])) != second.Addr {
 			t.Fatalf("ack %d: to %v (MAC %x, IP %v), want %v", i, r.Dest.Addr, r.Frame[:6], netip.AddrFrom4([4]byte(r.Frame[30:34])), second.Addr)
 		}

@@ -9,7 +9,7 @@
 // (pcapng, one interface per director link: vip0, dip0 by default, each frame
 // recorded on its egress interface); VERDICTS gets one JSON line per input
 // frame. The director's facts (links, addresses, MACs, MTU, neighbours) come
-// from --facts or the flags below; see forwarder.Facts for the defaults.
+// from --facts or the flags below; see staticenv.Facts for the defaults.
 //
 // --script FILE runs ipvsadm commands at given capture times, through the
 // daemon's own ipvsadm engine, one "SECONDS ARGS..." per line (seconds

@@ -20,6 +20,7 @@ import (
 	"gvs/conntrack"
 	"gvs/control"
 	"gvs/forwarder"
+	"gvs/forwarder/staticenv"
 	"gvs/ipvs"
 	"gvs/ipvsadm"
 	"gvs/scheduler"
@@ -93,17 +94,17 @@ type Result struct {
 }
 
 // facts builds the director facts from the defaults, --facts and the flags.
-func (o *Options) facts() (forwarder.Facts, error) {
-	f := forwarder.DefaultFacts()
+func (o *Options) facts() (staticenv.Facts, error) {
+	f := staticenv.DefaultFacts()
 	if o.FactsFile != "" {
 		var err error
-		if f, err = forwarder.LoadFacts(o.FactsFile); err != nil {
+		if f, err = staticenv.LoadFacts(o.FactsFile); err != nil {
 			return f, err
 		}
 	}
 	for _, ov := range []struct {
 		spec string
-		lf   *forwarder.LinkFacts
+		lf   *staticenv.LinkFacts
 	}{{o.VIPIf, &f.VIPIf}, {o.DIPIf, &f.DIPIf}} {
 		if ov.spec == "" {
 			continue
@@ -208,7 +209,7 @@ type packetReader interface {
 // Replay runs the capture in (pcap or pcapng bytes) through a pipeline made
 // of table and facts, writing the transmitted frames as pcapng to out and
 // the verdicts as JSON lines to verdicts.
-func Replay(table *ipvs.Table, facts forwarder.Facts, capacity int, in []byte, out, verdicts io.Writer) (*Result, error) {
+func Replay(table *ipvs.Table, facts staticenv.Facts, capacity int, in []byte, out, verdicts io.Writer) (*Result, error) {
 	return ReplayScript(table, facts, capacity, in, out, verdicts, nil, nil)
 }
 
@@ -223,9 +224,9 @@ func Replay(table *ipvs.Table, facts forwarder.Facts, capacity int, in []byte, o
 // daemon's would at that moment. A failing command is part of the output,
 // not an error of the replay. A non-empty script needs at least one frame
 // (its times count from the first frame's).
-func ReplayScript(table *ipvs.Table, facts forwarder.Facts, capacity int, in []byte, out, verdicts io.Writer,
+func ReplayScript(table *ipvs.Table, facts staticenv.Facts, capacity int, in []byte, out, verdicts io.Writer,
 	script Script, scriptOut io.Writer) (*Result, error) {
-	env, err := forwarder.NewStaticEnv(facts)
+	env, err := staticenv.New(facts)
 	if err != nil {
 		return nil, err
 	}

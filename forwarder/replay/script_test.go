@@ -12,7 +12,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/pcapgo"
 
-	"gvs/forwarder"
+	"gvs/forwarder/staticenv"
 	"gvs/internal/frames"
 )
 
@@ -131,7 +131,7 @@ func runScript(t *testing.T, in []byte, script string) (string, []Verdict) {
 		t.Fatal(err)
 	}
 	var out, verdicts, sout bytes.Buffer
-	if _, err := ReplayScript(table, forwarder.DefaultFacts(), 0, in, &out, &verdicts, s, &sout); err != nil {
+	if _, err := ReplayScript(table, staticenv.DefaultFacts(), 0, in, &out, &verdicts, s, &sout); err != nil {
 		t.Fatal(err)
 	}
 	var vs []Verdict
@@ -248,12 +248,12 @@ func TestScriptEmptyCapture(t *testing.T) {
 	table, _ := ParseRules(strings.NewReader(testRules), "rules")
 	s, _ := ParseScript(strings.NewReader("0 -Ln\n"))
 	var out, v, so bytes.Buffer
-	_, err := ReplayScript(table, forwarder.DefaultFacts(), 0, capture(t), &out, &v, s, &so)
+	_, err := ReplayScript(table, staticenv.DefaultFacts(), 0, capture(t), &out, &v, s, &so)
 	if err == nil || !strings.Contains(err.Error(), "at least one frame") {
 		t.Fatalf("err = %v, want the script to need a frame", err)
 	}
 	// Without a script an empty capture is fine.
-	if _, err := ReplayScript(table, forwarder.DefaultFacts(), 0, capture(t), &out, &v, nil, &so); err != nil {
+	if _, err := ReplayScript(table, staticenv.DefaultFacts(), 0, capture(t), &out, &v, nil, &so); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -275,7 +275,7 @@ func TestScriptHousekeeping(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out, verdicts, sout bytes.Buffer
-	if _, err := ReplayScript(table, forwarder.DefaultFacts(), 0, capture(t, capFrame{0, udp(33000)}), &out, &verdicts, s, &sout); err != nil {
+	if _, err := ReplayScript(table, staticenv.DefaultFacts(), 0, capture(t, capFrame{0, udp(33000)}), &out, &verdicts, s, &sout); err != nil {
 		t.Fatal(err)
 	}
 	tmpl := func(left string) string {

@@ -11,7 +11,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
-	"gvs/forwarder"
+	"gvs/forwarder/staticenv"
 )
 
 // MAC is an Ethernet address.
@@ -22,8 +22,8 @@ func (m MAC) HW() net.HardwareAddr { return net.HardwareAddr(m[:]) }
 
 // DerivedMAC is the locally administered MAC 02:00:a:b:c:d the lab and the
 // replay defaults give the host with IPv4 address a.b.c.d
-// (forwarder.DerivedMAC).
-func DerivedMAC(a netip.Addr) MAC { return MAC(forwarder.DerivedMAC(a)) }
+// (staticenv.DerivedMAC).
+func DerivedMAC(a netip.Addr) MAC { return MAC(staticenv.DerivedMAC(a)) }
 
 // L2 is the link-layer part of a frame.
 type L2 struct {

@@ -1,0 +1,129 @@
+// First packets: conn_reuse_mode, the FTP and port rules of ip_vs_schedule
+// and ip_vs_leave, persistence templates and the scheduler, new entries.
+
+package forwarder
+
+import (
+	"time"
+
+	"gvs/conntrack"
+	"gvs/ipvs"
+)
+
+// resched is the conn_reuse_mode decision of ip_vs_in for a SYN (any
+// segment with SYN) that found connection c: start afresh when the
+// connection's real server has weight 0 and expire_nodest_conn is set, or
+// when a new connection is expected on it (is_new_conn_expected): it has
+// no controlling template and is in TIME_WAIT or CLOSE, or (mode bit 2)
+// in FIN_WAIT without output seen.
+func (w *Worker) resched(c *conntrack.Conn) bool {
+	mode := w.p.set.Get(ipvs.SysConnReuseMode)
+	if mode == 0 {
+		return false
+	}
+	if c.Dest != nil && c.Dest.Weight() == 0 && w.p.set.Get(ipvs.SysExpireNodestConn) != 0 {
+		return true
+	}
+	if c.Flags&conntrack.FlagControlled != 0 {
+		return false
+	}
+	switch c.State {
+	case conntrack.StateTimeWait, conntrack.StateClose:
+		return true
+	case conntrack.StateFinWait:
+		return mode&2 != 0 && c.Flags&conntrack.FlagNoOutput != 0
+	}
+	return false
+}
+
+// leave is ip_vs_leave, for a first packet the service did not schedule
+// (no real server, or a port a non-persistent service does not serve):
+// another port of an FTP service's VIP goes to the host's stack, any other
+// packet gets ICMP port unreachable.
+func (w *Worker) leave(pk *packet, cfg *ipvs.ServiceConfig) *Result {
+	if cfg.Port == 21 && w.parsed.DstPort != 21 {
+		return w.localStack(pk, FTPPort)
+	}
+	return w.icmpReply(pk, NoDest)
+}
+
+func (w *Worker) schedule(pk *packet, svc *ipvs.Service, k conntrack.InKey) *Result {
+	p := &w.parsed
+	now := pk.now
+	st := svc.State()
+	cfg := &st.Config
+	// ip_vs_schedule: never a packet from port 20 (active FTP data from
+	// a real server), of any protocol; it goes to the host's stack.
+	if p.SrcPort == 20 {
+		return w.localStack(pk, FTPData)
+	}
+	// A non-persistent service schedules only its own port (the lookup
+	// also finds it for other ports: the FTP and port-0 fallbacks).
+	if !cfg.Persistent() && p.DstPort != cfg.Port {
+		return w.leave(pk, cfg)
+	}
+	// The flow lives in the worker: handed to a scheduler through an
+	// interface, a stack value would escape to the heap. It is set field
+	// by field: a composite literal would be built on the stack and
+	// copied, with stalls on the copy's wide loads of its narrow stores.
+	flow := &w.flow
+	flow.Proto, flow.SrcAddr, flow.DstAddr = ipvs.Protocol(p.Proto), p.SrcAddr(), p.DstAddr()
+	flow.SrcPort, flow.DstPort = p.SrcPort, p.DstPort
+
+	var dest *ipvs.Dest
+	var tmpl conntrack.TemplateRef
+	if cfg.Persistent() {
+		vport := cfg.Port
+		if vport == 21 || vport == 0 {
+			// FTP and port-0 services: one template for every port.
+			vport = 0
+		}
+		tk := conntrack.NewTemplateKey(flow.Proto, flow.SrcAddr, cfg.Netmask, flow.DstAddr, vport)
+		if d, ref, ok := w.p.conns.Template(tk, now); ok {
+			dest, tmpl = d, ref
+		} else if d := pick(st, svc, flow); d != nil {
+			ref, err := w.p.conns.CreateTemplate(tk, d, time.Duration(cfg.Timeout)*time.Second, now)
+			if err != nil {
+				return w.drop(TableFull)
+			}
+			dest, tmpl = ref.Dest(), ref
+		}
+	} else {
+		dest = pick(st, svc, flow)
+	}
+	if dest == nil {
+		return w.leave(pk, cfg)
+	}
+	// The real server's port for the service's own port; any other port
+	// (FTP and port-0 persistent services) and a port-0 real server keep
+	// the packet's.
+	dport := p.DstPort
+	if dport == cfg.Port && dest.Port != 0 {
+		dport = dest.Port
+	}
+	c := &w.conn
+	var err error
+	if cfg.OnePacket() && flow.Proto == ipvs.ProtoUDP {
+		err = w.p.conns.CreateOnePacket(k, dest, dport, tmpl, now, c)
+	} else {
+		err = w.p.conns.Create(k, dest, dport, tmpl, p.TCPFlags, now, c)
+	}
+	if err != nil {
+		return w.drop(TableFull)
+	}
+	if w.p.learner != nil {
+		w.p.learner.Learn(flow.SrcAddr, [6]byte(pk.frame()[6:12]), pk.link)
+	}
+	w.countConn(c.Dest)
+	w.countIn(c.Dest, p.End-p.L3)
+	pk.isNew = true
+	return w.xmitIn(pk, c, nil)
+}
+
+// pick asks the service's scheduler for a destination (nil: none).
+func pick(st *ipvs.ServiceState, svc *ipvs.Service, f *ipvs.Flow) *ipvs.Dest {
+	if st.Sched == nil {
+		return nil
+	}
+	return st.Sched.Schedule(svc, f)
+}
