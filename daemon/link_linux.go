@@ -78,7 +78,11 @@ func (d *Daemon) watchAddrs(ctx context.Context) {
 	defer close(done)
 	subscribe := func() bool {
 		err := netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{
-			ErrorCallback: func(err error) { d.log.Warn("address notifications", zap.Error(err)) },
+			ErrorCallback: func(err error) {
+				if ctx.Err() == nil { // not the subscription ending at shutdown
+					d.log.Warn("address notifications", zap.Error(err))
+				}
+			},
 		})
 		if err != nil {
 			d.log.Warn("cannot follow the host's addresses: ARP answers follow them only every 10 s", zap.Error(err))
@@ -147,7 +151,11 @@ func (d *Daemon) watchLinks(ctx context.Context) {
 			close(done)
 		}
 	}()
-	onErr := func(err error) { d.log.Warn("link notifications", zap.Error(err)) }
+	onErr := func(err error) {
+		if ctx.Err() == nil { // not the subscription ending at shutdown
+			d.log.Warn("link notifications", zap.Error(err))
+		}
+	}
 	subscribe := func() bool {
 		if done != nil {
 			close(done)
@@ -173,10 +181,18 @@ func (d *Daemon) watchLinks(ctx context.Context) {
 	pending := false // a re-created interface waits for reopenRings
 	var lastErr string
 	reconcile := func() {
+		for _, st := range state {
+			if st.gone {
+				pending = true
+				return // not back yet
+			}
+		}
 		err := d.reconcileLinks()
 		pending = err != nil
 		if err != nil && err.Error() != lastErr {
-			d.log.Warn("interface not taken up yet", zap.Error(err))
+			// Once per distinct reason (a re-created interface without its
+			// address yet, say).
+			d.log.Info("interface not taken up yet", zap.Error(err))
 		}
 		lastErr = ""
 		if err != nil {
