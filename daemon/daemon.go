@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -153,6 +154,15 @@ func New(cfg Config) (d *Daemon, err error) {
 		}
 	}()
 
+	// How long each step takes, logged at debug level (start-up under a
+	// flood is a question operators ask).
+	phases := phaseTimer{last: d.start}
+	defer func() {
+		if err == nil {
+			d.log.Debug("startup phases", phases.fields...)
+		}
+	}()
+
 	// The control socket first: it is the single-instance lock of the
 	// socket name in this network namespace, and a second daemon must fail
 	// before it touches what the first one installed (nftables table,
@@ -160,6 +170,7 @@ func New(cfg Config) (d *Daemon, err error) {
 	if d.ctl, err = listenControl(cfg.Socket); err != nil {
 		return d, err
 	}
+	phases.mark("control_socket")
 	vip, err := ReadLink(cfg.VIPIf)
 	if err != nil {
 		return d, err
@@ -180,11 +191,14 @@ func New(cfg Config) (d *Daemon, err error) {
 			return d, fmt.Errorf("%s: %w", cfg.RulesFile, err)
 		}
 	}
+	phases.mark("links_rules")
 	d.conns = conntrack.New(conntrack.Config{Capacity: cfg.ConnCapacity})
+	phases.mark("conntrack")
 	control.BindSettings(cfg.Settings, d.conns, d.table)
 	if d.res, err = kernel.NewResolver(kernel.ResolverConfig{Logger: d.log.Named("resolver")}); err != nil {
 		return d, err
 	}
+	phases.mark("resolver")
 	if d.env, err = NewEnv(d.res, vip, dip); err != nil {
 		return d, err
 	}
@@ -202,12 +216,15 @@ func New(cfg Config) (d *Daemon, err error) {
 				zap.String("interface", ifname), zap.Error(err))
 		}
 	}
+	phases.mark("offloads")
 	if d.ingress, err = kernel.NewIngress(kernel.TableName(cfg.Socket), d.log.Named("ingress")); err != nil {
 		return d, err
 	}
+	phases.mark("nftables_stale")
 	if d.arp, err = kernel.NewARPResponder(cfg.VIPIf, d.log.Named("arp")); err != nil {
 		return d, err
 	}
+	phases.mark("arp")
 	d.links = [2]LinkInfo{vip, dip}
 	drop, err := ring.Filter{}.Assemble()
 	if err != nil {
@@ -216,10 +233,59 @@ func New(cfg Config) (d *Daemon, err error) {
 	if err := d.openRings(vip, dip, [2][]bpf.RawInstruction{drop, drop}); err != nil {
 		return d, err
 	}
+	phases.mark("rings")
 	if err := d.Sync(); err != nil {
 		return d, err
 	}
+	phases.mark("sync")
+	if missing := d.awaitNextHops(NextHopWait); missing > 0 {
+		d.log.Warn("starting with real servers whose next hop is not resolved yet: their first packets are dropped (no_route)",
+			zap.Int("unresolved", missing), zap.Duration("waited", NextHopWait))
+	}
+	phases.mark("next_hops")
 	return d, nil
+}
+
+// NextHopWait bounds how long New waits for the real servers' next hops
+// (kernel neighbour resolution, which the resolver starts at the first
+// Sync). A connection whose first packet finds its real server unresolved
+// loses that packet (no_route) and waits for the client's retransmission:
+// a second for a TCP SYN. The wait ends as soon as every one is resolved
+// (a few milliseconds on a LAN); a real server that does not answer ARP
+// holds the start-up this long at most.
+const NextHopWait = 500 * time.Millisecond
+
+// awaitNextHops waits until the resolver knows the MAC of every real
+// server's next hop, at most max, and returns how many it does not know.
+func (d *Daemon) awaitNextHops(max time.Duration) (missing int) {
+	d.mu.Lock()
+	rips := slices.Clone(d.derived.RIPs)
+	d.mu.Unlock()
+	deadline := time.Now().Add(max)
+	for {
+		missing = 0
+		for _, a := range rips {
+			if n, ok := d.res.Lookup(a); !ok || n.MAC == ([6]byte{}) {
+				missing++
+			}
+		}
+		if missing == 0 || time.Now().After(deadline) {
+			return missing
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// phaseTimer records how long each step of a sequence took.
+type phaseTimer struct {
+	last   time.Time
+	fields []zap.Field
+}
+
+func (p *phaseTimer) mark(name string) {
+	now := time.Now()
+	p.fields = append(p.fields, zap.Duration(name, now.Sub(p.last)))
+	p.last = now
 }
 
 // listenControl binds the abstract unix socket @name. An address in use
