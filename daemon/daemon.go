@@ -8,12 +8,14 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/net/bpf"
 
 	"gvs/conntrack"
 	"gvs/control"
@@ -99,12 +101,25 @@ type Daemon struct {
 	arp     *kernel.ARPResponder
 
 	workers []*worker
+	// wstop is the running workers' stop flag (nil: not running), wwg
+	// their goroutines; both change only under d.mu (or in Run before and
+	// after everything else).
+	wstop *atomic.Bool
+	wwg   sync.WaitGroup
+
+	ringMu  sync.Mutex // guards rxs, txs and retired: Stats reads them while rings are reopened
 	rxs     []*ring.RX
 	txs     []*ring.TX
-	stop    atomic.Bool
+	retired ringTotals // the counters of rings closed by reopenRings
 
-	mu       sync.Mutex // serializes Sync and Reload; guards the fields below
+	// arpWG counts the ARP responders' Run goroutines; arpCtx is Run's
+	// context (nil before Run), under which a replaced responder runs.
+	arpWG  sync.WaitGroup
+	arpCtx context.Context
+
+	mu       sync.Mutex // serializes Sync, Reload and reopenRings; guards the fields below
 	closed   bool
+	links    [2]LinkInfo // the links the rings are open on: VIP side, DIP side
 	synced   bool
 	derived  Derived
 	filters  [2]ring.Filter
@@ -142,6 +157,15 @@ func New(cfg Config) (d *Daemon, err error) {
 		}
 	}()
 
+	// How long each step takes, logged at debug level (start-up under a
+	// flood is a question operators ask).
+	phases := phaseTimer{last: d.start}
+	defer func() {
+		if err == nil {
+			d.log.Debug("startup phases", phases.fields...)
+		}
+	}()
+
 	// The control socket first: it is the single-instance lock of the
 	// socket name in this network namespace, and a second daemon must fail
 	// before it touches what the first one installed (nftables table,
@@ -149,6 +173,7 @@ func New(cfg Config) (d *Daemon, err error) {
 	if d.ctl, err = listenControl(cfg.Socket); err != nil {
 		return d, err
 	}
+	phases.mark("control_socket")
 	vip, err := ReadLink(cfg.VIPIf)
 	if err != nil {
 		return d, err
@@ -169,11 +194,14 @@ func New(cfg Config) (d *Daemon, err error) {
 			return d, fmt.Errorf("%s: %w", cfg.RulesFile, err)
 		}
 	}
+	phases.mark("links_rules")
 	d.conns = conntrack.New(conntrack.Config{Capacity: cfg.ConnCapacity})
+	phases.mark("conntrack")
 	control.BindSettings(cfg.Settings, d.conns, d.table)
 	if d.res, err = kernel.NewResolver(kernel.ResolverConfig{Logger: d.log.Named("resolver")}); err != nil {
 		return d, err
 	}
+	phases.mark("resolver")
 	if d.env, err = NewEnv(d.res, vip, dip); err != nil {
 		return d, err
 	}
@@ -189,19 +217,76 @@ func New(cfg Config) (d *Daemon, err error) {
 				zap.String("interface", ifname), zap.Error(err))
 		}
 	}
+	phases.mark("offloads")
 	if d.ingress, err = kernel.NewIngress(kernel.TableName(cfg.Socket), d.log.Named("ingress")); err != nil {
 		return d, err
 	}
+	phases.mark("nftables_stale")
 	if d.arp, err = kernel.NewARPResponder(cfg.VIPIf, d.log.Named("arp")); err != nil {
 		return d, err
 	}
-	if err := d.openRings(vip, dip); err != nil {
+	phases.mark("arp")
+	d.links = [2]LinkInfo{vip, dip}
+	drop, err := ring.Filter{}.Assemble()
+	if err != nil {
 		return d, err
 	}
+	if err := d.openRings(vip, dip, [2][]bpf.RawInstruction{drop, drop}); err != nil {
+		return d, err
+	}
+	phases.mark("rings")
 	if err := d.Sync(); err != nil {
 		return d, err
 	}
+	phases.mark("sync")
+	if missing := d.awaitNextHops(NextHopWait); missing > 0 {
+		d.log.Warn("starting with real servers whose next hop is not resolved yet: their first packets are dropped (no_route)",
+			zap.Int("unresolved", missing), zap.Duration("waited", NextHopWait))
+	}
+	phases.mark("next_hops")
 	return d, nil
+}
+
+// NextHopWait bounds how long New waits for the real servers' next hops
+// (kernel neighbour resolution, which the resolver starts at the first
+// Sync). A connection whose first packet finds its real server unresolved
+// loses that packet (no_route) and waits for the client's retransmission:
+// a second for a TCP SYN. The wait ends as soon as every one is resolved
+// (a few milliseconds on a LAN); a real server that does not answer ARP
+// holds the start-up this long at most.
+const NextHopWait = 500 * time.Millisecond
+
+// awaitNextHops waits until the resolver knows the MAC of every real
+// server's next hop, at most max, and returns how many it does not know.
+func (d *Daemon) awaitNextHops(max time.Duration) (missing int) {
+	d.mu.Lock()
+	rips := slices.Clone(d.derived.RIPs)
+	d.mu.Unlock()
+	deadline := time.Now().Add(max)
+	for {
+		missing = 0
+		for _, a := range rips {
+			if n, ok := d.res.Lookup(a); !ok || n.MAC == ([6]byte{}) {
+				missing++
+			}
+		}
+		if missing == 0 || time.Now().After(deadline) {
+			return missing
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// phaseTimer records how long each step of a sequence took.
+type phaseTimer struct {
+	last   time.Time
+	fields []zap.Field
+}
+
+func (p *phaseTimer) mark(name string) {
+	now := time.Now()
+	p.fields = append(p.fields, zap.Duration(name, now.Sub(p.last)))
+	p.last = now
 }
 
 // listenControl binds the abstract unix socket @name. An address in use
@@ -238,21 +323,27 @@ func ringFrameSize(mtu int) int {
 }
 
 // openRings opens every worker's rings: an RX ring per interface in that
-// interface's fanout group (hash of the flow, defragmented), with an empty
-// filter until the first Sync, and a TX ring per egress interface.
-func (d *Daemon) openRings(vip, dip LinkInfo) error {
+// interface's fanout group (hash of the flow, defragmented), with the
+// filter of its side (New: one dropping everything until the first Sync),
+// and a TX ring per egress interface. The workers are made on the first
+// call; later calls (reopenRings) give the same workers new rings, so their
+// counters carry on.
+func (d *Daemon) openRings(vip, dip LinkInfo, progs [2][]bpf.RawInstruction) error {
 	links := []LinkInfo{vip}
 	if !d.oneArm {
 		links = append(links, dip)
 	}
-	drop, err := ring.Filter{}.Assemble()
-	if err != nil {
-		return err
-	}
 	pid := os.Getpid()
 	for i := 0; i < d.cfg.Workers; i++ {
-		w := newWorker(d.pipe.NewWorker(), d.Clock, d.cfg.Batch)
-		w.busyPoll = int64(d.cfg.BusyPoll)
+		var w *worker
+		if i < len(d.workers) {
+			w = d.workers[i]
+			w.clearRings()
+		} else {
+			w = newWorker(d.pipe.NewWorker(), d.Clock, d.cfg.Batch)
+			w.busyPoll = int64(d.cfg.BusyPoll)
+			d.workers = append(d.workers, w)
+		}
 		for side, l := range links {
 			fs := ringFrameSize(l.MTU)
 			// A fanout group spreads flows over the workers; one worker
@@ -265,12 +356,14 @@ func (d *Daemon) openRings(vip, dip LinkInfo) error {
 				FrameSize:  fs,
 				FrameCount: d.cfg.RingFrames,
 				Fanout:     fanout,
-				Filter:     drop,
+				Filter:     progs[side],
 			})
 			if err != nil {
 				return fmt.Errorf("%s: %w", l.Name, err)
 			}
+			d.ringMu.Lock()
 			d.rxs = append(d.rxs, rx)
+			d.ringMu.Unlock()
 			w.addRX(rx, side)
 			txc := ring.DefaultTXConfig()
 			txc.FrameSize = fs
@@ -279,16 +372,170 @@ func (d *Daemon) openRings(vip, dip LinkInfo) error {
 			if err != nil {
 				return fmt.Errorf("%s: %w", l.Name, err)
 			}
+			d.ringMu.Lock()
 			d.txs = append(d.txs, tx)
+			d.ringMu.Unlock()
 			w.tx[side] = tx
 		}
 		if d.oneArm {
 			w.tx[forwarder.DIPSide] = w.tx[forwarder.VIPSide]
 			w.rxSide[0] = forwarder.DIPSide // one wire: the side does not matter
 		}
-		d.workers = append(d.workers, w)
 	}
 	return nil
+}
+
+// ringTotals are the Stats counters of closed rings.
+type ringTotals struct {
+	drops, again, nobufs, kicks uint64
+}
+
+// closeRings closes every ring (the workers must be stopped), keeping
+// their counters in d.retired.
+func (d *Daemon) closeRings() error {
+	d.ringMu.Lock()
+	defer d.ringMu.Unlock()
+	var errs []error
+	for _, r := range d.rxs {
+		if rs, err := r.Stats(); err == nil {
+			d.retired.drops += rs.Drops
+		}
+		errs = append(errs, r.Close())
+	}
+	for _, t := range d.txs {
+		_ = t.Flush()
+		ts := t.Stats()
+		d.retired.again += ts.Again
+		d.retired.nobufs += ts.NoBufs
+		d.retired.kicks += ts.Kicks
+		errs = append(errs, t.Close())
+	}
+	d.rxs, d.txs = nil, nil
+	return errors.Join(errs...)
+}
+
+// startWorkers starts the workers on their rings. d.mu is held (or Run
+// owns the daemon).
+func (d *Daemon) startWorkers() {
+	if d.wstop != nil {
+		return
+	}
+	stop := new(atomic.Bool)
+	d.wstop = stop
+	for _, w := range d.workers {
+		d.wwg.Go(func() { w.run(stop) })
+	}
+}
+
+// stopWorkers stops the workers and waits for them (at most pollTimeout).
+func (d *Daemon) stopWorkers() {
+	if d.wstop == nil {
+		return
+	}
+	d.wstop.Store(true)
+	d.wwg.Wait()
+	d.wstop = nil
+}
+
+// reopenRings moves the data path to interfaces that were re-created
+// (another ifindex): the workers stop, their rings are closed and opened
+// again on vip and dip with the current filters, the links are updated,
+// and the workers start again. The ARP responder follows a re-created VIP
+// interface, receive offloads are switched off again on the new
+// interfaces, and the nftables table is installed again (kernels before
+// 6.16 delete a netdev chain with its last device). On error the workers
+// stay stopped; a later call may succeed.
+func (d *Daemon) reopenRings(vip, dip LinkInfo) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return errors.New("daemon closed")
+	}
+	old := d.links
+	d.stopWorkers()
+	var errs []error
+	if err := d.closeRings(); err != nil {
+		d.log.Debug("closing the old rings", zap.Error(err))
+	}
+	progs := d.filterProgs(d.filters)
+	if !d.synced {
+		drop, _ := ring.Filter{}.Assemble()
+		progs = [2][]bpf.RawInstruction{drop, drop}
+	}
+	if err := d.openRings(vip, dip, progs); err != nil {
+		// Whatever opened is closed again: a worker must not run on half
+		// its rings.
+		_ = d.closeRings()
+		return err
+	}
+	if err := d.env.SetLinks(vip, dip); err != nil {
+		_ = d.closeRings()
+		return err
+	}
+	d.links = [2]LinkInfo{vip, dip}
+	if d.arpCtx != nil {
+		d.startWorkers()
+	}
+
+	for side, l := range d.links {
+		if side == forwarder.DIPSide && d.oneArm || l.Index == old[side].Index {
+			continue
+		}
+		changed, err := kernel.DisableGRO(l.Name)
+		if len(changed) > 0 {
+			d.log.Info("receive offloads switched off", zap.String("interface", l.Name), zap.Strings("features", changed))
+		}
+		if err != nil {
+			d.log.Warn("receive offloads stay on: oversized frames will be dropped (counter oversize)",
+				zap.String("interface", l.Name), zap.Error(err))
+		}
+	}
+	if vip.Index != old[forwarder.VIPSide].Index {
+		if err := d.replaceARP(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if d.synced {
+		if err := d.ingress.Sync(d.derived.Ingress); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// replaceARP opens a new ARP responder on the VIP interface (re-created:
+// the old one's socket is bound to the removed device), gives it the
+// current addresses with a gratuitous ARP each, and runs it. d.mu is held.
+func (d *Daemon) replaceARP() error {
+	arp, err := kernel.NewARPResponder(d.cfg.VIPIf, d.log.Named("arp"))
+	if err != nil {
+		return err
+	}
+	_ = d.arp.Close() // its Run returns nil
+	d.arp = arp
+	var errs []error
+	if err := arp.SetAddrs(d.arpAddrs); err != nil {
+		errs = append(errs, err)
+	}
+	for _, a := range d.arpAddrs {
+		if err := arp.Gratuitous(a); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if d.arpCtx != nil {
+		d.runARP(arp)
+	}
+	return errors.Join(errs...)
+}
+
+// runARP runs an ARP responder until Run's context ends or it is closed.
+func (d *Daemon) runARP(arp *kernel.ARPResponder) {
+	ctx := d.arpCtx
+	d.arpWG.Go(func() {
+		if err := arp.Run(ctx); err != nil {
+			d.log.Warn("ARP responder stopped", zap.Error(err))
+		}
+	})
 }
 
 // Clock is the daemon's clock: monotonic nanoseconds since New. The
@@ -319,18 +566,14 @@ func (d *Daemon) Socket() string { return d.cfg.Socket }
 func (d *Daemon) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
-	for _, w := range d.workers {
-		wg.Go(func() { w.run(&d.stop) })
-	}
-	var arpWG sync.WaitGroup
-	arpWG.Go(func() {
-		if err := d.arp.Run(ctx); err != nil {
-			d.log.Warn("ARP responder stopped", zap.Error(err))
-		}
-	})
+	d.mu.Lock()
+	d.arpCtx = ctx
+	d.startWorkers()
+	d.runARP(d.arp)
+	d.mu.Unlock()
 	var bg sync.WaitGroup
 	bg.Go(func() { d.housekeeping(ctx) })
+	bg.Go(func() { d.watchLinks(ctx) })
 	if d.cfg.ARP == ARPAuto {
 		bg.Go(func() { d.watchAddrs(ctx) })
 	}
@@ -349,11 +592,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		zap.Int("workers", len(d.workers)), zap.Int("services", len(d.table.Services())),
 		zap.String("socket", "@"+d.cfg.Socket), zap.Duration("startup", time.Since(d.start)))
 	<-ctx.Done()
-	d.stop.Store(true)
-	wg.Wait()
-	bg.Wait()
+	bg.Wait() // no reopenRings after this
+	d.mu.Lock()
+	d.stopWorkers()
 	_ = d.arp.Close()
-	arpWG.Wait()
+	d.mu.Unlock()
+	d.arpWG.Wait()
 	s := d.Stats()
 	d.log.Info("gvsd stopping", zap.Uint64("rx", s.RX), zap.Uint64("tx", s.TX), zap.Any("drops", s.Reasons))
 	if err := d.close(); err != nil {
@@ -421,13 +665,7 @@ func (d *Daemon) close() error {
 	if d.arp != nil {
 		errs = append(errs, d.arp.Close())
 	}
-	for _, r := range d.rxs {
-		errs = append(errs, r.Close())
-	}
-	for _, t := range d.txs {
-		_ = t.Flush()
-		errs = append(errs, t.Close())
-	}
+	errs = append(errs, d.closeRings())
 	if d.res != nil {
 		errs = append(errs, d.res.Close())
 	}

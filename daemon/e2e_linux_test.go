@@ -73,7 +73,19 @@ type director struct {
 
 func startDirector(t *testing.T, ctx context.Context, opts lab.Options, rules func(vip string) string) *director {
 	t.Helper()
-	gvsd, testsrv := binaries(t)
+	d := newDirectorLab(t, ctx, opts, rules)
+	d.startGVSD(t, ctx)
+	if _, err := d.gvsd.WaitFor(ctx, "gvsd ready"); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// newDirectorLab builds the lab, starts the real servers and writes the
+// rules file; gvsd is not started.
+func newDirectorLab(t *testing.T, ctx context.Context, opts lab.Options, rules func(vip string) string) *director {
+	t.Helper()
+	_, testsrv := binaries(t)
 	l, err := lab.New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -93,8 +105,15 @@ func startDirector(t *testing.T, ctx context.Context, opts lab.Options, rules fu
 	if err := os.WriteFile(file, []byte(rules(l.VIP().String())), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p, err := l.Start(l.Director().NS, gvsd, "--vip-if", lab.DirectorVIPIf, "--dip-if", lab.DirectorDIPIf,
-		"--rules", file, "--log-level", "debug", "--stats-interval", "1s")
+	return &director{l: l, rules: file}
+}
+
+// startGVSD starts gvsd in the director namespace (it does not wait).
+func (d *director) startGVSD(t *testing.T, ctx context.Context) {
+	t.Helper()
+	gvsd, _ := binaries(t)
+	p, err := d.l.Start(d.l.Director().NS, gvsd, "--vip-if", lab.DirectorVIPIf, "--dip-if", lab.DirectorDIPIf,
+		"--rules", d.rules, "--log-level", "debug", "--stats-interval", "1s")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,10 +122,7 @@ func startDirector(t *testing.T, ctx context.Context, opts lab.Options, rules fu
 			t.Logf("gvsd output:\n%s", p.Output())
 		}
 	})
-	if _, err := p.WaitFor(ctx, "gvsd ready"); err != nil {
-		t.Fatal(err)
-	}
-	return &director{l: l, gvsd: p, rules: file}
+	d.gvsd = p
 }
 
 // httpGet fetches url from the client namespace on a fresh connection.

@@ -1,13 +1,16 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"gvs/forwarder"
 )
@@ -75,7 +78,11 @@ func (d *Daemon) watchAddrs(ctx context.Context) {
 	defer close(done)
 	subscribe := func() bool {
 		err := netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{
-			ErrorCallback: func(err error) { d.log.Warn("address notifications", zap.Error(err)) },
+			ErrorCallback: func(err error) {
+				if ctx.Err() == nil { // not the subscription ending at shutdown
+					d.log.Warn("address notifications", zap.Error(err))
+				}
+			},
 		})
 		if err != nil {
 			d.log.Warn("cannot follow the host's addresses: ARP answers follow them only every 10 s", zap.Error(err))
@@ -113,4 +120,191 @@ func (d *Daemon) watchAddrs(ctx context.Context) {
 			d.hostAddrsChanged()
 		}
 	}
+}
+
+// linkState is what the link watcher knows of one configured interface.
+type linkState struct {
+	index int  // 0: not seen yet
+	up    bool // administratively up with carrier
+	gone  bool // removed, not re-created yet
+}
+
+// watchLinks follows the configured interfaces through netlink link and
+// address notifications (blocking on them: nothing runs while nothing
+// changes). It logs each transition once (link down, link up, interface
+// removed, interface re-created), and when an interface of a configured
+// name has a new index (re-created) and is usable again (it has its IPv4
+// address) it moves the rings, the ARP responder and the nftables chains
+// to it (reopenRings). A link that goes down and up keeps its rings: the
+// kernel re-attaches a packet socket to its device when it comes up.
+func (d *Daemon) watchLinks(ctx context.Context) {
+	names := d.interfaces()
+	state := make(map[string]*linkState, len(names))
+	for _, n := range names {
+		state[n] = &linkState{}
+	}
+	var links chan netlink.LinkUpdate
+	var addrs chan netlink.AddrUpdate
+	var done chan struct{}
+	defer func() {
+		if done != nil {
+			close(done)
+		}
+	}()
+	onErr := func(err error) {
+		if ctx.Err() == nil { // not the subscription ending at shutdown
+			d.log.Warn("link notifications", zap.Error(err))
+		}
+	}
+	subscribe := func() bool {
+		if done != nil {
+			close(done)
+		}
+		done = make(chan struct{})
+		links = make(chan netlink.LinkUpdate, 64)
+		addrs = make(chan netlink.AddrUpdate, 64)
+		// ListExisting: after a resubscription the current state arrives
+		// as notifications, so nothing that happened in between is missed.
+		err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr, ListExisting: true})
+		if err == nil {
+			err = netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{ErrorCallback: onErr})
+		}
+		if err != nil {
+			d.log.Error("cannot follow the interfaces: a removed and re-created interface is not taken up again", zap.Error(err))
+			return false
+		}
+		return true
+	}
+	if !subscribe() {
+		return
+	}
+	pending := false // a re-created interface waits for reopenRings
+	var lastErr string
+	reconcile := func() {
+		for _, st := range state {
+			if st.gone {
+				pending = true
+				return // not back yet
+			}
+		}
+		err := d.reconcileLinks()
+		pending = err != nil
+		if err != nil && err.Error() != lastErr {
+			// Once per distinct reason (a re-created interface without its
+			// address yet, say).
+			d.log.Info("interface not taken up yet", zap.Error(err))
+		}
+		lastErr = ""
+		if err != nil {
+			lastErr = err.Error()
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case u, ok := <-links:
+			if !ok {
+				if !subscribe() {
+					return
+				}
+				continue
+			}
+			a := u.Attrs()
+			st := state[a.Name]
+			if st == nil {
+				continue
+			}
+			if u.Header.Type == unix.RTM_DELLINK {
+				if !st.gone && (st.index == 0 || st.index == a.Index) {
+					st.gone, st.up = true, false
+					d.log.Warn("interface removed: not forwarding on it until an interface of that name is back",
+						zap.String("interface", a.Name), zap.Int("ifindex", a.Index))
+				}
+				continue
+			}
+			recreated := st.gone || st.index != 0 && st.index != a.Index
+			if recreated {
+				d.log.Info("interface re-created", zap.String("interface", a.Name), zap.Int("ifindex", a.Index))
+			}
+			st.index, st.gone = a.Index, false
+			up := a.Flags&net.FlagUp != 0 && a.RawFlags&unix.IFF_RUNNING != 0
+			if up != st.up {
+				st.up = up
+				if up {
+					d.log.Info("link up", zap.String("interface", a.Name), zap.Int("ifindex", a.Index))
+				} else {
+					d.log.Warn("link down", zap.String("interface", a.Name), zap.Int("ifindex", a.Index),
+						zap.String("oper_state", a.OperState.String()))
+				}
+			}
+			if recreated || pending || d.linkChanged(a) {
+				reconcile()
+			}
+		case u, ok := <-addrs:
+			if !ok {
+				if !subscribe() {
+					return
+				}
+				continue
+			}
+			for _, st := range state {
+				if st.index == u.LinkIndex && !st.gone {
+					reconcile()
+					break
+				}
+			}
+		}
+	}
+}
+
+// linkChanged reports whether a notification shows another MAC or MTU than
+// the links the data path uses.
+func (d *Daemon) linkChanged(a *netlink.LinkAttrs) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, l := range d.links {
+		if l.Name == a.Name {
+			return l.Index != a.Index || l.MTU != a.MTU || !bytes.Equal(l.MAC[:], a.HardwareAddr)
+		}
+	}
+	return false
+}
+
+// reconcileLinks reads the configured interfaces and brings the data path
+// to them: new rings when one has another index than the rings' (logged
+// "rings re-opened"), new link data (MAC, MTU, address) otherwise. An
+// interface that cannot be read (absent, no IPv4 address yet) is an error.
+func (d *Daemon) reconcileLinks() error {
+	vip, err := ReadLink(d.cfg.VIPIf)
+	if err != nil {
+		return err
+	}
+	dip := vip
+	if !d.oneArm {
+		if dip, err = ReadLink(d.cfg.DIPIf); err != nil {
+			return err
+		}
+	}
+	d.mu.Lock()
+	cur := d.links
+	d.mu.Unlock()
+	switch {
+	case vip.Index != cur[forwarder.VIPSide].Index || dip.Index != cur[forwarder.DIPSide].Index:
+		start := time.Now()
+		if err := d.reopenRings(vip, dip); err != nil {
+			return fmt.Errorf("reopening the rings: %w", err)
+		}
+		d.log.Info("rings re-opened", zap.String("vip_if", vip.Name), zap.Int("vip_ifindex", vip.Index),
+			zap.String("dip_if", dip.Name), zap.Int("dip_ifindex", dip.Index), zap.Duration("took", time.Since(start)))
+	case vip != cur[forwarder.VIPSide] || dip != cur[forwarder.DIPSide]:
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if err := d.env.SetLinks(vip, dip); err != nil {
+			return err
+		}
+		d.links = [2]LinkInfo{vip, dip}
+		d.log.Info("interfaces changed", zap.Any("vip", vip), zap.Any("dip", dip))
+	}
+	return nil
 }

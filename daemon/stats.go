@@ -41,6 +41,9 @@ type Stats struct {
 // goroutine; it allocates (two small maps) and is not for the data path.
 func (d *Daemon) Stats() Stats {
 	s := sumStats(d.workers)
+	d.ringMu.Lock()
+	defer d.ringMu.Unlock()
+	s.RingDrops, s.TXAgain, s.TXNoBufs, s.TXKicks = d.retired.drops, d.retired.again, d.retired.nobufs, d.retired.kicks
 	for _, r := range d.rxs {
 		if rs, err := r.Stats(); err == nil {
 			s.RingDrops += rs.Drops

@@ -126,16 +126,8 @@ func (d *Daemon) setFilters(vf, df ring.Filter) error {
 	if d.synced && want[0].Equal(d.filters[0]) && want[1].Equal(d.filters[1]) {
 		return nil
 	}
-	var progs [2][]bpf.RawInstruction
+	progs := d.filterProgs(want)
 	var errs []error
-	for side, f := range want {
-		p, err := f.Assemble()
-		if err != nil {
-			d.log.Warn("ring filter disabled: every frame is copied", zap.Int("side", side), zap.Error(err))
-			p = nil
-		}
-		progs[side] = p
-	}
 	for _, w := range d.workers {
 		for i, r := range w.rx {
 			// SO_ATTACH_FILTER replaces a socket's filter atomically in the
@@ -147,6 +139,20 @@ func (d *Daemon) setFilters(vf, df ring.Filter) error {
 	}
 	d.filters = want
 	return errors.Join(errs...)
+}
+
+// filterProgs assembles the filters of both sides. A filter too large for
+// the kernel becomes none (nil: every frame is copied).
+func (d *Daemon) filterProgs(fs [2]ring.Filter) (progs [2][]bpf.RawInstruction) {
+	for side, f := range fs {
+		p, err := f.Assemble()
+		if err != nil {
+			d.log.Warn("ring filter disabled: every frame is copied", zap.Int("side", side), zap.Error(err))
+			p = nil
+		}
+		progs[side] = p
+	}
+	return progs
 }
 
 // Reload re-reads the rules file and makes the table match it in one

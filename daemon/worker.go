@@ -19,6 +19,7 @@ type rxRing interface {
 	Release()
 	Wait(timeout time.Duration) error
 	SetFilter(filter []bpf.RawInstruction) error
+	TakeError() error
 	Fd() int
 }
 
@@ -28,6 +29,7 @@ type txRing interface {
 	Commit(n int) bool
 	CommitAt(off, n int) bool
 	Flush() error
+	Discard() int
 	Pending() int
 	MaxFrame() int
 }
@@ -97,6 +99,12 @@ func (w *worker) addRX(r rxRing, side int) {
 	w.rx = append(w.rx, r)
 	w.rxSide = append(w.rxSide, side)
 	w.pfds = append(w.pfds, unix.PollFd{Fd: int32(r.Fd()), Events: unix.POLLIN | unix.POLLERR})
+}
+
+// clearRings forgets the worker's rings (they are being replaced).
+func (w *worker) clearRings() {
+	w.rx, w.rxSide, w.pfds = w.rx[:0], w.rxSide[:0], w.pfds[:0]
+	w.tx = [2]txRing{}
 }
 
 // run is the worker loop. It locks its OS thread and returns when stop is
@@ -229,9 +237,20 @@ func (w *worker) committed(ok bool) {
 
 // flush kicks every TX ring (once when both sides share one).
 func (w *worker) flush() {
-	_ = w.tx[0].Flush()
+	w.flushOne(w.tx[0])
 	if w.tx[1] != w.tx[0] {
-		_ = w.tx[1].Flush()
+		w.flushOne(w.tx[1])
+	}
+}
+
+// flushOne kicks one TX ring. When the device refuses the whole batch
+// because it is down or gone, the queued frames are dropped (counted in
+// TXError): kept, they would make every turn kick again and the worker
+// would never sleep for long.
+func (w *worker) flushOne(tx txRing) {
+	switch tx.Flush() {
+	case unix.ENETDOWN, unix.ENXIO, unix.ENODEV:
+		w.c.TXError.Add(uint64(tx.Discard()))
 	}
 }
 
@@ -249,5 +268,17 @@ func (w *worker) wait() {
 		return
 	}
 	// EINTR and errors: the loop polls the rings again anyway.
-	_, _ = unix.Poll(w.pfds, int(timeout/time.Millisecond))
+	n, _ := unix.Poll(w.pfds, int(timeout/time.Millisecond))
+	if n <= 0 {
+		return
+	}
+	for i := range w.pfds {
+		if w.pfds[i].Revents&unix.POLLERR != 0 {
+			// The socket's pending error (ENETDOWN: the interface went
+			// down or away) keeps POLLERR raised until it is taken: left
+			// there, every poll returns at once and the worker spins. The
+			// daemon's link watcher logs the transition.
+			_ = w.rx[i].TakeError()
+		}
+	}
 }

@@ -38,6 +38,7 @@ func (r *fakeRX) Release()                                    { r.released++ }
 func (r *fakeRX) Wait(time.Duration) error                    { return ring.ErrTimeout }
 func (r *fakeRX) SetFilter(filter []bpf.RawInstruction) error { return nil }
 func (r *fakeRX) Fd() int                                     { return -1 }
+func (r *fakeRX) TakeError() error                            { return nil }
 
 // fakeTX records committed frames in a fixed number of slots.
 type fakeTX struct {
@@ -59,6 +60,7 @@ func (t *fakeTX) Slot() ([]byte, bool) {
 	return t.slot[:], true
 }
 func (t *fakeTX) Commit(n int) bool { return t.CommitAt(0, n) }
+func (t *fakeTX) Discard() int      { return 0 }
 func (t *fakeTX) CommitAt(off, n int) bool {
 	if n < 14 || n > t.max || off < 0 || off+n > len(t.slot) {
 		return false

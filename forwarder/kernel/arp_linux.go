@@ -158,6 +158,13 @@ func (r *ARPResponder) Run(ctx context.Context) error {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				continue // a deadline from an earlier, already cancelled Run
 			}
+			if errors.Is(err, unix.ENETDOWN) {
+				// The interface went down (or away): the kernel reports it
+				// once and clears it. After the link is up again the socket
+				// receives as before; a removed interface's socket stays
+				// silent until the owner replaces the responder.
+				continue
+			}
 			return fmt.Errorf("arp responder: %w", err)
 		}
 		r.handle(buf[:n])

@@ -320,6 +320,27 @@ func (r *RX) Wait(timeout time.Duration) error {
 	return r.poll(unix.POLLIN|unix.POLLERR, timeout)
 }
 
+// TakeError returns the socket's pending error and clears it (SO_ERROR), or
+// nil when there is none. The kernel sets ENETDOWN when the interface goes
+// down or is removed; until it is taken, poll(2) reports POLLERR at once,
+// so a caller polling the socket itself (several rings in one poll) must
+// take it when it sees POLLERR, or spin. (Wait takes it itself.) The ring
+// keeps working when the interface comes back up; a removed interface's
+// ring stays silent and must be reopened on the new interface.
+func (r *RX) TakeError() error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	v, err := unix.GetsockoptInt(r.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil {
+		return os.NewSyscallError("getsockopt SO_ERROR", err)
+	}
+	if v != 0 {
+		return unix.Errno(v)
+	}
+	return nil
+}
+
 // SetFilter replaces the socket's classic BPF filter atomically; nil
 // removes it (everything is accepted).
 func (r *RX) SetFilter(filter []bpf.RawInstruction) error {
@@ -601,6 +622,25 @@ func (t *TX) Flush() error {
 		return e
 	}
 	return nil
+}
+
+// Discard drops every committed frame the kernel has not taken and returns
+// their number. Flush leaves frames queued when the device refuses them as
+// a whole (ENETDOWN: the interface is down; ENXIO: it is gone): a worker
+// that kept them would find the ring pending and kick it again and again.
+// The kernel's send position stays on the oldest of them, which becomes
+// the next slot to fill, so the ring stays in step with the kernel.
+func (t *TX) Discard() int {
+	if t.closed.Load() {
+		return 0
+	}
+	t.retire()
+	n := t.queued
+	for j := 0; j < n; j++ {
+		atomic.StoreUint32(&t.hdr(t.idx(t.pend+j)).Status, txAvailable)
+	}
+	t.prod, t.queued, t.sinceKick = t.pend, 0, 0
+	return n
 }
 
 // retire advances pend over slots the kernel has taken and reclaims a

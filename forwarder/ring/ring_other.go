@@ -35,6 +35,9 @@ func (r *RX) Ready() bool { return false }
 // Wait returns ErrUnsupported on this platform.
 func (r *RX) Wait(timeout time.Duration) error { return ErrUnsupported }
 
+// TakeError returns ErrUnsupported on this platform.
+func (r *RX) TakeError() error { return ErrUnsupported }
+
 // SetFilter returns ErrUnsupported on this platform.
 func (r *RX) SetFilter(filter []bpf.RawInstruction) error { return ErrUnsupported }
 
@@ -67,6 +70,9 @@ func (t *TX) Slot() ([]byte, bool) { return nil, false }
 
 // Commit returns false on this platform.
 func (t *TX) Commit(n int) bool { return false }
+
+// Discard does nothing on this platform.
+func (t *TX) Discard() int { return 0 }
 
 // CommitAt returns false on this platform.
 func (t *TX) CommitAt(off, n int) bool { return false }
