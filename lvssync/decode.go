@@ -130,6 +130,9 @@ type Decoder struct {
 	// messages with that syncid.
 	SyncID   uint8
 	Counters *Counters // may be nil
+
+	h Header // scratch: what fn sees, kept here so that nothing escapes
+	c Conn
 }
 
 // Decode decodes one datagram and calls fn for every record the backup
@@ -138,37 +141,40 @@ type Decoder struct {
 // and ReasonOK, or the reason the message, or its rest, was dropped. Every
 // drop and skip is counted. Decode allocates nothing.
 func (d *Decoder) Decode(msg []byte, fn func(h *Header, c *Conn)) (Header, Reason) {
-	var h Header
+	d.h = Header{}
+	h := &d.h
 	if d.Counters != nil {
 		d.Counters.Messages.Add(1)
 	}
 	if len(msg) < headerLenV0 {
 		d.Counters.add(ReasonShort)
-		return h, ReasonShort
+		return *h, ReasonShort
 	}
 	h.SyncID = msg[1]
 	h.Size = binary.BigEndian.Uint16(msg[2:])
 	if len(msg) != int(h.Size) {
 		d.Counters.add(ReasonSize)
-		return h, ReasonSize
+		return *h, ReasonSize
 	}
 	if d.SyncID != 0 && h.SyncID != d.SyncID {
 		d.Counters.add(ReasonSyncID)
-		return h, ReasonSyncID
+		return *h, ReasonSyncID
 	}
 	// ip_vs_process_message reads the version 1 fields even from a
 	// 4-byte datagram; we read them only when they are there.
 	if len(msg) >= headerLenV1 && msg[0] == 0 && msg[5] == 1 && msg[6] == 0 && msg[7] == 0 {
 		h.Version = 1
 		h.Conns = msg[4]
-		return h, d.decodeV1(&h, msg, fn)
+		r := d.decodeV1(h, msg, fn)
+		return *h, r
 	}
 	h.Conns = msg[0]
-	return h, d.decodeV0(&h, msg, fn)
+	r := d.decodeV0(h, msg, fn)
+	return *h, r
 }
 
 func (d *Decoder) decodeV1(h *Header, msg []byte, fn func(*Header, *Conn)) Reason {
-	var c Conn
+	c := &d.c
 	off := headerLenV1
 	for i := 0; i < int(h.Conns); i++ {
 		if off+recordLenV4 > len(msg) {
@@ -186,10 +192,10 @@ func (d *Decoder) decodeV1(h *Header, msg []byte, fn func(*Header, *Conn)) Reaso
 			d.Counters.add(ReasonRecordVersion)
 			return ReasonRecordVersion
 		}
-		r := parseV1(msg[off:end], &c)
+		r := parseV1(msg[off:], size, c)
 		switch {
 		case r == ReasonOK:
-			d.deliver(h, &c, fn)
+			d.deliver(h, c, fn)
 		case r <= ReasonPEOption:
 			d.Counters.add(r)
 			return r
@@ -201,10 +207,12 @@ func (d *Decoder) decodeV1(h *Header, msg []byte, fn func(*Header, *Conn)) Reaso
 	return ReasonOK
 }
 
-// parseV1 parses one version 1 record (rec is exactly its size bytes).
-func parseV1(rec []byte, c *Conn) Reason {
+// parseV1 parses the version 1 record of the given size at the start of
+// b, which holds at least the fixed part of an IPv4 record and size bytes.
+func parseV1(b []byte, size int, c *Conn) Reason {
 	*c = Conn{}
-	typ := rec[0]
+	// Like the kernel, read the type even when the size is below it.
+	typ := b[0]
 	fixed := recordLenV4
 	switch {
 	case typ&typeIPv6 != 0:
@@ -212,9 +220,10 @@ func parseV1(rec []byte, c *Conn) Reason {
 	case typ != 0:
 		return ReasonType
 	}
-	if len(rec) < fixed {
+	if size < fixed {
 		return ReasonRecordShort
 	}
+	rec := b[:size]
 	c.Protocol = rec[1]
 	c.Flags = binary.BigEndian.Uint32(rec[4:])
 	c.State = binary.BigEndian.Uint16(rec[8:])
@@ -316,7 +325,7 @@ func seqAtLE(b []byte) Seq {
 }
 
 func (d *Decoder) decodeV0(h *Header, msg []byte, fn func(*Header, *Conn)) Reason {
-	var c Conn
+	c := &d.c
 	off := headerLenV0
 	for i := 0; i < int(h.Conns); i++ {
 		if off+connLenV0 > len(msg) {
@@ -324,7 +333,7 @@ func (d *Decoder) decodeV0(h *Header, msg []byte, fn func(*Header, *Conn)) Reaso
 			return ReasonTruncated
 		}
 		s := msg[off:]
-		c = Conn{
+		*c = Conn{
 			Protocol: s[1],
 			CPort:    binary.BigEndian.Uint16(s[2:]),
 			VPort:    binary.BigEndian.Uint16(s[4:]),
@@ -347,11 +356,11 @@ func (d *Decoder) decodeV0(h *Header, msg []byte, fn func(*Header, *Conn)) Reaso
 		} else {
 			off += connLenV0
 		}
-		if r := checkConn(&c); r != ReasonOK {
+		if r := checkConn(c); r != ReasonOK {
 			d.Counters.add(r)
 			continue
 		}
-		d.deliver(h, &c, fn)
+		d.deliver(h, c, fn)
 	}
 	return ReasonOK
 }
