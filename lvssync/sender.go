@@ -27,9 +27,9 @@ type SenderOptions struct {
 	// QueueLen is each queue's capacity in records (rounded up to a power
 	// of two).
 	QueueLen int
-	// Version is the message version, 1 or 0 (sync_version); SetVersion
-	// changes it while running.
-	Version uint8
+	// V0 sends version 0 messages (sync_version=0) instead of version 1;
+	// SetVersion changes the version while running.
+	V0 bool
 	// SendDelay is how often the queues are drained.
 	SendDelay time.Duration
 	// FlushAfter is how long a partial message may wait for more records.
@@ -93,19 +93,20 @@ func NewSender(cfg Config, opts SenderOptions) (*Sender, error) {
 	if opts.FlushAfter <= 0 {
 		opts.FlushAfter = DefaultFlushAfter
 	}
-	if opts.Version > 1 {
-		return nil, fmt.Errorf("%w: sync version %d", ErrConfig, opts.Version)
-	}
 	conn, err := openSendSocket(&cfg, ifi)
 	if err != nil {
 		return nil, err
 	}
 	s := &Sender{cfg: cfg, conn: conn, opts: opts, stop: make(chan struct{}), done: make(chan struct{})}
-	s.version.Store(uint32(opts.Version))
+	version := uint8(1)
+	if opts.V0 {
+		version = 0
+	}
+	s.version.Store(uint32(version))
 	for range opts.Producers {
 		s.producers = append(s.producers, newProducer(opts.QueueLen))
 	}
-	s.msg.Reset(opts.Version, cfg.SyncID)
+	s.msg.Reset(version, cfg.SyncID)
 	go s.run()
 	return s, nil
 }
