@@ -104,14 +104,13 @@ func (r *Receiver) run() {
 			}
 			return
 		}
-		r.Process(r.buf[:n])
+		r.process(r.buf[:n])
 	}
 }
 
-// Process decodes one received datagram and hands its IPv4 records to the
-// handler (the receiving goroutine's step; exported for replaying
-// captured messages).
-func (r *Receiver) Process(msg []byte) {
+// process decodes one received datagram and hands its IPv4 records to the
+// handler.
+func (r *Receiver) process(msg []byte) {
 	r.dec.Decode(msg, r.fn)
 }
 
