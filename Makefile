@@ -12,12 +12,13 @@ GOFLAGS   ?=
 export GOFLAGS
 TEST_PKGS ?= ./...
 # Packages whose tests are also run under the race detector.
-RACE_PKGS ?= ./conntrack/... ./scheduler/... ./ipvs/... ./ipvsadm/... ./forwarder/... ./control/ ./daemon/ ./metrics/
+RACE_PKGS ?= ./conntrack/... ./scheduler/... ./ipvs/... ./ipvsadm/... ./forwarder/... ./control/ ./daemon/ ./metrics/ ./lvssync/
 
-APT_PKGS  := iproute2 socat curl nginx-light nftables ethtool procps prometheus
+APT_PKGS  := iproute2 socat curl nginx-light nftables ethtool procps prometheus tshark
 # The commands those packages provide, checked before anything is installed
-# (promtool, from prometheus, checks gvsd's /metrics in package metrics' tests).
-APT_CMDS  := ip socat curl nginx nft ethtool sysctl promtool
+# (promtool, from prometheus, checks gvsd's /metrics in package metrics' tests;
+# tshark decodes the sync daemon's messages in package lvssync's tests).
+APT_CMDS  := ip socat curl nginx nft ethtool sysctl promtool tshark
 
 # apt_install(what, commands, packages): install the Debian packages when any of the commands is missing.
 define apt_install
@@ -45,7 +46,10 @@ vet:
 	@test -z "$$(gofmt -l . | tee /dev/stderr)" || (echo "gofmt: files above need formatting" && exit 1)
 
 # deps installs the Debian packages the end-to-end tests and the demo use, only when a command is missing.
+# tshark (lvssync's dissector test): answer wireshark-common's setuid question
+# beforehand so that the install never waits for it.
 deps:
+	@command -v tshark >/dev/null 2>&1 || echo 'wireshark-common wireshark-common/install-setuid boolean false' | debconf-set-selections 2>/dev/null || true
 	$(call apt_install,test tools,$(APT_CMDS),$(APT_PKGS))
 
 unit:
