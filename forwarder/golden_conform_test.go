@@ -64,6 +64,15 @@ func scriptOf(t *testing.T, r goldenRun) (has, lacks func(cmd string, lines ...s
 	return has, lacks
 }
 
+// counts fails the check unless the case sent n frames and has m
+// verdicts (the checks index them).
+func counts(t *testing.T, r goldenRun, n, m int) {
+	t.Helper()
+	if len(r.frames) != n || len(r.verdicts) != m {
+		t.Fatalf("%d frames sent, %d verdicts; want %d and %d", len(r.frames), len(r.verdicts), n, m)
+	}
+}
+
 // dest returns a verdict's real server, "-" without one.
 func dest(v replay.Verdict) string { return orDash(v.Dest) }
 
@@ -97,6 +106,7 @@ func rstCheck(t *testing.T, i int, f outFrame, vport, cport uint16, seq, ack uin
 // server added back is the same dest (IPVS's trash), still counting the
 // connection as active.
 func checkNodestDrop(t *testing.T, r goldenRun) {
+	counts(t, r, 6, 7)
 	has, _ := scriptOf(t, r)
 	expectSeq(t, r, "action", "transmit transmit transmit transmit transmit drop transmit", func(v replay.Verdict) string { return v.Action })
 	expectEq(t, 5, "reason", r.verdicts[5].Reason, "dest_removed")
@@ -121,6 +131,7 @@ func checkNodestDrop(t *testing.T, r goldenRun) {
 // packet: a UDP datagram scheduled afresh, a TCP ACK answered by the
 // host's RST, then the client's SYN scheduled to the remaining server.
 func checkNodestExpire(t *testing.T, r goldenRun) {
+	counts(t, r, 9, 9)
 	has, lacks := scriptOf(t, r)
 	has("0.5 --sysctl expire_nodest_conn=1", "net.ipv4.vs.expire_nodest_conn = 1")
 	expectSeq(t, r, "dest", "198.18.2.12:8080 198.18.2.12:8080 198.18.2.12:8080 198.18.2.12:8080 198.18.2.12:5353 198.18.2.12:5353 198.18.2.11:5353 - 198.18.2.11:8080", dest)
@@ -153,6 +164,7 @@ func (r goldenRun) sentIndex(i int) int {
 // (is_new_conn_expected) expires it and is scheduled afresh, unless
 // conn_reuse_mode is 0; bit 2 adds FIN_WAIT without output (DR).
 func checkConnReuse(t *testing.T, r goldenRun) {
+	counts(t, r, 33, 33)
 	has, _ := scriptOf(t, r)
 	syns := map[int]struct{ conn, dest, state string }{
 		// mode 1, TIME_WAIT: rescheduled, rr moves on from rs2 to rs1.
@@ -191,6 +203,7 @@ func checkConnReuse(t *testing.T, r goldenRun) {
 // service's VIP to the host (RST); persistent, the connection keeps the
 // packet's port under a port-zero template.
 func checkFTPPort21(t *testing.T, r goldenRun) {
+	counts(t, r, 4, 4)
 	has, _ := scriptOf(t, r)
 	expectSeq(t, r, "action", "transmit reply transmit transmit", func(v replay.Verdict) string { return v.Action })
 	expectEq(t, 1, "reason", r.verdicts[1].Reason, "ftp_port")
@@ -211,6 +224,7 @@ func checkFTPPort21(t *testing.T, r goldenRun) {
 // ftp-data-port20: ip_vs_schedule never schedules a first packet from
 // port 20; the host's stack answers.
 func checkFTPDataPort20(t *testing.T, r goldenRun) {
+	counts(t, r, 4, 4)
 	expectSeq(t, r, "action", "reply reply transmit transmit", func(v replay.Verdict) string { return v.Action })
 	expectSeq(t, r, "reason", "ftp_data ftp_data - -", func(v replay.Verdict) string { return orDash(v.Reason) })
 	rstCheck(t, 0, r.frames[0], 80, 20, 0, 1000+20*7+1, true)
@@ -223,6 +237,7 @@ func checkFTPDataPort20(t *testing.T, r goldenRun) {
 
 // no-conn-rst: the host's TCP answers a segment with no connection.
 func checkNoConnRST(t *testing.T, r goldenRun) {
+	counts(t, r, 76, 85)
 	want := "reply reply drop" + strings.Repeat(" reply", 64) + strings.Repeat(" drop", 6) + strings.Repeat(" reply", 10) + strings.Repeat(" drop", 2)
 	expectSeq(t, r, "action", want, func(v replay.Verdict) string { return v.Action })
 	for i, v := range r.verdicts {
@@ -245,6 +260,7 @@ func checkNoConnRST(t *testing.T, r goldenRun) {
 
 // tun-icmp-relay: ip_vs_in_icmp's IPIP case.
 func checkTunICMPRelay(t *testing.T, r goldenRun) {
+	counts(t, r, 7, 8)
 	expectSeq(t, r, "action", "transmit transmit transmit reply reply reply transmit drop", func(v replay.Verdict) string { return v.Action })
 	expectSeq(t, r, "reason", "- - - tun_icmp tun_icmp tun_icmp - tun_icmp_no_df", func(v replay.Verdict) string { return orDash(v.Reason) })
 	for i, tc := range []layers.ICMPv4TypeCode{
@@ -272,6 +288,7 @@ func checkTunICMPRelay(t *testing.T, r goldenRun) {
 
 // ttl1-syn: IPVS schedules before the transmitter checks the TTL.
 func checkTTL1SYN(t *testing.T, r goldenRun) {
+	counts(t, r, 1, 1)
 	has, _ := scriptOf(t, r)
 	v := r.verdicts[0]
 	if v.Action != "reply" || v.Reason != "ttl_exceeded" || v.Conn != "new" || v.State != "SYN_RECV" {
@@ -290,6 +307,7 @@ func checkTTL1SYN(t *testing.T, r goldenRun) {
 // sloppy-tcp: tcp_conn_schedule schedules any non-RST segment under
 // sloppy_tcp.
 func checkSloppyTCP(t *testing.T, r goldenRun) {
+	counts(t, r, 3, 4)
 	has, _ := scriptOf(t, r)
 	expectSeq(t, r, "action", "reply transmit transmit drop", func(v replay.Verdict) string { return v.Action })
 	expectSeq(t, r, "conn", "- new existing -", conn)
@@ -306,6 +324,7 @@ func checkSloppyTCP(t *testing.T, r goldenRun) {
 
 // lblc-overload: a cache hit keeps its server although it is over -x.
 func checkLblcOverload(t *testing.T, r goldenRun) {
+	counts(t, r, 4, 4)
 	expectSeq(t, r, "dest", "198.18.2.12:53 198.18.2.12:53 198.18.2.12:53 198.18.2.12:53", dest)
 	expectSeq(t, r, "inactive", "1 2 3 4", func(v replay.Verdict) string { return ptr(v.Inactive) })
 }
@@ -313,6 +332,7 @@ func checkLblcOverload(t *testing.T, r goldenRun) {
 // secure-tcp: secure_tcp 3 selects tcp_states_dos: a DR SYN (INPUT_ONLY)
 // goes from NONE to SYNACK, whose timeout is 120 s.
 func checkSecureTCP(t *testing.T, r goldenRun) {
+	counts(t, r, 2, 2)
 	has, _ := scriptOf(t, r)
 	expectSeq(t, r, "state", "SYN_RECV SYNACK", func(v replay.Verdict) string { return v.State })
 	expectSeq(t, r, "active", "1 2", func(v replay.Verdict) string { return ptr(v.Active) }) // SYNACK is active
@@ -324,6 +344,7 @@ func checkSecureTCP(t *testing.T, r goldenRun) {
 // quiescent-template: ip_vs_check_template invalidates a template whose
 // server has weight 0 only under expire_quiescent_template.
 func checkQuiescentTemplate(t *testing.T, r goldenRun) {
+	counts(t, r, 4, 4)
 	has, lacks := scriptOf(t, r)
 	expectSeq(t, r, "dest", "198.18.2.12:80 198.18.2.12:80 198.18.2.12:80 198.18.2.11:80", dest)
 	expectSeq(t, r, "conn", "new existing new new", conn)
