@@ -77,6 +77,12 @@ func (s *scenario) in(b []byte) {
 	s.frames = append(s.frames, frame{s.now, 0, b})
 }
 
+// inSame adds a frame arriving on the VIP side at the same instant as the
+// previous one (a burst).
+func (s *scenario) inSame(b []byte) {
+	s.frames = append(s.frames, frame{s.now, 0, b})
+}
+
 func (s *scenario) out(b []byte) {
 	s.now += time.Millisecond
 	s.frames = append(s.frames, frame{s.now, 1, b})
