@@ -63,29 +63,37 @@ func halfOpen(e *entry) bool {
 const evictScan = 256
 
 // evictHalfOpen frees the half-open connection of s (locked) that is
-// nearest to expiry, looking at most evictScan entries along the timing
-// wheel from the current tick; it reports whether it freed one. Established
-// connections and templates are never evicted.
+// nearest to expiry, among at most evictScan entries examined along the
+// timing wheel from the current tick; it reports whether it freed one.
+// Established connections and templates are never evicted.
+//
+// An entry sits on the list of a tick no later than its expiry (re-arms
+// to later times are lazy), so once a candidate expires before the next
+// tick starts, no entry further on can expire sooner.
 func (t *Table) evictHalfOpen(s *shard) bool {
 	if !s.started {
 		return false
 	}
+	best, bestExp := uint32(nilSlot), int64(maxInt64)
 	budget := evictScan
-	for i := int64(0); i < wheelSize; i++ {
-		for slot := s.wheel[uint32(s.cur+i)&wheelMask]; slot != nilSlot; {
+	for i := int64(0); i < wheelSize && budget > 0; i++ {
+		if best != nilSlot && bestExp < (s.cur+i)<<tickShift {
+			break
+		}
+		for slot := s.wheel[uint32(s.cur+i)&wheelMask]; slot != nilSlot && budget > 0; budget-- {
 			e := s.at(slot)
-			if halfOpen(e) {
-				t.release(s, slot, e, true)
-				s.evicted++
-				return true
-			}
-			if budget--; budget == 0 {
-				return false
+			if e.expires < bestExp && halfOpen(e) {
+				best, bestExp = slot, e.expires
 			}
 			slot = e.next
 		}
 	}
-	return false
+	if best == nilSlot {
+		return false
+	}
+	t.release(s, best, s.at(best), true)
+	s.evicted++
+	return true
 }
 
 // toDrop is ip_vs_todrop with a counter per shard (s locked): it drops one
