@@ -103,6 +103,8 @@ type Daemon struct {
 	txs     []*ring.TX
 	stop    atomic.Bool
 
+	defense *conntrack.Defense // IPVS's defenses on conns (defend, every second)
+
 	mu       sync.Mutex // serializes Sync and Reload; guards the fields below
 	closed   bool
 	synced   bool
@@ -170,7 +172,7 @@ func New(cfg Config) (d *Daemon, err error) {
 		}
 	}
 	d.conns = conntrack.New(conntrack.Config{Capacity: cfg.ConnCapacity})
-	control.BindSettings(cfg.Settings, d.conns, d.table)
+	d.defense = control.BindSettings(cfg.Settings, d.conns, d.table)
 	if d.res, err = kernel.NewResolver(kernel.ResolverConfig{Logger: d.log.Named("resolver")}); err != nil {
 		return d, err
 	}
@@ -331,6 +333,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	})
 	var bg sync.WaitGroup
 	bg.Go(func() { d.housekeeping(ctx) })
+	bg.Go(func() { d.defend(ctx) })
 	if d.cfg.ARP == ARPAuto {
 		bg.Go(func() { d.watchAddrs(ctx) })
 	}
