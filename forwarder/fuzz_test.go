@@ -558,8 +558,11 @@ func (p *pkt) l4Valid() bool {
 		if (p.proto == 6 && len(l4) < 20) || (p.proto == 17 && len(l4) < 8) {
 			return false
 		}
-		if p.proto == 17 && binary.BigEndian.Uint16(l4[6:]) == 0 {
-			return true
+		if p.proto == 17 {
+			if binary.BigEndian.Uint16(l4[6:]) == 0 {
+				return true
+			}
+			l4 = l4[:udpLen(l4)] // RFC 768: the datagram by its own length
 		}
 		return sum1071(l4, pseudo(p.ip, len(l4))) == 0xffff
 	case 1:
@@ -612,8 +615,16 @@ func makePartial(frame []byte) bool {
 	if !ok || l4 == nil || p.frag || (p.proto != 6 && p.proto != 17) || len(l4) < 8 || (p.proto == 6 && len(l4) < 20) {
 		return false
 	}
+	if p.proto == 17 {
+		l4 = l4[:udpLen(l4)]
+	}
 	binary.BigEndian.PutUint16(l4[l4CsumOff(p.proto):], sum1071(nil, pseudo(p.ip, len(l4))))
 	return true
+}
+
+// udpLen is the UDP length field of l4, bounded by len(l4).
+func udpLen(l4 []byte) int {
+	return min(int(binary.BigEndian.Uint16(l4[4:])), len(l4))
 }
 
 func fixIPChecksum(frame []byte) {
@@ -631,6 +642,9 @@ func fixL4Checksum(frame []byte) {
 	off := l4CsumOff(p.proto)
 	if !ok || l4 == nil || p.frag || off < 0 || len(l4) < off+2 || (p.proto == 6 && len(l4) < 20) {
 		return
+	}
+	if p.proto == 17 {
+		l4 = l4[:max(udpLen(l4), 8)]
 	}
 	binary.BigEndian.PutUint16(l4[off:], 0)
 	var s uint32

@@ -65,7 +65,11 @@ func checkRewrite(t testing.TB, frame []byte, addr uint32, port uint16, op uint8
 	partial := false
 	if op&0x80 != 0 && whole {
 		// Checksum offload: the field holds the folded pseudo-header sum.
-		binary.BigEndian.PutUint16(g[p.L4Csum:], sum1071(nil, pseudo4(g[p.L3:], p.Proto, p.End-p.L4)))
+		n := p.End - p.L4
+		if p.Proto == ProtoUDP {
+			n = udpFieldLen(g[p.L4:p.End])
+		}
+		binary.BigEndian.PutUint16(g[p.L4Csum:], sum1071(nil, pseudo4(g[p.L3:], p.Proto, n)))
 		partial = true
 	}
 	in := clone(g)
@@ -147,14 +151,21 @@ func checkRewrite(t testing.TB, frame []byte, addr uint32, port uint16, op uint8
 		if have != want {
 			t.Fatalf("L4 checksum %#04x, full recompute %#04x", have, want)
 		}
-	} else if hadZeroUDP && (kind == 2 || kind >= 5) && binary.BigEndian.Uint16(fwd[p.L4Csum-p.L3:]) != 0 {
-		t.Fatal("DR/TUN filled in a UDP checksum of 0")
+	} else if hadZeroUDP && !p.IsFragment() {
+		c := binary.BigEndian.Uint16(fwd[p.L4Csum-p.L3:])
+		switch {
+		case (kind == 2 || kind >= 5) && c != 0:
+			t.Fatal("DR/TUN filled in a UDP checksum of 0")
+		case (kind == 0 || kind == 1) && c != 0 && !l4Verifies(fwd, p.Proto, l4):
+			// NAT may compute one (IPVS's full checksum path); then it verifies.
+			t.Fatal("NAT filled in a UDP checksum that does not verify")
+		}
 	}
 	// What changed.
 	a0, b0 := clone(fwd), clone(inIP)
 	for _, x := range [][]byte{a0, b0} {
 		x[8], x[10], x[11] = 0, 0, 0 // TTL, header checksum
-		if p.L4Csum != 0 && (whole || kind == 3 || kind == 4) {
+		if p.L4Csum != 0 && (whole || kind <= 1 || kind == 3 || kind == 4) {
 			c := p.L4Csum - p.L3
 			x[c], x[c+1] = 0, 0
 		}
@@ -248,13 +259,22 @@ func pseudo4(ip []byte, proto uint8, l4len int) uint32 {
 }
 
 // l4Verifies checks the TCP/UDP checksum of the IPv4 packet ip whose
-// transport header starts at l4.
+// transport header starts at l4. A UDP checksum covers the datagram by
+// its own length field (RFC 768), which may be less than the IP payload.
 func l4Verifies(ip []byte, proto uint8, l4 int) bool {
 	seg := ip[l4:]
-	if proto == ProtoUDP && binary.BigEndian.Uint16(seg[6:]) == 0 {
-		return true
+	if proto == ProtoUDP {
+		if binary.BigEndian.Uint16(seg[6:]) == 0 {
+			return true
+		}
+		seg = seg[:udpFieldLen(seg)]
 	}
 	return sum1071(seg, pseudo4(ip, proto, len(seg))) == 0xffff
+}
+
+// udpFieldLen is the UDP length field of seg, bounded by len(seg).
+func udpFieldLen(seg []byte) int {
+	return min(int(binary.BigEndian.Uint16(seg[4:])), len(seg))
 }
 
 // TestFuzzRewriteOraclesFail: each oracle notices a fault injected into a
