@@ -66,11 +66,17 @@ golden:
 	$(GO) test ./forwarder/ -run TestGolden -update
 
 # fuzz runs each fuzz target for FUZZTIME (a campaign; not part of make test, which runs the seeds).
+# FUZZTIME_<Target> overrides it for one target, FUZZ selects targets by regexp and FUZZPKGS packages, e.g.
+#   make fuzz FUZZTIME=10m FUZZTIME_FuzzParseWrk=1m FUZZ='FuzzProcess|FuzzTableInvariants|FuzzRewrite|FuzzEngine'
+# A failing input is written to the package's testdata/fuzz/<Target>/ and stops the campaign.
 FUZZTIME ?= 60s
+FUZZ ?= .
+FUZZPKGS ?= ./...
 fuzz:
-	@for p in $$($(GO) list ./...); do \
-		for f in $$($(GO) test -list 'Fuzz.*' $$p | grep ^Fuzz); do \
-			echo "== $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$p || exit 1; \
+	@for p in $$($(GO) list $(FUZZPKGS)); do \
+		for f in $$($(GO) test -list 'Fuzz.*' $$p | grep ^Fuzz | grep -E -- '$(FUZZ)'); do \
+			t=$$(printenv FUZZTIME_$$f || echo $(FUZZTIME)); \
+			echo "== $$p $$f $$t"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $$t $$p || exit 1; \
 		done; \
 	done
 
