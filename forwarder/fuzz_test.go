@@ -18,6 +18,7 @@ import (
 	"gvs/control"
 	"gvs/forwarder"
 	"gvs/forwarder/replay"
+	"gvs/forwarder/staticenv"
 	"gvs/internal/frames"
 	"gvs/ipvs"
 )
@@ -177,7 +178,7 @@ func newFuzzPipe(t fuzzT, capacity int) *fuzzPipe {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env, err := forwarder.NewStaticEnv(forwarder.DefaultFacts())
+	env, err := staticenv.New(staticenv.DefaultFacts())
 	if err != nil {
 		t.Fatal(err)
 	}
