@@ -334,7 +334,7 @@ func fill(e *entry, c *Conn) {
 	if e.flags&fSync != 0 {
 		flags |= FlagSync
 	}
-	var inPkts, nControl, tmplSecs uint32
+	var inPkts, nControl, tmplSecs, ctlSlot uint32
 	assured := false
 	if e.flags&fTemplate != 0 {
 		flags |= FlagTemplate
@@ -342,7 +342,7 @@ func fill(e *entry, c *Conn) {
 		nControl, assured = ctl&ctlCount, ctl&ctlAssured != 0
 		tmplSecs = e.aux
 	} else {
-		inPkts = e.aux
+		inPkts, ctlSlot = e.aux, e.ctl // a connection's ctl is its template's slot
 	}
 	c.Proto = e.proto
 	c.CAddr, c.CPort = addrOf(e.caddr), e.cport
@@ -350,7 +350,7 @@ func fill(e *entry, c *Conn) {
 	c.DAddr, c.DPort = addrOf(e.daddr), e.dport
 	c.Dest, c.Method, c.State, c.Flags = e.dest, e.method, e.state, flags
 	c.Expires, c.InPkts, c.NControl, c.Assured = e.expires, inPkts, nControl, assured
-	c.Sync, c.ctlShard, c.ctl, c.tmplSecs = false, e.ctlShard, e.ctl, tmplSecs
+	c.Sync, c.ctlShard, c.ctl, c.tmplSecs = false, e.ctlShard, ctlSlot, tmplSecs
 }
 
 // transition runs one packet through a connection: TCP state machine (with
