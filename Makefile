@@ -14,11 +14,12 @@ TEST_PKGS ?= ./...
 # Packages whose tests are also run under the race detector.
 RACE_PKGS ?= ./conntrack/... ./scheduler/... ./ipvs/... ./ipvsadm/... ./forwarder/... ./control/ ./daemon/ ./metrics/ ./lvssync/
 
-APT_PKGS  := iproute2 socat curl nginx-light nftables ethtool procps prometheus tshark
+APT_PKGS  := iproute2 socat curl nginx-light nftables ethtool procps prometheus tshark keepalived
 # The commands those packages provide, checked before anything is installed
 # (promtool, from prometheus, checks gvsd's /metrics in package metrics' tests;
-# tshark decodes the sync daemon's messages in package lvssync's tests).
-APT_CMDS  := ip socat curl nginx nft ethtool sysctl promtool tshark
+# tshark decodes the sync daemon's messages in package lvssync's tests;
+# keepalived runs VRRP for the two-director tests, e2e TestHAFailover).
+APT_CMDS  := ip socat curl nginx nft ethtool sysctl promtool tshark keepalived
 
 # apt_install(what, commands, packages): install the Debian packages when any of the commands is missing.
 define apt_install
@@ -30,7 +31,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: all build test unit race deps demo golden fuzz bench bench-go bench-deps clean vet check-root
+.PHONY: all build test unit race deps demo demo-ha golden fuzz bench bench-go bench-deps clean vet check-root
 
 MODE  ?= nat
 SCHED ?= rr
@@ -103,6 +104,12 @@ check-root:
 # demo: the main job on a fresh machine. MODE=nat|dr|tun, SCHED=rr|wrr|wlc|sh|mh|...
 demo: check-root deps build
 	$(BIN)/gvs-demo -mode $(MODE) -sched $(SCHED) -bin $(BIN)
+
+# demo-ha plays the two-director scene (README "Two directors, one VIP"):
+# keepalived + gvs sync daemons, 50 connections, the master killed or its
+# links cut, the connections going on through the backup. MODE=nat or dr.
+demo-ha: check-root deps
+	$(GO) test -count=1 -v -run 'TestHAFailover/$(MODE)/' ./e2e/
 
 clean:
 	rm -rf $(BIN)

@@ -78,6 +78,9 @@ type Engine struct {
 	// Settings are the sysctls --sysctl lists and sets (nil: --sysctl
 	// answers that there are none); see sysctl.go.
 	Settings *ipvs.Settings
+	// Syncd runs the connection sync daemons (nil: --start-daemon and
+	// --stop-daemon are refused as unsupported); see syncd.go.
+	Syncd SyncDaemons
 
 	mu  sync.Mutex // serializes Run
 	est estimator
@@ -240,6 +243,9 @@ func (e *Engine) Run(argv []string, stdin io.Reader, cred Cred, stdout, stderr i
 	case ipvsadm.CmdRestore:
 		return e.restore(prog, stdin, nil, stderr)
 	}
+	if code, ok := e.runDaemon(c, stderr); ok {
+		return code
+	}
 	return e.apply(prog, []*ipvsadm.Command{c}, stderr)
 }
 
@@ -339,7 +345,7 @@ func (e *Engine) list(c *ipvsadm.Command, stdout, stderr io.Writer) int {
 	case o.Timeout:
 		_ = ipvsadm.WriteTimeouts(stdout, e.timeouts())
 	case o.Daemon:
-		// No sync daemon runs: ipvsadm prints nothing.
+		e.listDaemons(stdout)
 	default:
 		e.Table.Read(func(svcs []*ipvs.Service) { _ = ipvsadm.WriteList(stdout, svcs, o, e.stats) })
 	}

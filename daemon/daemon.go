@@ -133,6 +133,8 @@ type Daemon struct {
 	filters  [2]ring.Filter
 	arpAddrs []netip.Addr
 	hostHeld map[netip.Addr]bool // VIPs the host has held since New (ARPAuto)
+
+	syncd syncDaemons // the connection sync daemons (syncd.go)
 }
 
 // New sets the director up: it reads the interfaces, loads the rules, opens
@@ -644,6 +646,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		zap.Int("workers", len(d.workers)), zap.Int("services", len(d.table.Services())),
 		zap.String("socket", "@"+d.cfg.Socket), zap.Duration("startup", time.Since(d.start)))
 	<-ctx.Done()
+	d.stopSyncDaemons()
 	bg.Wait() // no reopenRings after this
 	d.mu.Lock()
 	d.stopWorkers()

@@ -90,6 +90,9 @@ func (d *Daemon) syncARP(der Derived) error {
 		}
 	}
 	addrs := der.ARPAddrs(d.cfg.ARP, func(a netip.Addr) bool { return host[a] }, func(a netip.Addr) bool { return d.hostHeld[a] })
+	if d.pipe.Standby() { // backup_only on a backup: no VIP is answered (syncd.go)
+		addrs = nil
+	}
 	var errs []error
 	if err := d.arp.SetAddrs(addrs); err != nil {
 		errs = append(errs, err)

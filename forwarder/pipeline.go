@@ -84,6 +84,7 @@ type Pipeline struct {
 	conns   *conntrack.Table
 	set     *ipvs.Settings
 	workers atomic.Int32
+	sync    syncHook // syncrec.go
 }
 
 // New makes a pipeline.
@@ -115,6 +116,7 @@ type Worker struct {
 	ipid     uint16
 	rstTAT   int64 // the RST rate limit's theoretical arrival time (GCRA)
 	scratch  [rewrite.ICMPErrorMaxFrame]byte
+	sync     syncScratch // syncrec.go
 	Counters Counters
 }
 
@@ -190,6 +192,9 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 		return w.result(Result{Action: Pass})
 	case rewrite.ARP:
 		return w.result(Result{Action: Control})
+	}
+	if w.p.sync.standby.Load() { // backup_only on a backup: the kernel's
+		return w.result(Result{Action: Pass})
 	}
 	if p.VLAN {
 		// The egress link decides tagging, not the ingress tag: forward
@@ -275,6 +280,7 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 		// re-arms the timer (InLive applies neither then).
 		found, avail := w.p.conns.InLive(k, flags, now, c)
 		if avail {
+			w.syncConn(c, now)
 			tx := w.remember(&fk, steady, c, now)
 			w.countIn(c.Dest, p.End-p.L3)
 			return w.xmitIn(pk, c, tx)
@@ -302,5 +308,9 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 	if tcp && (flags&rewrite.TCPRst != 0 || !syn && w.p.set.Get(ipvs.SysSloppyTCP) == 0) {
 		return w.localStack(pk, NoConn)
 	}
-	return w.schedule(pk, svc, k)
+	r := w.schedule(pk, svc, k)
+	if pk.isNew {
+		w.syncConn(c, now)
+	}
+	return r
 }

@@ -123,7 +123,6 @@ var ErrInvalidValue = errors.New("invalid argument")
 // Reasons for settings gvs does not act on.
 const (
 	notYet = "not implemented in gvs yet"
-	noSync = "gvs has no connection synchronisation daemon yet"
 )
 
 // sysctls is the table of every sysctl. Defaults are the kernel's
@@ -134,7 +133,7 @@ var sysctls = [NumSysctls]SysctlInfo{
 		Meaning: "drop rate of drop_packet's always mode (3)"},
 	SysAmemthresh: {Name: "amemthresh", Default: [2]int64{1024},
 		Meaning: "free-room threshold of the automatic defense modes, in pages of 32 table slots"},
-	SysBackupOnly: {Name: "backup_only", NotActed: noSync,
+	SysBackupOnly: {Name: "backup_only",
 		Meaning: "disable the director while the sync backup runs"},
 	SysCacheBypass: {Name: "cache_bypass", NotActed: "gvs has no route to bypass to",
 		Meaning: "forward to the original destination when no cache server is available"},
@@ -172,21 +171,21 @@ var sysctls = [NumSysctls]SysctlInfo{
 		Meaning: "create TCP connections from any non-RST segment, not only SYN"},
 	SysSnatReroute: {Name: "snat_reroute", Default: [2]int64{1}, NotActed: "gvs routes replies by its own table, not the host's",
 		Meaning: "route SNATed replies as if they came from the director"},
-	SysSyncPersistMode: {Name: "sync_persist_mode", NotActed: noSync,
+	SysSyncPersistMode: {Name: "sync_persist_mode",
 		Meaning: "sync only templates for persistent services"},
-	SysSyncPorts: {Name: "sync_ports", Default: [2]int64{1}, handler: hSyncPorts, NotActed: noSync,
+	SysSyncPorts: {Name: "sync_ports", Default: [2]int64{1}, handler: hSyncPorts, NotActed: "gvs runs one sync daemon per role (port 8848 only)",
 		Meaning: "number of sync threads (a power of two)"},
-	SysSyncQlenMax: {Name: "sync_qlen_max", Default: [2]int64{DefaultSyncQlenMax}, handler: hULong, NotActed: noSync,
+	SysSyncQlenMax: {Name: "sync_qlen_max", Default: [2]int64{DefaultSyncQlenMax}, handler: hULong,
 		Meaning: "hard limit of queued sync messages"},
-	SysSyncRefreshPeriod: {Name: "sync_refresh_period", handler: hJiffies, NotActed: noSync,
+	SysSyncRefreshPeriod: {Name: "sync_refresh_period", handler: hJiffies,
 		Meaning: "timer difference (s) that triggers a new sync message"},
-	SysSyncRetries: {Name: "sync_retries", handler: hMinMax, min: 0, max: 3, NotActed: noSync,
+	SysSyncRetries: {Name: "sync_retries", handler: hMinMax, min: 0, max: 3,
 		Meaning: "sync retries (0-3)"},
-	SysSyncSockSize: {Name: "sync_sock_size", NotActed: noSync,
+	SysSyncSockSize: {Name: "sync_sock_size", NotActed: "the sync sockets keep the system default buffer sizes",
 		Meaning: "SNDBUF/RCVBUF of the sync sockets (0: system default)"},
-	SysSyncThreshold: {Name: "sync_threshold", Default: [2]int64{3, 50}, Values: 2, handler: hSyncThreshold, NotActed: noSync,
+	SysSyncThreshold: {Name: "sync_threshold", Default: [2]int64{3, 50}, Values: 2, handler: hSyncThreshold,
 		Meaning: "sync a connection at this many packets modulo the period"},
-	SysSyncVersion: {Name: "sync_version", Default: [2]int64{1}, handler: hMinMax, min: 0, max: 1, NotActed: noSync,
+	SysSyncVersion: {Name: "sync_version", Default: [2]int64{1}, handler: hMinMax, min: 0, max: 1,
 		Meaning: "sync protocol version (0 or 1)"},
 }
 

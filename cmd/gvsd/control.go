@@ -17,6 +17,7 @@ func controlServer(adminGID int) func(ctx context.Context, d *daemon.Daemon) err
 		e.OnChange = d.Sync
 		e.AdminGID = adminGID
 		e.Settings = d.Settings()
+		e.Syncd = d
 		// The rate estimator (ipvsadm --rate) samples the counters every 2 s.
 		go e.RunEstimator(ctx)
 		// New bound the socket before touching the host (single instance).
