@@ -22,6 +22,7 @@ import (
 	"gvs/forwarder"
 	"gvs/forwarder/kernel"
 	"gvs/forwarder/ring"
+	"gvs/forwarder/xdp"
 	"gvs/ipvs"
 	"gvs/ipvsadm"
 	"gvs/scheduler"
@@ -56,6 +57,10 @@ type Config struct {
 	RingFrames int
 	// ARP says for which VIPs the daemon answers ARP (default ARPAuto).
 	ARP ARPMode
+	// IO is the packet I/O (default IOTPacket); XDPModes the XDP attach
+	// modes IOAFXDP tries, in order (nil: native, then generic).
+	IO       IOMode
+	XDPModes []xdp.Mode
 	// StatsInterval, if positive, logs Stats at debug level that often.
 	StatsInterval time.Duration
 	// Settings are IPVS's sysctls (net.ipv4.vs.*), shared by the control
@@ -111,6 +116,7 @@ type Daemon struct {
 	rxs     []*ring.RX
 	txs     []*ring.TX
 	retired ringTotals // the counters of rings closed by reopenRings
+	xdp     *xdpIO     // the AF_XDP data path (nil: TPACKET rings)
 
 	// arpWG counts the ARP responders' Run goroutines; arpCtx is Run's
 	// context (nil before Run), under which a replaced responder runs.
@@ -331,6 +337,9 @@ func ringFrameSize(mtu int) int {
 // call; later calls (reopenRings) give the same workers new rings, so their
 // counters carry on.
 func (d *Daemon) openRings(vip, dip LinkInfo, progs [2][]bpf.RawInstruction) error {
+	if d.tryXDP(vip, dip) {
+		return nil
+	}
 	links := []LinkInfo{vip}
 	if !d.oneArm {
 		links = append(links, dip)
@@ -413,6 +422,7 @@ func (d *Daemon) closeRings() error {
 		errs = append(errs, t.Close())
 	}
 	d.rxs, d.txs = nil, nil
+	errs = append(errs, d.closeXDP())
 	return errors.Join(errs...)
 }
 

@@ -37,3 +37,7 @@ func (m Mode) String() string {
 	}
 	return "unknown"
 }
+
+// Headroom is the room the kernel leaves in front of a received frame in
+// its UMEM frame (XDP_PACKET_HEADROOM, with no UMEM headroom of ours).
+const Headroom = 256

@@ -183,7 +183,12 @@ func (p *Program) Close() error {
 // ICMP) and, for TCP and UDP, destination (Dst) or source port Port (0:
 // any port). For ICMP only errors (destination unreachable, source quench,
 // time exceeded, parameter problem) match, and Port is ignored.
+//
+// A Local rule names an address of the host: a source match addressed to
+// it is passed to the kernel (the nftables drops' "fib daddr type local"
+// exception).
 type Rule struct {
+	Local bool
 	Dst   bool
 	Addr  netip.Addr
 	Proto uint8
@@ -195,6 +200,7 @@ const (
 	kindDst     = 1
 	kindSrc     = 2
 	kindICMPAny = 3
+	kindLocal   = 4
 )
 
 // ruleKey is the rules map's key, as the program builds it on its stack:
@@ -215,6 +221,9 @@ func (r Rule) key() (ruleKey, error) {
 	k := ruleKey{addr: a.As4(), proto: r.Proto, port: r.Port, kind: kindSrc}
 	if r.Dst {
 		k.kind = kindDst
+	}
+	if r.Local {
+		k = ruleKey{addr: a.As4(), kind: kindLocal}
 	}
 	if r.Proto == protoICMP {
 		k.port = 0
@@ -255,13 +264,15 @@ const (
 //	if (ip.proto == ICMP) {
 //		if (l4 + 4 > end || !is_error(icmp.type)) return PASS;
 //		if (lookup(rules, {0, 0, 0, ICMP_ANY}) ||
-//		    lookup(rules, {ip.dst, 0, ICMP, DST}) || lookup(rules, {ip.src, 0, ICMP, SRC})) goto redirect;
+//		    lookup(rules, {ip.dst, 0, ICMP, DST})) goto redirect;
+//		if (lookup(rules, {ip.src, 0, ICMP, SRC})) goto srchit;
 //		return PASS;
 //	}
 //	if (ip.proto != TCP && ip.proto != UDP || l4 + 4 > end) return PASS;
-//	if (lookup(rules, {ip.dst, dport, proto, DST}) || lookup(rules, {ip.dst, 0, proto, DST}) ||
-//	    lookup(rules, {ip.src, sport, proto, SRC}) || lookup(rules, {ip.src, 0, proto, SRC})) goto redirect;
+//	if (lookup(rules, {ip.dst, dport, proto, DST}) || lookup(rules, {ip.dst, 0, proto, DST})) goto redirect;
+//	if (lookup(rules, {ip.src, sport, proto, SRC}) || lookup(rules, {ip.src, 0, proto, SRC})) goto srchit;
 //	return PASS;
+//	srchit: if (lookup(rules, {ip.dst, 0, 0, LOCAL})) return PASS;  // the host's own connection
 //	redirect: return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
 //
 // Registers kept across helper calls: R6 ctx, R7 data (IPv4 header at
@@ -274,15 +285,20 @@ func instructions(confFD, rulesFD, xsksFD int) asm.Instructions {
 	)
 	// lookup emits a rules-map lookup of the key at fp-8 and a jump to
 	// redirect when found.
-	lookup := func() asm.Instructions {
+	lookupTo := func(found string) asm.Instructions {
 		return asm.Instructions{
 			asm.LoadMapPtr(asm.R1, rulesFD),
 			asm.Mov.Reg(asm.R2, asm.R10),
 			asm.Add.Imm(asm.R2, -8),
 			asm.FnMapLookupElem.Call(),
-			asm.JNE.Imm(asm.R0, 0, redirect),
+			asm.JNE.Imm(asm.R0, 0, found),
 		}
 	}
+	lookup := func() asm.Instructions { return lookupTo(redirect) }
+	// A source match (a real server's reply) addressed to one of the
+	// host's own addresses is the host's (its health check, an
+	// administrator's curl): srcHit passes it.
+	const srcHit = "srchit"
 	// key stores a key at fp-8: the address word (from R7+addrOff), port
 	// (the u16 at R8+portOff, or 0 when portOff < 0), protocol (R9) and
 	// kind.
@@ -367,7 +383,7 @@ func instructions(confFD, rulesFD, xsksFD int) asm.Instructions {
 	p = append(p, key(ipDst, -1, kindDst)...)
 	p = append(p, lookup()...)
 	p = append(p, key(ipSrc, -1, kindSrc)...)
-	p = append(p, lookup()...)
+	p = append(p, lookupTo(srcHit)...)
 	p = append(p, asm.Ja.Label(pass))
 	// TCP, UDP: exact port, then any port; destination, then source.
 	ports := key(ipDst, 2, kindDst)
@@ -377,9 +393,16 @@ func instructions(confFD, rulesFD, xsksFD int) asm.Instructions {
 	p = append(p, key(ipDst, -1, kindDst)...)
 	p = append(p, lookup()...)
 	p = append(p, key(ipSrc, 0, kindSrc)...)
-	p = append(p, lookup()...)
+	p = append(p, lookupTo(srcHit)...)
 	p = append(p, key(ipSrc, -1, kindSrc)...)
-	p = append(p, lookup()...)
+	p = append(p, lookupTo(srcHit)...)
+	p = append(p, asm.Ja.Label(pass))
+	local := key(ipDst, -1, kindLocal)
+	local[0] = local[0].WithSymbol(srcHit)
+	local = append(local, asm.StoreImm(asm.R10, -2, 0, asm.Byte)) // any protocol
+	p = append(p, local...)
+	p = append(p, lookupTo(pass)...)
+	p = append(p, asm.Ja.Label(redirect))
 	p = append(p,
 		asm.Mov.Imm(asm.R0, xdpPass).WithSymbol(pass),
 		asm.Return(),

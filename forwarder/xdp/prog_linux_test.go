@@ -35,12 +35,14 @@ func TestProgramVerdicts(t *testing.T) {
 	rip := netip.MustParseAddr("198.19.0.2")
 	client := netip.MustParseAddr("198.18.0.99")
 	anyPort := netip.MustParseAddr("198.18.0.11")
+	hostAddr := netip.MustParseAddr("198.19.0.1")
 	if err := p.SetRules([]Rule{
 		{Dst: true, Addr: vip, Proto: protoTCP, Port: 80},
 		{Dst: true, Addr: vip, Proto: protoUDP, Port: 53},
 		{Dst: true, Addr: vip, Proto: protoICMP},
 		{Dst: true, Addr: anyPort, Proto: protoTCP},
 		{Addr: rip, Proto: protoTCP, Port: 8080},
+		{Local: true, Addr: hostAddr},
 	}, false); err != nil {
 		t.Fatal(err)
 	}
@@ -59,6 +61,7 @@ func TestProgramVerdicts(t *testing.T) {
 		{"tcp to port-0 service", frames.TCP(l2, frames.IP{Src: client, Dst: anyPort}, frames.TCPSeg{SrcPort: 1, DstPort: 4444}), xdpRedirect},
 		{"udp to port-0 tcp service", frames.UDP(l2, frames.IP{Src: client, Dst: anyPort}, frames.UDPDgram{SrcPort: 1, DstPort: 4444}), xdpPass},
 		{"nat reply from rip:8080", frames.TCP(l2, frames.IP{Src: rip, Dst: client}, frames.TCPSeg{SrcPort: 8080, DstPort: 40000, ACK: true}), xdpRedirect},
+		{"rip:8080 to the host's own address", frames.TCP(l2, frames.IP{Src: rip, Dst: hostAddr}, frames.TCPSeg{SrcPort: 8080, DstPort: 40000, ACK: true}), xdpPass},
 		{"rip:22 to the host", frames.TCP(l2, frames.IP{Src: rip, Dst: client}, frames.TCPSeg{SrcPort: 22, DstPort: 40000, ACK: true}), xdpPass},
 		{"tcp to vip:80, another host's MAC", frames.TCP(frames.L2{Src: other, Dst: other}, frames.IP{Src: client, Dst: vip}, syn), xdpPass},
 		{"tcp to vip:80, broadcast", frames.TCP(frames.L2{Src: other, Dst: frames.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}, frames.IP{Src: client, Dst: vip}, syn), xdpPass},
