@@ -22,6 +22,7 @@ import (
 	"gvs/forwarder"
 	"gvs/forwarder/kernel"
 	"gvs/forwarder/ring"
+	"gvs/forwarder/xdp"
 	"gvs/ipvs"
 	"gvs/ipvsadm"
 	"gvs/scheduler"
@@ -61,6 +62,10 @@ type Config struct {
 	SYNRate int
 	// ARP says for which VIPs the daemon answers ARP (default ARPAuto).
 	ARP ARPMode
+	// IO is the packet I/O (default IOTPacket); XDPModes the XDP attach
+	// modes IOAFXDP tries, in order (nil: native, then generic).
+	IO       IOMode
+	XDPModes []xdp.Mode
 	// StatsInterval, if positive, logs Stats at debug level that often.
 	StatsInterval time.Duration
 	// Settings are IPVS's sysctls (net.ipv4.vs.*), shared by the control
@@ -117,6 +122,7 @@ type Daemon struct {
 	synRxs  []*ring.RX // the workers' rings of connection openings
 	txs     []*ring.TX
 	retired ringTotals // the counters of rings closed by reopenRings
+	xdp     *xdpIO     // the AF_XDP data path (nil: TPACKET rings)
 
 	// arpWG counts the ARP responders' Run goroutines; arpCtx is Run's
 	// context (nil before Run), under which a replaced responder runs.
@@ -346,6 +352,9 @@ func ringFrameSize(mtu int) int {
 // with as many members and the same (symmetric) flow hash, a flow's SYN and
 // its later packets reach the same worker.
 func (d *Daemon) openRings(vip, dip LinkInfo, progs [2][]bpf.RawInstruction, synProg []bpf.RawInstruction) error {
+	if d.tryXDP(vip, dip) {
+		return nil
+	}
 	links := []LinkInfo{vip}
 	if !d.oneArm {
 		links = append(links, dip)
@@ -464,6 +473,7 @@ func (d *Daemon) closeRings() error {
 		errs = append(errs, t.Close())
 	}
 	d.rxs, d.synRxs, d.txs = nil, nil, nil
+	errs = append(errs, d.closeXDP())
 	return errors.Join(errs...)
 }
 

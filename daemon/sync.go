@@ -49,6 +49,9 @@ func (d *Daemon) Sync() error {
 	if err := d.setFilters(vf, df); err != nil {
 		errs = append(errs, err)
 	}
+	if err := d.syncXDP(der); err != nil {
+		errs = append(errs, fmt.Errorf("XDP rules: %w", err))
+	}
 
 	if !d.synced || !slices.Equal(der.Ingress, d.derived.Ingress) {
 		if err := d.ingress.Sync(der.Ingress); err != nil {
@@ -119,6 +122,9 @@ func (d *Daemon) hostAddrsChanged() {
 	}
 	if err := d.syncARP(d.derived); err != nil {
 		d.log.Warn("ARP answers not updated after an address change", zap.Error(err))
+	}
+	if err := d.syncXDP(d.derived); err != nil {
+		d.log.Warn("XDP rules not updated after an address change", zap.Error(err))
 	}
 }
 

@@ -97,6 +97,9 @@ type worker struct {
 	buf      []byte
 	pfds     []unix.PollFd
 	c        WorkerCounters
+	// xsk, when set, is the worker's AF_XDP I/O (afxdp_linux.go), used
+	// instead of the rings above.
+	xsk *xskIO
 }
 
 func newWorker(fw *forwarder.Worker, clock func() int64, batch int) *worker {
@@ -135,6 +138,10 @@ const maxDrainBatches = 64
 // run is the worker loop. It locks its OS thread and returns when stop is
 // set (within pollTimeout).
 func (w *worker) run(stop *atomic.Bool) {
+	if w.xsk != nil {
+		w.runXSK(stop)
+		return
+	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	var last int64 // clock of the last turn that took a frame

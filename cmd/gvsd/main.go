@@ -2,6 +2,7 @@
 // rings.
 //
 //	gvsd --vip-if IF --dip-if IF [--rules FILE] [--socket NAME] [--workers N]
+//	     [--io tpacket|afxdp [--xdp-mode auto|native|generic]]
 //	     [--log-level LEVEL] [--log-format json|console] [--stats-interval D]
 //	     [--sysctl NAME=VALUE]... [--sysctl-file FILE] [--metrics ADDR [--metrics-node-ipvs]]
 //
@@ -40,6 +41,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"gvs/daemon"
+	"gvs/forwarder/xdp"
 	"gvs/metrics"
 )
 
@@ -81,6 +83,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.nodeIPVS, "metrics-node-ipvs", false, "also export node_exporter's node_ipvs_* metrics (same names and labels), for existing IPVS dashboards")
 	fs.DurationVar(&o.cfg.StatsInterval, "stats-interval", 10*time.Second, "log data-path counters at debug level this often (0: never)")
 	fs.IntVar(&o.adminGID, "admin-gid", -1, "group (primary GID of the caller) allowed to change the daemon besides root; -1: root only")
+	ioMode := fs.String("io", "tpacket", "packet I/O: tpacket (AF_PACKET rings) or afxdp (AF_XDP sockets and an XDP program; falls back to tpacket, with a log line, where XDP cannot attach)")
+	xdpMode := fs.String("xdp-mode", "auto", "with --io afxdp: XDP attach mode auto (native, else generic), native or generic")
 	fs.StringVar(&o.arp, "arp", "auto", "answer ARP for VIPs: auto (those the host does not hold and has not held since start, followed live), on (all), off (none)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
@@ -112,6 +116,18 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var err error
 	if o.cfg.ARP, err = daemon.ParseARPMode(o.arp); err != nil {
 		return o, err
+	}
+	if o.cfg.IO, err = daemon.ParseIOMode(*ioMode); err != nil {
+		return o, err
+	}
+	switch *xdpMode {
+	case "auto":
+	case "native":
+		o.cfg.XDPModes = []xdp.Mode{xdp.Native}
+	case "generic":
+		o.cfg.XDPModes = []xdp.Mode{xdp.Generic}
+	default:
+		return o, fmt.Errorf("--xdp-mode %q: want auto, native or generic", *xdpMode)
 	}
 	if o.cfg.Settings, o.notices, err = applySysctls(*sysctlFile, sysctls); err != nil {
 		return o, err
