@@ -109,11 +109,16 @@ func (w *Worker) tunICMP(pk *packet) *Result {
 		res.Action, res.Reason = Drop, NoRoute
 		return w.count(res)
 	}
-	out, ok := rewrite.ICMPRelay(w.scratch[:], frame, p, o, p.ICMPType, p.ICMPCode, rest, ip.Dst(), tx.macs)
+	w.ipid++
+	out, ok := rewrite.ICMPRelay(w.scratch[:], frame, p, o, p.ICMPType, p.ICMPCode, rest, ip.Dst(), tx.macs, w.ipid)
 	res.Reason = TunICMP
 	if !ok {
 		res.Action = Drop
 		w.Counters.Reasons[NoReply].Add(1)
+		return w.count(res)
+	}
+	if !w.allowICMP(p.ICMPType, p.ICMPCode, ip.Src(), now) {
+		res.Action = Drop
 		return w.count(res)
 	}
 	res.Action, res.Link, res.Frame = Reply, tx.link, out

@@ -102,20 +102,22 @@ func (p *Pipeline) Services() *ipvs.Table { return p.svcs }
 
 // Worker is one worker goroutine's state. It is not safe for concurrent use.
 type Worker struct {
-	p        *Pipeline
-	id       int // statistics slot, < ipvs.MaxWorkers; this worker is its only writer
-	parsed   rewrite.Parsed
-	conn     conntrack.Conn
-	flow     ipvs.Flow
-	routes   [routeCacheSize]routeEntry
-	flows    [flowCacheSize]flowEntry
-	res      Result
-	pkt      packet // the frame being processed
-	tx       txPlan // the plan of a packet whose flow is not cached
-	ipid     uint16
-	rstTAT   int64 // the RST rate limit's theoretical arrival time (GCRA)
-	scratch  [rewrite.ICMPErrorMaxFrame]byte
-	Counters Counters
+	p         *Pipeline
+	id        int // statistics slot, < ipvs.MaxWorkers; this worker is its only writer
+	parsed    rewrite.Parsed
+	conn      conntrack.Conn
+	flow      ipvs.Flow
+	routes    [routeCacheSize]routeEntry
+	flows     [flowCacheSize]flowEntry
+	res       Result
+	pkt       packet // the frame being processed
+	tx        txPlan // the plan of a packet whose flow is not cached
+	ipid      uint16
+	rstTAT    int64 // the RST rate limit's theoretical arrival time (GCRA)
+	icmpTAT   int64 // the ICMP global rate limit's (allowICMP)
+	icmpPeers [icmpPeers]icmpPeer
+	scratch   [rewrite.ICMPErrorMaxFrame]byte
+	Counters  Counters
 }
 
 // packet is the frame being processed and what came with it, passed by

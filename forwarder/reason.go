@@ -97,6 +97,23 @@ const (
 	// TunICMPNoDF: fragmentation needed about an IPIP packet whose client
 	// packet had no DF: consumed, nothing relayed (IPVS's ignore_ipip).
 	TunICMPNoDF
+	// ICMPLimited counts ICMP errors the kernel's rate limits suppressed
+	// (icmp_msgs_per_sec/icmp_msgs_burst and the per-destination
+	// icmp_ratelimit; see allowICMP): the frame is dropped with the
+	// Result's own reason (TTLExceeded, NoDest...).
+	ICMPLimited
+	// MartianSource: a source address the kernel's routing drops before
+	// IPVS sees the packet (ip_route_input_slow's martian_source): 0/8,
+	// 127/8, 224/4 (multicast), 255.255.255.255, or one of the director's
+	// own addresses (its link addresses, the VIPs).
+	MartianSource
+	// MartianMAC: a frame whose source MAC is a group (multicast or
+	// broadcast) address, which no station sends.
+	MartianMAC
+	// Fragmented counts packets the pipeline sent as IPv4 fragments
+	// (too big for the egress MTU, no DF, as the kernel's ip_fragment; the
+	// Result's reason is none, the frames are Result.Frags).
+	Fragmented
 	// NumReasons is the number of reasons, for counter arrays.
 	NumReasons
 )
@@ -105,7 +122,8 @@ var ownReasonNames = [...]string{
 	"ttl_exceeded", "no_dest", "no_conn", "dest_removed", "table_full",
 	"fragment", "frag_needed", "too_big", "no_route", "no_reply", "rewrite_failed",
 	"tun_type_unsupported", "reset", "reset_limited", "ftp_data", "ftp_port",
-	"bad_l4_checksum", "tun_icmp", "tun_icmp_no_df",
+	"bad_l4_checksum", "tun_icmp", "tun_icmp_no_df", "icmp_limited",
+	"martian_source", "martian_mac", "fragmented",
 }
 
 // String is the reason's counter name (snake_case, stable).

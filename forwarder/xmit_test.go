@@ -1,0 +1,115 @@
+package forwarder_test
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"gvs/forwarder"
+	"gvs/internal/frames"
+)
+
+var vipMAC = frames.DerivedMAC(netip.MustParseAddr("198.18.1.1"))
+
+func udpTo(c netip.Addr, cport, vport uint16, ttl uint8, payload int) []byte {
+	return frames.UDP(frames.L2{Src: frames.DerivedMAC(c), Dst: vipMAC},
+		frames.IP{Src: c, Dst: vip, TTL: ttl}, frames.UDPDgram{SrcPort: cport, DstPort: vport, Payload: make([]byte, payload)})
+}
+
+func ipv4Of(t *testing.T, f []byte) *layers.IPv4 {
+	t.Helper()
+	pkt := gopacket.NewPacket(f, layers.LayerTypeEthernet, gopacket.Default)
+	ip, ok := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	if !ok {
+		t.Fatalf("no IPv4 in %x", f)
+	}
+	return ip
+}
+
+// ICMP errors gvs sends carry the IP header the kernel's icmp_send
+// writes: DF clear, a non-zero ID, TOS = (original & 0x1E) | 0xC0, TTL 64.
+func TestICMPErrorHeader(t *testing.T) {
+	h := newHarness(t, "-A -u 198.51.100.10:53 -s rr\n")
+	f := udpTo(client, 5000, 53, 64, 10)
+	f[15] = 0xbb // TOS: DSCP/ECN bits beyond RT_TOS's mask
+	f[24], f[25] = 0, 0
+	var sum uint32
+	for i := 14; i < 34; i += 2 {
+		sum += uint32(f[i])<<8 | uint32(f[i+1])
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	f[24], f[25] = byte(^sum>>8), byte(^sum)
+	ids := map[uint16]bool{}
+	for i := 0; i < 2; i++ {
+		r := h.send(f, forwarder.VIPSide)
+		if r.Action != forwarder.Reply || r.Reason != forwarder.NoDest {
+			t.Fatalf("%v %v, want reply no_dest", r.Action, r.Reason)
+		}
+		ip := ipv4Of(t, r.Frame)
+		if ip.Flags != 0 || ip.Id == 0 || ip.TOS != 0xbb&0x1e|0xc0 || ip.TTL != 64 || [4]byte(ip.SrcIP) != vip.As4() {
+			t.Errorf("port unreachable IP header: flags %v id %d tos %#x ttl %d src %v", ip.Flags, ip.Id, ip.TOS, ip.TTL, ip.SrcIP)
+		}
+		ids[ip.Id] = true
+	}
+	if len(ids) != 2 {
+		t.Errorf("two errors with the same IP ID")
+	}
+}
+
+// The kernel's ICMP rate limits: a destination gets a burst of 6 errors,
+// then one per second (icmp_ratelimit); all destinations together a burst
+// of 50, then 1000 a second (icmp_msgs_per_sec). Frag-needed is exempt.
+func TestICMPRateLimit(t *testing.T) {
+	h := newHarness(t, "-A -u 198.51.100.10:53 -s rr\n")
+	count := func(n int, src func(i int) netip.Addr) (replies int) {
+		for i := 0; i < n; i++ {
+			r := h.send(udpTo(src(i), uint16(1000+i), 53, 64, 4), forwarder.VIPSide)
+			switch {
+			case r.Action == forwarder.Reply:
+				replies++
+			case r.Action != forwarder.Drop || r.Reason != forwarder.NoDest:
+				t.Fatalf("frame %d: %v %v", i, r.Action, r.Reason)
+			}
+		}
+		return replies
+	}
+	one := func(int) netip.Addr { return client }
+	if got := count(100, one); got != 6 {
+		t.Errorf("100 datagrams from one client at once: %d port unreachables, want 6", got)
+	}
+	h.now += int64(500 * time.Millisecond)
+	if got := count(10, one); got != 0 {
+		t.Errorf("0.5 s later: %d port unreachables, want 0", got)
+	}
+	h.now += int64(500 * time.Millisecond)
+	if got := count(10, one); got != 1 {
+		t.Errorf("1 s later: %d port unreachables, want 1", got)
+	}
+	h.now += int64(time.Minute)
+	many := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 6 + byte(i/250), byte(1 + i%250)}) }
+	if got := count(1000, many); got != 50 {
+		t.Errorf("1000 datagrams from 1000 clients at once: %d port unreachables, want 50", got)
+	}
+	h.now += int64(100 * time.Millisecond)
+	if got := count(1000, func(i int) netip.Addr { return many(i + 1000) }); got != 50 {
+		t.Errorf("100 ms later, 1000 more clients: %d port unreachables, want 50 (the burst)", got)
+	}
+	// Then 2000 clients over one second: about 1000 answered.
+	got := 0
+	for i := 0; i < 2000; i++ {
+		h.now += int64(500 * time.Microsecond)
+		got += count(1, func(int) netip.Addr { return many(i + 2000) })
+	}
+	if got < 990 || got > 1010 {
+		t.Errorf("2000 clients over 1 s: %d port unreachables, want about 1000", got)
+	}
+	_, reasons := forwarder.Totals(h.w)
+	if limited, want := reasons[forwarder.ICMPLimited.String()], uint64(100-6+10+9+950+950+2000-got); limited != want {
+		t.Errorf("icmp_limited %d, want %d", limited, want)
+	}
+}
