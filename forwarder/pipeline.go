@@ -204,6 +204,9 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 			return w.drop(Reason(p.Reason))
 		}
 	}
+	if r := w.martian(frame, p); r != ReasonNone {
+		return w.drop(r)
+	}
 	dst := p.DstAddr()
 	if p.IsFragment() {
 		if w.p.svcs.IsVIP(dst) {

@@ -113,3 +113,51 @@ func TestICMPRateLimit(t *testing.T) {
 		t.Errorf("icmp_limited %d, want %d", limited, want)
 	}
 }
+
+// Martian sources and group source MACs are dropped before any lookup, as
+// the kernel's routing drops them before IPVS sees them.
+func TestMartians(t *testing.T) {
+	h := newHarness(t, twoNAT)
+	a := netip.MustParseAddr
+	for _, tt := range []struct {
+		src  netip.Addr
+		want forwarder.Reason
+	}{
+		{a("0.0.0.1"), forwarder.MartianSource},
+		{a("127.0.0.1"), forwarder.MartianSource},
+		{a("224.0.0.5"), forwarder.MartianSource},
+		{a("239.255.255.255"), forwarder.MartianSource},
+		{a("255.255.255.255"), forwarder.MartianSource},
+		{vip, forwarder.MartianSource},               // a VIP (a local address)
+		{a("198.18.1.1"), forwarder.MartianSource},   // the director's own link address
+		{a("198.18.2.1"), forwarder.MartianSource},   // ... on the other side
+		{a("198.18.1.255"), forwarder.MartianSource}, // a connected subnet's broadcast
+		{a("240.0.0.1"), forwarder.ReasonNone},       // class E: not a martian to the kernel
+		{a("198.18.1.77"), forwarder.ReasonNone},     // an ordinary client
+	} {
+		r := h.send(syn(tt.src, 1234), forwarder.VIPSide)
+		if tt.want == forwarder.ReasonNone {
+			if r.Action != forwarder.Transmit {
+				t.Errorf("SYN from %v: %v %v, want transmit", tt.src, r.Action, r.Reason)
+			}
+			continue
+		}
+		if r.Action != forwarder.Drop || r.Reason != tt.want || r.Dest != nil {
+			t.Errorf("SYN from %v: %v %v (dest %v), want drop %v", tt.src, r.Action, r.Reason, r.Dest, tt.want)
+		}
+	}
+	f := syn(a("198.18.1.78"), 1235)
+	f[6] |= 1 // a group source MAC
+	if r := h.send(f, forwarder.VIPSide); r.Action != forwarder.Drop || r.Reason != forwarder.MartianMAC {
+		t.Errorf("SYN from a multicast MAC: %v %v, want drop martian_mac", r.Action, r.Reason)
+	}
+	// Broadcast destinations are the host's: a DHCP discover from 0.0.0.0.
+	d := frames.UDP(frames.L2{Src: frames.DerivedMAC(client), Dst: frames.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}},
+		frames.IP{Src: a("0.0.0.0"), Dst: a("255.255.255.255")}, frames.UDPDgram{SrcPort: 68, DstPort: 67, Payload: []byte("discover")})
+	if r := h.send(d, forwarder.VIPSide); r.Action != forwarder.Pass {
+		t.Errorf("DHCP discover: %v %v, want pass", r.Action, r.Reason)
+	}
+	if n := h.conns.Len(); n != 2 {
+		t.Errorf("%d connections, want 2 (the two non-martians)", n)
+	}
+}

@@ -448,6 +448,25 @@ var cases = map[string]func() *scenario{
 `
 		return s
 	},
+	// Martian sources and group source MACs are dropped before any
+	// lookup (ip_route_input_slow's martian_source, fib_validate_source's
+	// local and broadcast sources); class E sources are not martians to
+	// the kernel; a broadcast from 0.0.0.0 (DHCP) is the host's.
+	"martians": func() *scenario {
+		s := &scenario{rules: "-A -t 198.51.100.10:80 -s rr\n-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m -w 1\n"}
+		for i, src := range []string{"0.0.0.1", "127.0.0.1", "224.0.0.5", "255.255.255.255", "198.51.100.10",
+			"198.18.1.1", "198.18.2.1", "198.18.1.255", "240.0.0.1", "198.18.1.11"} {
+			a := netip.MustParseAddr(src)
+			s.in(frames.TCP(toVIP(a), ip(a, vip), frames.TCPSeg{SrcPort: uint16(42000 + i), DstPort: 80, SYN: true, Seq: 1}))
+		}
+		l2 := toVIP(client2)
+		l2.Src[0] |= 1 // a multicast source MAC
+		s.in(frames.TCP(l2, ip(client2, vip), frames.TCPSeg{SrcPort: 42100, DstPort: 80, SYN: true, Seq: 1}))
+		zero, bcast := netip.MustParseAddr("0.0.0.0"), netip.MustParseAddr("255.255.255.255")
+		s.in(frames.UDP(frames.L2{Src: mac(client2), Dst: frames.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}, frames.IP{Src: zero, Dst: bcast},
+			frames.UDPDgram{SrcPort: 68, DstPort: 67, Payload: []byte("discover")}))
+		return s
+	},
 }
 
 func init() {
