@@ -117,6 +117,8 @@ type Worker struct {
 	icmpTAT   int64 // the ICMP global rate limit's (allowICMP)
 	icmpPeers [icmpPeers]icmpPeer
 	scratch   [rewrite.ICMPErrorMaxFrame]byte
+	frags     [rewrite.MaxFragments][]byte // Result.Frags
+	fragBuf   [rewrite.FragmentBufLen]byte // the fragments' bytes
 	Counters  Counters
 }
 
@@ -130,6 +132,7 @@ type packet struct {
 	partial bool   // the L4 checksum is only the pseudo-header sum
 	now     int64  // the clock, in nanoseconds
 	isNew   bool   // the frame created its connection (set by schedule)
+	related bool   // an ICMP error forwarded for its connection (icmpRelated)
 }
 
 // frame is the packet's frame, buf[off:off+n].
@@ -154,7 +157,12 @@ type Result struct {
 	// Frame holds the bytes to send (Transmit, Reply): a slice of the
 	// caller's buffer, or of the worker's scratch space for replies, valid
 	// until the next call.
-	Frame  []byte
+	Frame []byte
+	// Frags, when not nil, are the frames to send on Link, in order,
+	// instead of Frame alone: the IPv4 fragments of a packet too big for
+	// the egress MTU (Frame is Frags[0]). They lie in the worker's scratch
+	// space, valid until the next call.
+	Frags  [][]byte
 	Reason Reason
 	// Conn describes the connection the frame belongs to, when there is one
 	// (Dest non-nil).
@@ -182,7 +190,7 @@ func (w *Worker) Process(buf []byte, off, n, link int, csumPartial bool, now int
 func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int64) *Result {
 	// Field by field, as in transmit.
 	pk := &w.pkt
-	pk.buf, pk.off, pk.n, pk.link, pk.partial, pk.now, pk.isNew = buf, off, n, link, csumPartial, now, false
+	pk.buf, pk.off, pk.n, pk.link, pk.partial, pk.now, pk.isNew, pk.related = buf, off, n, link, csumPartial, now, false, false
 	frame := pk.frame()
 	p := &w.parsed
 	switch p.Decode(frame) {

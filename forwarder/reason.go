@@ -58,12 +58,20 @@ const (
 	// reassemble; the daemon's fanout defragments before delivery).
 	Fragment
 	// FragNeeded: a DF packet too big for the egress link; ICMP
-	// fragmentation needed went back (Reply).
+	// fragmentation needed went back (Reply), as IPVS's
+	// ensure_mtu_is_adequate (not for a forwarded ICMP error, nor through
+	// a tunnel while pmtu_disc is 0: those are fragmented).
 	FragNeeded
-	// TooBig: a packet without DF too big for the egress link (gvs does not
-	// fragment).
+	// TooBig: a packet too big for the egress link that cannot be
+	// fragmented (more than rewrite.MaxFragments fragments), or a tunnel
+	// whose MTU less the outer header is below 68 (IPVS drops those).
 	TooBig
-	// NoRoute: no next hop or neighbour MAC for the destination.
+	// NoRoute: no next hop or neighbour MAC for the destination. The
+	// kernel would answer a real server it cannot reach with ICMP host
+	// unreachable (dst_link_failure -> ipv4_link_failure) — but only
+	// once neighbour resolution has failed: while it runs, the neighbour
+	// layer queues the packet. A live Env answers "no" in both cases
+	// and cannot tell them apart, so gvs drops silently in both.
 	NoRoute
 	// NoReply: the pipeline wanted to send an ICMP error but the rules
 	// forbid one (about an ICMP error, a broadcast...).

@@ -160,7 +160,7 @@ var sysctls = [NumSysctls]SysctlInfo{
 		Meaning: "idle time (s) after which an lblcr cache entry expires"},
 	SysNatIcmpSend: {Name: "nat_icmp_send", NotActed: notYet,
 		Meaning: "send ICMP unreachable for NAT replies without a connection"},
-	SysPmtuDisc: {Name: "pmtu_disc", Default: [2]int64{1}, NotActed: notYet,
+	SysPmtuDisc: {Name: "pmtu_disc", Default: [2]int64{1},
 		Meaning: "reject DF packets exceeding the PMTU (0: fragment them for TUN)"},
 	SysRunEstimation: {Name: "run_estimation", Default: [2]int64{1}, NotActed: notYet,
 		Meaning: "run the rate estimator"},

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
 	"gvs/internal/frames"
@@ -467,6 +468,37 @@ var cases = map[string]func() *scenario{
 			frames.UDPDgram{SrcPort: 68, DstPort: 67, Payload: []byte("discover")}))
 		return s
 	},
+	// Fragmentation (ip_fragment after IPVS, which sends with ignore_df):
+	// the real servers' link has MTU 1000. A NAT datagram without DF is
+	// fragmented, with DF it gets fragmentation needed; through the
+	// tunnel the outer header carries the inner DF (pmtu_disc 1: a DF
+	// packet gets fragmentation needed for 980) until the script sets
+	// pmtu_disc to 0 at 1 s: then the outer DF is 0 and the IPIP packet
+	// is fragmented, DF or not. A NAT real server's port unreachable
+	// quoting a whole 1400-byte datagram is fragmented towards the client
+	// (no MTU check for ICMP), on a VIP side of MTU 1000 too.
+	"fragment": func() *scenario {
+		s := &scenario{rules: "-A -u 198.51.100.10:53 -s rr\n-a -u 198.51.100.10:53 -r 198.18.2.11:5353 -m -w 1\n" +
+			"-A -u 198.51.100.10:54 -s rr\n-a -u 198.51.100.10:54 -r 198.18.2.12:54 -i -w 1\n",
+			facts: `{"vip_if": {"mtu": 1000}, "dip_if": {"mtu": 1000}}` + "\n"}
+		big := func(port uint16, df bool) {
+			s.in(frames.UDP(toVIP(client), frames.IP{Src: client, Dst: vip, DF: df, ID: 0x4000 + port},
+				frames.UDPDgram{SrcPort: 33000 + port, DstPort: port, Payload: bytes.Repeat([]byte("f"), 1400)}))
+		}
+		big(53, false) // NAT: 2 fragments
+		big(53, true)  // NAT: fragmentation needed, 1000
+		big(54, false) // TUN: the IPIP packet in 2 fragments
+		big(54, true)  // TUN, pmtu_disc 1: fragmentation needed, 980
+		s.at(1500 * time.Millisecond)
+		big(54, true) // TUN, pmtu_disc 0: outer DF 0, fragmented
+		// The real server's port unreachable about the first datagram
+		// (as it got it, DNATed), quoting all of it.
+		about := frames.UDP(toDIP(rs1), frames.IP{Src: client, Dst: rs1, TTL: 63, ID: 0x4000 + 53},
+			frames.UDPDgram{SrcPort: 33053, DstPort: 5353, Payload: bytes.Repeat([]byte("f"), 1400)})
+		s.out(icmpFullQuote(rs1, client, about[14:]))
+		s.script = "# gvs-replay script: SECONDS (after the first frame) then ipvsadm's arguments\n1 --sysctl pmtu_disc=0\n"
+		return s
+	},
 }
 
 func init() {
@@ -521,6 +553,19 @@ func malformed() *scenario {
 	frag[24], frag[25] = 0, 0
 	s.in(fixIPChecksum(frag))
 	return s
+}
+
+// icmpFullQuote is a port unreachable from src to dst (arriving on the DIP
+// side, DF set) quoting the whole packet quote, as some stacks do.
+func icmpFullQuote(src, dst netip.Addr, quote []byte) []byte {
+	buf := gopacket.NewSerializeBuffer()
+	eth := &layers.Ethernet{SrcMAC: mac(src).HW(), DstMAC: dip0MAC.HW(), EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Flags: layers.IPv4DontFragment, Protocol: layers.IPProtocolICMPv4, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+	ic := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort)}
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}, eth, ip, ic, gopacket.Payload(quote)); err != nil {
+		panic(err)
+	}
+	return buf.Bytes()
 }
 
 func fixIPChecksum(b []byte) []byte {
