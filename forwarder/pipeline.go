@@ -257,7 +257,7 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 			w.countOut(c.Dest, p.End-p.L3)
 			return w.xmitOut(pk, c, tx)
 		}
-		return w.result(Result{Action: Pass})
+		return w.natNoConn(pk)
 	}
 
 	// Client -> virtual service, existing connection. A SYN looks first

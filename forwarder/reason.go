@@ -118,6 +118,10 @@ const (
 	// MartianMAC: a frame whose source MAC is a group (multicast or
 	// broadcast) address, which no station sends.
 	MartianMAC
+	// NATNoConn: a packet from a NAT real server's address and port that
+	// matched no connection, answered with ICMP port unreachable to the
+	// real server (Reply) because nat_icmp_send is set (ip_vs_out).
+	NATNoConn
 	// Fragmented counts packets the pipeline sent as IPv4 fragments
 	// (too big for the egress MTU, no DF, as the kernel's ip_fragment; the
 	// Result's reason is none, the frames are Result.Frags).
@@ -131,7 +135,7 @@ var ownReasonNames = [...]string{
 	"fragment", "frag_needed", "too_big", "no_route", "no_reply", "rewrite_failed",
 	"tun_type_unsupported", "reset", "reset_limited", "ftp_data", "ftp_port",
 	"bad_l4_checksum", "tun_icmp", "tun_icmp_no_df", "icmp_limited",
-	"martian_source", "martian_mac", "fragmented",
+	"martian_source", "martian_mac", "nat_no_conn", "fragmented",
 }
 
 // String is the reason's counter name (snake_case, stable).

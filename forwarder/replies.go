@@ -5,8 +5,10 @@
 package forwarder
 
 import (
+	"net/netip"
 	"time"
 
+	"gvs/ipvs"
 	"gvs/rewrite"
 )
 
@@ -173,6 +175,22 @@ func (w *Worker) icmpError(pk *packet, why Reason, res *Result, src [4]byte, mtu
 	}
 	res.Action, res.Link, res.Frame = Reply, link, out
 	return w.count(res)
+}
+
+// natNoConn is ip_vs_out's end for a packet that matched no connection:
+// the host's (Pass) — unless nat_icmp_send is set and the packet comes
+// from a NAT real server's address and port (ip_vs_has_real_service) and
+// is not a TCP RST: then the real server is told with ICMP port
+// unreachable (from the director's address towards it, as icmp_send
+// picks it for a forwarded packet) and the packet is dropped.
+func (w *Worker) natNoConn(pk *packet) *Result {
+	p := &w.parsed
+	if w.p.set.Get(ipvs.SysNatIcmpSend) == 0 || p.Proto == rewrite.ProtoTCP && p.TCPFlags&rewrite.TCPRst != 0 ||
+		!w.p.svcs.HasRealService(ipvs.Protocol(p.Proto), netip.AddrFrom4(p.Src), p.SrcPort) {
+		return w.result(Result{Action: Pass})
+	}
+	w.res = Result{}
+	return w.icmpError(pk, NATNoConn, &w.res, w.linkAddr(pk.link), 0)
 }
 
 // linkAddr is the director's own address on a link.

@@ -51,3 +51,25 @@ func init() {
 		}
 	}
 }
+
+func init() {
+	caseChecks["nat-icmp-send"] = func(t *testing.T, r goldenRun) {
+		expectSeq(t, r, "action", "pass reply pass pass", func(v replay.Verdict) string { return v.Action })
+		ip, ic := ipOf(t, r.frames[0]), icmpOf(t, r.frames[0])
+		expectEq(t, 0, "src", addrOf(ip.SrcIP), dip)
+		expectEq(t, 0, "dst", addrOf(ip.DstIP), rs1)
+		expectEq(t, 0, "type", ic.TypeCode, layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort))
+		expectEq(t, 0, "iface", r.frames[0].iface, "dip0")
+	}
+	caseChecks["run-estimation"] = func(t *testing.T, r goldenRun) {
+		if len(r.script) != 5 {
+			t.Fatalf("%d script steps, want 5", len(r.script))
+		}
+		if r.script[0].out != r.script[2].out {
+			t.Errorf("rates changed while run_estimation was 0:\n%s\n%s", r.script[0].out, r.script[2].out)
+		}
+		if r.script[4].out == r.script[2].out {
+			t.Errorf("rates did not move after run_estimation=1:\n%s", r.script[4].out)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 
 	"gvs/forwarder"
 	"gvs/internal/frames"
+	"gvs/ipvs"
 )
 
 var vipMAC = frames.DerivedMAC(netip.MustParseAddr("198.18.1.1"))
@@ -159,5 +160,41 @@ func TestMartians(t *testing.T) {
 	}
 	if n := h.conns.Len(); n != 2 {
 		t.Errorf("%d connections, want 2 (the two non-martians)", n)
+	}
+}
+
+// nat_icmp_send: a packet from a NAT real server's address and port that
+// matches no connection is the host's while the sysctl is 0; with 1 the
+// real server gets ICMP port unreachable (not about a TCP RST, not for
+// another source port) and the packet is dropped (ip_vs_out).
+func TestNATICMPSend(t *testing.T) {
+	h := newHarness(t, twoNAT)
+	rs := netip.MustParseAddr("198.18.2.11")
+	dipMAC := frames.DerivedMAC(netip.MustParseAddr("198.18.2.1"))
+	seg := func(sport uint16, rst bool) []byte {
+		return frames.TCP(frames.L2{Src: frames.DerivedMAC(rs), Dst: dipMAC}, frames.IP{Src: rs, Dst: client, DF: true},
+			frames.TCPSeg{SrcPort: sport, DstPort: 40000, ACK: !rst, RST: rst, Seq: 5})
+	}
+	if r := h.send(seg(8080, false), forwarder.DIPSide); r.Action != forwarder.Pass {
+		t.Fatalf("nat_icmp_send 0: %v %v, want pass", r.Action, r.Reason)
+	}
+	if err := h.set.Set(ipvs.SysNatIcmpSend, [2]int64{1}); err != nil {
+		t.Fatal(err)
+	}
+	r := h.send(seg(8080, false), forwarder.DIPSide)
+	if r.Action != forwarder.Reply || r.Reason != forwarder.NATNoConn || r.Link != forwarder.DIPSide {
+		t.Fatalf("nat_icmp_send 1: %v %v on %d, want reply nat_no_conn on the DIP side", r.Action, r.Reason, r.Link)
+	}
+	ip := ipv4Of(t, r.Frame)
+	ic := icmpOf4(t, r.Frame)
+	if [4]byte(ip.SrcIP) != [4]byte{198, 18, 2, 1} || [4]byte(ip.DstIP) != rs.As4() ||
+		ic.TypeCode != layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort) {
+		t.Errorf("%v -> %v %v, want port unreachable from the DIP to the real server", ip.SrcIP, ip.DstIP, ic.TypeCode)
+	}
+	if r := h.send(seg(8080, true), forwarder.DIPSide); r.Action != forwarder.Pass {
+		t.Errorf("a RST: %v %v, want pass", r.Action, r.Reason)
+	}
+	if r := h.send(seg(9999, false), forwarder.DIPSide); r.Action != forwarder.Pass {
+		t.Errorf("not a real server's port: %v %v, want pass", r.Action, r.Reason)
 	}
 }

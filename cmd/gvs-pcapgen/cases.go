@@ -499,6 +499,46 @@ var cases = map[string]func() *scenario{
 		s.script = "# gvs-replay script: SECONDS (after the first frame) then ipvsadm's arguments\n1 --sysctl pmtu_disc=0\n"
 		return s
 	},
+	// nat_icmp_send (ip_vs_out): segments from a NAT real server's
+	// address and port that match no connection are the host's until the
+	// script sets the sysctl at 1 s; then the real server gets ICMP port
+	// unreachable from the DIP (not about a RST, not from another port).
+	"nat-icmp-send": func() *scenario {
+		s := &scenario{rules: "-A -t 198.51.100.10:80 -s rr\n-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m -w 1\n"}
+		stray := func(sport uint16, rst bool) {
+			s.out(frames.TCP(toDIP(rs1), ip(rs1, client), frames.TCPSeg{SrcPort: sport, DstPort: 40000, ACK: !rst, RST: rst, Seq: 7}))
+		}
+		stray(8080, false) // nat_icmp_send 0: the host's
+		s.at(1500 * time.Millisecond)
+		stray(8080, false) // port unreachable to rs1
+		stray(8080, true)  // a RST: the host's
+		stray(9999, false) // not a real server's port: the host's
+		s.script = "# gvs-replay script: SECONDS (after the first frame) then ipvsadm's arguments\n1 --sysctl nat_icmp_send=1\n"
+		return s
+	},
+	// run_estimation: rates after two samples (0..4 s), then the script
+	// stops the estimator at 5 s: traffic goes on, the rates listed at 9 s
+	// are those of 4 s; set again at 9 s, the sample at 10 s takes all the
+	// traffic since 4 s as one interval.
+	"run-estimation": func() *scenario {
+		s := &scenario{rules: "-A -u 198.51.100.10:53 -s rr\n-a -u 198.51.100.10:53 -r 198.18.2.11:53 -g -w 1\n"}
+		for i := 0; i < 10; i++ {
+			if i > 0 {
+				s.at(time.Duration(i) * time.Second)
+			}
+			for j := 0; j < 5; j++ {
+				udpIn(s, client, 36000, 53, "est")
+			}
+		}
+		s.script = `# gvs-replay script: SECONDS (after the first frame) then ipvsadm's arguments
+4.5 -Ln --rate
+5 --sysctl run_estimation=0
+9 -Ln --rate
+9 --sysctl run_estimation=1
+10.5 -Ln --rate
+`
+		return s
+	},
 }
 
 func init() {
