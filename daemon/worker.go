@@ -180,9 +180,9 @@ func (w *worker) handle(frame []byte, meta ring.Meta, side int, now int64) {
 	if res.Action != forwarder.Transmit && res.Action != forwarder.Reply {
 		return // Drop (counted by the pipeline); Pass, Control: the kernel has its copy
 	}
-	if res.Frags != nil { // IPv4 fragments, in the pipeline's scratch space
-		for _, f := range res.Frags {
-			w.send(res.Link, f)
+	if res.Frags != 0 { // IPv4 fragments, in the pipeline's scratch space
+		for i := range int(res.Frags) {
+			w.send(res.Link, w.fw.Fragment(i))
 		}
 		return
 	}

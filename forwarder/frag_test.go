@@ -106,10 +106,10 @@ func TestFragmentNATDR(t *testing.T) {
 		t.Run(m.name, func(t *testing.T) {
 			h := newMTUHarness(t, "-A -u 198.51.100.10:53 -s rr\n-a -u 198.51.100.10:53 -r 198.18.2.11:5353 "+m.flag+" -w 1\n", forwarder.DIPSide, 1000)
 			r := h.send(udpDF(client, 4000, false, 2400), forwarder.VIPSide)
-			if r.Action != forwarder.Transmit || len(r.Frags) != 3 || &r.Frame[0] != &r.Frags[0][0] || r.Link != forwarder.DIPSide {
-				t.Fatalf("2428-byte datagram over MTU 1000: %v %v, %d fragments", r.Action, r.Reason, len(r.Frags))
+			if r.Action != forwarder.Transmit || r.Frags != 3 || &r.Frame[0] != &h.w.Fragment(0)[0] || r.Link != forwarder.DIPSide {
+				t.Fatalf("2428-byte datagram over MTU 1000: %v %v, %d fragments", r.Action, r.Reason, int(r.Frags))
 			}
-			ip, data := reassemble(t, r.Frags, 1000)
+			ip, data := reassemble(t, h.fragments(r), 1000)
 			if ip.Id != 0x77 || len(data) != 2408 {
 				t.Errorf("id %#x, %d payload bytes", ip.Id, len(data))
 			}
@@ -135,10 +135,10 @@ func TestFragmentNATDR(t *testing.T) {
 	reply := frames.UDP(frames.L2{Src: frames.DerivedMAC(rs), Dst: frames.DerivedMAC(netip.MustParseAddr("198.18.2.1"))},
 		frames.IP{Src: rs, Dst: client}, frames.UDPDgram{SrcPort: 5353, DstPort: 4001, Payload: make([]byte, 1000)})
 	r := h.send(reply, forwarder.DIPSide)
-	if r.Action != forwarder.Transmit || len(r.Frags) != 2 || !r.Out {
-		t.Fatalf("NAT reply over MTU 600: %v %v, %d fragments", r.Action, r.Reason, len(r.Frags))
+	if r.Action != forwarder.Transmit || int(r.Frags) != 2 || !r.Out {
+		t.Fatalf("NAT reply over MTU 600: %v %v, %d fragments", r.Action, r.Reason, int(r.Frags))
 	}
-	ip, data := reassemble(t, r.Frags, 600)
+	ip, data := reassemble(t, h.fragments(r), 600)
 	if u := udpOK(t, ip, data); u.SrcPort != 53 || [4]byte(ip.SrcIP) != vip.As4() {
 		t.Errorf("not SNATed: %v:%d", ip.SrcIP, u.SrcPort)
 	}
@@ -163,7 +163,7 @@ func TestFragmentTUN(t *testing.T) {
 	h := newMTUHarness(t, rules, forwarder.DIPSide, 1000)
 	small := udpDF(client, 4000, true, 100)
 	r := h.send(small, forwarder.VIPSide)
-	if r.Action != forwarder.Transmit || r.Frags != nil || ipv4Of(t, r.Frame).Flags != layers.IPv4DontFragment {
+	if r.Action != forwarder.Transmit || r.Frags != 0 || ipv4Of(t, r.Frame).Flags != layers.IPv4DontFragment {
 		t.Fatalf("small DF packet, pmtu_disc 1: %v, outer flags %v", r.Action, ipv4Of(t, r.Frame).Flags)
 	}
 	r = h.send(udpDF(client, 4000, true, 1000), forwarder.VIPSide)
@@ -171,10 +171,10 @@ func TestFragmentTUN(t *testing.T) {
 		t.Fatalf("big DF packet, pmtu_disc 1: %v %v", r.Action, r.Reason)
 	}
 	r = h.send(udpDF(client, 4000, false, 1000), forwarder.VIPSide)
-	if r.Action != forwarder.Transmit || len(r.Frags) != 2 {
-		t.Fatalf("big packet without DF: %v %v, %d fragments", r.Action, r.Reason, len(r.Frags))
+	if r.Action != forwarder.Transmit || int(r.Frags) != 2 {
+		t.Fatalf("big packet without DF: %v %v, %d fragments", r.Action, r.Reason, int(r.Frags))
 	}
-	ip, data := reassemble(t, r.Frags, 1000)
+	ip, data := reassemble(t, h.fragments(r), 1000)
 	if ip.Protocol != layers.IPProtocolIPv4 || len(data) != 1028 {
 		t.Errorf("outer protocol %v, %d bytes", ip.Protocol, len(data))
 	}
@@ -189,10 +189,10 @@ func TestFragmentTUN(t *testing.T) {
 		t.Errorf("inner DF lost: %v", in.Flags)
 	}
 	r = h.send(udpDF(client, 4000, true, 1000), forwarder.VIPSide)
-	if r.Action != forwarder.Transmit || len(r.Frags) != 2 {
-		t.Fatalf("big DF packet, pmtu_disc 0: %v %v, %d fragments, want fragmented", r.Action, r.Reason, len(r.Frags))
+	if r.Action != forwarder.Transmit || int(r.Frags) != 2 {
+		t.Fatalf("big DF packet, pmtu_disc 0: %v %v, %d fragments, want fragmented", r.Action, r.Reason, int(r.Frags))
 	}
-	reassemble(t, r.Frags, 1000)
+	reassemble(t, h.fragments(r), 1000)
 
 	h = newMTUHarness(t, rules, forwarder.DIPSide, 87)
 	if r := h.send(udpDF(client, 4000, false, 10), forwarder.VIPSide); r.Action != forwarder.Drop || r.Reason != forwarder.TooBig {
@@ -215,10 +215,10 @@ func TestFragmentICMPNAT(t *testing.T) {
 	about := frames.UDP(frames.L2{}, frames.IP{Src: client, Dst: rs, TTL: 63}, frames.UDPDgram{SrcPort: 4002, DstPort: 5353, Payload: make([]byte, 972)})
 	err := buildICMP(rs, client, about[14:])
 	r := h.send(err, forwarder.DIPSide)
-	if r.Action != forwarder.Transmit || len(r.Frags) != 2 || !r.Out {
-		t.Fatalf("1028-byte ICMP error over MTU 600: %v %v, %d fragments", r.Action, r.Reason, len(r.Frags))
+	if r.Action != forwarder.Transmit || int(r.Frags) != 2 || !r.Out {
+		t.Fatalf("1028-byte ICMP error over MTU 600: %v %v, %d fragments", r.Action, r.Reason, int(r.Frags))
 	}
-	ip, data := reassemble(t, r.Frags, 600)
+	ip, data := reassemble(t, h.fragments(r), 600)
 	if [4]byte(ip.SrcIP) != vip.As4() || ip.Protocol != layers.IPProtocolICMPv4 || len(data) != 8+1000 {
 		t.Errorf("ICMP error: %v proto %v, %d bytes", ip.SrcIP, ip.Protocol, len(data))
 	}
@@ -233,4 +233,13 @@ func buildICMP(src, dst netip.Addr, quote []byte) []byte {
 		panic(err)
 	}
 	return buf.Bytes()
+}
+
+// fragments are the frames of a fragmented Result.
+func (h *harness) fragments(r forwarder.Result) [][]byte {
+	var out [][]byte
+	for i := range int(r.Frags) {
+		out = append(out, h.w.Fragment(i))
+	}
+	return out
 }

@@ -102,24 +102,30 @@ func (p *Pipeline) Services() *ipvs.Table { return p.svcs }
 
 // Worker is one worker goroutine's state. It is not safe for concurrent use.
 type Worker struct {
-	p         *Pipeline
-	id        int // statistics slot, < ipvs.MaxWorkers; this worker is its only writer
-	parsed    rewrite.Parsed
-	conn      conntrack.Conn
-	flow      ipvs.Flow
-	routes    [routeCacheSize]routeEntry
-	flows     [flowCacheSize]flowEntry
-	res       Result
-	pkt       packet // the frame being processed
-	tx        txPlan // the plan of a packet whose flow is not cached
-	ipid      uint16
-	rstTAT    int64 // the RST rate limit's theoretical arrival time (GCRA)
-	icmpTAT   int64 // the ICMP global rate limit's (allowICMP)
+	p        *Pipeline
+	id       int // statistics slot, < ipvs.MaxWorkers; this worker is its only writer
+	parsed   rewrite.Parsed
+	conn     conntrack.Conn
+	flow     ipvs.Flow
+	routes   [routeCacheSize]routeEntry
+	flows    [flowCacheSize]flowEntry
+	res      Result
+	pkt      packet // the frame being processed
+	tx       txPlan // the plan of a packet whose flow is not cached
+	ipid     uint16
+	rstTAT   int64 // the RST rate limit's theoretical arrival time (GCRA)
+	icmpTAT  int64 // the ICMP global rate limit's (allowICMP)
+	scratch  [rewrite.ICMPErrorMaxFrame]byte
+	large    *workerLarge // rarely used, large state: kept out of the Worker's cache lines
+	Counters Counters
+}
+
+// workerLarge is a worker's state that is large and only used off the
+// common path: fragmentation and the ICMP rate limit's destinations.
+type workerLarge struct {
 	icmpPeers [icmpPeers]icmpPeer
-	scratch   [rewrite.ICMPErrorMaxFrame]byte
 	frags     [rewrite.MaxFragments][]byte // Result.Frags
 	fragBuf   [rewrite.FragmentBufLen]byte // the fragments' bytes
-	Counters  Counters
 }
 
 // packet is the frame being processed and what came with it, passed by
@@ -146,7 +152,7 @@ func (p *Pipeline) NewWorker() *Worker {
 	if id >= ipvs.MaxWorkers {
 		panic("forwarder: more than ipvs.MaxWorkers workers")
 	}
-	return &Worker{p: p, id: id, ipid: uint16(id) << 12}
+	return &Worker{p: p, id: id, ipid: uint16(id) << 12, large: new(workerLarge)}
 }
 
 // Result is the outcome of one frame.
@@ -157,12 +163,7 @@ type Result struct {
 	// Frame holds the bytes to send (Transmit, Reply): a slice of the
 	// caller's buffer, or of the worker's scratch space for replies, valid
 	// until the next call.
-	Frame []byte
-	// Frags, when not nil, are the frames to send on Link, in order,
-	// instead of Frame alone: the IPv4 fragments of a packet too big for
-	// the egress MTU (Frame is Frags[0]). They lie in the worker's scratch
-	// space, valid until the next call.
-	Frags  [][]byte
+	Frame  []byte
 	Reason Reason
 	// Conn describes the connection the frame belongs to, when there is one
 	// (Dest non-nil).
@@ -173,7 +174,17 @@ type Result struct {
 	New bool
 	// Out reports a packet in the OUTPUT direction (real server -> client).
 	Out bool
+	// Frags, when not 0, is the number of frames to send on Link, in
+	// order, instead of Frame alone: the IPv4 fragments of a packet too
+	// big for the egress MTU, Worker.Fragment(0) to Fragment(Frags-1)
+	// (Frame is the first). They lie in the worker's scratch space, valid
+	// until the next call. (A count, not a slice: the Result stays within
+	// 64 bytes, copied once per packet.)
+	Frags uint8
 }
+
+// Fragment is fragment i (< Result.Frags) of the last Result.
+func (w *Worker) Fragment(i int) []byte { return w.large.frags[i] }
 
 // Process runs one frame through the pipeline. The frame is
 // buf[off:off+n]; off must be at least Headroom. link is the link it
@@ -212,7 +223,7 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 			return w.drop(Reason(p.Reason))
 		}
 	}
-	if r := w.martian(frame, p); r != ReasonNone {
+	if r := martian(frame, p); r != ReasonNone {
 		return w.drop(r)
 	}
 	dst := p.DstAddr()
@@ -226,6 +237,9 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 	case rewrite.ProtoTCP, rewrite.ProtoUDP:
 	case rewrite.ProtoICMP:
 		if p.Embedded {
+			if w.ownSource(p) {
+				return w.drop(MartianSource)
+			}
 			return w.icmpRelated(pk)
 		}
 		return w.result(Result{Action: Pass})
@@ -251,6 +265,9 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 				return w.xmitOut(pk, &fe.conn, &fe.tx)
 			}
 		}
+		if w.ownSource(p) {
+			return w.drop(MartianSource)
+		}
 		rk := conntrack.ReplyKeyV4(proto, p.Src, p.SrcPort, p.Dst, p.DstPort)
 		if w.p.conns.Out(rk, flags, now, c) {
 			tx := w.remember(&fk, steady, c, now)
@@ -269,6 +286,9 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 			w.countIn(fe.conn.Dest, p.End-p.L3)
 			return w.xmitIn(pk, &fe.conn, &fe.tx)
 		}
+	}
+	if w.ownSource(p) {
+		return w.drop(MartianSource)
 	}
 	k := conntrack.InKeyV4(proto, p.Src, p.SrcPort, p.Dst, p.DstPort)
 	known := true

@@ -69,7 +69,7 @@ func (w *Worker) allowICMP(typ, code uint8, to [4]byte, now int64) bool {
 		return false
 	}
 	h := (uint32(to[0])<<24 | uint32(to[1])<<16 | uint32(to[2])<<8 | uint32(to[3])) * 0x9e3779b1
-	pe := &w.icmpPeers[h>>24%icmpPeers]
+	pe := &w.large.icmpPeers[h>>24%icmpPeers]
 	if !pe.used || pe.addr != to {
 		*pe = icmpPeer{addr: to, tat: now, used: true}
 	}

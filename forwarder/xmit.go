@@ -83,13 +83,13 @@ func (w *Worker) mustFragNeeded(pk *packet, c *conntrack.Conn) bool {
 // packet that needs more than rewrite.MaxFragments fragments is dropped
 // (TooBig).
 func (w *Worker) fragment(res *Result, link int, out []byte, mtu int) *Result {
-	n, ok := rewrite.Fragment(w.fragBuf[:], out, w.parsed.L3, mtu, w.frags[:])
+	n, ok := rewrite.Fragment(w.large.fragBuf[:], out, w.parsed.L3, mtu, w.large.frags[:])
 	if !ok {
 		res.Action, res.Reason = Drop, TooBig
 		return w.count(res)
 	}
 	w.Counters.Reasons[Fragmented].Add(1)
-	res.Action, res.Link, res.Frame, res.Frags = Transmit, link, w.frags[0], w.frags[:n]
+	res.Action, res.Link, res.Frame, res.Frags = Transmit, link, w.large.frags[0], uint8(n)
 	return w.count(res)
 }
 
@@ -145,8 +145,8 @@ func (w *Worker) transmit(pk *packet, c *conntrack.Conn, out bool, link int, fra
 	// counter's locked add comes last: it drains the stores, so that the
 	// caller's copy of the Result reads them from the cache.
 	r := &w.res
-	r.Action, r.Link, r.Frame, r.Frags, r.Reason = Transmit, link, frame, nil, ReasonNone
-	r.Dest, r.State, r.Method, r.New, r.Out = c.Dest, c.State, c.Method, pk.isNew, out
+	r.Action, r.Link, r.Frame, r.Reason = Transmit, link, frame, ReasonNone
+	r.Dest, r.State, r.Method, r.New, r.Out, r.Frags = c.Dest, c.State, c.Method, pk.isNew, out, 0
 	w.Counters.Actions[Transmit].Add(1)
 	return r
 }

@@ -317,12 +317,11 @@ func ReplayScript(table *ipvs.Table, facts staticenv.Facts, capacity int, in []b
 			return nil, err
 		}
 		if r.Action == forwarder.Transmit || r.Action == forwarder.Reply {
-			one := [1][]byte{r.Frame}
-			out := one[:]
-			if r.Frags != nil { // fragments: several frames for one
-				out = r.Frags
-			}
-			for _, f := range out {
+			for i := range max(int(r.Frags), 1) { // fragments: several frames for one
+				f := r.Frame
+				if r.Frags != 0 {
+					f = w.Fragment(i)
+				}
 				oci := gopacket.CaptureInfo{Timestamp: ci.Timestamp, CaptureLength: len(f), Length: len(f), InterfaceIndex: r.Link}
 				if err := ngw.WritePacket(oci, f); err != nil {
 					return nil, err
@@ -351,7 +350,7 @@ func verdict(i int, r forwarder.Result, links *[2]forwarder.Link) Verdict {
 	v := Verdict{Index: i, Action: r.Action.String(), Reason: r.Reason.String()}
 	if r.Action == forwarder.Transmit || r.Action == forwarder.Reply {
 		v.Egress = links[r.Link].Name
-		v.Frags = len(r.Frags)
+		v.Frags = int(r.Frags)
 	}
 	if d := r.Dest; d != nil {
 		v.Dest = d.AddrPort().String()
