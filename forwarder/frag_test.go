@@ -243,3 +243,39 @@ func (h *harness) fragments(r forwarder.Result) [][]byte {
 	}
 	return out
 }
+
+// linkMTUEnv gives the VIP-side link a small MTU.
+type linkMTUEnv struct {
+	forwarder.Env
+	links [2]forwarder.Link
+}
+
+func (e *linkMTUEnv) Links() *[2]forwarder.Link { return &e.links }
+
+// icmp_send quotes as much as fits min(the route's MTU, 576).
+func TestICMPQuoteRoom(t *testing.T) {
+	table, err := replay.ParseRules(strings.NewReader("-A -u 198.51.100.10:53 -s rr\n"), "rules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := staticenv.New(staticenv.DefaultFacts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	le := &linkMTUEnv{Env: env, links: *env.Links()}
+	le.links[forwarder.VIPSide].MTU = 300
+	pl := forwarder.New(forwarder.Config{Env: le, Services: table, Conns: conntrack.New(conntrack.Config{Seed: 1, Capacity: 1 << 10})})
+	h := &harness{t: t, table: table, pl: pl, w: pl.NewWorker(), buf: make([]byte, 4096), now: 1 << 40}
+	r := h.send(udpDF(client, 4000, false, 500), forwarder.VIPSide)
+	if r.Action != forwarder.Reply {
+		t.Fatalf("%v %v, want reply", r.Action, r.Reason)
+	}
+	if ip := ipv4Of(t, r.Frame); ip.Length != 300 {
+		t.Errorf("port unreachable of %d bytes over a 300-byte MTU, want 300", ip.Length)
+	}
+	le.links[forwarder.VIPSide].MTU = 1500
+	r = h.send(udpDF(client, 4001, false, 500), forwarder.VIPSide)
+	if ip := ipv4Of(t, r.Frame); ip.Length != 556 {
+		t.Errorf("port unreachable of %d bytes, want 556 (the whole 528-byte datagram quoted)", ip.Length)
+	}
+}

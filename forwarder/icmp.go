@@ -110,7 +110,7 @@ func (w *Worker) tunICMP(pk *packet) *Result {
 		return w.count(res)
 	}
 	w.ipid++
-	out, ok := rewrite.ICMPRelay(w.scratch[:], frame, p, o, p.ICMPType, p.ICMPCode, rest, ip.Dst(), tx.macs, w.ipid)
+	out, ok := rewrite.ICMPRelay(w.icmpBuf(p.L3, tx.mtu), frame, p, o, p.ICMPType, p.ICMPCode, rest, ip.Dst(), tx.macs, w.ipid)
 	res.Reason = TunICMP
 	if !ok {
 		res.Action = Drop

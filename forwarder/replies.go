@@ -152,16 +152,17 @@ func (w *Worker) icmpError(pk *packet, why Reason, res *Result, src [4]byte, mtu
 	var ok bool
 	var typ, code uint8
 	w.ipid++
+	buf := w.icmpBuf(p.L3, w.p.env.Links()[link].MTU)
 	switch why {
 	case TTLExceeded:
 		typ = rewrite.ICMPTimeExceeded
-		out, ok = rewrite.TimeExceeded(w.scratch[:], frame, p, src, m, w.ipid)
+		out, ok = rewrite.TimeExceeded(buf, frame, p, src, m, w.ipid)
 	case FragNeeded:
 		typ, code = rewrite.ICMPDestUnreach, rewrite.ICMPCodeFragNeeded
-		out, ok = rewrite.FragNeeded(w.scratch[:], frame, p, src, uint16(mtu), m, w.ipid)
+		out, ok = rewrite.FragNeeded(buf, frame, p, src, uint16(mtu), m, w.ipid)
 	default: // NoDest
 		typ, code = rewrite.ICMPDestUnreach, rewrite.ICMPCodePortUnreach
-		out, ok = rewrite.PortUnreachable(w.scratch[:], frame, p, src, m, w.ipid)
+		out, ok = rewrite.PortUnreachable(buf, frame, p, src, m, w.ipid)
 	}
 	res.Reason = why
 	if !ok {
@@ -191,6 +192,16 @@ func (w *Worker) natNoConn(pk *packet) *Result {
 	}
 	w.res = Result{}
 	return w.icmpError(pk, NATNoConn, &w.res, w.linkAddr(pk.link), 0)
+}
+
+// icmpBuf is the scratch space for an ICMP error behind an l2-byte link
+// header, cut so that the error's IP datagram stays within the egress MTU
+// as well as 576 bytes (icmp_send's "room": min(dst_mtu, 576)).
+func (w *Worker) icmpBuf(l2, mtu int) []byte {
+	if mtu <= 0 || mtu > rewrite.ICMPErrorMaxLen { // 0: unknown
+		mtu = rewrite.ICMPErrorMaxLen
+	}
+	return w.scratch[:min(len(w.scratch), l2+max(mtu, 68))]
 }
 
 // linkAddr is the director's own address on a link.
