@@ -244,6 +244,12 @@ func (w *worker) handle(frame []byte, meta ring.Meta, side int, now int64) {
 	if res.Action != forwarder.Transmit && res.Action != forwarder.Reply {
 		return // Drop (counted by the pipeline); Pass, Control: the kernel has its copy
 	}
+	if res.Frags != 0 { // IPv4 fragments, in the pipeline's scratch space
+		for i := range int(res.Frags) {
+			w.send(res.Link, w.fw.Fragment(i))
+		}
+		return
+	}
 	if inSlot && len(res.Frame) > 0 && (res.Link == outSide || uint(res.Link) < 2 && w.tx[res.Link] == out) {
 		// Where res.Frame starts in buf, if it is part of buf.
 		if off := cap(buf) - cap(res.Frame); off >= 0 && off < len(buf) && &buf[off] == &res.Frame[0] {

@@ -115,9 +115,19 @@ type Worker struct {
 	tx       txPlan // the plan of a packet whose flow is not cached
 	ipid     uint16
 	rstTAT   int64 // the RST rate limit's theoretical arrival time (GCRA)
+	icmpTAT  int64 // the ICMP global rate limit's (allowICMP)
 	scratch  [rewrite.ICMPErrorMaxFrame]byte
-	sync     syncScratch // syncrec.go
+	sync     syncScratch  // syncrec.go
+	large    *workerLarge // rarely used, large state: kept out of the Worker's cache lines
 	Counters Counters
+}
+
+// workerLarge is a worker's state that is large and only used off the
+// common path: fragmentation and the ICMP rate limit's destinations.
+type workerLarge struct {
+	icmpPeers [icmpPeers]icmpPeer
+	frags     [rewrite.MaxFragments][]byte // Result.Frags
+	fragBuf   [rewrite.FragmentBufLen]byte // the fragments' bytes
 }
 
 // packet is the frame being processed and what came with it, passed by
@@ -130,6 +140,7 @@ type packet struct {
 	partial bool   // the L4 checksum is only the pseudo-header sum
 	now     int64  // the clock, in nanoseconds
 	isNew   bool   // the frame created its connection (set by schedule)
+	related bool   // an ICMP error forwarded for its connection (icmpRelated)
 }
 
 // frame is the packet's frame, buf[off:off+n].
@@ -143,7 +154,7 @@ func (p *Pipeline) NewWorker() *Worker {
 	if id >= ipvs.MaxWorkers {
 		panic("forwarder: more than ipvs.MaxWorkers workers")
 	}
-	return &Worker{p: p, id: id, ipid: uint16(id) << 12}
+	return &Worker{p: p, id: id, ipid: uint16(id) << 12, large: new(workerLarge)}
 }
 
 // Result is the outcome of one frame.
@@ -165,7 +176,17 @@ type Result struct {
 	New bool
 	// Out reports a packet in the OUTPUT direction (real server -> client).
 	Out bool
+	// Frags, when not 0, is the number of frames to send on Link, in
+	// order, instead of Frame alone: the IPv4 fragments of a packet too
+	// big for the egress MTU, Worker.Fragment(0) to Fragment(Frags-1)
+	// (Frame is the first). They lie in the worker's scratch space, valid
+	// until the next call. (A count, not a slice: the Result stays within
+	// 64 bytes, copied once per packet.)
+	Frags uint8
 }
+
+// Fragment is fragment i (< Result.Frags) of the last Result.
+func (w *Worker) Fragment(i int) []byte { return w.large.frags[i] }
 
 // Process runs one frame through the pipeline. The frame is
 // buf[off:off+n]; off must be at least Headroom. link is the link it
@@ -182,7 +203,7 @@ func (w *Worker) Process(buf []byte, off, n, link int, csumPartial bool, now int
 func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int64) *Result {
 	// Field by field, as in transmit.
 	pk := &w.pkt
-	pk.buf, pk.off, pk.n, pk.link, pk.partial, pk.now, pk.isNew = buf, off, n, link, csumPartial, now, false
+	pk.buf, pk.off, pk.n, pk.link, pk.partial, pk.now, pk.isNew, pk.related = buf, off, n, link, csumPartial, now, false, false
 	frame := pk.frame()
 	p := &w.parsed
 	switch p.Decode(frame) {
@@ -207,6 +228,9 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 			return w.drop(Reason(p.Reason))
 		}
 	}
+	if r := martian(frame, p); r != ReasonNone {
+		return w.drop(r)
+	}
 	dst := p.DstAddr()
 	if p.IsFragment() {
 		if w.p.svcs.IsVIP(dst) {
@@ -218,6 +242,9 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 	case rewrite.ProtoTCP, rewrite.ProtoUDP:
 	case rewrite.ProtoICMP:
 		if p.Embedded {
+			if w.ownSource(p) {
+				return w.drop(MartianSource)
+			}
 			return w.icmpRelated(pk)
 		}
 		return w.result(Result{Action: Pass})
@@ -243,13 +270,16 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 				return w.xmitOut(pk, &fe.conn, &fe.tx)
 			}
 		}
+		if w.ownSource(p) {
+			return w.drop(MartianSource)
+		}
 		rk := conntrack.ReplyKeyV4(proto, p.Src, p.SrcPort, p.Dst, p.DstPort)
 		if w.p.conns.Out(rk, flags, now, c) {
 			tx := w.remember(&fk, steady, c, now)
 			w.countOut(c.Dest, p.End-p.L3)
 			return w.xmitOut(pk, c, tx)
 		}
-		return w.result(Result{Action: Pass})
+		return w.natNoConn(pk)
 	}
 
 	// Client -> virtual service, existing connection. A SYN looks first
@@ -261,6 +291,9 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 			w.countIn(fe.conn.Dest, p.End-p.L3)
 			return w.xmitIn(pk, &fe.conn, &fe.tx)
 		}
+	}
+	if w.ownSource(p) {
+		return w.drop(MartianSource)
 	}
 	k := conntrack.InKeyV4(proto, p.Src, p.SrcPort, p.Dst, p.DstPort)
 	known := true
