@@ -31,7 +31,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: all build test unit race deps demo demo-ha golden fuzz bench bench-go bench-deps clean vet check-root
+.PHONY: all build test unit race deps demo demo-ha golden fuzz bench bench-go bench-deps soak clean vet check-root
 
 MODE  ?= nat
 SCHED ?= rr
@@ -97,6 +97,16 @@ bench-deps:
 BENCH_FLAGS ?=
 bench: check-root bench-deps build
 	$(BIN)/gvs-bench -bin $(BIN) -out out/bench $(BENCH_FLAGS)
+
+# soak: gvsd in the lab for SOAK_DURATION (60s..10m, default 5m) under a full-rate SYN flood from
+# spoofed sources, SIGHUP reloads every 3 s, a real server killed and restarted, the DIP link
+# flapped and a gvsd SIGKILL + restart, with 10 long-lived NAT and 10 DR connections doing a
+# request every 20 ms (root; not part of make test). Exits non-zero when a bound breaks; the
+# report, rss.csv and gvsd's logs are in out/soak/. SOAK_FLAGS e.g. -conn-capacity 262144.
+SOAK_DURATION ?= 5m
+SOAK_FLAGS ?=
+soak: check-root build
+	$(BIN)/gvs-soak -bin $(BIN) -out out/soak -duration $(SOAK_DURATION) $(SOAK_FLAGS)
 
 check-root:
 	@if [ "$$(id -u)" != 0 ]; then echo "this target needs root (network namespaces)"; exit 1; fi
