@@ -78,6 +78,10 @@ type Engine struct {
 	// Settings are the sysctls --sysctl lists and sets (nil: --sysctl
 	// answers that there are none); see sysctl.go.
 	Settings *ipvs.Settings
+	// OnReload, when set, re-reads the daemon's configuration (gvsadm
+	// --reload and Reload; see reload.go). It is called with the Engine's
+	// mutex held and returns the reason a reload failed.
+	OnReload func() error
 
 	mu  sync.Mutex // serializes Run
 	est estimator
@@ -203,6 +207,9 @@ func saveArgs(args []string) (numeric, ok bool) {
 // (or AdminGID) may do anything but -h and -v.
 func (e *Engine) Run(argv []string, stdin io.Reader, cred Cred, stdout, stderr io.Writer) int {
 	if code, ok := e.runSysctl(argv, cred, stdout, stderr); ok {
+		return code
+	}
+	if code, ok := e.runReload(argv, cred, stderr); ok {
 		return code
 	}
 	if code, ok := Local(argv, stdout, stderr); ok {
