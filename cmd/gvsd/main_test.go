@@ -33,7 +33,7 @@ func TestParseFlags(t *testing.T) {
 	if _, err := parseFlags([]string{"--dip-if", "eth1"}, &stderr); err == nil {
 		t.Fatal("missing --vip-if accepted")
 	}
-	if code := run([]string{"--bogus"}, &stderr); code != 2 || !strings.Contains(stderr.String(), "bogus") {
+	if code := run([]string{"--bogus"}, &stderr, &stderr); code != 2 || !strings.Contains(stderr.String(), "bogus") {
 		t.Fatalf("bad flag: exit %d, stderr %q", code, stderr.String())
 	}
 }
