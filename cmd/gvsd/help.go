@@ -85,15 +85,29 @@ SEE ALSO
     sd_notify(3), capabilities(7)
 `
 
+// argNames name the flags' values in the manual (the flag package would
+// say STRING or INT).
+var argNames = map[string]string{
+	"vip-if": "IF", "dip-if": "IF", "rules": "FILE", "socket": "NAME", "workers": "N",
+	"batch": "N", "conn-capacity": "N", "ring-frames": "N", "busy-poll": "DURATION",
+	"pprof": "ADDR", "stats-interval": "DURATION", "admin-gid": "GID", "arp": "auto|on|off",
+	"log-level": "LEVEL", "log-format": "json|console", "sysctl": "NAME=VALUE", "sysctl-file": "FILE",
+}
+
 // writeManual prints the manual of gvsd with the options of fs.
 func writeManual(w io.Writer, fs *flag.FlagSet) {
 	var b strings.Builder
 	b.WriteString(manHead)
 	fs.VisitAll(func(f *flag.Flag) {
 		name, usage := flag.UnquoteUsage(f)
+		if n, ok := argNames[f.Name]; ok {
+			name = n
+		} else {
+			name = strings.ToUpper(name)
+		}
 		fmt.Fprintf(&b, "    --%s", f.Name)
 		if name != "" {
-			fmt.Fprintf(&b, " %s", strings.ToUpper(name))
+			fmt.Fprintf(&b, " %s", name)
 		}
 		b.WriteString("\n")
 		if f.DefValue != "" && f.DefValue != "0" && f.DefValue != "0s" && f.DefValue != "false" && f.DefValue != "[]" {

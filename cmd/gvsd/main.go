@@ -33,6 +33,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -73,7 +74,7 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 	fs.Usage = func() {}
 	fs.StringVar(&o.cfg.VIPIf, "vip-if", "", "interface facing the clients (required)")
 	fs.StringVar(&o.cfg.DIPIf, "dip-if", "", "interface facing the real servers (required; the same as --vip-if for a one-arm director)")
-	fs.StringVar(&o.cfg.RulesFile, "rules", "", "rules file in ipvsadm-save format, loaded at start and on SIGHUP")
+	fs.StringVar(&o.cfg.RulesFile, "rules", "", "rules file in ipvsadm-save format, loaded at start and on reload (SIGHUP, gvsadm --reload)")
 	fs.StringVar(&o.cfg.Socket, "socket", daemon.DefaultSocket, "control socket name (abstract unix socket @NAME)")
 	fs.IntVar(&o.cfg.Workers, "workers", 0, fmt.Sprintf("data-path workers (default: half the CPUs, at least 1; here %d)", daemon.DefaultWorkers()))
 	fs.IntVar(&o.cfg.Batch, "batch", daemon.DefaultBatch, "frames taken from a ring per turn")
@@ -211,7 +212,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 // are missing.
 func startError(err error) string {
 	msg := oneLine(err.Error())
-	if errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EPERM) {
+	var pe *fs.PathError // a file gvsd may not read: no capability helps
+	if errors.Is(err, os.ErrPermission) && !errors.As(err, &pe) {
 		msg += " (gvsd needs CAP_NET_RAW and CAP_NET_ADMIN: run it as root or give it both capabilities, see gvsd --help)"
 	}
 	return msg
