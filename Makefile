@@ -31,7 +31,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: all build test unit race deps demo demo-ha golden fuzz bench bench-go bench-deps soak clean vet check-root
+.PHONY: all build test unit race deps demo demo-ha golden fuzz bench bench-go bench-deps soak clean vet check-root install
 
 MODE  ?= nat
 SCHED ?= rr
@@ -120,6 +120,34 @@ demo: check-root deps build
 # links cut, the connections going on through the backup. MODE=nat or dr.
 demo-ha: check-root deps
 	$(GO) test -count=1 -v -run 'TestHAFailover/$(MODE)/' ./e2e/
+
+# install: gvsd and gvsadm to $(DESTDIR)$(SBINDIR), the systemd unit to $(DESTDIR)$(UNITDIR), the
+# sysusers.d entry of its user gvs, and (only if absent) /etc/default/gvsd and /etc/gvs/rules.
+# INSTALL_IPVSADM_LINK=1 also links ipvsadm, ipvsadm-save and ipvsadm-restore to gvsadm.
+# Then, as root: systemd-sysusers (or useradd --system gvs), edit /etc/default/gvsd,
+# systemctl daemon-reload, systemctl enable --now gvsd.
+PREFIX      ?= /usr/local
+SBINDIR     ?= $(PREFIX)/sbin
+SYSCONFDIR  ?= /etc
+UNITDIR     ?= /lib/systemd/system
+SYSUSERSDIR ?= /usr/lib/sysusers.d
+INSTALL     ?= install
+INSTALL_IPVSADM_LINK ?=
+install: build
+	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) \
+		$(DESTDIR)$(SYSCONFDIR)/default $(DESTDIR)$(SYSCONFDIR)/gvs
+	$(INSTALL) -m 0755 $(BIN)/gvsd $(BIN)/gvsadm $(DESTDIR)$(SBINDIR)/
+	sed 's|@SBINDIR@|$(SBINDIR)|g; s|/etc/default/gvsd|$(SYSCONFDIR)/default/gvsd|g' dist/gvsd.service > $(DESTDIR)$(UNITDIR)/gvsd.service.tmp
+	chmod 0644 $(DESTDIR)$(UNITDIR)/gvsd.service.tmp && mv $(DESTDIR)$(UNITDIR)/gvsd.service.tmp $(DESTDIR)$(UNITDIR)/gvsd.service
+	$(INSTALL) -m 0644 dist/gvs.sysusers $(DESTDIR)$(SYSUSERSDIR)/gvs.conf
+	@test -e $(DESTDIR)$(SYSCONFDIR)/default/gvsd || \
+		sed 's|/etc/gvs/rules|$(SYSCONFDIR)/gvs/rules|g' dist/gvsd.default > $(DESTDIR)$(SYSCONFDIR)/default/gvsd
+	@test -e $(DESTDIR)$(SYSCONFDIR)/gvs/rules || $(INSTALL) -m 0644 dist/rules $(DESTDIR)$(SYSCONFDIR)/gvs/rules
+	@if [ -n "$(INSTALL_IPVSADM_LINK)" ]; then \
+		for n in ipvsadm ipvsadm-save ipvsadm-restore; do \
+			ln -sf gvsadm $(DESTDIR)$(SBINDIR)/$$n && echo "linked $(DESTDIR)$(SBINDIR)/$$n -> gvsadm"; \
+		done; \
+	fi
 
 clean:
 	rm -rf $(BIN)

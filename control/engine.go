@@ -81,6 +81,10 @@ type Engine struct {
 	// Syncd runs the connection sync daemons (nil: --start-daemon and
 	// --stop-daemon are refused as unsupported); see syncd.go.
 	Syncd SyncDaemons
+	// OnReload, when set, re-reads the daemon's configuration (gvsadm
+	// --reload and Reload; see reload.go). It is called with the Engine's
+	// mutex held and returns the reason a reload failed.
+	OnReload func() error
 
 	mu  sync.Mutex // serializes Run
 	est estimator
@@ -206,6 +210,9 @@ func saveArgs(args []string) (numeric, ok bool) {
 // (or AdminGID) may do anything but -h and -v.
 func (e *Engine) Run(argv []string, stdin io.Reader, cred Cred, stdout, stderr io.Writer) int {
 	if code, ok := e.runSysctl(argv, cred, stdout, stderr); ok {
+		return code
+	}
+	if code, ok := e.runReload(argv, cred, stderr); ok {
 		return code
 	}
 	if code, ok := Local(argv, stdout, stderr); ok {

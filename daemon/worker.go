@@ -100,6 +100,9 @@ type worker struct {
 	// xsk, when set, is the worker's AF_XDP I/O (afxdp_linux.go), used
 	// instead of the rings above.
 	xsk *xskIO
+	// beat counts the turns of the worker's loop (one store per turn, a
+	// batch or a sleep, not per frame): the watchdog's sign of progress.
+	beat atomic.Uint64
 }
 
 func newWorker(fw *forwarder.Worker, clock func() int64, batch int) *worker {
@@ -145,7 +148,8 @@ func (w *worker) run(stop *atomic.Bool) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	var last int64 // clock of the last turn that took a frame
-	for !stop.Load() {
+	for turn := uint64(1); !stop.Load(); turn++ {
+		w.beat.Store(turn)
 		if w.poll() > 0 {
 			if w.busyPoll > 0 {
 				last = w.clock()

@@ -5,14 +5,18 @@
 //	     [--io tpacket|afxdp [--xdp-mode auto|native|generic]]
 //	     [--log-level LEVEL] [--log-format json|console] [--stats-interval D]
 //	     [--sysctl NAME=VALUE]... [--sysctl-file FILE] [--metrics ADDR [--metrics-node-ipvs]]
+//	gvsd --help
 //
 // It loads the ipvsadm-save rules file, captures the services' traffic on
 // the VIP interface and the NAT replies on the DIP interface (the same
 // interface for a one-arm director), forwards it with IPVS's semantics, and
 // serves the ipvsadm-compatible control socket @NAME (default @gvsd) for
-// gvsadm. SIGHUP re-reads the rules file and applies it atomically (existing
-// connections keep flowing); SIGTERM and SIGINT stop it, removing its
-// nftables table and ARP responder, with exit status 0.
+// gvsadm. SIGHUP (or "gvsadm --reload", which waits for the outcome)
+// re-reads the rules file and applies it atomically (existing connections
+// keep flowing); SIGTERM and SIGINT stop it, removing its nftables table and
+// ARP responder, with exit status 0. Under systemd (Type=notify) it sends
+// READY=1, RELOADING=1/READY=1 around reloads, STOPPING=1, STATUS= lines
+// and watchdog pings (see notify.go). --help prints its manual.
 //
 // --metrics ADDR serves Prometheus metrics at http://ADDR/metrics (gvs_*;
 // with --metrics-node-ipvs also node_exporter's node_ipvs_* families).
@@ -21,6 +25,10 @@
 // "gvsadm --sysctl") before the daemon serves: the file first, in
 // sysctl.conf syntax, then the flags in order. An unknown name or an invalid
 // value is one line on stderr and exit status 2.
+//
+// An operator's mistake (bad option, missing interface or address, bad
+// rules file, missing privileges, control socket in use) is one line on
+// stderr and a non-zero exit status, never a stack trace.
 package main
 
 import (
@@ -29,6 +37,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -46,7 +55,7 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // options are the parsed command line.
@@ -64,13 +73,17 @@ type options struct {
 	notices []string
 }
 
-func parseFlags(args []string, stderr io.Writer) (options, error) {
+// parseFlags parses the command line. --help (-h) prints the manual on
+// stdout and returns flag.ErrHelp; errors are one line, without the flag
+// package's usage text.
+func parseFlags(args []string, stdout io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("gvsd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	fs.StringVar(&o.cfg.VIPIf, "vip-if", "", "interface facing the clients (required)")
 	fs.StringVar(&o.cfg.DIPIf, "dip-if", "", "interface facing the real servers (required; the same as --vip-if for a one-arm director)")
-	fs.StringVar(&o.cfg.RulesFile, "rules", "", "rules file in ipvsadm-save format, loaded at start and on SIGHUP")
+	fs.StringVar(&o.cfg.RulesFile, "rules", "", "rules file in ipvsadm-save format, loaded at start and on reload (SIGHUP, gvsadm --reload)")
 	fs.StringVar(&o.cfg.Socket, "socket", daemon.DefaultSocket, "control socket name (abstract unix socket @NAME)")
 	fs.IntVar(&o.cfg.Workers, "workers", 0, fmt.Sprintf("data-path workers (default: half the CPUs, at least 1; here %d)", daemon.DefaultWorkers()))
 	fs.IntVar(&o.cfg.Batch, "batch", daemon.DefaultBatch, "frames taken from a ring per turn")
@@ -92,7 +105,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Var(&sysctls, "sysctl", "set IPVS sysctl net.ipv4.vs.NAME (NAME=VALUE; repeatable; after --sysctl-file)")
 	sysctlFile := fs.String("sysctl-file", "", "IPVS sysctls in sysctl.conf syntax (net.ipv4.vs.NAME = VALUE lines)")
 	if err := fs.Parse(args); err != nil {
-		return o, err
+		if errors.Is(err, flag.ErrHelp) {
+			writeManual(stdout, fs)
+			return o, err
+		}
+		return o, fmt.Errorf("%w (gvsd --help lists the options)", err)
 	}
 	switch {
 	case fs.NArg() > 0:
@@ -103,6 +120,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("--workers must not be negative")
 	case o.cfg.SYNRate < 0:
 		return o, errors.New("--syn-rate must not be negative")
+	case o.cfg.Batch < 0:
+		return o, errors.New("--batch must not be negative")
+	case o.cfg.ConnCapacity < 0:
+		return o, errors.New("--conn-capacity must not be negative")
+	case o.cfg.RingFrames < 0:
+		return o, errors.New("--ring-frames must not be negative")
+	case o.cfg.StatsInterval < 0:
+		return o, errors.New("--stats-interval must not be negative")
 	case o.cfg.BusyPoll < 0 || o.cfg.BusyPoll > time.Second:
 		return o, errors.New("--busy-poll must be between 0 and 1s")
 	case o.nodeIPVS && o.metrics == "":
@@ -147,11 +172,13 @@ func newLogger(level, format string) (*zap.Logger, error) {
 	zc.Level = zap.NewAtomicLevelAt(lvl)
 	zc.Sampling = nil
 	zc.OutputPaths = []string{"stderr"}
+	// No stack traces in the log: errors are an operator's business.
+	zc.DisableStacktrace = true
 	return zc.Build()
 }
 
-func run(args []string, stderr io.Writer) int {
-	o, err := parseFlags(args, stderr)
+func run(args []string, stdout, stderr io.Writer) int {
+	o, err := parseFlags(args, stdout)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -168,11 +195,20 @@ func run(args []string, stderr io.Writer) int {
 	for _, n := range o.notices {
 		log.Warn(n)
 	}
-	o.cfg.Logger = log
-	o.cfg.Control = controlServer(o.adminGID)
-
+	var pprofLn net.Listener
+	if o.pprof != "" {
+		// Before New: a port in use is a start-up error, found before
+		// anything is installed.
+		if pprofLn, err = net.Listen("tcp", o.pprof); err != nil {
+			fmt.Fprintln(stderr, "gvsd: cannot start: --pprof:", err)
+			return 1
+		}
+		defer pprofLn.Close()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// SIGHUP is caught from now on; reloads are handled once the daemon
+	// serves (a SIGHUP during start-up waits for it).
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -183,15 +219,18 @@ func run(args []string, stderr io.Writer) int {
 	var metricsLn net.Listener
 	if o.metrics != "" {
 		if metricsLn, err = net.Listen("tcp", o.metrics); err != nil {
-			log.Error("cannot serve metrics", zap.Error(err))
+			fmt.Fprintln(stderr, "gvsd: cannot start: --metrics:", err)
 			return 1
 		}
 		defer metricsLn.Close()
 		o.cfg.OnReload = func(err error) { reloads.Observe(err, time.Now()) }
 	}
+	n := newNotifier(log)
+	o.cfg.Logger = log
+	o.cfg.Control = serve(o.adminGID, n, hup)
 	d, err := daemon.New(o.cfg)
 	if err != nil {
-		log.Error("cannot start", zap.Error(err))
+		fmt.Fprintln(stderr, "gvsd: cannot start:", startError(err))
 		return 1
 	}
 	if metricsLn != nil {
@@ -199,35 +238,35 @@ func run(args []string, stderr io.Writer) int {
 		srv := serveMetrics(metricsLn, metricsSource(d, reloads, o.nodeIPVS), log)
 		defer srv.Close()
 	}
-	if o.pprof != "" {
-		ln, err := net.Listen("tcp", o.pprof)
-		if err != nil {
-			log.Error("cannot serve pprof", zap.Error(err))
-			return 1
-		}
-		log.Info("serving pprof", zap.String("addr", ln.Addr().String()))
+	if pprofLn != nil {
+		log.Info("serving pprof", zap.String("addr", pprofLn.Addr().String()))
 		srv := &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
-		go srv.Serve(ln)
+		go srv.Serve(pprofLn)
 		defer srv.Close()
 	}
 	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				if err := d.Reload(); err != nil {
-					log.Error("reload failed; the rules in force are unchanged", zap.Error(err))
-				}
-			}
-		}
+		<-ctx.Done()
+		n.stopping()
 	}()
-	if err := d.Run(ctx); err != nil {
+	err = d.Run(ctx)
+	n.stopping()
+	if err != nil {
 		log.Error("stopped with an error", zap.Error(err))
 		return 1
 	}
 	log.Info("gvsd stopped")
 	return 0
+}
+
+// startError is a start-up error in one line, with a hint when privileges
+// are missing.
+func startError(err error) string {
+	msg := oneLine(err.Error())
+	var pe *fs.PathError // a file gvsd may not read: no capability helps
+	if errors.Is(err, os.ErrPermission) && !errors.As(err, &pe) {
+		msg += " (gvsd needs CAP_NET_RAW and CAP_NET_ADMIN: run it as root or give it both capabilities, see gvsd --help)"
+	}
+	return msg
 }
 
 // pprofMux serves Go's profiles (/debug/pprof/...) for --pprof.

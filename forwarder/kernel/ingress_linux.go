@@ -51,7 +51,7 @@ func NewIngress(table string, log *zap.Logger) (*Ingress, error) {
 	if table == "" {
 		return nil, errors.New("ingress: empty table name")
 	}
-	ns, err := netns.Get()
+	ns, err := currentNS()
 	if err != nil {
 		return nil, fmt.Errorf("ingress: current network namespace: %w", err)
 	}
@@ -86,7 +86,11 @@ func NewIngress(table string, log *zap.Logger) (*Ingress, error) {
 // Each batch gets its own: a batch that cannot be built is dropped with
 // its connection instead of being half sent.
 func (in *Ingress) newConn() (*nftables.Conn, error) {
-	c, err := nftables.New(nftables.WithNetNSFd(int(in.ns)))
+	var opts []nftables.ConnOption
+	if in.ns.IsOpen() { // else: this thread's namespace (currentNS)
+		opts = append(opts, nftables.WithNetNSFd(int(in.ns)))
+	}
+	c, err := nftables.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("ingress: opening nftables: %w", err)
 	}
