@@ -339,7 +339,7 @@ func ringFrameSize(mtu int) int {
 }
 
 // openRings opens every worker's rings: an RX ring per interface in that
-// interface's fanout group (hash of the flow, defragmented), with the
+// interface's fanout group (hash of the flow; fragments reassembled by the pipeline), with the
 // filter of its side (New: one dropping everything until the first Sync),
 // and a TX ring per egress interface. The workers are made on the first
 // call; later calls (reopenRings) give the same workers new rings, so their
@@ -381,7 +381,11 @@ func (d *Daemon) openRings(vip, dip LinkInfo, progs [2][]bpf.RawInstruction, syn
 			// needs none, and skips the kernel's per-frame flow hash.
 			var fanout *ring.Fanout
 			if d.cfg.Workers > 1 {
-				fanout = &ring.Fanout{Group: uint16(pid<<2 | side), Mode: ring.FanoutHash}
+				// No PACKET_FANOUT_FLAG_DEFRAG: the pipeline reassembles
+				// (forwarder/defrag.go), alike for one worker and many;
+				// a fragment's hash (addresses, protocol) already keeps
+				// a datagram's fragments on one worker.
+				fanout = &ring.Fanout{Group: uint16(pid<<2 | side), Mode: ring.FanoutHash, NoDefrag: true}
 			}
 			rx, err := ring.OpenRX(l.Index, &ring.RXConfig{
 				FrameSize:  fs,
@@ -423,7 +427,7 @@ func (d *Daemon) openRings(vip, dip LinkInfo, progs [2][]bpf.RawInstruction, syn
 func (d *Daemon) openSYNRing(w *worker, vip LinkInfo, pid int, prog []bpf.RawInstruction) error {
 	var fanout *ring.Fanout
 	if d.cfg.Workers > 1 {
-		fanout = &ring.Fanout{Group: uint16(pid<<2 | 2), Mode: ring.FanoutHash}
+		fanout = &ring.Fanout{Group: uint16(pid<<2 | 2), Mode: ring.FanoutHash, NoDefrag: true}
 	}
 	rx, err := ring.OpenRX(vip.Index, &ring.RXConfig{
 		FrameSize:  ringFrameSize(vip.MTU),

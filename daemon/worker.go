@@ -150,6 +150,7 @@ func (w *worker) run(stop *atomic.Bool) {
 	var last int64 // clock of the last turn that took a frame
 	for turn := uint64(1); !stop.Load(); turn++ {
 		w.beat.Store(turn)
+		w.expire()
 		if w.poll() > 0 {
 			if w.busyPoll > 0 {
 				last = w.clock()
@@ -167,6 +168,24 @@ func (w *worker) run(stop *atomic.Bool) {
 		w.wait()
 	}
 	w.flush()
+}
+
+// expire sends what the pipeline answers for datagrams whose reassembly
+// timed out (ICMP time exceeded); nothing to do costs one check.
+func (w *worker) expire() {
+	if w.fw == nil { // a test's worker without a pipeline
+		return
+	}
+	now := w.clock()
+	for {
+		res, ok := w.fw.Expire(now)
+		if !ok {
+			return
+		}
+		if res.Action == forwarder.Reply {
+			w.send(res.Link, res.Frame)
+		}
+	}
 }
 
 // poll drains the established rings (a batch from each in turn, until

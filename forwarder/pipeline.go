@@ -55,6 +55,10 @@ type Config struct {
 	// pipeline reads those it honours when a packet needs them:
 	// conn_reuse_mode, expire_nodest_conn, sloppy_tcp.
 	Settings *ipvs.Settings
+	// DefragSlots is the number of IPv4 datagrams each worker reassembles
+	// at once (0: DefaultDefragSlots), each with a 64 KiB buffer
+	// allocated with the worker (defrag.go).
+	DefragSlots int
 }
 
 // Generationer is an optional interface of an Env whose answers can change:
@@ -83,13 +87,14 @@ type Pipeline struct {
 	svcs    *ipvs.Table
 	conns   *conntrack.Table
 	set     *ipvs.Settings
+	defrags int // Config.DefragSlots
 	workers atomic.Int32
 	sync    syncHook // syncrec.go
 }
 
 // New makes a pipeline.
 func New(c Config) *Pipeline {
-	p := &Pipeline{env: c.Env, svcs: c.Services, conns: c.Conns, set: c.Settings}
+	p := &Pipeline{env: c.Env, svcs: c.Services, conns: c.Conns, set: c.Settings, defrags: c.DefragSlots}
 	if p.set == nil {
 		p.set = ipvs.NewSettings()
 	}
@@ -119,6 +124,7 @@ type Worker struct {
 	scratch  [rewrite.ICMPErrorMaxFrame]byte
 	sync     syncScratch  // syncrec.go
 	large    *workerLarge // rarely used, large state: kept out of the Worker's cache lines
+	defrag   *defragPool  // IPv4 reassembly (defrag.go)
 	Counters Counters
 }
 
@@ -141,6 +147,10 @@ type packet struct {
 	now     int64  // the clock, in nanoseconds
 	isNew   bool   // the frame created its connection (set by schedule)
 	related bool   // an ICMP error forwarded for its connection (icmpRelated)
+	// fragMax, for a datagram reassembled from fragments (defrag.go), is
+	// its largest fragment's IP length (the kernel's frag_max_size); 0
+	// for any other packet.
+	fragMax int
 }
 
 // frame is the packet's frame, buf[off:off+n].
@@ -154,7 +164,7 @@ func (p *Pipeline) NewWorker() *Worker {
 	if id >= ipvs.MaxWorkers {
 		panic("forwarder: more than ipvs.MaxWorkers workers")
 	}
-	return &Worker{p: p, id: id, ipid: uint16(id) << 12, large: new(workerLarge)}
+	return &Worker{p: p, id: id, ipid: uint16(id) << 12, large: new(workerLarge), defrag: newDefragPool(p.defrags)}
 }
 
 // Result is the outcome of one frame.
@@ -203,7 +213,7 @@ func (w *Worker) Process(buf []byte, off, n, link int, csumPartial bool, now int
 func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int64) *Result {
 	// Field by field, as in transmit.
 	pk := &w.pkt
-	pk.buf, pk.off, pk.n, pk.link, pk.partial, pk.now, pk.isNew, pk.related = buf, off, n, link, csumPartial, now, false, false
+	pk.buf, pk.off, pk.n, pk.link, pk.partial, pk.now, pk.isNew, pk.related, pk.fragMax = buf, off, n, link, csumPartial, now, false, false, 0
 	frame := pk.frame()
 	p := &w.parsed
 	switch p.Decode(frame) {
@@ -233,10 +243,14 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 	}
 	dst := p.DstAddr()
 	if p.IsFragment() {
-		if w.p.svcs.IsVIP(dst) {
-			return w.drop(Fragment)
+		// Reassembled first (defrag.go); the datagram then takes the walk.
+		if !w.defragWanted(p, w.p.svcs.IsVIP(dst)) {
+			return w.result(Result{Action: Pass})
 		}
-		return w.result(Result{Action: Pass})
+		if r := w.defragment(pk); r != nil {
+			return r
+		}
+		frame, dst = pk.frame(), p.DstAddr()
 	}
 	switch p.Proto {
 	case rewrite.ProtoTCP, rewrite.ProtoUDP:

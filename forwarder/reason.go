@@ -54,8 +54,9 @@ const (
 	DestRemoved
 	// TableFull: the connection table is at capacity.
 	TableFull
-	// Fragment: an IPv4 fragment addressed to a VIP (gvs does not
-	// reassemble; the daemon's fanout defragments before delivery).
+	// Fragment: an IPv4 fragment (TCP or UDP, to a VIP or passing
+	// through) taken into reassembly, or a duplicate of one ignored; the
+	// datagram takes the walk with its last fragment (defrag.go).
 	Fragment
 	// FragNeeded: a DF packet too big for the egress link; ICMP
 	// fragmentation needed went back (Reply), as IPVS's
@@ -126,6 +127,18 @@ const (
 	// (too big for the egress MTU, no DF, as the kernel's ip_fragment; the
 	// Result's reason is none, the frames are Result.Frags).
 	Fragmented
+	// FragTimeout: a datagram not reassembled within ipfrag_time (30 s);
+	// with its first fragment in, ICMP time exceeded (fragment
+	// reassembly time exceeded) went back (Reply), as ip_expire.
+	FragTimeout
+	// FragEvicted counts datagrams whose reassembly a new datagram ended
+	// because every one of the worker's slots was taken.
+	FragEvicted
+	// FragBad: a fragment that discards its whole datagram as the
+	// kernel's ip_frag_queue does (an overlap, a length at odds with the
+	// last fragment's, a zero-length fragment, beyond 65535 bytes) or as
+	// gvs's bound does (more than 64 fragments).
+	FragBad
 	// NumReasons is the number of reasons, for counter arrays.
 	NumReasons
 )
@@ -136,6 +149,7 @@ var ownReasonNames = [...]string{
 	"tun_type_unsupported", "reset", "reset_limited", "ftp_data", "ftp_port",
 	"bad_l4_checksum", "tun_icmp", "tun_icmp_no_df", "icmp_limited",
 	"martian_source", "martian_mac", "nat_no_conn", "fragmented",
+	"frag_timeout", "frag_evicted", "frag_bad",
 }
 
 // String is the reason's counter name (snake_case, stable).

@@ -157,6 +157,9 @@ func (w *Worker) icmpError(pk *packet, why Reason, res *Result, src [4]byte, mtu
 	case TTLExceeded:
 		typ = rewrite.ICMPTimeExceeded
 		out, ok = rewrite.TimeExceeded(buf, frame, p, src, m, w.ipid)
+	case FragTimeout: // defrag.go's Expire: about the first fragment
+		typ, code = rewrite.ICMPTimeExceeded, rewrite.ICMPCodeFragTime
+		out, ok = rewrite.FragTimeExceeded(buf, frame, p, src, m, w.ipid)
 	case FragNeeded:
 		typ, code = rewrite.ICMPDestUnreach, rewrite.ICMPCodeFragNeeded
 		out, ok = rewrite.FragNeeded(buf, frame, p, src, uint16(mtu), m, w.ipid)

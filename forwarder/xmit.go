@@ -38,6 +38,8 @@ func (w *Worker) xmitIn(pk *packet, c *conntrack.Conn, tx *txPlan) *Result {
 			return w.icmpError(pk, FragNeeded, w.connResult(pk, c, false), p.Dst, mtu)
 		}
 		frag = true
+	} else if pk.fragMax != 0 {
+		frag = true // a reassembled datagram: ip_finish_output fragments it
 	}
 	out := frame[:p.End] // Ethernet padding is not forwarded
 	switch c.Method {
@@ -82,8 +84,19 @@ func (w *Worker) mustFragNeeded(pk *packet, c *conntrack.Conn) bool {
 // the kernel's ip_fragment does after IPVS: the Result res with Frags. A
 // packet that needs more than rewrite.MaxFragments fragments is dropped
 // (TooBig).
+//
+// A datagram the pipeline reassembled (pk.fragMax) always leaves as
+// fragments, as ip_finish_output sends every packet with a frag_max_size
+// through ip_fragment: ip_do_fragment cuts it at the smaller of the MTU
+// and its largest fragment's size, and keeps DF on the fragments when the
+// reassembled datagram has it (IPSKB_FRAG_PMTU: the largest fragment had
+// DF).
 func (w *Worker) fragment(res *Result, link int, out []byte, mtu int) *Result {
-	n, ok := rewrite.Fragment(w.large.fragBuf[:], out, w.parsed.L3, mtu, w.large.frags[:])
+	df := false
+	if fm := w.pkt.fragMax; fm != 0 {
+		mtu, df = min(mtu, fm), w.parsed.DF
+	}
+	n, ok := rewrite.FragmentDF(w.large.fragBuf[:], out, w.parsed.L3, mtu, w.large.frags[:], df)
 	if !ok {
 		res.Action, res.Reason = Drop, TooBig
 		return w.count(res)
@@ -113,6 +126,8 @@ func (w *Worker) xmitOut(pk *packet, c *conntrack.Conn, tx *txPlan) *Result {
 			return w.icmpError(pk, FragNeeded, w.connResult(pk, c, true), w.linkAddr(pk.link), tx.mtu)
 		}
 		frag = true
+	} else if pk.fragMax != 0 {
+		frag = true // as in xmitIn
 	}
 	if !rewrite.NATOut(frame, p, c.VAddr.As4(), c.VPort, tx.macs, pk.partial) {
 		return w.connDrop(pk, c, true, RewriteFailed)

@@ -31,6 +31,13 @@ const FragmentBufLen = 0x10000 + MaxFragments*(EthernetLen+VLANLen+IPv4MaxLen)
 // payload bytes per fragment, more than len(frags) fragments would be
 // needed, or dst is too small (FragmentBufLen always suffices).
 func Fragment(dst, frame []byte, l2, mtu int, frags [][]byte) (int, bool) {
+	return FragmentDF(dst, frame, l2, mtu, frags, false)
+}
+
+// FragmentDF is Fragment, with DF set on every fragment when df is true:
+// the kernel's ip_do_fragment keeps DF on the fragments of a reassembled
+// datagram whose largest fragment had it (IPSKB_FRAG_PMTU).
+func FragmentDF(dst, frame []byte, l2, mtu int, frags [][]byte, df bool) (int, bool) {
 	if len(frame) < l2+IPv4MinLen {
 		return 0, false
 	}
@@ -64,6 +71,9 @@ func Fragment(dst, frame []byte, l2, mtu int, frags [][]byte) (int, bool) {
 		fo := uint16(off / 8)
 		if size < left || lastMF {
 			fo |= ipFlagMF
+		}
+		if df {
+			fo |= ipFlagDF
 		}
 		binary.BigEndian.PutUint16(h[ipFrag:], fo)
 		binary.BigEndian.PutUint16(h[ipTotalLen:], uint16(hlen+size))

@@ -25,6 +25,14 @@ func TimeExceeded(dst, frame []byte, p *Parsed, src [4]byte, m MACs, id uint16) 
 	return icmpError(dst, frame, p, src, m, ICMPTimeExceeded, 0, 0, id)
 }
 
+// FragTimeExceeded builds an ICMP time exceeded, fragment reassembly time
+// exceeded (type 11, code 1) about the first fragment of a datagram whose
+// reassembly timed out (frame, decoded into p), as the kernel's ip_expire
+// sends it. See PortUnreachable for the arguments and the result.
+func FragTimeExceeded(dst, frame []byte, p *Parsed, src [4]byte, m MACs, id uint16) ([]byte, bool) {
+	return icmpError(dst, frame, p, src, m, ICMPTimeExceeded, ICMPCodeFragTime, 0, id)
+}
+
 // FragNeeded builds an ICMP destination unreachable, fragmentation needed
 // and DF set (type 3, code 4), carrying the next-hop mtu in bytes 6-7 (RFC
 // 1191). See PortUnreachable for the other arguments and the result.

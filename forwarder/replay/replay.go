@@ -311,6 +311,20 @@ func ReplayScript(table *ipvs.Table, facts staticenv.Facts, capacity int, in []b
 			return nil, err
 		}
 		conns.Expire(now)
+		// Datagrams whose reassembly timed out: their ICMP errors go
+		// out before the frame (no verdict line: they answer no frame).
+		for {
+			r, ok := w.Expire(now)
+			if !ok {
+				break
+			}
+			if r.Action == forwarder.Reply {
+				oci := gopacket.CaptureInfo{Timestamp: ci.Timestamp, CaptureLength: len(r.Frame), Length: len(r.Frame), InterfaceIndex: r.Link}
+				if err := ngw.WritePacket(oci, r.Frame); err != nil {
+					return nil, err
+				}
+			}
+		}
 		n := copy(buf[forwarder.Headroom:], data)
 		r := w.Process(buf, forwarder.Headroom, n, linkOf(ci.InterfaceIndex), false, now)
 		v := verdict(i, r, links)
