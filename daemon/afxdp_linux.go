@@ -30,7 +30,18 @@ const (
 type xdpIO struct {
 	progs  [2]*xdp.Program // per side; the same program twice when one-armed
 	ios    []*xskIO
-	queues int // RX queues served per interface
+	queues int       // RX queues served per interface
+	fast   *fastPath // the fast path for established flows (nil: off)
+}
+
+// foldFastPath folds the fast path's counters and last-seen times into
+// the statistics and the connection table (housekeeping).
+func (d *Daemon) foldFastPath() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.xdp != nil && d.xdp.fast != nil {
+		d.xdp.fast.fold(d.Clock())
+	}
 }
 
 // tryXDP sets AF_XDP up on vip and dip for the workers when Config.IO asks
@@ -71,8 +82,20 @@ func (d *Daemon) openXDP(vip, dip LinkInfo) error {
 	}
 	x := &xdpIO{queues: queues}
 	d.xdp = x
+	var flows *xdp.FlowMap
+	if d.cfg.XDPFastPath {
+		var err error
+		if flows, err = xdp.NewFlowMap(); err != nil {
+			return err
+		}
+		ifx := [2]int{vip.Index, dip.Index}
+		if d.oneArm {
+			ifx[forwarder.DIPSide] = vip.Index
+		}
+		x.fast = newFastPath(flows, d.env, d.conns, ifx, d.Clock)
+	}
 	for side, l := range links {
-		p, err := xdp.Attach(xdp.AttachConfig{Ifindex: l.Index, MAC: l.MAC, Modes: d.cfg.XDPModes})
+		p, err := xdp.Attach(xdp.AttachConfig{Ifindex: l.Index, MAC: l.MAC, Modes: d.cfg.XDPModes, Flows: flows})
 		if err != nil {
 			return fmt.Errorf("%s: %w", l.Name, err)
 		}
@@ -84,7 +107,10 @@ func (d *Daemon) openXDP(vip, dip LinkInfo) error {
 	// Worker k serves queues k, k+W, ... of each interface (W: the workers
 	// with a queue); the others idle.
 	for k, w := range d.workers {
-		io := &xskIO{}
+		io := &xskIO{fast: x.fast}
+		if x.fast != nil {
+			io.recent = new(fastRecent)
+		}
 		x.ios = append(x.ios, io)
 		w.xsk = io
 		if k >= queues {
@@ -131,7 +157,7 @@ func (d *Daemon) openXDP(vip, dip LinkInfo) error {
 	}
 	zc, _ := x.ios[0].rx[0].ZeroCopy()
 	d.log.Info("AF_XDP data path",
-		zap.String("xdp_mode", x.progs[0].Mode().String()), zap.Bool("zero_copy", zc),
+		zap.String("xdp_mode", x.progs[0].Mode().String()), zap.Bool("zero_copy", zc), zap.Bool("fast_path", x.fast != nil),
 		zap.Int("queues", queues), zap.Int("workers_with_queues", min(queues, len(d.workers))))
 	if d.synced {
 		return d.syncXDP(d.derived)
@@ -189,6 +215,9 @@ func (d *Daemon) closeXDP() error {
 	for _, io := range x.ios {
 		errs = append(errs, io.close())
 	}
+	if x.fast != nil {
+		errs = append(errs, x.fast.flows.Close())
+	}
 	for _, w := range d.workers {
 		w.xsk = nil
 	}
@@ -204,6 +233,11 @@ func (d *Daemon) syncXDP(der Derived) error {
 	x := d.xdp
 	if x == nil {
 		return nil
+	}
+	if x.fast != nil {
+		// Services, real servers or their settings changed: the
+		// pipeline decides every flow afresh.
+		x.fast.flush()
 	}
 	var rules [2][]xdp.Rule
 	side := func(ifname string) int {
@@ -255,6 +289,8 @@ type xskIO struct {
 	tx       [2]*xdp.Socket
 	pfds     []unix.PollFd
 	maxFrame [2]int
+	fast     *fastPath   // nil: no fast path
+	recent   *fastRecent // the worker's install attempts
 }
 
 func (x *xskIO) close() error {
@@ -335,7 +371,16 @@ func (x *xskIO) handle(w *worker, d unix.XDPDesc, side int, now int64) {
 		x.umem.Free(d.Addr)
 		return
 	}
+	var fk xdp.FlowKey
+	var steady, keyOK bool
+	if x.fast != nil {
+		// The flow's tuple before the pipeline rewrites the frame.
+		fk, steady, keyOK = xdp.FrameKey(buf[off : off+n])
+	}
 	res := w.fw.Process(buf, off, n, side, false, now)
+	if keyOK && res.Dest != nil {
+		x.fast.after(&fk, steady, &res, now, x.recent)
+	}
 	if res.Action != forwarder.Transmit && res.Action != forwarder.Reply {
 		// Drop (counted by the pipeline); Pass and Control: the XDP
 		// program selects only what the pipeline handles.

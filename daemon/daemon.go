@@ -66,6 +66,10 @@ type Config struct {
 	// modes IOAFXDP tries, in order (nil: native, then generic).
 	IO       IOMode
 	XDPModes []xdp.Mode
+	// XDPFastPath (with IOAFXDP) forwards the steady packets of
+	// established NAT and DR connections in the XDP program, from a flow
+	// map the daemon keeps (fastpath_linux.go).
+	XDPFastPath bool
 	// StatsInterval, if positive, logs Stats at debug level that often.
 	StatsInterval time.Duration
 	// Settings are IPVS's sysctls (net.ipv4.vs.*), shared by the control
@@ -692,6 +696,7 @@ func (d *Daemon) housekeeping(ctx context.Context) {
 			return
 		case now := <-tick.C:
 			d.conns.Expire(d.Clock())
+			d.foldFastPath()
 			if now.Sub(lastCheck) >= IngressCheckInterval {
 				lastCheck = now
 				restored, err := d.ingress.Ensure()

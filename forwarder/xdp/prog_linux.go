@@ -43,6 +43,9 @@ type AttachConfig struct {
 	// Modes are the attach modes to try, in order; empty: Native, then
 	// Generic.
 	Modes []Mode
+	// Flows, when not nil, enables the fast path for established flows
+	// (fast_linux.go) with this map.
+	Flows *FlowMap
 }
 
 // Attach loads the program and attaches it to the interface, trying each
@@ -52,7 +55,7 @@ func Attach(cfg AttachConfig) (*Program, error) {
 	if len(modes) == 0 {
 		modes = []Mode{Native, Generic}
 	}
-	p, err := load(cfg.MAC, true)
+	p, err := load(cfg.MAC, true, cfg.Flows)
 	if err != nil {
 		return nil, err
 	}
@@ -71,7 +74,7 @@ func Attach(cfg AttachConfig) (*Program, error) {
 
 // load creates the maps and loads the program (withXSK false: the
 // program returns XDP_REDIRECT itself, for tests).
-func load(mac [6]byte, withXSK bool) (*Program, error) {
+func load(mac [6]byte, withXSK bool, flows *FlowMap) (*Program, error) {
 	p := &Program{have: map[ruleKey]bool{}}
 	var err error
 	if p.xsks, err = ebpf.NewMap(&ebpf.MapSpec{Name: "gvs_xsks", Type: ebpf.XSKMap, KeySize: 4, ValueSize: 4, MaxEntries: MaxQueues}); err != nil {
@@ -99,7 +102,7 @@ func load(mac [6]byte, withXSK bool) (*Program, error) {
 		Name:         "gvs_xdp",
 		Type:         ebpf.XDP,
 		License:      "GPL",
-		Instructions: instructions(p.conf.FD(), p.rules.FD(), xsks),
+		Instructions: instructions(p.conf.FD(), p.rules.FD(), xsks, flows.fd()),
 	})
 	if err != nil {
 		p.Close()
@@ -163,7 +166,7 @@ func (p *Program) Close() error {
 	if p.link != nil {
 		errs = append(errs, p.link.Close())
 	}
-	for _, c := range []interface{ Close() error }{p.prog, p.xsks, p.rules, p.conf} {
+	for _, c := range []interface{ Close() error }{p.prog, p.xsks, p.rules, p.conf} { // not the flow map: shared
 		switch v := c.(type) {
 		case *ebpf.Program:
 			if v != nil {
@@ -277,12 +280,17 @@ const (
 //
 // Registers kept across helper calls: R6 ctx, R7 data (IPv4 header at
 // +14), R8 the L4 header, R9 the protocol. With xsksFD < 0 (tests) the
-// program returns XDP_REDIRECT itself instead of calling the helper.
-func instructions(confFD, rulesFD, xsksFD int) asm.Instructions {
+// program returns XDP_REDIRECT itself instead of calling the helper. With
+// flowsFD >= 0, TCP and UDP frames try the fast path (fastPath) first.
+func instructions(confFD, rulesFD, xsksFD, flowsFD int) asm.Instructions {
 	const (
 		pass     = "pass"
 		redirect = "redirect"
 	)
+	tcpUDP := "ports"
+	if flowsFD >= 0 {
+		tcpUDP = "fast"
+	}
 	// lookup emits a rules-map lookup of the key at fp-8 and a jump to
 	// redirect when found.
 	lookupTo := func(found string) asm.Instructions {
@@ -365,8 +373,8 @@ func instructions(confFD, rulesFD, xsksFD int) asm.Instructions {
 		asm.Add.Imm(asm.R3, 4),
 		asm.JGT.Reg(asm.R3, asm.R2, pass),
 		asm.LoadMem(asm.R9, asm.R7, ethHdrLen+9, asm.Byte),
-		asm.JEq.Imm(asm.R9, protoTCP, "ports"),
-		asm.JEq.Imm(asm.R9, protoUDP, "ports"),
+		asm.JEq.Imm(asm.R9, protoTCP, tcpUDP),
+		asm.JEq.Imm(asm.R9, protoUDP, tcpUDP),
 		asm.JNE.Imm(asm.R9, protoICMP, pass),
 		// ICMP: errors only.
 		asm.LoadMem(asm.R1, asm.R8, 0, asm.Byte),
@@ -409,14 +417,18 @@ func instructions(confFD, rulesFD, xsksFD int) asm.Instructions {
 	)
 	if xsksFD < 0 {
 		// Tests: the verdict itself, without a socket behind it.
-		return append(p, asm.Mov.Imm(asm.R0, xdpRedirect).WithSymbol(redirect), asm.Return())
+		p = append(p, asm.Mov.Imm(asm.R0, xdpRedirect).WithSymbol(redirect), asm.Return())
+	} else {
+		p = append(p,
+			asm.LoadMapPtr(asm.R1, xsksFD).WithSymbol(redirect),
+			asm.LoadMem(asm.R2, asm.R6, mdRxQueue, asm.Word),
+			asm.Mov.Imm(asm.R3, xdpPass),
+			asm.FnRedirectMap.Call(),
+			asm.Return(),
+		)
 	}
-	p = append(p,
-		asm.LoadMapPtr(asm.R1, xsksFD).WithSymbol(redirect),
-		asm.LoadMem(asm.R2, asm.R6, mdRxQueue, asm.Word),
-		asm.Mov.Imm(asm.R3, xdpPass),
-		asm.FnRedirectMap.Call(),
-		asm.Return(),
-	)
+	if flowsFD >= 0 {
+		p = append(p, fastPath(flowsFD, "ports")...)
+	}
 	return p
 }

@@ -16,7 +16,7 @@ import (
 // the privilege to.
 func needBPF(t *testing.T, mac [6]byte) *Program {
 	t.Helper()
-	p, err := load(mac, false)
+	p, err := load(mac, false, nil)
 	if err != nil {
 		if os.Getenv("CI") == "true" || !errors.Is(err, unix.EPERM) {
 			t.Fatalf("cannot load the XDP program: %v", err)
