@@ -202,8 +202,7 @@ type Stats struct {
 	// DropEntry counts entries freed by drop_entry's periodic scan
 	// (templates included).
 	DropEntry uint64
-	// DropPacket counts new connections refused by drop_packet
-	// (ErrDropped).
+	// DropPacket counts first packets drop_packet dropped (ToDrop).
 	DropPacket uint64
 }
 
@@ -515,8 +514,8 @@ func (t *Table) PeekOut(k ReplyKey, now int64, c *Conn) bool {
 // first), the packet is applied to it as In would, c is filled from it and
 // the error is nil. When the table is full, the shard's due entries are
 // reclaimed first, then a half-open connection of the shard is evicted;
-// if there is none Create returns ErrFull. When drop_packet drops the
-// packet (see Defense) Create returns ErrDropped and creates nothing.
+// if there is none Create returns ErrFull. drop_packet is not Create's:
+// the caller asks ToDrop before it schedules, as IPVS does.
 func (t *Table) Create(k InKey, dest *ipvs.Dest, dport uint16, tmpl TemplateRef, tcpFlags uint8, now int64, c *Conn) error {
 	if dest == nil {
 		return ErrNoDest
@@ -541,16 +540,6 @@ func (t *Table) Create(k InKey, dest *ipvs.Dest, dport uint16, tmpl TemplateRef,
 		}
 		t.release(s, slot, e, true)
 		s.expired++
-	}
-	// drop_packet: ip_vs_todrop, for packets that would create a
-	// connection.
-	if rate := t.dropRate.Load(); rate != 0 && t.toDrop(s, rate) {
-		s.dropPacket++
-		s.mu.Unlock()
-		if controlled {
-			t.dropControl(tmpl.shard, tmpl.slot)
-		}
-		return ErrDropped
 	}
 	slot, err := t.reserve(s, now)
 	if err != nil {

@@ -126,6 +126,10 @@ const (
 	// (too big for the egress MTU, no DF, as the kernel's ip_fragment; the
 	// Result's reason is none, the frames are Result.Frags).
 	Fragmented
+	// DropPacket: a first packet to a service dropped by the drop_packet
+	// defense (ip_vs_todrop, asked before the scheduler; see
+	// conntrack.Table.ToDrop).
+	DropPacket
 	// NumReasons is the number of reasons, for counter arrays.
 	NumReasons
 )
@@ -136,6 +140,7 @@ var ownReasonNames = [...]string{
 	"tun_type_unsupported", "reset", "reset_limited", "ftp_data", "ftp_port",
 	"bad_l4_checksum", "tun_icmp", "tun_icmp_no_df", "icmp_limited",
 	"martian_source", "martian_mac", "nat_no_conn", "fragmented",
+	"drop_packet",
 }
 
 // String is the reason's counter name (snake_case, stable).

@@ -52,6 +52,12 @@ func (w *Worker) schedule(pk *packet, svc *ipvs.Service, k conntrack.InKey) *Res
 	now := pk.now
 	st := svc.State()
 	cfg := &st.Config
+	// drop_packet (ip_vs_todrop): tcp_conn_schedule and udp_conn_schedule
+	// ask it once the service is found, before ip_vs_schedule: the packet
+	// reaches neither the scheduler nor a persistence template.
+	if w.p.conns.ToDrop(k) {
+		return w.drop(DropPacket)
+	}
 	// ip_vs_schedule: never a packet from port 20 (active FTP data from
 	// a real server), of any protocol; it goes to the host's stack.
 	if p.SrcPort == 20 {

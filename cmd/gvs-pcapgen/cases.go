@@ -554,6 +554,20 @@ var cases = map[string]func() *scenario{
 		s.script = "# gvs-replay script: SECONDS (after the first frame) then ipvsadm's arguments\n1 --sysctl nat_icmp_send=1\n"
 		return s
 	},
+	// drop_packet 3 with am_droprate 1 drops every first packet, before the
+	// scheduler and the persistence template (ip_vs_todrop in
+	// tcp_conn_schedule): -Lnc shows no template, and once drop_packet is
+	// 0 again rr makes its first pick as if nothing had been scheduled.
+	"drop-packet": func() *scenario {
+		s := &scenario{rules: "-A -t 198.51.100.10:80 -s rr -p 300\n-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m -w 1\n-a -t 198.51.100.10:80 -r 198.18.2.12:8080 -m -w 1\n"}
+		newConv(s, client, 40001, 80, rs2, 8080, true).fromClient(true, false, false, false, nil)  // dropped
+		newConv(s, client2, 40002, 80, rs2, 8080, true).fromClient(true, false, false, false, nil) // dropped
+		s.at(2 * time.Second)
+		newConv(s, client2, 40003, 80, rs2, 8080, true).fromClient(true, false, false, false, nil) // rr's first pick
+		s.script = "# gvs-replay script: SECONDS (after the first frame) then ipvsadm's arguments\n" +
+			"0 --sysctl am_droprate=1\n0 --sysctl drop_packet=3\n1 -Lnc\n1 --sysctl drop_packet=0\n3 -Lnc\n"
+		return s
+	},
 	// run_estimation: rates after two samples (0..4 s), then the script
 	// stops the estimator at 5 s: traffic goes on, the rates listed at 9 s
 	// are those of 4 s; set again at 9 s, the sample at 10 s takes all the
