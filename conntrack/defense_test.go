@@ -364,3 +364,24 @@ func TestToDropNoAllocs(t *testing.T) {
 		t.Fatalf("ToDrop on: %v allocs", n)
 	}
 }
+
+// TestCreateNoState: the connection of a scheduled ICMP error stays in
+// NONE (TCP) with the 3 s timer of ip_vs_conn_new, counts no input packet
+// and is inactive; a second call finds it unchanged.
+func TestCreateNoState(t *testing.T) {
+	tb := New(Config{Shards: 1, Seed: 3})
+	d := newDest(t, ipvs.Masq, "198.19.0.11", 8080)
+	var c Conn
+	if err := tb.CreateNoState(spoofKey(1), d, 8080, TemplateRef{}, t0, &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.State != StateNone || c.Expires != t0+3e9 || c.InPkts != 0 || c.Flags&FlagInactive == 0 || d.InactConns.Load() != 1 {
+		t.Fatalf("new: %+v, inactive %d", c, d.InactConns.Load())
+	}
+	if err := tb.CreateNoState(spoofKey(1), d, 8080, TemplateRef{}, t0+1e9, &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.State != StateNone || c.Expires != t0+3e9 || c.InPkts != 0 || tb.Len() != 1 {
+		t.Fatalf("again: %+v, len %d", c, tb.Len())
+	}
+}

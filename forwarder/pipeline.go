@@ -341,7 +341,7 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 	if tcp && (flags&rewrite.TCPRst != 0 || !syn && w.p.set.Get(ipvs.SysSloppyTCP) == 0) {
 		return w.localStack(pk, NoConn)
 	}
-	r := w.schedule(pk, svc, k)
+	r := w.schedule(pk, svc, k, false)
 	if pk.isNew {
 		w.syncConn(c, now)
 	}

@@ -568,6 +568,39 @@ var cases = map[string]func() *scenario{
 			"0 --sysctl am_droprate=1\n0 --sysctl drop_packet=3\n1 -Lnc\n1 --sysctl drop_packet=0\n3 -Lnc\n"
 		return s
 	},
+	// schedule_icmp: an ICMP error about VIP:vport -> client that matches no
+	// connection is the host's while schedule_icmp is 0; at 1 it is
+	// scheduled (rr) and forwarded to the new connection's real server
+	// (NAT: rewritten; DR: unchanged), whose entry stays in NONE with a 3 s
+	// timer (no state transition). An error about client port 20 (FTP
+	// data) is never scheduled, nor one whose service has no real server
+	// (dropped: no error about an error).
+	"schedule-icmp": func() *scenario {
+		s := &scenario{rules: "-A -t 198.51.100.10:80 -s rr\n-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m -w 1\n" +
+			"-A -u 198.51.100.10:53 -s rr\n-a -u 198.51.100.10:53 -r 198.18.2.12:53 -g -w 1\n" +
+			"-A -t 198.51.100.10:443 -s rr\n"}
+		unreach := func(from netip.Addr, vport, cport uint16, udp bool) {
+			var about []byte
+			if udp {
+				about = frames.UDP(frames.L2{Src: vip0MAC, Dst: mac(from)}, ip(vip, from), frames.UDPDgram{SrcPort: vport, DstPort: cport, Payload: []byte("r")})
+			} else {
+				about = frames.TCP(frames.L2{Src: vip0MAC, Dst: mac(from)}, ip(vip, from), frames.TCPSeg{SrcPort: vport, DstPort: cport, Seq: 9, Ack: 7, ACK: true})
+			}
+			s.in(frames.ICMPError(toVIP(from), ip(from, vip), layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort, 0, about))
+		}
+		unreach(client, 80, 40001, false) // schedule_icmp 0: the host's
+		s.at(1500 * time.Millisecond)
+		unreach(client, 80, 40001, false)  // scheduled: NAT to rs1
+		unreach(client2, 53, 37000, true)  // scheduled: DR to rs2
+		unreach(client, 80, 20, false)     // FTP data port: the host's
+		unreach(client, 443, 40002, false) // no real server: dropped
+		unreach(client, 81, 40003, false)  // no service: the host's
+		s.script = "# gvs-replay script: SECONDS (after the first frame) then ipvsadm's arguments\n" +
+			"1 --sysctl schedule_icmp=1\n2 -Lnc\n2 -Ln --stats\n5 -Lnc\n"
+		s.at(5 * time.Second)
+		unreach(client, 80, 40001, false) // the NONE entry is gone: scheduled afresh
+		return s
+	},
 	// run_estimation: rates after two samples (0..4 s), then the script
 	// stops the estimator at 5 s: traffic goes on, the rates listed at 9 s
 	// are those of 4 s; set again at 9 s, the sample at 10 s takes all the
