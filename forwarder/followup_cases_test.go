@@ -69,3 +69,18 @@ func init() {
 		}
 	}
 }
+
+func init() {
+	caseChecks["host-unreach"] = func(t *testing.T, r goldenRun) {
+		expectSeq(t, r, "action", "drop reply", func(v replay.Verdict) string { return v.Action })
+		expectSeq(t, r, "reason", "no_route host_unreach", func(v replay.Verdict) string { return v.Reason })
+		if len(r.frames) != 1 {
+			t.Fatalf("%d frames, want 1", len(r.frames))
+		}
+		ip, ic := ipOf(t, r.frames[0]), icmpOf(t, r.frames[0])
+		expectEq(t, 0, "src", addrOf(ip.SrcIP), vip)
+		expectEq(t, 0, "dst", addrOf(ip.DstIP), client)
+		expectEq(t, 0, "type", ic.TypeCode, layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeHost))
+		expectEq(t, 0, "iface", r.frames[0].iface, "vip0")
+	}
+}

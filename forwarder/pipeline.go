@@ -80,6 +80,7 @@ type Pipeline struct {
 	env     Env
 	gen     Generationer // nil: do not cache routes
 	learner Learner      // nil: nothing to tell
+	unreach Unreachabler // nil: a failed Route is always "pending"
 	svcs    *ipvs.Table
 	conns   *conntrack.Table
 	set     *ipvs.Settings
@@ -95,6 +96,7 @@ func New(c Config) *Pipeline {
 	}
 	p.gen, _ = c.Env.(Generationer)
 	p.learner, _ = c.Env.(Learner)
+	p.unreach, _ = c.Env.(Unreachabler)
 	return p
 }
 

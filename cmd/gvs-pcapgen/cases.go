@@ -601,6 +601,18 @@ var cases = map[string]func() *scenario{
 		unreach(client, 80, 40001, false) // the NONE entry is gone: scheduled afresh
 		return s
 	},
+	// A real server the director cannot reach: while its neighbour is
+	// being resolved the SYN is dropped silently (no_route); once it is
+	// definitely unreachable (no route, resolution failed) the client gets
+	// ICMP host unreachable from the VIP, as IPVS's dst_link_failure.
+	"host-unreach": func() *scenario {
+		s := &scenario{rules: "-A -t 198.51.100.10:80 -s rr\n-a -t 198.51.100.10:80 -r 198.18.2.14:8080 -m -w 1\n" +
+			"-A -t 198.51.100.10:81 -s rr\n-a -t 198.51.100.10:81 -r 198.18.2.15:8080 -g -w 1\n",
+			facts: `{"pending": ["198.18.2.14"], "unreachable": ["198.18.2.15"]}` + "\n"}
+		newConv(s, client, 40001, 80, rs1, 8080, true).fromClient(true, false, false, false, nil) // pending: no_route
+		newConv(s, client, 40002, 81, rs1, 81, false).fromClient(true, false, false, false, nil) // host unreachable
+		return s
+	},
 	// run_estimation: rates after two samples (0..4 s), then the script
 	// stops the estimator at 5 s: traffic goes on, the rates listed at 9 s
 	// are those of 4 s; set again at 9 s, the sample at 10 s takes all the
