@@ -610,7 +610,7 @@ var cases = map[string]func() *scenario{
 			"-A -t 198.51.100.10:81 -s rr\n-a -t 198.51.100.10:81 -r 198.18.2.15:8080 -g -w 1\n",
 			facts: `{"pending": ["198.18.2.14"], "unreachable": ["198.18.2.15"]}` + "\n"}
 		newConv(s, client, 40001, 80, rs1, 8080, true).fromClient(true, false, false, false, nil) // pending: no_route
-		newConv(s, client, 40002, 81, rs1, 81, false).fromClient(true, false, false, false, nil) // host unreachable
+		newConv(s, client, 40002, 81, rs1, 81, false).fromClient(true, false, false, false, nil)  // host unreachable
 		return s
 	},
 	// run_estimation: rates after two samples (0..4 s), then the script
