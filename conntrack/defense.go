@@ -1,7 +1,6 @@
 package conntrack
 
 import (
-	"errors"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -30,11 +29,6 @@ import (
 // SlotsPerPage is the number of table slots that count as one page of
 // available memory for amemthresh.
 const SlotsPerPage = 32
-
-// ErrDropped is returned by Create when drop_packet dropped the packet that
-// would have created the connection (ip_vs_todrop); counted in
-// Stats.DropPacket.
-var ErrDropped = errors.New("new connection dropped by drop_packet")
 
 // Availmem is the table's free room in pages of SlotsPerPage slots: what
 // update_defense_level compares with amemthresh.
@@ -94,6 +88,30 @@ func (t *Table) evictHalfOpen(s *shard) bool {
 	t.release(s, best, s.at(best), true)
 	s.evicted++
 	return true
+}
+
+// ToDrop is drop_packet's verdict on a first packet that would be
+// scheduled for a connection with key k (ip_vs_todrop, which
+// tcp_conn_schedule and udp_conn_schedule ask once the service is found,
+// before ip_vs_schedule: before the scheduler, a persistence template or
+// the new connection): true drops it, counted in Stats.DropPacket. It
+// costs one atomic load while drop_packet is off; on, it takes the lock of
+// k's shard, whose counter stands for the kernel's one drop_counter (one
+// packet in rate is dropped per shard). It does not allocate.
+func (t *Table) ToDrop(k InKey) bool {
+	rate := t.dropRate.Load()
+	if rate == 0 {
+		return false
+	}
+	h := hashConn(t.seed, k.Proto, &k.CAddr, k.CPort)
+	s, _ := t.shardOf(h)
+	s.mu.Lock()
+	drop := t.toDrop(s, rate)
+	if drop {
+		s.dropPacket++
+	}
+	s.mu.Unlock()
+	return drop
 }
 
 // toDrop is ip_vs_todrop with a counter per shard (s locked): it drops one

@@ -211,13 +211,13 @@ func TestDefenseFromSettings(t *testing.T) {
 	// the rate: the 2nd, 4th, ... are dropped).
 	dropped := 0
 	for i := 0; i < 10; i++ {
-		err := tb.Create(InKeyV4(ipvs.ProtoTCP, [4]byte{192, 0, 2, byte(i)}, 9, [4]byte{203, 0, 113, 10}, 80), d, 8080, TemplateRef{}, TCPSyn, now, &c)
-		if errors.Is(err, ErrDropped) {
+		k := InKeyV4(ipvs.ProtoTCP, [4]byte{192, 0, 2, byte(i)}, 9, [4]byte{203, 0, 113, 10}, 80)
+		if tb.ToDrop(k) {
 			dropped++
 			if i%2 == 0 {
 				t.Errorf("packet %d dropped, want the odd ones", i)
 			}
-		} else if err != nil {
+		} else if err := tb.Create(k, d, 8080, TemplateRef{}, TCPSyn, now, &c); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -252,16 +252,24 @@ func TestDropPacketAlways(t *testing.T) {
 	var c Conn
 	var got []int
 	for i := 0; i < 12; i++ {
-		if err := tb.Create(spoofKey(i), d, 8080, TemplateRef{}, TCPSyn, t0, &c); errors.Is(err, ErrDropped) {
+		if tb.ToDrop(spoofKey(i)) {
 			got = append(got, i)
+		} else if err := tb.Create(spoofKey(i), d, 8080, TemplateRef{}, TCPSyn, t0, &c); err != nil {
+			t.Fatal(err)
 		}
 	}
 	if len(got) != 3 || got[0] != 0 || got[1] != 4 || got[2] != 8 {
 		t.Fatalf("dropped %v, want [0 4 8]", got)
 	}
-	// A packet of an existing connection is never dropped.
-	if err := tb.Create(spoofKey(1), d, 8080, TemplateRef{}, TCPAck, t0, &c); err != nil {
-		t.Fatalf("existing connection: %v", err)
+	// Create itself never drops: drop_packet is the caller's question.
+	n := tb.Stats().Inserts
+	for i := 20; i < 32; i++ {
+		if err := tb.Create(spoofKey(i), d, 8080, TemplateRef{}, TCPSyn, t0, &c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := tb.Stats(); st.Inserts != n+12 || st.DropPacket != 3 {
+		t.Fatalf("Create under drop_packet 3: inserts %d (want %d), drops %d (want 3)", st.Inserts, n+12, st.DropPacket)
 	}
 }
 
@@ -336,5 +344,44 @@ func TestDropEntryScan(t *testing.T) {
 	}
 	if st := tb.Stats(); st.DropEntry != 4 {
 		t.Errorf("Stats.DropEntry %d, want 4 (3 connections, 1 template)", st.DropEntry)
+	}
+}
+
+// TestToDropNoAllocs: drop_packet's question on the packet path does not
+// allocate, off or on.
+func TestToDropNoAllocs(t *testing.T) {
+	tb := New(Config{Shards: 4, Seed: 3})
+	set := ipvs.NewSettings()
+	def := NewDefense(tb, set)
+	k := spoofKey(1)
+	if n := testing.AllocsPerRun(100, func() { tb.ToDrop(k) }); n != 0 {
+		t.Fatalf("ToDrop off: %v allocs", n)
+	}
+	_ = set.Set(ipvs.SysAmDroprate, [2]int64{2})
+	_ = set.Set(ipvs.SysDropPacket, [2]int64{3})
+	def.Update()
+	if n := testing.AllocsPerRun(100, func() { tb.ToDrop(k) }); n != 0 {
+		t.Fatalf("ToDrop on: %v allocs", n)
+	}
+}
+
+// TestCreateNoState: the connection of a scheduled ICMP error stays in
+// NONE (TCP) with the 3 s timer of ip_vs_conn_new, counts no input packet
+// and is inactive; a second call finds it unchanged.
+func TestCreateNoState(t *testing.T) {
+	tb := New(Config{Shards: 1, Seed: 3})
+	d := newDest(t, ipvs.Masq, "198.19.0.11", 8080)
+	var c Conn
+	if err := tb.CreateNoState(spoofKey(1), d, 8080, TemplateRef{}, t0, &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.State != StateNone || c.Expires != t0+3e9 || c.InPkts != 0 || c.Flags&FlagInactive == 0 || d.InactConns.Load() != 1 {
+		t.Fatalf("new: %+v, inactive %d", c, d.InactConns.Load())
+	}
+	if err := tb.CreateNoState(spoofKey(1), d, 8080, TemplateRef{}, t0+1e9, &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.State != StateNone || c.Expires != t0+3e9 || c.InPkts != 0 || tb.Len() != 1 {
+		t.Fatalf("again: %+v, len %d", c, tb.Len())
 	}
 }

@@ -202,8 +202,7 @@ type Stats struct {
 	// DropEntry counts entries freed by drop_entry's periodic scan
 	// (templates included).
 	DropEntry uint64
-	// DropPacket counts new connections refused by drop_packet
-	// (ErrDropped).
+	// DropPacket counts first packets drop_packet dropped (ToDrop).
 	DropPacket uint64
 }
 
@@ -515,9 +514,24 @@ func (t *Table) PeekOut(k ReplyKey, now int64, c *Conn) bool {
 // first), the packet is applied to it as In would, c is filled from it and
 // the error is nil. When the table is full, the shard's due entries are
 // reclaimed first, then a half-open connection of the shard is evicted;
-// if there is none Create returns ErrFull. When drop_packet drops the
-// packet (see Defense) Create returns ErrDropped and creates nothing.
+// if there is none Create returns ErrFull. drop_packet is not Create's:
+// the caller asks ToDrop before it schedules, as IPVS does.
 func (t *Table) Create(k InKey, dest *ipvs.Dest, dport uint16, tmpl TemplateRef, tcpFlags uint8, now int64, c *Conn) error {
+	return t.create(k, dest, dport, tmpl, tcpFlags, now, c, true)
+}
+
+// CreateNoState adds a connection as Create does but applies no packet to
+// it: the connection IPVS schedules for an ICMP error whose quoted packet
+// matched none (ip_vs_in_icmp with schedule_icmp), which ip_vs_conn_new
+// leaves in state NONE (TCP; UDP's one state otherwise) with its 3 s
+// timer, no input packet counted and no sync record. A live connection
+// that already has key k (another worker was first) is only copied into c.
+func (t *Table) CreateNoState(k InKey, dest *ipvs.Dest, dport uint16, tmpl TemplateRef, now int64, c *Conn) error {
+	return t.create(k, dest, dport, tmpl, 0, now, c, false)
+}
+
+// create is Create, with the packet's transition applied when apply is set.
+func (t *Table) create(k InKey, dest *ipvs.Dest, dport uint16, tmpl TemplateRef, tcpFlags uint8, now int64, c *Conn, apply bool) error {
 	if dest == nil {
 		return ErrNoDest
 	}
@@ -529,10 +543,14 @@ func (t *Table) Create(k InKey, dest *ipvs.Dest, dport uint16, tmpl TemplateRef,
 	if slot := s.findConn(uint32(h), &k); slot != nilSlot {
 		e := s.at(slot)
 		if now < e.expires {
-			e.aux++
-			t.transition(s, slot, e, DirInput, tcpFlags, now)
+			if apply {
+				e.aux++
+				t.transition(s, slot, e, DirInput, tcpFlags, now)
+			}
 			fill(e, c)
-			t.syncIn(si, slot, e, now, c)
+			if apply {
+				t.syncIn(si, slot, e, now, c)
+			}
 			s.mu.Unlock()
 			if controlled {
 				t.dropControl(tmpl.shard, tmpl.slot)
@@ -541,16 +559,6 @@ func (t *Table) Create(k InKey, dest *ipvs.Dest, dport uint16, tmpl TemplateRef,
 		}
 		t.release(s, slot, e, true)
 		s.expired++
-	}
-	// drop_packet: ip_vs_todrop, for packets that would create a
-	// connection.
-	if rate := t.dropRate.Load(); rate != 0 && t.toDrop(s, rate) {
-		s.dropPacket++
-		s.mu.Unlock()
-		if controlled {
-			t.dropControl(tmpl.shard, tmpl.slot)
-		}
-		return ErrDropped
 	}
 	slot, err := t.reserve(s, now)
 	if err != nil {
@@ -588,17 +596,22 @@ func (t *Table) Create(k InKey, dest *ipvs.Dest, dport uint16, tmpl TemplateRef,
 	e.proto, e.state, e.method, e.flags = k.Proto, state, method, flags
 	e.ctlShard, e.ctl = ctlShard, ctl
 	e.gen++
-	e.aux = 1
+	e.aux = 0 // in_pkts
 	dest.Bind(false)
 	s.file(slot, e)
 	if method == ipvs.Masq {
 		e.flags |= fReply
 	}
 	s.ix.insert(uint32(h), ref(slot))
-	t.transition(s, slot, e, DirInput, tcpFlags, now)
+	if apply {
+		e.aux = 1
+		t.transition(s, slot, e, DirInput, tcpFlags, now)
+	}
 	s.inserts++
 	fill(e, c)
-	t.syncIn(si, slot, e, now, c)
+	if apply {
+		t.syncIn(si, slot, e, now, c)
+	}
 	s.mu.Unlock()
 	return nil
 }

@@ -186,6 +186,15 @@ func (e *Env) Route(dst netip.Addr) (forwarder.Hop, bool) {
 	return h, true
 }
 
+// Unreachable implements forwarder.Unreachabler: a real server the
+// resolver knows is unreachable (no route, or neighbour resolution
+// failed), when the resolver can tell; while resolution is pending it is
+// not. It does not allocate.
+func (e *Env) Unreachable(dst netip.Addr) bool {
+	u, ok := e.res.(interface{ Unreachable(netip.Addr) bool })
+	return ok && u.Unreachable(dst)
+}
+
 // routeLearned is the fallback for an on-link client the kernel does not
 // know yet: the MAC its own frames came from.
 func (e *Env) routeLearned(dst netip.Addr) (forwarder.Hop, bool) {

@@ -38,3 +38,16 @@ type Env interface {
 	Links() *[2]Link
 	Route(dst netip.Addr) (Hop, bool)
 }
+
+// Unreachabler is an optional interface of an Env that can tell, for a
+// destination Route answered "no" for, a definite failure from a pending
+// one: Unreachable reports that dst cannot be reached at all — no route,
+// or neighbour resolution of its next hop has failed (the kernel's
+// NUD_FAILED) — rather than that resolution is still running. The
+// pipeline then answers the client with ICMP host unreachable, as IPVS's
+// __ip_vs_get_out_rt does (dst_link_failure); while resolution is pending
+// it drops the packet silently (no_route). Called only after Route said
+// no, on the packet path: safe for concurrent use, no allocation.
+type Unreachabler interface {
+	Unreachable(dst netip.Addr) bool
+}

@@ -5,6 +5,7 @@ package forwarder
 
 import (
 	"encoding/binary"
+	"net/netip"
 
 	"gvs/conntrack"
 	"gvs/ipvs"
@@ -34,14 +35,7 @@ func (w *Worker) icmpRelated(pk *packet) *Result {
 			return w.drop(DestRemoved)
 		}
 		w.countIn(c.Dest, ipLen)
-		if c.Method != ipvs.Masq {
-			// DR and TUN: the real server gets the error unchanged, by the
-			// connection's own transmitter.
-			// The error goes out with its checksum taken as complete.
-			pk.partial, pk.related = false, true
-			return w.xmitIn(pk, c, nil)
-		}
-		return w.xmitICMPNAT(pk, c, false)
+		return w.xmitICMPIn(pk, c)
 	}
 
 	// From a real server, about a client packet it got client -> RIP:rport:
@@ -51,7 +45,29 @@ func (w *Worker) icmpRelated(pk *packet) *Result {
 		w.countOut(c.Dest, ipLen)
 		return w.xmitICMPNAT(pk, c, true)
 	}
+
+	// schedule_icmp: an error about a packet VIP:vport -> client of a
+	// service (ip_vs_in_icmp's ip_vs_try_to_schedule with the quote
+	// reversed; tcp_conn_schedule checks no TCP flags of a quote, which
+	// holds only its first 8 bytes) is scheduled as a first packet.
+	if w.p.set.Get(ipvs.SysScheduleIcmp) != 0 {
+		if svc := w.p.svcs.Lookup(proto, netip.AddrFrom4(in.Src), in.SrcPort, 0); svc != nil {
+			return w.schedule(pk, svc, k, true)
+		}
+	}
 	return w.result(Result{Action: Pass})
+}
+
+// xmitICMPIn forwards an ICMP error from outside to the real server of
+// its connection c (ip_vs_icmp_xmit): DR and TUN send it unchanged by the
+// connection's own transmitter, NAT rewrites the outer and quoted headers.
+func (w *Worker) xmitICMPIn(pk *packet, c *conntrack.Conn) *Result {
+	if c.Method != ipvs.Masq {
+		// The error goes out with its checksum taken as complete.
+		pk.partial, pk.related = false, true
+		return w.xmitIn(pk, c, nil)
+	}
+	return w.xmitICMPNAT(pk, c, false)
 }
 
 // tunICMP handles an ICMP error about one of the director's own IPIP
@@ -88,7 +104,9 @@ func (w *Worker) tunICMP(pk *packet) *Result {
 	k := conntrack.InKeyV4(ipvs.Protocol(proto), ip.Src(), binary.BigEndian.Uint16(ports),
 		ip.Dst(), binary.BigEndian.Uint16(ports[2:]))
 	if !w.p.conns.PeekIn(k, now, c) {
-		return w.result(Result{Action: Pass}) // schedule_icmp is not supported
+		// Not even under schedule_icmp: IPVS schedules no error that
+		// comes back from a tunnel.
+		return w.result(Result{Action: Pass})
 	}
 	res := w.connResult(pk, c, true)
 	rest := binary.BigEndian.Uint32(frame[p.L4+4:])
@@ -158,7 +176,7 @@ func (w *Worker) xmitICMPNAT(pk *packet, c *conntrack.Conn, out bool) *Result {
 	p := &w.parsed
 	frame := pk.frame()
 	res := &w.res
-	*res = Result{Dest: c.Dest, State: c.State, Method: c.Method, Out: out}
+	*res = Result{Dest: c.Dest, State: c.State, Method: c.Method, New: pk.isNew, Out: out}
 	to, from := c.DAddr, p.Dst
 	if out {
 		to, from = c.CAddr, w.linkAddr(pk.link)

@@ -84,6 +84,7 @@ type Pipeline struct {
 	env     Env
 	gen     Generationer // nil: do not cache routes
 	learner Learner      // nil: nothing to tell
+	unreach Unreachabler // nil: a failed Route is always "pending"
 	svcs    *ipvs.Table
 	conns   *conntrack.Table
 	set     *ipvs.Settings
@@ -100,6 +101,7 @@ func New(c Config) *Pipeline {
 	}
 	p.gen, _ = c.Env.(Generationer)
 	p.learner, _ = c.Env.(Learner)
+	p.unreach, _ = c.Env.(Unreachabler)
 	return p
 }
 
@@ -355,7 +357,7 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 	if tcp && (flags&rewrite.TCPRst != 0 || !syn && w.p.set.Get(ipvs.SysSloppyTCP) == 0) {
 		return w.localStack(pk, NoConn)
 	}
-	r := w.schedule(pk, svc, k)
+	r := w.schedule(pk, svc, k, false)
 	if pk.isNew {
 		w.syncConn(c, now)
 	}

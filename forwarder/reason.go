@@ -67,12 +67,11 @@ const (
 	// fragmented (more than rewrite.MaxFragments fragments), or a tunnel
 	// whose MTU less the outer header is below 68 (IPVS drops those).
 	TooBig
-	// NoRoute: no next hop or neighbour MAC for the destination. The
-	// kernel would answer a real server it cannot reach with ICMP host
-	// unreachable (dst_link_failure -> ipv4_link_failure) — but only
-	// once neighbour resolution has failed: while it runs, the neighbour
-	// layer queues the packet. A live Env answers "no" in both cases
-	// and cannot tell them apart, so gvs drops silently in both.
+	// NoRoute: no next hop or neighbour MAC for the destination while
+	// resolution may still succeed (the kernel's neighbour layer queues
+	// the packet meanwhile): dropped silently. Once the Env knows the
+	// real server is unreachable, the client gets ICMP host unreachable
+	// instead (HostUnreach).
 	NoRoute
 	// NoReply: the pipeline wanted to send an ICMP error but the rules
 	// forbid one (about an ICMP error, a broadcast...).
@@ -139,6 +138,15 @@ const (
 	// last fragment's, a zero-length fragment, beyond 65535 bytes) or as
 	// gvs's bound does (more than 64 fragments).
 	FragBad
+	// DropPacket: a first packet to a service dropped by the drop_packet
+	// defense (ip_vs_todrop, asked before the scheduler; see
+	// conntrack.Table.ToDrop).
+	DropPacket
+	// HostUnreach: the real server of a client's packet is definitely
+	// unreachable (no route, or neighbour resolution failed; see
+	// Unreachabler): ICMP host unreachable went back to the client
+	// (Reply), as IPVS's dst_link_failure.
+	HostUnreach
 	// NumReasons is the number of reasons, for counter arrays.
 	NumReasons
 )
@@ -149,7 +157,7 @@ var ownReasonNames = [...]string{
 	"tun_type_unsupported", "reset", "reset_limited", "ftp_data", "ftp_port",
 	"bad_l4_checksum", "tun_icmp", "tun_icmp_no_df", "icmp_limited",
 	"martian_source", "martian_mac", "nat_no_conn", "fragmented",
-	"frag_timeout", "frag_evicted", "frag_bad",
+	"frag_timeout", "frag_evicted", "frag_bad", "drop_packet", "host_unreach",
 }
 
 // String is the reason's counter name (snake_case, stable).

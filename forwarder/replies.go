@@ -141,7 +141,8 @@ func (w *Worker) icmpReply(pk *packet, why Reason) *Result {
 
 // icmpError answers the frame's sender, on the link it came in on, with the
 // ICMP error for why — time exceeded (TTLExceeded), fragmentation needed
-// with mtu (FragNeeded), port unreachable (NoDest) — sent from src. When the
+// with mtu (FragNeeded), host unreachable (HostUnreach), port unreachable
+// (NoDest) — sent from src. When the
 // rules forbid an error (about an ICMP error, a broadcast...) the frame is
 // dropped and NoReply counted too.
 func (w *Worker) icmpError(pk *packet, why Reason, res *Result, src [4]byte, mtu int) *Result {
@@ -163,6 +164,9 @@ func (w *Worker) icmpError(pk *packet, why Reason, res *Result, src [4]byte, mtu
 	case FragNeeded:
 		typ, code = rewrite.ICMPDestUnreach, rewrite.ICMPCodeFragNeeded
 		out, ok = rewrite.FragNeeded(buf, frame, p, src, uint16(mtu), m, w.ipid)
+	case HostUnreach:
+		typ, code = rewrite.ICMPDestUnreach, rewrite.ICMPCodeHostUnreach
+		out, ok = rewrite.HostUnreachable(buf, frame, p, src, m, w.ipid)
 	default: // NoDest
 		typ, code = rewrite.ICMPDestUnreach, rewrite.ICMPCodePortUnreach
 		out, ok = rewrite.PortUnreachable(buf, frame, p, src, m, w.ipid)

@@ -4,6 +4,7 @@
 package forwarder
 
 import (
+	"net/netip"
 	"time"
 
 	"gvs/conntrack"
@@ -36,39 +37,64 @@ func (w *Worker) resched(c *conntrack.Conn) bool {
 	return false
 }
 
-// leave is ip_vs_leave, for a first packet the service did not schedule
-// (no real server, or a port a non-persistent service does not serve):
-// another port of an FTP service's VIP goes to the host's stack, any other
-// packet gets ICMP port unreachable.
-func (w *Worker) leave(pk *packet, cfg *ipvs.ServiceConfig) *Result {
-	if cfg.Port == 21 && w.parsed.DstPort != 21 {
+// leave is ip_vs_leave, for a first packet to virtual port vport the
+// service did not schedule (no real server, or a port a non-persistent
+// service does not serve): another port of an FTP service's VIP goes to
+// the host's stack, any other packet gets ICMP port unreachable — except
+// an ICMP error (icmp: schedule_icmp), about which no error is sent: it is
+// dropped (NoDest, NoReply counted).
+func (w *Worker) leave(pk *packet, cfg *ipvs.ServiceConfig, vport uint16, icmp bool) *Result {
+	if cfg.Port == 21 && vport != 21 {
+		if icmp {
+			return w.result(Result{Action: Pass})
+		}
 		return w.localStack(pk, FTPPort)
 	}
 	return w.icmpReply(pk, NoDest)
 }
 
-func (w *Worker) schedule(pk *packet, svc *ipvs.Service, k conntrack.InKey) *Result {
+// schedule is ip_vs_schedule for the first packet of connection k of
+// service svc: a client's TCP or UDP packet, or (icmp) an ICMP error
+// whose quoted packet VIP -> client matched no connection, scheduled
+// under schedule_icmp as ip_vs_in_icmp does (from the reversed quote: k's
+// client and virtual address and port; the connection is created without
+// a state transition and the error is forwarded as for a connection).
+func (w *Worker) schedule(pk *packet, svc *ipvs.Service, k conntrack.InKey, icmp bool) *Result {
 	p := &w.parsed
 	now := pk.now
 	st := svc.State()
 	cfg := &st.Config
+	// drop_packet (ip_vs_todrop): tcp_conn_schedule and udp_conn_schedule
+	// ask it once the service is found, before ip_vs_schedule: the packet
+	// reaches neither the scheduler nor a persistence template.
+	if w.p.conns.ToDrop(k) {
+		return w.drop(DropPacket)
+	}
+	cport, vport := k.CPort, k.VPort
 	// ip_vs_schedule: never a packet from port 20 (active FTP data from
 	// a real server), of any protocol; it goes to the host's stack.
-	if p.SrcPort == 20 {
+	if cport == 20 {
+		if icmp {
+			return w.result(Result{Action: Pass})
+		}
 		return w.localStack(pk, FTPData)
 	}
 	// A non-persistent service schedules only its own port (the lookup
 	// also finds it for other ports: the FTP and port-0 fallbacks).
-	if !cfg.Persistent() && p.DstPort != cfg.Port {
-		return w.leave(pk, cfg)
+	if !cfg.Persistent() && vport != cfg.Port {
+		return w.leave(pk, cfg, vport, icmp)
 	}
 	// The flow lives in the worker: handed to a scheduler through an
 	// interface, a stack value would escape to the heap. It is set field
 	// by field: a composite literal would be built on the stack and
 	// copied, with stalls on the copy's wide loads of its narrow stores.
 	flow := &w.flow
-	flow.Proto, flow.SrcAddr, flow.DstAddr = ipvs.Protocol(p.Proto), p.SrcAddr(), p.DstAddr()
-	flow.SrcPort, flow.DstPort = p.SrcPort, p.DstPort
+	if icmp {
+		flow.SrcAddr, flow.DstAddr = netip.AddrFrom4(p.Inner.Dst), netip.AddrFrom4(p.Inner.Src)
+	} else {
+		flow.SrcAddr, flow.DstAddr = p.SrcAddr(), p.DstAddr()
+	}
+	flow.Proto, flow.SrcPort, flow.DstPort = k.Proto, cport, vport
 
 	var dest *ipvs.Dest
 	var tmpl conntrack.TemplateRef
@@ -92,20 +118,23 @@ func (w *Worker) schedule(pk *packet, svc *ipvs.Service, k conntrack.InKey) *Res
 		dest = pick(st, svc, flow)
 	}
 	if dest == nil {
-		return w.leave(pk, cfg)
+		return w.leave(pk, cfg, vport, icmp)
 	}
 	// The real server's port for the service's own port; any other port
 	// (FTP and port-0 persistent services) and a port-0 real server keep
 	// the packet's.
-	dport := p.DstPort
+	dport := vport
 	if dport == cfg.Port && dest.Port != 0 {
 		dport = dest.Port
 	}
 	c := &w.conn
 	var err error
-	if cfg.OnePacket() && flow.Proto == ipvs.ProtoUDP {
+	switch {
+	case cfg.OnePacket() && flow.Proto == ipvs.ProtoUDP:
 		err = w.p.conns.CreateOnePacket(k, dest, dport, tmpl, now, c)
-	} else {
+	case icmp:
+		err = w.p.conns.CreateNoState(k, dest, dport, tmpl, now, c)
+	default:
 		err = w.p.conns.Create(k, dest, dport, tmpl, p.TCPFlags, now, c)
 	}
 	if err != nil {
@@ -117,6 +146,9 @@ func (w *Worker) schedule(pk *packet, svc *ipvs.Service, k conntrack.InKey) *Res
 	w.countConn(c.Dest)
 	w.countIn(c.Dest, p.End-p.L3)
 	pk.isNew = true
+	if icmp {
+		return w.xmitICMPIn(pk, c)
+	}
 	return w.xmitIn(pk, c, nil)
 }
 

@@ -23,6 +23,11 @@ func (w *Worker) xmitIn(pk *packet, c *conntrack.Conn, tx *txPlan) *Result {
 	ok := true
 	if g := w.p.gen; tx == nil || g == nil || tx.gen != g.Generation()+1 {
 		if tx, ok = w.plan(tx, c.DAddr); !ok {
+			if u := w.p.unreach; u != nil && u.Unreachable(c.DAddr) {
+				// __ip_vs_get_out_rt's dst_link_failure: ICMP host
+				// unreachable to the client, from the VIP.
+				return w.icmpError(pk, HostUnreach, w.connResult(pk, c, false), p.Dst, 0)
+			}
 			return w.connDrop(pk, c, false, NoRoute)
 		}
 	}

@@ -161,7 +161,7 @@ var sysctls = [NumSysctls]SysctlInfo{
 		Meaning: "reject DF packets exceeding the PMTU (0: fragment them for TUN)"},
 	SysRunEstimation: {Name: "run_estimation", Default: [2]int64{1},
 		Meaning: "run the rate estimator"},
-	SysScheduleIcmp: {Name: "schedule_icmp", NotActed: "gvs cannot yet create a connection from an ICMP error (IPVS leaves it in NONE with a 3 s timer)",
+	SysScheduleIcmp: {Name: "schedule_icmp",
 		Meaning: "schedule ICMP errors that match no connection"},
 	SysSecureTCP: {Name: "secure_tcp", handler: hDefense,
 		Meaning: "use the secure TCP state table (0 off, 1-2 automatic, 3 always)"},

@@ -324,6 +324,7 @@ const (
 	ICMPEcho            = 8
 	ICMPTimeExceeded    = 11
 	ICMPParamProblem    = 12
+	ICMPCodeHostUnreach = 1 // DEST_UNREACH: host unreachable
 	ICMPCodePortUnreach = 3 // DEST_UNREACH: port unreachable
 	ICMPCodeFragNeeded  = 4 // DEST_UNREACH: fragmentation needed and DF set
 	ICMPCodeFragTime    = 1 // TIME_EXCEEDED: fragment reassembly time exceeded

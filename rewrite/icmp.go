@@ -67,6 +67,13 @@ func PortUnreachable(dst, frame []byte, p *Parsed, src [4]byte, m MACs, id uint1
 	return icmpError(dst, frame, p, src, m, ICMPDestUnreach, ICMPCodePortUnreach, 0, id)
 }
 
+// HostUnreachable is PortUnreachable with code host unreachable (1): what
+// the kernel's ipv4_link_failure sends about a packet it could not deliver
+// to its next hop.
+func HostUnreachable(dst, frame []byte, p *Parsed, src [4]byte, m MACs, id uint16) ([]byte, bool) {
+	return icmpError(dst, frame, p, src, m, ICMPDestUnreach, ICMPCodeHostUnreach, 0, id)
+}
+
 func icmpError(dst, frame []byte, p *Parsed, src [4]byte, m MACs, typ, code uint8, mtu, id uint16) ([]byte, bool) {
 	if !mayReply(frame, p) {
 		return nil, false

@@ -554,6 +554,65 @@ var cases = map[string]func() *scenario{
 		s.script = "# gvs-replay script: SECONDS (after the first frame) then ipvsadm's arguments\n1 --sysctl nat_icmp_send=1\n"
 		return s
 	},
+	// drop_packet 3 with am_droprate 1 drops every first packet, before the
+	// scheduler and the persistence template (ip_vs_todrop in
+	// tcp_conn_schedule): -Lnc shows no template, and once drop_packet is
+	// 0 again rr makes its first pick as if nothing had been scheduled.
+	"drop-packet": func() *scenario {
+		s := &scenario{rules: "-A -t 198.51.100.10:80 -s rr -p 300\n-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m -w 1\n-a -t 198.51.100.10:80 -r 198.18.2.12:8080 -m -w 1\n"}
+		newConv(s, client, 40001, 80, rs2, 8080, true).fromClient(true, false, false, false, nil)  // dropped
+		newConv(s, client2, 40002, 80, rs2, 8080, true).fromClient(true, false, false, false, nil) // dropped
+		s.at(2 * time.Second)
+		newConv(s, client2, 40003, 80, rs2, 8080, true).fromClient(true, false, false, false, nil) // rr's first pick
+		s.script = "# gvs-replay script: SECONDS (after the first frame) then ipvsadm's arguments\n" +
+			"0 --sysctl am_droprate=1\n0 --sysctl drop_packet=3\n1 -Lnc\n1 --sysctl drop_packet=0\n3 -Lnc\n"
+		return s
+	},
+	// schedule_icmp: an ICMP error about VIP:vport -> client that matches no
+	// connection is the host's while schedule_icmp is 0; at 1 it is
+	// scheduled (rr) and forwarded to the new connection's real server
+	// (NAT: rewritten; DR: unchanged), whose entry stays in NONE with a 3 s
+	// timer (no state transition). An error about client port 20 (FTP
+	// data) is never scheduled, nor one whose service has no real server
+	// (dropped: no error about an error).
+	"schedule-icmp": func() *scenario {
+		s := &scenario{rules: "-A -t 198.51.100.10:80 -s rr\n-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m -w 1\n" +
+			"-A -u 198.51.100.10:53 -s rr\n-a -u 198.51.100.10:53 -r 198.18.2.12:53 -g -w 1\n" +
+			"-A -t 198.51.100.10:443 -s rr\n"}
+		unreach := func(from netip.Addr, vport, cport uint16, udp bool) {
+			var about []byte
+			if udp {
+				about = frames.UDP(frames.L2{Src: vip0MAC, Dst: mac(from)}, ip(vip, from), frames.UDPDgram{SrcPort: vport, DstPort: cport, Payload: []byte("r")})
+			} else {
+				about = frames.TCP(frames.L2{Src: vip0MAC, Dst: mac(from)}, ip(vip, from), frames.TCPSeg{SrcPort: vport, DstPort: cport, Seq: 9, Ack: 7, ACK: true})
+			}
+			s.in(frames.ICMPError(toVIP(from), ip(from, vip), layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort, 0, about))
+		}
+		unreach(client, 80, 40001, false) // schedule_icmp 0: the host's
+		s.at(1500 * time.Millisecond)
+		unreach(client, 80, 40001, false)  // scheduled: NAT to rs1
+		unreach(client2, 53, 37000, true)  // scheduled: DR to rs2
+		unreach(client, 80, 20, false)     // FTP data port: the host's
+		unreach(client, 443, 40002, false) // no real server: dropped
+		unreach(client, 81, 40003, false)  // no service: the host's
+		s.script = "# gvs-replay script: SECONDS (after the first frame) then ipvsadm's arguments\n" +
+			"1 --sysctl schedule_icmp=1\n2 -Lnc\n2 -Ln --stats\n5 -Lnc\n"
+		s.at(5 * time.Second)
+		unreach(client, 80, 40001, false) // the NONE entry is gone: scheduled afresh
+		return s
+	},
+	// A real server the director cannot reach: while its neighbour is
+	// being resolved the SYN is dropped silently (no_route); once it is
+	// definitely unreachable (no route, resolution failed) the client gets
+	// ICMP host unreachable from the VIP, as IPVS's dst_link_failure.
+	"host-unreach": func() *scenario {
+		s := &scenario{rules: "-A -t 198.51.100.10:80 -s rr\n-a -t 198.51.100.10:80 -r 198.18.2.14:8080 -m -w 1\n" +
+			"-A -t 198.51.100.10:81 -s rr\n-a -t 198.51.100.10:81 -r 198.18.2.15:8080 -g -w 1\n",
+			facts: `{"pending": ["198.18.2.14"], "unreachable": ["198.18.2.15"]}` + "\n"}
+		newConv(s, client, 40001, 80, rs1, 8080, true).fromClient(true, false, false, false, nil) // pending: no_route
+		newConv(s, client, 40002, 81, rs1, 81, false).fromClient(true, false, false, false, nil)  // host unreachable
+		return s
+	},
 	// run_estimation: rates after two samples (0..4 s), then the script
 	// stops the estimator at 5 s: traffic goes on, the rates listed at 9 s
 	// are those of 4 s; set again at 9 s, the sample at 10 s takes all the

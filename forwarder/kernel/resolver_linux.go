@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,6 +72,9 @@ type destEntry struct {
 	n  Neighbor
 	ok bool  // n is complete and usable
 	nh nhKey // what to resolve when !ok
+	// failed: definitely unreachable — no route, or the next hop's
+	// neighbour entry is NUD_FAILED (resolution gave up).
+	failed bool
 }
 
 // routeLevel holds the routes of one prefix length, keyed by the masked
@@ -164,6 +168,15 @@ func (r *Resolver) Lookup(addr netip.Addr) (Neighbor, bool) {
 		return Neighbor{}, false
 	}
 	return e.n, true
+}
+
+// Unreachable reports that addr, a destination registered with Want, is
+// definitely unreachable: the kernel has no route to it, or resolution of
+// its next hop failed (NUD_FAILED). A destination whose resolution is
+// still running is not. It does not allocate or lock.
+func (r *Resolver) Unreachable(addr netip.Addr) bool {
+	e, found := r.snap.Load().dests[addr.As16()]
+	return found && !e.ok && e.failed
 }
 
 // Gateway returns how to reach a client address that is not registered
@@ -680,6 +693,11 @@ func (st *resolverState) publish() {
 				e.n.Src = li.addr
 			}
 			e.n.MAC, e.ok = s.neigh[e.nh]
+			if n, ok := st.neigh[e.nh]; !e.ok && ok && n.state&netlink.NUD_FAILED != 0 {
+				e.failed = true
+			}
+		} else if w.err == "no route" || strings.Contains(w.err, "unreachable") {
+			e.failed = true
 		}
 		if !e.ok {
 			unresolved = append(unresolved, e.nh)

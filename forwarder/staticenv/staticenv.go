@@ -25,7 +25,9 @@ import (
 //	  "vip_if":  {"name": "vip0", "mac": "02:00:c6:12:01:01", "addr": "198.18.1.1/24", "mtu": 1500},
 //	  "dip_if":  {"name": "dip0", "mac": "02:00:c6:12:02:01", "addr": "198.18.2.1/24", "mtu": 1500},
 //	  "neighbors": {"198.18.2.11": "02:00:c6:12:02:0b"},
-//	  "gateway": "198.18.1.254"
+//	  "gateway": "198.18.1.254",
+//	  "pending": ["198.18.2.14"],
+//	  "unreachable": ["198.18.2.15"]
 //	}
 //
 // A destination inside a link's prefix is reached on that link; any other
@@ -37,6 +39,13 @@ type Facts struct {
 	DIPIf     LinkFacts         `json:"dip_if"`
 	Neighbors map[string]string `json:"neighbors,omitempty"`
 	Gateway   string            `json:"gateway,omitempty"`
+	// Pending lists destinations whose next hop is still being resolved:
+	// Route answers no (the pipeline drops, no_route).
+	Pending []string `json:"pending,omitempty"`
+	// Unreachable lists destinations that cannot be reached (no route, or
+	// neighbour resolution failed): Route answers no and Unreachable yes
+	// (the pipeline answers ICMP host unreachable).
+	Unreachable []string `json:"unreachable,omitempty"`
 }
 
 // LinkFacts describe one interface.
@@ -87,6 +96,7 @@ type Env struct {
 	links   [2]forwarder.Link
 	neigh   map[netip.Addr][6]byte
 	gateway netip.Addr
+	down    map[netip.Addr]bool // no route: true unreachable, false pending
 }
 
 // New validates facts and builds the environment.
@@ -122,6 +132,18 @@ func New(f Facts) (*Env, error) {
 		copy(hw[:], mac)
 		e.neigh[a] = hw
 	}
+	for i, l := range [2][]string{f.Pending, f.Unreachable} {
+		for _, a := range l {
+			ip, err := netip.ParseAddr(strings.TrimSpace(a))
+			if err != nil || !ip.Is4() {
+				return nil, fmt.Errorf("facts: %s: bad IPv4 address %q", [...]string{"pending", "unreachable"}[i], a)
+			}
+			if e.down == nil {
+				e.down = make(map[netip.Addr]bool)
+			}
+			e.down[ip] = i == 1
+		}
+	}
 	if f.Gateway != "" {
 		g, err := netip.ParseAddr(f.Gateway)
 		if err != nil || !g.Is4() {
@@ -145,6 +167,9 @@ func (e *Env) Route(dst netip.Addr) (forwarder.Hop, bool) {
 	if !dst.Is4() {
 		return forwarder.Hop{}, false
 	}
+	if _, down := e.down[dst]; down {
+		return forwarder.Hop{}, false
+	}
 	for _, side := range [2]int{forwarder.DIPSide, forwarder.VIPSide} {
 		l := &e.links[side]
 		if l.Prefix.Contains(dst) {
@@ -158,6 +183,10 @@ func (e *Env) Route(dst netip.Addr) (forwarder.Hop, bool) {
 	}
 	return forwarder.Hop{Link: forwarder.VIPSide, MAC: e.mac(nh), Src: l.Prefix.Addr(), MTU: l.MTU}, true
 }
+
+// Unreachable reports a destination listed as unreachable in the facts
+// (forwarder.Unreachabler); a pending one is not.
+func (e *Env) Unreachable(dst netip.Addr) bool { return e.down[dst] }
 
 func (e *Env) mac(a netip.Addr) [6]byte {
 	if m, ok := e.neigh[a]; ok {
