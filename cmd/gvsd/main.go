@@ -60,6 +60,8 @@ type options struct {
 	nodeIPVS bool
 	// notices are about sysctls set that gvs stores but does not act on.
 	notices []string
+	// configTest is --config-test: check --keepalived-conf and exit.
+	configTest bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -69,6 +71,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.cfg.VIPIf, "vip-if", "", "interface facing the clients (required)")
 	fs.StringVar(&o.cfg.DIPIf, "dip-if", "", "interface facing the real servers (required; the same as --vip-if for a one-arm director)")
 	fs.StringVar(&o.cfg.RulesFile, "rules", "", "rules file in ipvsadm-save format, loaded at start and on SIGHUP")
+	fs.StringVar(&o.cfg.KeepalivedConf, "keepalived-conf", "", "keepalived.conf whose virtual_server blocks (with their health checks) gvsd runs, beside --rules; re-read on SIGHUP")
+	fs.StringVar(&o.cfg.KeepalivedConfigID, "config-id", "", "keepalived's -i: the config id for \"@id\" lines (default: the host name's first label)")
+	fs.BoolVar(&o.configTest, "config-test", false, "check --keepalived-conf as keepalived --config-test does, print the ipvsadm-save lines it programs, and exit (status: keepalived's)")
 	fs.StringVar(&o.cfg.Socket, "socket", daemon.DefaultSocket, "control socket name (abstract unix socket @NAME)")
 	fs.IntVar(&o.cfg.Workers, "workers", 0, fmt.Sprintf("data-path workers (default: half the CPUs, at least 1; here %d)", daemon.DefaultWorkers()))
 	fs.IntVar(&o.cfg.Batch, "batch", daemon.DefaultBatch, "frames taken from a ring per turn")
@@ -92,6 +97,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	switch {
 	case fs.NArg() > 0:
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	case o.configTest && o.cfg.KeepalivedConf == "":
+		return o, errors.New("--config-test needs --keepalived-conf")
+	case o.configTest:
+		return o, nil
 	case o.cfg.VIPIf == "" || o.cfg.DIPIf == "":
 		return o, errors.New("--vip-if and --dip-if are required")
 	case o.cfg.Workers < 0:
@@ -136,6 +145,9 @@ func run(args []string, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "gvsd:", err)
 		return 2
+	}
+	if o.configTest {
+		return configTest(o.cfg.KeepalivedConf, o.cfg.KeepalivedConfigID, o.cfg.RulesFile, os.Stdout, stderr)
 	}
 	log, err := newLogger(o.logLevel, o.logFormat)
 	if err != nil {
