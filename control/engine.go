@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"gvs/conntrack"
+	"gvs/health"
 	"gvs/ipvs"
 	"gvs/ipvsadm"
 )
@@ -78,6 +79,9 @@ type Engine struct {
 	// Settings are the sysctls --sysctl lists and sets (nil: --sysctl
 	// answers that there are none); see sysctl.go.
 	Settings *ipvs.Settings
+	// Status, when set, is the health checks' state --status prints (the
+	// health engine's Status); see status.go.
+	Status func() []health.ServiceStatus
 
 	mu  sync.Mutex // serializes Run
 	est estimator
@@ -203,6 +207,9 @@ func saveArgs(args []string) (numeric, ok bool) {
 // (or AdminGID) may do anything but -h and -v.
 func (e *Engine) Run(argv []string, stdin io.Reader, cred Cred, stdout, stderr io.Writer) int {
 	if code, ok := e.runSysctl(argv, cred, stdout, stderr); ok {
+		return code
+	}
+	if code, ok := e.runStatus(argv, cred, stdout, stderr); ok {
 		return code
 	}
 	if code, ok := Local(argv, stdout, stderr); ok {

@@ -12,7 +12,10 @@
 //
 // A gvs extension ipvsadm does not have: "gvsadm --sysctl [NAME[=VALUE]]"
 // lists, reads or sets IPVS's sysctls (net.ipv4.vs.NAME) in gvsd, with
-// sysctl(8)'s output and error texts.
+// sysctl(8)'s output and error texts. "gvsadm --status [--json]" shows the
+// health checks of a gvsd started with --keepalived-conf: per service its
+// quorum, per real server its state and configured/effective weight, per
+// checker its state, last result and last transition.
 //
 // The socket is the abstract unix socket @gvsd; the environment variable
 // GVS_SOCKET names another one. -h and -v work without a daemon.

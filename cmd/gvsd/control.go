@@ -17,6 +17,9 @@ func controlServer(adminGID int) func(ctx context.Context, d *daemon.Daemon) err
 		e.OnChange = d.Sync
 		e.AdminGID = adminGID
 		e.Settings = d.Settings()
+		if d.HasHealthChecks() {
+			e.Status = d.HealthStatus
+		}
 		// The rate estimator (ipvsadm --rate) samples the counters every 2 s.
 		go e.RunEstimator(ctx)
 		// New bound the socket before touching the host (single instance).

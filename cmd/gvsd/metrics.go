@@ -20,6 +20,7 @@ func metricsSource(d *daemon.Daemon, rel *metrics.Reloads, nodeIPVS bool) metric
 		Reloads:   rel,
 		NodeIPVS:  nodeIPVS,
 		RingDrops: func() uint64 { return d.Stats().RingDrops },
+		Health:    d.Health(),
 	}
 	pipes, loops := d.WorkerCounters()
 	for i := range pipes {
