@@ -1,7 +1,7 @@
 // Command gvsd is the gvs director daemon: IPVS in userspace on AF_PACKET
 // rings.
 //
-//	gvsd --vip-if IF --dip-if IF [--rules FILE] [--socket NAME] [--workers N]
+//	gvsd --vip-if IF --dip-if IF [--rules FILE] [--keepalived-conf FILE] [--socket NAME] [--workers N]
 //	     [--log-level LEVEL] [--log-format json|console] [--stats-interval D]
 //	     [--sysctl NAME=VALUE]... [--sysctl-file FILE] [--metrics ADDR [--metrics-node-ipvs]]
 //
@@ -12,6 +12,12 @@
 // gvsadm. SIGHUP re-reads the rules file and applies it atomically (existing
 // connections keep flowing); SIGTERM and SIGINT stop it, removing its
 // nftables table and ARP responder, with exit status 0.
+//
+// --keepalived-conf FILE runs the virtual servers of a keepalived.conf with
+// their health checks (beside --rules; SIGHUP re-reads it too);
+// "gvsd --keepalived-conf FILE --config-test" checks it as keepalived
+// --config-test does, prints the ipvsadm-save lines it programs and exits
+// with keepalived's status, touching nothing.
 //
 // --metrics ADDR serves Prometheus metrics at http://ADDR/metrics (gvs_*;
 // with --metrics-node-ipvs also node_exporter's node_ipvs_* families).
