@@ -105,7 +105,8 @@ type Daemon struct {
 	ingress *kernel.Ingress
 	arp     *kernel.ARPResponder
 
-	ka *keepalivedManager // nil without Config.KeepalivedConf
+	ka       *keepalivedManager // nil without Config.KeepalivedConf
+	reloadMu sync.Mutex         // serializes Reload
 
 	workers []*worker
 	// wstop is the running workers' stop flag (nil: not running), wwg

@@ -163,6 +163,8 @@ func (d *Daemon) filterProgs(fs [2]ring.Filter) (progs [2][]bpf.RawInstruction) 
 // their objects, counters and connections. Both files are read and checked
 // before anything changes; on error nothing changes.
 func (d *Daemon) Reload() (err error) {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
 	if f := d.cfg.OnReload; f != nil {
 		defer func() { f(err) }()
 	}
