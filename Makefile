@@ -12,12 +12,13 @@ GOFLAGS   ?=
 export GOFLAGS
 TEST_PKGS ?= ./...
 # Packages whose tests are also run under the race detector.
-RACE_PKGS ?= ./conntrack/... ./scheduler/... ./ipvs/... ./ipvsadm/... ./forwarder/... ./control/ ./daemon/ ./metrics/ ./health/
+RACE_PKGS ?= ./conntrack/... ./scheduler/... ./ipvs/... ./ipvsadm/... ./forwarder/... ./control/ ./daemon/ ./metrics/ ./lvssync/ ./health/
 
-APT_PKGS  := iproute2 socat curl nginx-light nftables ethtool procps prometheus
+APT_PKGS  := iproute2 socat curl nginx-light nftables ethtool procps prometheus tshark
 # The commands those packages provide, checked before anything is installed
-# (promtool, from prometheus, checks gvsd's /metrics in package metrics' tests).
-APT_CMDS  := ip socat curl nginx nft ethtool sysctl promtool
+# (promtool, from prometheus, checks gvsd's /metrics in package metrics' tests;
+# tshark decodes the sync daemon's messages in package lvssync's tests).
+APT_CMDS  := ip socat curl nginx nft ethtool sysctl promtool tshark
 
 # apt_install(what, commands, packages): install the Debian packages when any of the commands is missing.
 define apt_install
@@ -45,7 +46,10 @@ vet:
 	@test -z "$$(gofmt -l . | tee /dev/stderr)" || (echo "gofmt: files above need formatting" && exit 1)
 
 # deps installs the Debian packages the end-to-end tests and the demo use, only when a command is missing.
+# tshark (lvssync's dissector test): answer wireshark-common's setuid question
+# beforehand so that the install never waits for it.
 deps:
+	@command -v tshark >/dev/null 2>&1 || echo 'wireshark-common wireshark-common/install-setuid boolean false' | debconf-set-selections 2>/dev/null || true
 	$(call apt_install,test tools,$(APT_CMDS),$(APT_PKGS))
 
 unit:
@@ -62,11 +66,17 @@ golden:
 	$(GO) test ./forwarder/ -run TestGolden -update
 
 # fuzz runs each fuzz target for FUZZTIME (a campaign; not part of make test, which runs the seeds).
+# FUZZTIME_<Target> overrides it for one target, FUZZ selects targets by regexp and FUZZPKGS packages, e.g.
+#   make fuzz FUZZTIME=10m FUZZTIME_FuzzParseWrk=1m FUZZ='FuzzProcess|FuzzTableInvariants|FuzzRewrite|FuzzEngine'
+# A failing input is written to the package's testdata/fuzz/<Target>/ and stops the campaign.
 FUZZTIME ?= 60s
+FUZZ ?= .
+FUZZPKGS ?= ./...
 fuzz:
-	@for p in $$($(GO) list ./...); do \
-		for f in $$($(GO) test -list 'Fuzz.*' $$p | grep ^Fuzz); do \
-			echo "== $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$p || exit 1; \
+	@for p in $$($(GO) list $(FUZZPKGS)); do \
+		for f in $$($(GO) test -list 'Fuzz.*' $$p | grep ^Fuzz | grep -E -- '$(FUZZ)'); do \
+			t=$$(printenv FUZZTIME_$$f || echo $(FUZZTIME)); \
+			echo "== $$p $$f $$t"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $$t $$p || exit 1; \
 		done; \
 	done
 

@@ -198,6 +198,12 @@ type shard struct {
 	nextDue atomic.Int64 // Expire may skip the shard while now < nextDue
 
 	inserts, expired, removed, fullDrops uint64
+	evicted, dropEntry, dropPacket       uint64
+
+	// drop_packet's counter (ip_vs_todrop's drop_counter, one per shard)
+	// and the table's counter-reset epoch it was last reset for.
+	dropCounter int64
+	dropEpoch   uint32
 
 	_ [64]byte // keep neighbouring shards' locks off this cache line
 }

@@ -29,7 +29,8 @@ const templateBusyRearm = int64(60 * time.Second)
 var (
 	// ErrFull is returned by Create and CreateTemplate when the table holds
 	// Capacity live entries and none of the shard's entries could be
-	// reclaimed. Every refusal is counted in Stats.FullDrops.
+	// reclaimed: none was due and none was half-open (evicted, counted in
+	// Stats.Evicted). Every refusal is counted in Stats.FullDrops.
 	ErrFull = errors.New("connection table full")
 	// ErrNoDest is returned when Create or CreateTemplate get a nil dest.
 	ErrNoDest = errors.New("no destination")
@@ -65,6 +66,10 @@ type Table struct {
 	timeouts        timeoutTable
 	secure          atomic.Bool
 	expireQuiescent atomic.Bool
+	// drop_packet (defense.go): the rate (0: off) and the epoch of the
+	// last counter reset.
+	dropRate  atomic.Int64
+	dropEpoch atomic.Uint32
 }
 
 // New makes an empty table.
@@ -183,6 +188,15 @@ type Stats struct {
 	Expired   uint64 // entries removed because their time ran out
 	Removed   uint64 // entries removed by Remove, Flush, RemoveDest, DropTemplate
 	FullDrops uint64 // creations refused with ErrFull
+	// Evicted counts half-open connections (TCP SYN_RECV, SYNACK, NONE)
+	// freed to make room for a new entry when the table was full.
+	Evicted uint64
+	// DropEntry counts entries freed by drop_entry's periodic scan
+	// (templates included).
+	DropEntry uint64
+	// DropPacket counts new connections refused by drop_packet
+	// (ErrDropped).
+	DropPacket uint64
 }
 
 // SetTimeouts is ipvsadm --set: it changes the TCP ESTABLISHED, TCP FIN_WAIT
@@ -233,6 +247,9 @@ func (t *Table) Stats() Stats {
 		st.Expired += s.expired
 		st.Removed += s.removed
 		st.FullDrops += s.fullDrops
+		st.Evicted += s.evicted
+		st.DropEntry += s.dropEntry
+		st.DropPacket += s.dropPacket
 		s.mu.Unlock()
 	}
 	return st
@@ -483,7 +500,9 @@ func (t *Table) PeekOut(k ReplyKey, now int64, c *Conn) bool {
 // If a live connection with key k already exists (another worker created it
 // first), the packet is applied to it as In would, c is filled from it and
 // the error is nil. When the table is full, the shard's due entries are
-// reclaimed first; if it is still full Create returns ErrFull.
+// reclaimed first, then a half-open connection of the shard is evicted;
+// if there is none Create returns ErrFull. When drop_packet drops the
+// packet (see Defense) Create returns ErrDropped and creates nothing.
 func (t *Table) Create(k InKey, dest *ipvs.Dest, dport uint16, tmpl TemplateRef, tcpFlags uint8, now int64, c *Conn) error {
 	if dest == nil {
 		return ErrNoDest
@@ -507,6 +526,16 @@ func (t *Table) Create(k InKey, dest *ipvs.Dest, dport uint16, tmpl TemplateRef,
 		}
 		t.release(s, slot, e, true)
 		s.expired++
+	}
+	// drop_packet: ip_vs_todrop, for packets that would create a
+	// connection.
+	if rate := t.dropRate.Load(); rate != 0 && t.toDrop(s, rate) {
+		s.dropPacket++
+		s.mu.Unlock()
+		if controlled {
+			t.dropControl(tmpl.shard, tmpl.slot)
+		}
+		return ErrDropped
 	}
 	slot, err := t.reserve(s, now)
 	if err != nil {
@@ -586,13 +615,14 @@ func (t *Table) CreateOnePacket(k InKey, dest *ipvs.Dest, dport uint16, tmpl Tem
 }
 
 // reserve takes one unit of capacity and a slot in s (locked). When the
-// table is full it first reclaims s's due entries.
+// table is full it first reclaims s's due entries, then evicts a half-open
+// connection of s (whose unit it takes over).
 func (t *Table) reserve(s *shard, now int64) (uint32, error) {
 	if t.live.Add(1) > t.capacity {
 		t.live.Add(-1)
 		t.advance(s, now, true)
 		t.advance(s, now, false)
-		if t.live.Add(1) > t.capacity {
+		if t.live.Add(1) > t.capacity && !t.evictHalfOpen(s) {
 			t.live.Add(-1)
 			s.fullDrops++
 			return 0, ErrFull

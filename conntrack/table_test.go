@@ -336,13 +336,16 @@ func TestCapacity(t *testing.T) {
 	tb := New(Config{Shards: 4, Capacity: 5})
 	d := newDest(t, ipvs.Route, "198.19.0.19", 80)
 	var c Conn
+	// Established connections: a full table evicts only half-open ones
+	// (defense_test.go).
 	for i := 0; i < 4; i++ {
 		if err := tb.Create(inKey(ipvs.ProtoTCP, uint16(100+i)), d, 80, TemplateRef{}, TCPSyn, t0, &c); err != nil {
 			t.Fatal(err)
 		}
+		tb.In(inKey(ipvs.ProtoTCP, uint16(100+i)), TCPAck, t0, &c)
 	}
 	tk := NewTemplateKey(ipvs.ProtoTCP, client, 24, vip, 80)
-	if _, err := tb.CreateTemplate(tk, d, 300*time.Second, t0); err != nil {
+	if _, err := tb.CreateTemplate(tk, d, 1000*time.Second, t0); err != nil {
 		t.Fatal(err)
 	}
 	err := tb.Create(inKey(ipvs.ProtoTCP, 200), d, 80, TemplateRef{}, TCPSyn, t0+sec, &c)
@@ -356,10 +359,10 @@ func TestCapacity(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 	checkCounts(t, "full", d, 4, 0, 1)
-	// After the SYN_RECV entries are due, Create reclaims them in its own
-	// shard without an Expire call, unless they live elsewhere: try the
-	// same keys, which hash to the shards that hold due entries.
-	later := t0 + 61*sec
+	// After the ESTABLISHED entries are due, Create reclaims them in its
+	// own shard without an Expire call, unless they live elsewhere: try
+	// the same keys, which hash to the shards that hold due entries.
+	later := t0 + 901*sec
 	if err := tb.Create(inKey(ipvs.ProtoTCP, 100), d, 80, TemplateRef{}, TCPSyn, later, &c); err != nil {
 		t.Fatalf("after expiry: %v", err)
 	}

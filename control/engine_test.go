@@ -22,6 +22,7 @@ type testEngine struct {
 	*Engine
 	clock   int64
 	changes int
+	defense *conntrack.Defense // set by newSysctlEngine
 }
 
 func newTestEngine(t testing.TB) *testEngine {

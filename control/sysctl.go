@@ -142,18 +142,27 @@ func SetSysctl(s *ipvs.Settings, assignment string) (notice string, err error) {
 }
 
 // BindSettings makes the sysctls gvs acts on outside the forwarder take
-// effect: secure_tcp (3: the secure TCP state table; the automatic modes 1
-// and 2 are not implemented and act as 0) and expire_quiescent_template on
+// effect: the defenses (drop_entry, drop_packet, secure_tcp, amemthresh,
+// am_droprate; see conntrack.Defense) and expire_quiescent_template on
 // conns, lblc_expiration and lblcr_expiration on the caches of table's lblc
 // and lblcr schedulers (new ones get them from SchedulerFactory). The
 // current values are applied at once. Call it before s is shared: it
 // registers change hooks. conns or table may be nil.
-func BindSettings(s *ipvs.Settings, conns *conntrack.Table, table *ipvs.Table) {
+//
+// It returns conns' defense, whose Tick the caller runs every second
+// (IPVS's defense_work_handler), or nil when conns is nil.
+func BindSettings(s *ipvs.Settings, conns *conntrack.Table, table *ipvs.Table) *conntrack.Defense {
+	var def *conntrack.Defense
+	if conns != nil {
+		def = conntrack.NewDefense(conns, s)
+	}
 	apply := func(k ipvs.Sysctl) {
 		switch k {
-		case ipvs.SysSecureTCP:
-			if conns != nil {
-				conns.SetSecureTCP(s.Get(k) == 3)
+		case ipvs.SysSecureTCP, ipvs.SysDropEntry, ipvs.SysDropPacket:
+			// proc_do_defense_mode: update_defense_level after a
+			// change (amemthresh and am_droprate wait for the tick).
+			if def != nil {
+				def.Update()
 			}
 		case ipvs.SysExpireQuiescentTemplate:
 			if conns != nil {
@@ -178,6 +187,7 @@ func BindSettings(s *ipvs.Settings, conns *conntrack.Table, table *ipvs.Table) {
 		apply(k)
 	}
 	s.OnChange(apply)
+	return def
 }
 
 // SchedulerFactory wraps a scheduler constructor (scheduler.New) so that

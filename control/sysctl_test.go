@@ -13,7 +13,7 @@ import (
 func newSysctlEngine(t *testing.T) *testEngine {
 	te := newTestEngine(t)
 	te.Settings = ipvs.NewSettings()
-	BindSettings(te.Settings, te.Conns, te.Table)
+	te.defense = BindSettings(te.Settings, te.Conns, te.Table)
 	return te
 }
 
@@ -69,18 +69,26 @@ func TestSysctlSet(t *testing.T) {
 		t.Fatalf("sync_threshold reads %q", got)
 	}
 	// A setting gvs stores but does not act on: stored, exit 0, one-line notice.
-	out, errOut, code = te.run(root, "", "--sysctl", "drop_entry=3")
-	if code != 0 || out != "net.ipv4.vs.drop_entry = 3\n" || strings.Count(errOut, "\n") != 1 ||
-		!strings.Contains(errOut, "net.ipv4.vs.drop_entry is stored but not acted on yet") {
-		t.Fatalf("drop_entry=3: code %d out %q stderr %q", code, out, errOut)
+	out, errOut, code = te.run(root, "", "--sysctl", "sync_version=0")
+	if code != 0 || out != "net.ipv4.vs.sync_version = 0\n" || strings.Count(errOut, "\n") != 1 ||
+		!strings.Contains(errOut, "net.ipv4.vs.sync_version is stored but not acted on yet") {
+		t.Fatalf("sync_version=0: code %d out %q stderr %q", code, out, errOut)
 	}
-	if te.Settings.Get(ipvs.SysDropEntry) != 3 {
-		t.Fatal("drop_entry not stored")
+	if te.Settings.Get(ipvs.SysSyncVersion) != 0 {
+		t.Fatal("sync_version not stored")
 	}
-	// secure_tcp's automatic modes are not implemented: say so.
-	_, errOut, code = te.run(root, "", "--sysctl", "secure_tcp=2")
-	if code != 0 || !strings.Contains(errOut, "automatic modes") || te.Settings.Get(ipvs.SysSecureTCP) != 1 {
-		t.Fatalf("secure_tcp=2: code %d stderr %q value %d", code, errOut, te.Settings.Get(ipvs.SysSecureTCP))
+	// The defenses are acted on: no notice. The test table (4096 slots,
+	// 128 pages) is always below amemthresh's 1024 pages: the automatic
+	// mode 1 reads back as 2 at once (update_defense_level).
+	for _, name := range []string{"drop_entry", "drop_packet", "secure_tcp"} {
+		out, errOut, code = te.run(root, "", "--sysctl", name+"=1")
+		k, _ := ipvs.LookupSysctl(name)
+		if code != 0 || out != "net.ipv4.vs."+name+" = 1\n" || errOut != "" || te.Settings.Get(k) != 2 {
+			t.Fatalf("%s=1: code %d out %q stderr %q value %d; want echo, no notice, 2", name, code, out, errOut, te.Settings.Get(k))
+		}
+		if out, _, _ = te.run(root, "", "--sysctl", name); out != "net.ipv4.vs."+name+" = 2\n" {
+			t.Fatalf("%s reads %q", name, out)
+		}
 	}
 	if te.changes != 0 {
 		t.Errorf("OnChange ran %d times for sysctls", te.changes)
@@ -158,10 +166,22 @@ func TestSysctlSecureTCP(t *testing.T) {
 	if s := state(2); s != conntrack.StateSynRecv {
 		t.Fatalf("secure_tcp 3: early ACK gives %s, want SYN_RECV", s)
 	}
-	// 1 is an automatic mode gvs does not implement: the normal table.
+	// 1 is automatic: with room (amemthresh 0: never short) the normal
+	// table, read back as 1.
+	te.mustRun(t, "--sysctl", "amemthresh=0")
 	te.run(root, "", "--sysctl", "secure_tcp=1")
-	if s := state(3); s != conntrack.StateEstablished {
-		t.Fatalf("secure_tcp 1: early ACK gives %s, want ESTABLISHED", s)
+	if s := state(3); s != conntrack.StateEstablished || te.Settings.Get(ipvs.SysSecureTCP) != 1 {
+		t.Fatalf("secure_tcp 1, room: early ACK gives %s, secure_tcp reads %d; want ESTABLISHED, 1", s, te.Settings.Get(ipvs.SysSecureTCP))
+	}
+	// Short of room (the 4096-slot table is below 1024 pages): the next
+	// tick switches to the secure table and secure_tcp reads 2.
+	te.mustRun(t, "--sysctl", "amemthresh=1024")
+	if te.Settings.Get(ipvs.SysSecureTCP) != 1 {
+		t.Fatal("amemthresh's write ran update_defense_level (the kernel's waits for the timer)")
+	}
+	te.defense.Tick(te.clock)
+	if s := state(4); s != conntrack.StateSynRecv || te.Settings.Get(ipvs.SysSecureTCP) != 2 {
+		t.Fatalf("secure_tcp 1, short: early ACK gives %s, secure_tcp reads %d; want SYN_RECV, 2", s, te.Settings.Get(ipvs.SysSecureTCP))
 	}
 }
 

@@ -125,6 +125,8 @@ type Daemon struct {
 	arpWG  sync.WaitGroup
 	arpCtx context.Context
 
+	defense *conntrack.Defense // IPVS's defenses on conns (defend, every second)
+
 	mu       sync.Mutex // serializes Sync, Reload and reopenRings; guards the fields below
 	closed   bool
 	links    [2]LinkInfo // the links the rings are open on: VIP side, DIP side
@@ -213,7 +215,7 @@ func New(cfg Config) (d *Daemon, err error) {
 	phases.mark("links_rules")
 	d.conns = conntrack.New(conntrack.Config{Capacity: cfg.ConnCapacity})
 	phases.mark("conntrack")
-	control.BindSettings(cfg.Settings, d.conns, d.table)
+	d.defense = control.BindSettings(cfg.Settings, d.conns, d.table)
 	if d.res, err = kernel.NewResolver(kernel.ResolverConfig{Logger: d.log.Named("resolver")}); err != nil {
 		return d, err
 	}
@@ -592,6 +594,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	bg.Go(func() { d.housekeeping(ctx) })
 	bg.Go(func() { d.ka.syncLoop(ctx, d.Sync, d.log) })
 	bg.Go(func() { d.watchLinks(ctx) })
+	bg.Go(func() { d.defend(ctx) })
 	if d.cfg.ARP == ARPAuto {
 		bg.Go(func() { d.watchAddrs(ctx) })
 	}

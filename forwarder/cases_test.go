@@ -47,6 +47,46 @@ var caseChecks = map[string]func(*testing.T, goldenRun){
 			}
 		}
 	},
+	"syn-flood": func(t *testing.T, r goldenRun) {
+		// 64 spoofed SYNs fill the 64-entry table; the legitimate SYN
+		// (frame 64) still creates a connection (a half-open entry is
+		// evicted), which establishes and survives 16 more spoofed SYNs
+		// (each evicting a spoofed entry) and the flood's expiry.
+		for i, v := range r.verdicts {
+			if v.Action != "transmit" {
+				t.Errorf("frame %d: %s (%s): nothing is refused while half-open entries can be evicted", i, v.Action, v.Reason)
+			}
+		}
+		expectEq(t, 64, "legitimate SYN", r.verdicts[64].Conn, "new")
+		expectEq(t, 63, "active when full", *r.verdicts[63].Active, int32(64))
+		expectEq(t, 64, "active after eviction", *r.verdicts[64].Active, int32(64))
+		expectEq(t, 66, "state", r.verdicts[66].State, "ESTABLISHED")
+		for i := 67; i < 83; i++ {
+			expectEq(t, i, "flood SYN", r.verdicts[i].Conn, "new")
+		}
+		for i := 83; i < 86; i++ {
+			expectEq(t, i, "legitimate connection", r.verdicts[i].Conn+" "+r.verdicts[i].State, "existing ESTABLISHED")
+		}
+		expectEq(t, 85, "active after the flood expired", *r.verdicts[85].Active, int32(1))
+		// drop_entry 1 reads back 2 while short of room, 1 after; the scan
+		// at 1 s dropped spoofed SYN_RECV entries.
+		want := []string{"drop_entry=1 drop_entry = 1", "drop_entry drop_entry = 2", "drop_entry drop_entry = 1"}
+		var got []string
+		for _, st := range r.script {
+			if strings.Contains(st.cmd, "drop_entry") {
+				_, name, _ := strings.Cut(st.cmd, "--sysctl ")
+				got = append(got, name+" "+strings.TrimPrefix(strings.TrimSpace(st.out), "net.ipv4.vs."))
+			}
+		}
+		if strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Errorf("drop_entry read-backs %q, want %q", got, want)
+		}
+		for _, st := range r.script {
+			if st.cmd == "1.5 -Ln" && strings.Contains(st.out, " 64 ") {
+				t.Errorf("the drop_entry scan at 1 s dropped nothing:\n%s", st.out)
+			}
+		}
+	},
 	"dr-tcp": func(t *testing.T, r goldenRun) {
 		// INPUT_ONLY table: FIN leads to FIN_WAIT; 120 s later it is gone.
 		expectSeq(t, r, "state", "SYN_RECV ESTABLISHED ESTABLISHED FIN_WAIT FIN_WAIT FIN_WAIT -", func(v replay.Verdict) string { return orDash(v.State) })

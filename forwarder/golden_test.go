@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -109,8 +110,16 @@ func replayCase(t *testing.T, dir string) goldenRun {
 			t.Fatal(err)
 		}
 	}
+	// A case may set the connection table's capacity (gvs-replay
+	// --conn-capacity).
+	capacity := 0
+	if b, err := os.ReadFile(filepath.Join(dir, "conn-capacity")); err == nil {
+		if capacity, err = strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var out, verdicts, sout bytes.Buffer
-	if _, err := replay.ReplayScript(table, facts, 0, in, &out, &verdicts, script, &sout); err != nil {
+	if _, err := replay.ReplayScript(table, facts, capacity, in, &out, &verdicts, script, &sout); err != nil {
 		t.Fatal(err)
 	}
 	outPath, vPath := filepath.Join(dir, "out.pcapng"), filepath.Join(dir, "verdicts.jsonl")

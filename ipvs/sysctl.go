@@ -122,20 +122,18 @@ var ErrInvalidValue = errors.New("invalid argument")
 
 // Reasons for settings gvs does not act on.
 const (
-	notYet      = "not implemented in gvs yet"
-	noSync      = "gvs has no connection synchronisation daemon yet"
-	noDefense   = "gvs does not implement this DoS defense yet"
-	noAutoLevel = "gvs does not implement the automatic (memory-driven) defense levels"
+	notYet = "not implemented in gvs yet"
+	noSync = "gvs has no connection synchronisation daemon yet"
 )
 
 // sysctls is the table of every sysctl. Defaults are the kernel's
 // (ip_vs_control_net_init_sysctl, the DEFAULT_* of ip_vs.h, and
 // DEFAULT_EXPIRATION of ip_vs_lblc.c and ip_vs_lblcr.c).
 var sysctls = [NumSysctls]SysctlInfo{
-	SysAmDroprate: {Name: "am_droprate", Default: [2]int64{10}, NotActed: noDefense,
+	SysAmDroprate: {Name: "am_droprate", Default: [2]int64{10},
 		Meaning: "drop rate of drop_packet's always mode (3)"},
-	SysAmemthresh: {Name: "amemthresh", Default: [2]int64{1024}, NotActed: noAutoLevel,
-		Meaning: "available-memory threshold (pages) of the automatic defense modes"},
+	SysAmemthresh: {Name: "amemthresh", Default: [2]int64{1024},
+		Meaning: "free-room threshold of the automatic defense modes, in pages of 32 table slots"},
 	SysBackupOnly: {Name: "backup_only", NotActed: noSync,
 		Meaning: "disable the director while the sync backup runs"},
 	SysCacheBypass: {Name: "cache_bypass", NotActed: "gvs has no route to bypass to",
@@ -144,9 +142,9 @@ var sysctls = [NumSysctls]SysctlInfo{
 		Meaning: "reschedule a new connection that reuses a closing one's ports (bitmap)"},
 	SysConntrack: {Name: "conntrack", NotActed: "gvs does not use netfilter conntrack",
 		Meaning: "keep netfilter conntrack entries for IPVS connections"},
-	SysDropEntry: {Name: "drop_entry", handler: hDefense, NotActed: noDefense,
+	SysDropEntry: {Name: "drop_entry", handler: hDefense,
 		Meaning: "randomly drop connection entries (0 off, 1-2 automatic, 3 always)"},
-	SysDropPacket: {Name: "drop_packet", handler: hDefense, NotActed: noDefense,
+	SysDropPacket: {Name: "drop_packet", handler: hDefense,
 		Meaning: "drop 1/rate packets (0 off, 1-2 automatic, 3 always)"},
 	SysExpireNodestConn: {Name: "expire_nodest_conn",
 		Meaning: "expire a connection whose real server is gone when a packet arrives"},
@@ -256,19 +254,23 @@ func (s *Settings) Get2(k Sysctl) [2]int64 {
 }
 
 // Set changes sysctl k after checking the value as the kernel's handler
-// does; an invalid value is ErrInvalidValue and changes nothing. For the
-// defense modes (drop_entry, drop_packet, secure_tcp) the kernel's
-// update_defense_level runs right after a write: since gvs never finds
-// memory short, the automatic mode 2 ("on, memory is short") becomes 1
-// ("off, memory is enough"), as it does on a kernel with enough memory.
-// sync_threshold takes both values; the other sysctls use v[0].
+// does; an invalid value is ErrInvalidValue and changes nothing.
+// sync_threshold takes both values; the other sysctls use v[0]. The change
+// hooks run after the store; for the defense modes (drop_entry,
+// drop_packet, secure_tcp) only when the value changed, as
+// proc_do_defense_mode runs update_defense_level only then (that hook,
+// conntrack.Defense, may then rewrite 1 as 2 or 2 as 1 by the table's
+// free room).
 func (s *Settings) Set(k Sysctl, v [2]int64) error {
 	v, err := check(k, v)
 	if err != nil {
 		return err
 	}
-	s.v[k][0].Store(v[0])
+	old := s.v[k][0].Swap(v[0])
 	s.v[k][1].Store(v[1])
+	if sysctls[k].handler == hDefense && old == v[0] {
+		return nil
+	}
 	for _, h := range s.hooks {
 		h(k)
 	}
@@ -309,9 +311,6 @@ func check(k Sysctl, v [2]int64) ([2]int64, error) {
 		if v[0] < 0 || v[0] > 3 {
 			return v, ErrInvalidValue
 		}
-		if v[0] == 2 {
-			v[0] = 1
-		}
 	case hMinMax:
 		if v[0] < info.min || v[0] > info.max {
 			return v, ErrInvalidValue
@@ -326,6 +325,15 @@ func check(k Sysctl, v [2]int64) ([2]int64, error) {
 		}
 	}
 	return v, nil
+}
+
+// Rewrite sets k to new if it still holds old, without checks or change
+// hooks: update_defense_level's rewrites of the automatic modes (1 <-> 2),
+// which lose to a write that came in meanwhile.
+func (s *Settings) Rewrite(k Sysctl, old, new int64) {
+	if old != new {
+		s.v[k][0].CompareAndSwap(old, new)
+	}
 }
 
 // OnChange registers fn to run after every Set. Not safe to call once the
@@ -405,10 +413,6 @@ func (s *Settings) Notice(k Sysctl) string {
 	name := SysctlPrefix + info.Name
 	if !info.Acted {
 		return "gvs: " + name + " is stored but not acted on yet: " + info.NotActed
-	}
-	if k == SysSecureTCP && s.Get(k) == 1 {
-		return "gvs: " + name + ": the automatic modes (1, 2), driven by available memory, are not implemented" +
-			" in gvs yet: the normal TCP state table stays in use (3: always the secure one)"
 	}
 	return ""
 }

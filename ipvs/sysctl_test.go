@@ -111,9 +111,12 @@ func TestSysctlWrite(t *testing.T) {
 		{"secure_tcp", "3", "3"},
 		{"secure_tcp", "4", inval},
 		{"secure_tcp", "-1", inval},
-		{"secure_tcp", "2", "1"},
+		// Stored as written: rewriting 2 as 1 (or 1 as 2) is
+		// update_defense_level's, which conntrack.Defense runs from a
+		// change hook (tested there and in package control).
+		{"secure_tcp", "2", "2"},
 		{"drop_entry", "1", "1"},
-		{"drop_entry", "2", "1"},
+		{"drop_entry", "2", "2"},
 		{"drop_packet", "3", "3"},
 		{"drop_packet", "9", inval},
 		// proc_dointvec_minmax.
@@ -199,9 +202,26 @@ func TestSysctlHooksAndNotices(t *testing.T) {
 	if n := s.Notice(SysSecureTCP); n != "" {
 		t.Errorf("secure_tcp 3 notice %q, want none", n)
 	}
-	_ = s.Set(SysSecureTCP, [2]int64{2})
-	if n := s.Notice(SysSecureTCP); !strings.Contains(n, "automatic") {
-		t.Errorf("secure_tcp 2 notice %q, want one about the automatic modes", n)
+	// proc_do_defense_mode runs update_defense_level only when the value
+	// changes: so do the hooks of the defense modes.
+	got = nil
+	_ = s.Set(SysSecureTCP, [2]int64{3})
+	_ = s.Set(SysSecureTCP, [2]int64{1})
+	_ = s.Set(SysAmemthresh, [2]int64{1024})
+	if len(got) != 2 || got[0] != SysSecureTCP || got[1] != SysAmemthresh {
+		t.Fatalf("hooks ran for %v, want [secure_tcp amemthresh] (not for an unchanged secure_tcp)", got)
+	}
+	if n := s.Notice(SysSecureTCP); n != "" {
+		t.Errorf("secure_tcp 1 notice %q, want none (the automatic modes are implemented)", n)
+	}
+	// Rewrite loses to a write that came in meanwhile.
+	s.Rewrite(SysSecureTCP, 2, 1)
+	if s.Get(SysSecureTCP) != 1 {
+		t.Fatal("Rewrite from a value the sysctl does not hold changed it")
+	}
+	s.Rewrite(SysSecureTCP, 1, 2)
+	if s.Get(SysSecureTCP) != 2 || len(got) != 2 {
+		t.Fatalf("Rewrite 1 -> 2: reads %d, hooks %v; want 2 and no hook", s.Get(SysSecureTCP), got)
 	}
 	for k := Sysctl(0); k < NumSysctls; k++ {
 		n := NewSettings().Notice(k)

@@ -203,6 +203,9 @@ var (
 	descConnExpired  = desc("gvs_conntrack_expired_total", "Entries removed because their timeout ran out.")
 	descConnRemoved  = desc("gvs_conntrack_removed_total", "Entries removed before their timeout (real server or service deleted, flush).")
 	descConnFullDrop = desc("gvs_conntrack_insert_failures_total", "Entries not created because the connection table was full.")
+	descConnEvicted  = desc("gvs_conntrack_evictions_total", "Half-open connections evicted to make room in a full connection table.")
+	descConnDropEnt  = desc("gvs_conntrack_drop_entry_total", "Entries dropped by the drop_entry defense's periodic scan.")
+	descConnDropPkt  = desc("gvs_conntrack_drop_packet_total", "New connections dropped by the drop_packet defense.")
 
 	descPackets   = desc("gvs_dataplane_packets_total", "Frames handled by the data path, by verdict (transmit, drop, reply, pass, control).", "worker", "action")
 	descDrops     = desc("gvs_dataplane_drops_total", "Frames not forwarded, by reason: dropped, or answered with an ICMP error (ttl_exceeded, no_dest, frag_needed).", "worker", "reason")
@@ -230,7 +233,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	if c.src.Conns != nil {
 		for _, d := range []*prometheus.Desc{descConnEntries, descConnLimit, descConnCreated,
-			descConnExpired, descConnRemoved, descConnFullDrop} {
+			descConnExpired, descConnRemoved, descConnFullDrop, descConnEvicted, descConnDropEnt, descConnDropPkt} {
 			ch <- d
 		}
 	}
@@ -364,6 +367,9 @@ func (c *Collector) collectConntrack(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descConnExpired, prometheus.CounterValue, float64(st.Expired))
 	ch <- prometheus.MustNewConstMetric(descConnRemoved, prometheus.CounterValue, float64(st.Removed))
 	ch <- prometheus.MustNewConstMetric(descConnFullDrop, prometheus.CounterValue, float64(st.FullDrops))
+	ch <- prometheus.MustNewConstMetric(descConnEvicted, prometheus.CounterValue, float64(st.Evicted))
+	ch <- prometheus.MustNewConstMetric(descConnDropEnt, prometheus.CounterValue, float64(st.DropEntry))
+	ch <- prometheus.MustNewConstMetric(descConnDropPkt, prometheus.CounterValue, float64(st.DropPacket))
 }
 
 func (c *Collector) collectWorkers(ch chan<- prometheus.Metric) {

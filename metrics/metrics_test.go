@@ -270,7 +270,7 @@ func TestConntrackWorkersReloadsBuild(t *testing.T) {
 	rel.Observe(errors.New("bad rules"), time.Unix(1700000400, 0))
 	c := NewCollector(Source{
 		Table: tab,
-		Conns: &fakeConns{conntrack.Stats{Live: 42, Inserts: 100, Expired: 50, Removed: 8, FullDrops: 2}},
+		Conns: &fakeConns{conntrack.Stats{Live: 42, Inserts: 100, Expired: 50, Removed: 8, FullDrops: 2, Evicted: 9, DropEntry: 4, DropPacket: 3}},
 		Workers: []Worker{
 			{Pipeline: &p0, RX: &rx0, TX: &tx0, Oversize: &over0, TXFull: &full0, TXError: &err0},
 			{Pipeline: &p1},
@@ -297,6 +297,15 @@ gvs_conntrack_removed_total 8
 # HELP gvs_conntrack_insert_failures_total Entries not created because the connection table was full.
 # TYPE gvs_conntrack_insert_failures_total counter
 gvs_conntrack_insert_failures_total 2
+# HELP gvs_conntrack_evictions_total Half-open connections evicted to make room in a full connection table.
+# TYPE gvs_conntrack_evictions_total counter
+gvs_conntrack_evictions_total 9
+# HELP gvs_conntrack_drop_entry_total Entries dropped by the drop_entry defense's periodic scan.
+# TYPE gvs_conntrack_drop_entry_total counter
+gvs_conntrack_drop_entry_total 4
+# HELP gvs_conntrack_drop_packet_total New connections dropped by the drop_packet defense.
+# TYPE gvs_conntrack_drop_packet_total counter
+gvs_conntrack_drop_packet_total 3
 # HELP gvs_dataplane_packets_total Frames handled by the data path, by verdict (transmit, drop, reply, pass, control).
 # TYPE gvs_dataplane_packets_total counter
 gvs_dataplane_packets_total{action="control",worker="0"} 0
@@ -329,6 +338,7 @@ gvs_config_last_reload_success_timestamp_seconds 1.7000003e+09
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want),
 		"gvs_conntrack_entries", "gvs_conntrack_entries_limit", "gvs_conntrack_created_total",
 		"gvs_conntrack_expired_total", "gvs_conntrack_removed_total", "gvs_conntrack_insert_failures_total",
+		"gvs_conntrack_evictions_total", "gvs_conntrack_drop_entry_total", "gvs_conntrack_drop_packet_total",
 		"gvs_dataplane_packets_total", "gvs_dataplane_rx_packets_total", "gvs_dataplane_tx_packets_total",
 		"gvs_dataplane_ring_drops_total", "gvs_config_reloads_total",
 		"gvs_config_last_reload_success_timestamp_seconds"); err != nil {

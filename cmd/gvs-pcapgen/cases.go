@@ -409,6 +409,44 @@ var cases = map[string]func() *scenario{
 	// deleted and added back to a service that lives on keeps its counts
 	// (6.5 s). --stats shows live counts minus the baseline (the kernel
 	// shows its last estimation's snapshot, up to 2 s old).
+	// A SYN flood from spoofed sources fills a 64-entry table (file
+	// conn-capacity); a legitimate client still gets a connection, by
+	// evicting the oldest half-open entry, and keeps it while the flood
+	// goes on. drop_entry's automatic mode reads 2 while the table is short
+	// of room (amemthresh 1 page: fewer than 32 free slots) and 1 again once
+	// the flood's entries have expired.
+	"syn-flood": func() *scenario {
+		s := &scenario{rules: "-A -t 198.51.100.10:80 -s rr\n-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m -w 1\n", capacity: 64}
+		spoof := func(i int) {
+			c := netip.AddrFrom4([4]byte{198, 18, 100 + byte(i/200), byte(1 + i%200)})
+			s.in(frames.TCP(toVIP(c), ip(c, vip), frames.TCPSeg{SrcPort: uint16(2000 + i), DstPort: 80, Seq: uint32(i) * 7919, SYN: true}))
+		}
+		for i := 0; i < 64; i++ { // t=0: the table is full
+			spoof(i)
+		}
+		s.at(200 * time.Millisecond)
+		v := newConv(s, client, 41001, 80, rs1, 8080, true)
+		v.fromClient(true, false, false, false, nil) // a slot by eviction
+		v.fromServer(true, true, false, false, nil)
+		v.fromClient(false, true, false, false, nil) // ESTABLISHED
+		s.at(300 * time.Millisecond)
+		for i := 64; i < 80; i++ { // more flood: evicts spoofed SYNs only
+			spoof(i)
+		}
+		v.fromClient(false, true, false, true, []byte("GET / HTTP/1.0\r\n\r\n"))
+		v.fromServer(false, true, false, true, bytes.Repeat([]byte("x"), 600))
+		s.at(72 * time.Second) // the flood's entries expired at 60 s
+		v.fromClient(false, true, false, true, []byte("GET /again HTTP/1.0\r\n\r\n"))
+		s.script = `# drop_entry 1 (automatic) with amemthresh 1 page (32 slots)
+0.5 --sysctl amemthresh=1
+0.5 --sysctl drop_entry=1
+1.5 --sysctl drop_entry
+1.5 -Ln
+71.5 --sysctl drop_entry
+71.5 -Ln
+`
+		return s
+	},
 	"script-zero": func() *scenario {
 		s := &scenario{rules: "-A -t 198.51.100.10:80 -s rr\n-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m -w 1\n"}
 		v := newConv(s, client, 40901, 80, rs1, 8080, true)

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/gopacket/gopacket"
@@ -61,8 +62,11 @@ type scenario struct {
 	// seconds after the first frame, which is at Epoch+1ms); the golden
 	// test replays it and compares its output with script.out.
 	script string
-	now    time.Duration
-	frames []frame
+	// capacity is the connection table's capacity for the replay (file
+	// conn-capacity, gvs-replay --conn-capacity); 0: the default.
+	capacity int
+	now      time.Duration
+	frames   []frame
 }
 
 // at moves the scenario clock forward.
@@ -74,6 +78,12 @@ func (s *scenario) at(d time.Duration) { s.now = s.frames[0].at + d - time.Milli
 
 func (s *scenario) in(b []byte) {
 	s.now += time.Millisecond
+	s.frames = append(s.frames, frame{s.now, 0, b})
+}
+
+// inSame adds a frame arriving on the VIP side at the same instant as the
+// previous one (a burst).
+func (s *scenario) inSame(b []byte) {
 	s.frames = append(s.frames, frame{s.now, 0, b})
 }
 
@@ -96,6 +106,11 @@ func (s *scenario) write(dir string) error {
 	}
 	if s.script != "" {
 		if err := os.WriteFile(filepath.Join(dir, "script"), []byte(s.script), 0o644); err != nil {
+			return err
+		}
+	}
+	if s.capacity != 0 {
+		if err := os.WriteFile(filepath.Join(dir, "conn-capacity"), []byte(strconv.Itoa(s.capacity)+"\n"), 0o644); err != nil {
 			return err
 		}
 	}

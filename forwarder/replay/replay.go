@@ -234,10 +234,11 @@ func ReplayScript(table *ipvs.Table, facts staticenv.Facts, capacity int, in []b
 	// The IPVS sysctls at the kernel's defaults; a script may change them
 	// (--sysctl) like gvsadm does on a daemon.
 	settings := ipvs.NewSettings()
-	control.BindSettings(settings, conns, table)
+	def := control.BindSettings(settings, conns, table)
 	pl := forwarder.New(forwarder.Config{Env: env, Services: table, Conns: conns, Settings: settings})
 	w := pl.NewWorker()
 	clk := newClock(conns, table, settings, script, scriptOut)
+	clk.defense = def
 
 	var rd packetReader
 	linkOf := func(int) int { return forwarder.VIPSide }

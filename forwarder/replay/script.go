@@ -129,6 +129,12 @@ var rootCred = control.Cred{UID: 0, GID: 0}
 // clock at the same pace.
 const HousekeepingInterval = 100 * time.Millisecond
 
+// DefenseInterval is the period of the connection table's defenses
+// (conntrack.Defense.Tick, the daemon's defend): a replay runs them on the
+// capture clock every DefenseInterval from the first frame's time, after
+// the housekeeping step of the same time.
+const DefenseInterval = time.Second
+
 // maxHousekeeping bounds the housekeeping steps run in one gap between two
 // frames or commands (about 28 hours): a longer gap runs the first ones
 // and jumps to the end.
@@ -149,6 +155,9 @@ type clock struct {
 	started bool
 	t0      int64 // the first frame's time (ns since the epoch)
 	hkNext  int64 // the next housekeeping step
+
+	defense *conntrack.Defense // nil: none
+	defNext int64              // its next tick
 
 	// With a script:
 	cmds    Script
@@ -174,6 +183,7 @@ func newClock(conns *conntrack.Table, table *ipvs.Table, settings *ipvs.Settings
 func (c *clock) start(t0 int64) {
 	c.t0, c.started = t0, true
 	c.hkNext = t0 + int64(HousekeepingInterval)
+	c.defNext = t0 + int64(DefenseInterval)
 	c.estNext = t0
 }
 
@@ -227,6 +237,14 @@ func (c *clock) housekeep(t int64) {
 			c.hkNext += (t - c.hkNext) / iv * iv
 		}
 		c.conns.Expire(c.hkNext)
+		if c.defense != nil && c.defNext <= c.hkNext {
+			// DefenseInterval is a multiple of HousekeepingInterval: the
+			// tick falls on a housekeeping step (after a jump, on the
+			// first one at or after it).
+			c.defense.Tick(c.hkNext)
+			dv := int64(DefenseInterval)
+			c.defNext += ((c.hkNext-c.defNext)/dv + 1) * dv
+		}
 		c.hkNext += iv
 	}
 }

@@ -407,3 +407,55 @@ func FuzzFilter(f *testing.F) {
 		}
 	})
 }
+
+// The frames the pipeline answers in the host's stead (RSTs, port
+// unreachable, ICMP relayed for the director's IPIP packets) must reach
+// it through the filters the daemon attaches (daemon.Derived.Filters):
+// destination matches take every protocol and port of a VIP, and the DIP
+// side takes every ICMP frame, whatever its destination.
+func TestFilterHostStackAnswers(t *testing.T) {
+	dip := netip.MustParseAddr("198.19.0.254")
+	router := netip.MustParseAddr("198.19.0.253")
+	vipSide := Filter{DstAddrs: []netip.Addr{vip1}}
+	dipSide := Filter{SrcAddrs: []netip.Addr{rs1}, ICMP: true}
+	oneArm := Filter{DstAddrs: []netip.Addr{vip1}, SrcAddrs: []netip.Addr{rs1}, ICMP: true}
+	const tcp, icmp = 6, 1
+	tests := []struct {
+		name   string
+		filter Filter
+		spec   frameSpec
+		want   bool
+	}{
+		// Another port of a port-21 service's VIP (FTP lookup fallback).
+		{"tcp to VIP:2121", vipSide, frameSpec{ipProto: tcp, src: client, dst: vip1, sport: 40000, dport: 2121}, true},
+		// A port of the VIP with no service: the pipeline passes it.
+		{"tcp to VIP:22", vipSide, frameSpec{ipProto: tcp, src: client, dst: vip1, sport: 40000, dport: 22}, true},
+		// Active FTP data from port 20: not scheduled, answered.
+		{"tcp from port 20", vipSide, frameSpec{ipProto: tcp, src: client, dst: vip1, sport: 20, dport: 80}, true},
+		{"udp from port 20", vipSide, frameSpec{src: client, dst: vip1, sport: 20, dport: 53}, true},
+		// An ACK to a service port without a connection (RST).
+		{"tcp ack to VIP:80", vipSide, frameSpec{ipProto: tcp, src: client, dst: vip1, sport: 40001, dport: 80}, true},
+		// An ICMP error from a router about the director's IPIP packet,
+		// addressed to its DIP, arrives on the DIP side.
+		{"icmp to the DIP, dip side", dipSide, frameSpec{ipProto: icmp, src: router, dst: dip}, true},
+		{"icmp to the DIP, one arm", oneArm, frameSpec{ipProto: icmp, src: router, dst: dip}, true},
+		// An ICMP error about a NAT reply, to the VIP, on the VIP side.
+		{"icmp to the VIP, vip side", vipSide, frameSpec{ipProto: icmp, src: router, dst: vip1}, true},
+		// Not the director's: TCP to the DIP (its own stack's) stays out.
+		{"tcp to the DIP, dip side", dipSide, frameSpec{ipProto: tcp, src: router, dst: dip, sport: 40000, dport: 22}, false},
+		{"tcp to the DIP, vip side", vipSide, frameSpec{ipProto: tcp, src: client, dst: dip, sport: 40000, dport: 22}, false},
+	}
+	for _, tc := range tests {
+		raw, err := tc.filter.Assemble()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := buildFrame(tc.spec)
+		if got := runFilter(t, raw, f); got != tc.want {
+			t.Errorf("%s: accepted %v, want %v", tc.name, got, tc.want)
+		}
+		if got := refMatch(tc.filter, f, pktHost); got != tc.want {
+			t.Errorf("%s: reference says %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
