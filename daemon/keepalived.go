@@ -205,11 +205,13 @@ func (m *keepalivedManager) startChecks() {
 	}
 }
 
-// stopChecks stops the checkers; the table is left as it is (the daemon
-// is going away).
+// stopChecks stops the checkers and removes the real servers, as
+// keepalived does at shutdown (logging "Shutting down service ..."), which
+// runs omega's notify_down and quorum_down scripts. The daemon is going
+// away: the workers have stopped.
 func (m *keepalivedManager) stopChecks() {
 	if m != nil {
-		m.eng.Stop(false)
+		m.eng.Stop(true)
 	}
 }
 
