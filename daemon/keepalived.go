@@ -199,10 +199,15 @@ func (m *keepalivedManager) checkRules(file string, cmds []*ipvsadm.Command) err
 
 // startChecks adds the real servers (those without a failed checker, as
 // keepalived does before the first check) and starts the checkers.
+// lvs_timeouts win over a rules file's --set, at start as on reload.
 func (m *keepalivedManager) startChecks() {
-	if m != nil {
-		m.eng.Start()
+	if m == nil {
+		return
 	}
+	if g := m.plan.conf.Global; g.HasTimeouts {
+		_ = m.table.Update(func(tx *ipvs.Tx) error { tx.SetTimeouts(g.Timeouts); return nil })
+	}
+	m.eng.Start()
 }
 
 // stopChecks stops the checkers and removes the real servers, as

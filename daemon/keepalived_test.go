@@ -257,6 +257,14 @@ func TestKeepalivedRulesConflict(t *testing.T) {
 	if got := len(l.table.Services()); got != 2 {
 		t.Errorf("%d services", got)
 	}
+	// lvs_timeouts win over the rules file's --set.
+	l, err = newKALab(t, kaNAT, "--set 10 20 30\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if to := l.table.Timeouts(); to != (ipvs.Timeouts{TCP: 800, TCPFin: 100, UDP: 200}) {
+		t.Errorf("timeouts %+v", to)
+	}
 }
 
 // A configuration keepalived cannot run is refused, and nothing is
