@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/user"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -347,9 +348,57 @@ func (m *keepalivedManager) applyReload(p *kaPlan) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", m.path, err)
 	}
+	m.fillNewGroupEntries(old, p)
 	m.log.Info("keepalived configuration reloaded", zap.String("file", m.path),
 		zap.Int("services", len(p.services)))
 	return nil
+}
+
+// fillNewGroupEntries gives the IPVS services a reload added to a kept
+// virtual_server_group the destinations the health engine has in force for
+// the group (the engine applies differences, and for it nothing changed).
+func (m *keepalivedManager) fillNewGroupEntries(old, p *kaPlan) {
+	fresh := map[health.ServiceRef][]int{}
+	for ref, tg := range p.targets {
+		ot := old.targets[ref]
+		if ot == nil {
+			continue
+		}
+		for i, k := range tg.keys {
+			if !slices.Contains(ot.keys, k) {
+				fresh[ref] = append(fresh[ref], i)
+			}
+		}
+	}
+	if len(fresh) == 0 {
+		return
+	}
+	err := m.table.Update(func(tx *ipvs.Tx) error {
+		for _, st := range m.eng.Status() {
+			tg := p.targets[st.Service]
+			for _, i := range fresh[st.Service] {
+				for _, r := range st.Reals {
+					if dc, ok := tg.dests[i][r.Dest]; ok && r.Present {
+						dc.Weight = r.Weight
+						if err := tx.AddDest(tg.keys[i], dc); err != nil && !errors.Is(err, ipvs.ErrDestExists) {
+							return err
+						}
+					}
+				}
+				if so := st.Sorry; so != nil && so.Present && tg.sorry[i].Addr.IsValid() {
+					dc := tg.sorry[i]
+					dc.Weight = so.Weight
+					if err := tx.AddDest(tg.keys[i], dc); err != nil && !errors.Is(err, ipvs.ErrDestExists) {
+						return err
+					}
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		m.log.Warn("adding the real servers to new group entries failed", zap.Error(err))
+	}
 }
 
 // makePlan turns a configuration into IPVS services and health-engine

@@ -375,3 +375,59 @@ func TestReloadChangesSkipsKeepalived(t *testing.T) {
 		t.Error("the keepalived service was deleted by the rules reload")
 	}
 }
+
+// A reload adding an address to a kept virtual_server_group gives the new
+// IPVS service the group's real servers as the health engine has them.
+func TestKeepalivedReloadGroupEntry(t *testing.T) {
+	conf := `
+virtual_server_group WEB {
+    198.51.100.20 80
+}
+virtual_server group WEB {
+    delay_loop 10
+    lvs_sched rr
+    lvs_method DR
+    protocol TCP
+    real_server 198.18.2.31 80 {
+        weight 2
+        TCP_CHECK {
+            connect_timeout 1
+        }
+    }
+    real_server 198.18.2.32 80 {
+        weight 1
+        TCP_CHECK {
+            connect_timeout 1
+        }
+    }
+}
+`
+	l, err := newKALab(t, conf, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.setDown("198.18.2.32", true)
+	l.at(time.Second) // .32 fails its first check: deleted
+	l.write(strings.Replace(conf, "    198.51.100.20 80\n", "    198.51.100.20 80\n    198.51.100.21 80\n", 1))
+	p, err := l.m.prepareReload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.m.applyReload(p); err != nil {
+		t.Fatal(err)
+	}
+	want := `-A -t 198.51.100.20:80 -s rr
+-a -t 198.51.100.20:80 -r 198.18.2.31:80 -g -w 2
+-A -t 198.51.100.21:80 -s rr
+-a -t 198.51.100.21:80 -r 198.18.2.31:80 -g -w 2
+`
+	if got := l.save(); got != want {
+		t.Fatalf("after adding a group entry:\n%s\nwant\n%s", got, want)
+	}
+	// .32 recovers: added to both.
+	l.setDown("198.18.2.32", false)
+	l.at(11 * time.Second)
+	if got := l.save(); strings.Count(got, "198.18.2.32:80 -g -w 1") != 2 {
+		t.Errorf("after recovery:\n%s", got)
+	}
+}
