@@ -53,6 +53,9 @@ func Derive(table *ipvs.Table, vipIf, dipIf string) Derived {
 				d.Ingress = append(d.Ingress, kernel.IngressRule{
 					Interface: vipIf, Dir: kernel.MatchDst, Addr: a, Proto: k.Proto, Port: k.Port,
 				})
+				if k.Proto == ipvs.ProtoTCP && k.Port == ftpPort {
+					d.Ingress = append(d.Ingress, ftpRules(vipIf, a)...)
+				}
 			}
 			for _, dst := range s.Dests() {
 				a := dst.Addr.Unmap()
@@ -87,6 +90,29 @@ func Derive(table *ipvs.Table, vipIf, dipIf string) Derived {
 	d.MasqRIPs = sortedAddrs(masq)
 	d.RIPs = sortedAddrs(rips)
 	return d
+}
+
+// ftpPort is the FTP control port: IPVS's service lookup falls back to a
+// TCP port-21 service for port 20 and the unprivileged ports.
+const ftpPort = 21
+
+// ftpRules are the drops of the packets the pipeline takes for a TCP
+// port-21 service on vip besides its own port: the service lookup
+// (ipvs.Table.Lookup, as ip_vs_service_find) falls back to that service for
+// TCP to port 20 and to ports 1024 and up, and the pipeline then either
+// schedules them (a persistent service: FTP data connections, with the
+// port-zero template) or answers them as the host's stack would (a RST;
+// ip_vs_leave's FTP rule). The host must not see them too: it would send a
+// second RST, or RST a passive-mode data connection gvs forwarded. Other
+// ports of the VIP (1-19, 22-1023) are not looked up that way: the pipeline
+// passes them to the host, and so does the kernel. Packets from client port
+// 20 (ip_vs_schedule's rule) need nothing more: the pipeline takes them
+// only when their destination port finds the service.
+func ftpRules(vipIf string, vip netip.Addr) []kernel.IngressRule {
+	return []kernel.IngressRule{
+		{Interface: vipIf, Dir: kernel.MatchDst, Addr: vip, Proto: ipvs.ProtoTCP, Port: 20},
+		{Interface: vipIf, Dir: kernel.MatchDst, Addr: vip, Proto: ipvs.ProtoTCP, Port: 1024, PortMax: 65535},
+	}
 }
 
 // Filters returns the RX filters of the VIP side and the DIP side. A
@@ -185,8 +211,10 @@ func cmpRule(a, b kernel.IngressRule) int {
 		return a.Addr.Compare(b.Addr)
 	case a.Proto != b.Proto:
 		return int(a.Proto) - int(b.Proto)
+	case a.Port != b.Port:
+		return int(a.Port) - int(b.Port)
 	}
-	return int(a.Port) - int(b.Port)
+	return int(a.PortMax) - int(b.PortMax)
 }
 
 // diffAddrs returns the addresses of old that are not in cur (both sorted).

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"gvs/forwarder/kernel"
 	"gvs/forwarder/ring"
 	"gvs/ipvs"
 	"gvs/ipvsadm"
@@ -151,3 +152,68 @@ func TestDiffAddrs(t *testing.T) {
 		t.Error("nothing removed")
 	}
 }
+
+// TestDeriveIngressMatchesLookup: the VIP-side drops cover exactly the
+// packets the pipeline takes for a VIP: those for which the service lookup
+// (with its FTP and port-zero fallbacks) finds a service. Every protocol
+// and port of every VIP is checked against ipvs.Table.Lookup.
+func TestDeriveIngressMatchesLookup(t *testing.T) {
+	const rules = `
+-A -t 198.51.100.10:21 -s rr -p 300
+-a -t 198.51.100.10:21 -r 198.18.2.11:21 -g
+-A -t 198.51.100.11:21 -s rr
+-a -t 198.51.100.11:21 -r 198.18.2.11:21 -g
+-A -t 198.51.100.11:80 -s rr
+-a -t 198.51.100.11:80 -r 198.18.2.12:80 -g
+-A -u 198.51.100.12:21 -s rr
+-a -u 198.51.100.12:21 -r 198.18.2.11:21 -g
+-A -t 198.51.100.13:0 -s rr -p 60
+-a -t 198.51.100.13:0 -r 198.18.2.11:0 -g
+-A -t 198.51.100.13:21 -s rr
+-a -t 198.51.100.13:21 -r 198.18.2.11:21 -g
+-A -u 198.51.100.14:0 -s rr -p 60
+-a -u 198.51.100.14:0 -r 198.18.2.11:0 -g
+`
+	tb := tableFrom(t, rules)
+	d := Derive(tb, "vip0", "dip0")
+	for _, r := range d.Ingress {
+		if err := r.Validate(); err != nil {
+			t.Errorf("%v: %v", r, err)
+		}
+	}
+	dropped := func(vip netip.Addr, proto ipvs.Protocol, port uint16) bool {
+		for _, r := range d.Ingress {
+			if r.Interface != "vip0" || r.Dir != kernel.MatchDst || r.Addr != vip {
+				continue
+			}
+			switch {
+			case r.Proto == 0:
+				return true
+			case r.Proto != proto:
+			case r.Port == 0:
+				return true
+			case r.PortMax == 0 && r.Port == port:
+				return true
+			case r.PortMax != 0 && port >= r.Port && port <= r.PortMax:
+				return true
+			}
+		}
+		return false
+	}
+	for _, vip := range d.VIPs {
+		for _, proto := range []ipvs.Protocol{ipvs.ProtoTCP, ipvs.ProtoUDP, protoSCTP} {
+			bad := 0
+			for p := 0; p <= 65535; p++ {
+				port := uint16(p)
+				want := tb.Lookup(proto, vip, port, 0) != nil
+				if got := dropped(vip, proto, port); got != want {
+					if bad++; bad <= 3 {
+						t.Errorf("%v %v port %d: dropped at ingress=%v, pipeline takes it=%v", vip, proto, port, got, want)
+					}
+				}
+			}
+		}
+	}
+}
+
+const protoSCTP ipvs.Protocol = 132

@@ -59,6 +59,11 @@ type Config struct {
 	// RingFrames is the number of frames of each RX ring; 0: the ring
 	// package's default (2048). A full ring is that many frames of queueing.
 	RingFrames int
+	// SYNRate is each source address's budget of new connections (TCP
+	// SYNs to a VIP) a second, shared by the workers; beyond it a source's
+	// SYNs are dropped (counter syn_budget). 0: DefaultSYNRate; negative:
+	// no budget.
+	SYNRate int
 	// ARP says for which VIPs the daemon answers ARP (default ARPAuto).
 	ARP ARPMode
 	// StatsInterval, if positive, logs Stats at debug level that often.
@@ -117,6 +122,7 @@ type Daemon struct {
 
 	ringMu  sync.Mutex // guards rxs, txs and retired: Stats reads them while rings are reopened
 	rxs     []*ring.RX
+	synRxs  []*ring.RX // the workers' rings of connection openings
 	txs     []*ring.TX
 	retired ringTotals // the counters of rings closed by reopenRings
 
@@ -249,7 +255,7 @@ func New(cfg Config) (d *Daemon, err error) {
 	if err != nil {
 		return d, err
 	}
-	if err := d.openRings(vip, dip, [2][]bpf.RawInstruction{drop, drop}); err != nil {
+	if err := d.openRings(vip, dip, [2][]bpf.RawInstruction{drop, drop}, drop); err != nil {
 		return d, err
 	}
 	phases.mark("rings")
@@ -347,7 +353,14 @@ func ringFrameSize(mtu int) int {
 // and a TX ring per egress interface. The workers are made on the first
 // call; later calls (reopenRings) give the same workers new rings, so their
 // counters carry on.
-func (d *Daemon) openRings(vip, dip LinkInfo, progs [2][]bpf.RawInstruction) error {
+//
+// Each worker also gets a ring of the connection openings to the VIPs (TCP
+// SYN without ACK) on the VIP interface, with filter synProg, which the
+// VIP side's filter leaves out (see worker.poll). It is in a fanout group
+// of its own, joined in the same worker order as the VIP side's group:
+// with as many members and the same (symmetric) flow hash, a flow's SYN and
+// its later packets reach the same worker.
+func (d *Daemon) openRings(vip, dip LinkInfo, progs [2][]bpf.RawInstruction, synProg []bpf.RawInstruction) error {
 	links := []LinkInfo{vip}
 	if !d.oneArm {
 		links = append(links, dip)
@@ -361,6 +374,11 @@ func (d *Daemon) openRings(vip, dip LinkInfo, progs [2][]bpf.RawInstruction) err
 		} else {
 			w = newWorker(d.pipe.NewWorker(), d.Clock, d.cfg.Batch)
 			w.busyPoll = int64(d.cfg.BusyPoll)
+			rate := d.cfg.SYNRate
+			if rate == 0 {
+				rate = DefaultSYNRate
+			}
+			w.budget.setRate(rate, d.cfg.Workers)
 			d.workers = append(d.workers, w)
 		}
 		for side, l := range links {
@@ -369,7 +387,7 @@ func (d *Daemon) openRings(vip, dip LinkInfo, progs [2][]bpf.RawInstruction) err
 			// needs none, and skips the kernel's per-frame flow hash.
 			var fanout *ring.Fanout
 			if d.cfg.Workers > 1 {
-				fanout = &ring.Fanout{Group: uint16(pid<<1 | side), Mode: ring.FanoutHash}
+				fanout = &ring.Fanout{Group: uint16(pid<<2 | side), Mode: ring.FanoutHash}
 			}
 			rx, err := ring.OpenRX(l.Index, &ring.RXConfig{
 				FrameSize:  fs,
@@ -400,13 +418,38 @@ func (d *Daemon) openRings(vip, dip LinkInfo, progs [2][]bpf.RawInstruction) err
 			w.tx[forwarder.DIPSide] = w.tx[forwarder.VIPSide]
 			w.rxSide[0] = forwarder.DIPSide // one wire: the side does not matter
 		}
+		if err := d.openSYNRing(w, vip, pid, synProg); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+// openSYNRing opens w's ring of connection openings on the VIP link.
+func (d *Daemon) openSYNRing(w *worker, vip LinkInfo, pid int, prog []bpf.RawInstruction) error {
+	var fanout *ring.Fanout
+	if d.cfg.Workers > 1 {
+		fanout = &ring.Fanout{Group: uint16(pid<<2 | 2), Mode: ring.FanoutHash}
+	}
+	rx, err := ring.OpenRX(vip.Index, &ring.RXConfig{
+		FrameSize:  ringFrameSize(vip.MTU),
+		FrameCount: d.cfg.RingFrames,
+		Fanout:     fanout,
+		Filter:     prog,
+	})
+	if err != nil {
+		return fmt.Errorf("%s: SYN ring: %w", vip.Name, err)
+	}
+	d.ringMu.Lock()
+	d.synRxs = append(d.synRxs, rx)
+	d.ringMu.Unlock()
+	w.addSYN(rx, w.rxSide[0])
 	return nil
 }
 
 // ringTotals are the Stats counters of closed rings.
 type ringTotals struct {
-	drops, again, nobufs, kicks uint64
+	drops, synDrops, again, nobufs, kicks uint64
 }
 
 // closeRings closes every ring (the workers must be stopped), keeping
@@ -421,6 +464,12 @@ func (d *Daemon) closeRings() error {
 		}
 		errs = append(errs, r.Close())
 	}
+	for _, r := range d.synRxs {
+		if rs, err := r.Stats(); err == nil {
+			d.retired.synDrops += rs.Drops
+		}
+		errs = append(errs, r.Close())
+	}
 	for _, t := range d.txs {
 		_ = t.Flush()
 		ts := t.Stats()
@@ -429,7 +478,7 @@ func (d *Daemon) closeRings() error {
 		d.retired.kicks += ts.Kicks
 		errs = append(errs, t.Close())
 	}
-	d.rxs, d.txs = nil, nil
+	d.rxs, d.synRxs, d.txs = nil, nil, nil
 	return errors.Join(errs...)
 }
 
@@ -476,12 +525,12 @@ func (d *Daemon) reopenRings(vip, dip LinkInfo) error {
 	if err := d.closeRings(); err != nil {
 		d.log.Debug("closing the old rings", zap.Error(err))
 	}
-	progs := d.filterProgs(d.filters)
+	progs, synProg := d.filterProgs(d.filters)
 	if !d.synced {
 		drop, _ := ring.Filter{}.Assemble()
-		progs = [2][]bpf.RawInstruction{drop, drop}
+		progs, synProg = [2][]bpf.RawInstruction{drop, drop}, drop
 	}
-	if err := d.openRings(vip, dip, progs); err != nil {
+	if err := d.openRings(vip, dip, progs, synProg); err != nil {
 		// Whatever opened is closed again: a worker must not run on half
 		// its rings.
 		_ = d.closeRings()

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/net/bpf"
 
+	"gvs/forwarder"
 	"gvs/forwarder/ring"
 	"gvs/ipvs"
 	"gvs/ipvsadm"
@@ -126,9 +127,16 @@ func (d *Daemon) setFilters(vf, df ring.Filter) error {
 	if d.synced && want[0].Equal(d.filters[0]) && want[1].Equal(d.filters[1]) {
 		return nil
 	}
-	progs := d.filterProgs(want)
+	progs, synProg := d.filterProgs(want)
 	var errs []error
 	for _, w := range d.workers {
+		// The SYN ring first: the frames it takes over are not lost
+		// meanwhile (received twice for an instant, at worst).
+		if w.syn != nil {
+			if err := w.syn.SetFilter(synProg); err != nil {
+				errs = append(errs, fmt.Errorf("SYN ring filter: %w", err))
+			}
+		}
 		for i, r := range w.rx {
 			// SO_ATTACH_FILTER replaces a socket's filter atomically in the
 			// kernel; the worker keeps reading the ring meanwhile.
@@ -141,18 +149,40 @@ func (d *Daemon) setFilters(vf, df ring.Filter) error {
 	return errors.Join(errs...)
 }
 
-// filterProgs assembles the filters of both sides. A filter too large for
-// the kernel becomes none (nil: every frame is copied).
-func (d *Daemon) filterProgs(fs [2]ring.Filter) (progs [2][]bpf.RawInstruction) {
+// filterProgs assembles the filters of both sides and of the SYN rings:
+// the connection openings to the VIPs go to the SYN rings
+// (ring.SYNOnly), the sides' rings take the rest (ring.SYNExclude). A
+// filter too large for the kernel becomes none (nil: every frame is
+// copied), and then the SYN rings take nothing.
+func (d *Daemon) filterProgs(fs [2]ring.Filter) (progs [2][]bpf.RawInstruction, syn []bpf.RawInstruction) {
+	drop, _ := ring.Filter{}.Assemble()
+	split := true
 	for side, f := range fs {
+		f.SYN = ring.SYNExclude
 		p, err := f.Assemble()
 		if err != nil {
-			d.log.Warn("ring filter disabled: every frame is copied", zap.Int("side", side), zap.Error(err))
-			p = nil
+			// The same filter without the split, or none.
+			split = false
+			f.SYN = ring.SYNAll
+			if p, err = f.Assemble(); err != nil {
+				d.log.Warn("ring filter disabled: every frame is copied", zap.Int("side", side), zap.Error(err))
+				p = nil
+			}
 		}
 		progs[side] = p
 	}
-	return progs
+	sf := ring.Filter{DstAddrs: fs[forwarder.VIPSide].DstAddrs, SYN: ring.SYNOnly}
+	syn, err := sf.Assemble()
+	if err != nil || !split {
+		// The SYNs stay in the sides' rings.
+		for side, f := range fs {
+			if p, err := f.Assemble(); err == nil {
+				progs[side] = p
+			}
+		}
+		syn = drop
+	}
+	return progs, syn
 }
 
 // Reload re-reads the rules file and the keepalived.conf and makes the

@@ -57,6 +57,10 @@ type WorkerCounters struct {
 	// Sleeps counts the times the worker found every RX ring empty and
 	// went to sleep in poll(2): frames per sleep is the batching it got.
 	Sleeps atomic.Uint64
+	// SYNBudget counts connection openings (frames of the SYN ring)
+	// dropped because their source had used its new-connection budget
+	// (Config.SYNRate).
+	SYNBudget atomic.Uint64
 }
 
 const (
@@ -74,10 +78,18 @@ const (
 // worker is one data-path goroutine's state.
 type worker struct {
 	fw     *forwarder.Worker
-	rx     []rxRing  // one per distinct interface
-	rxSide []int     // the link each rx ring receives on
-	tx     [2]txRing // per egress side; the same ring twice when one-armed
-	batch  int
+	rx     []rxRing // one per distinct interface: the established traffic
+	rxSide []int    // the link each rx ring receives on
+	// syn is the ring of the connection openings to the VIPs (TCP SYN
+	// without ACK; nil: none), which the rx rings' filters leave out. It
+	// gets one batch per turn after the rx rings are drained, so that a
+	// flood of SYNs overflows this ring, in the kernel, and not the
+	// established traffic's.
+	syn     rxRing
+	synSide int
+	budget  synBudget
+	tx      [2]txRing // per egress side; the same ring twice when one-armed
+	batch   int
 	// busyPoll is how long (ns) the worker keeps polling after its last
 	// frame before it sleeps (Config.BusyPoll).
 	busyPoll int64
@@ -101,11 +113,24 @@ func (w *worker) addRX(r rxRing, side int) {
 	w.pfds = append(w.pfds, unix.PollFd{Fd: int32(r.Fd()), Events: unix.POLLIN | unix.POLLERR})
 }
 
+// addSYN sets the ring of connection openings, receiving on side.
+func (w *worker) addSYN(r rxRing, side int) {
+	w.syn, w.synSide = r, side
+	w.pfds = append(w.pfds, unix.PollFd{Fd: int32(r.Fd()), Events: unix.POLLIN | unix.POLLERR})
+}
+
 // clearRings forgets the worker's rings (they are being replaced).
 func (w *worker) clearRings() {
 	w.rx, w.rxSide, w.pfds = w.rx[:0], w.rxSide[:0], w.pfds[:0]
+	w.syn = nil
 	w.tx = [2]txRing{}
 }
+
+// maxDrainBatches bounds how many batches per ring a turn takes from the
+// established rings before the SYN ring gets its batch: established
+// traffic beyond the worker's capacity must not shut new connections out
+// for good.
+const maxDrainBatches = 64
 
 // run is the worker loop. It locks its OS thread and returns when stop is
 // set (within pollTimeout).
@@ -133,29 +158,53 @@ func (w *worker) run(stop *atomic.Bool) {
 	w.flush()
 }
 
-// poll drains up to a batch from every RX ring, flushing the TX rings after
-// each batch, and returns the number of frames taken.
+// poll drains the established rings (a batch from each in turn, until
+// they are empty or maxDrainBatches), then takes one batch from the SYN
+// ring, flushing the TX rings after each batch, and returns the number of
+// frames taken. Under a SYN flood the SYN ring fills and the kernel drops
+// there, while the established rings are emptied every turn.
 func (w *worker) poll() int {
 	total := 0
-	for i, r := range w.rx {
-		now := w.clock()
-		side := w.rxSide[i]
-		n := 0
-		for n < w.batch {
-			frame, meta, ok := r.Next()
-			if !ok {
-				break
-			}
-			w.handle(frame, meta, side, now)
-			r.Release()
-			n++
+	for range maxDrainBatches {
+		got := 0
+		for i, r := range w.rx {
+			got += w.take(r, w.rxSide[i], false)
 		}
-		if n > 0 {
-			w.flush()
+		total += got
+		if got == 0 {
+			break
 		}
-		total += n
+	}
+	if w.syn != nil {
+		total += w.take(w.syn, w.synSide, true)
 	}
 	return total
+}
+
+// take runs up to a batch of r's frames through the pipeline, flushes the
+// TX rings when it took any, and returns how many it took. Frames of the
+// SYN ring (syn) pass the per-source budget first.
+func (w *worker) take(r rxRing, side int, syn bool) int {
+	now := w.clock()
+	n := 0
+	for n < w.batch {
+		frame, meta, ok := r.Next()
+		if !ok {
+			break
+		}
+		if syn && !w.budget.allow(frame, now) {
+			w.c.RX.Add(1)
+			w.c.SYNBudget.Add(1)
+		} else {
+			w.handle(frame, meta, side, now)
+		}
+		r.Release()
+		n++
+	}
+	if n > 0 {
+		w.flush()
+	}
+	return n
 }
 
 // handle runs one received frame through the pipeline and queues what it
@@ -263,7 +312,7 @@ func (w *worker) wait() {
 		w.flush()
 		timeout = time.Millisecond
 	}
-	if len(w.rx) == 1 {
+	if len(w.rx) == 1 && w.syn == nil {
 		_ = w.rx[0].Wait(timeout)
 		return
 	}
@@ -278,7 +327,11 @@ func (w *worker) wait() {
 			// down or away) keeps POLLERR raised until it is taken: left
 			// there, every poll returns at once and the worker spins. The
 			// daemon's link watcher logs the transition.
-			_ = w.rx[i].TakeError()
+			if i < len(w.rx) {
+				_ = w.rx[i].TakeError()
+			} else if w.syn != nil {
+				_ = w.syn.TakeError()
+			}
 		}
 	}
 }

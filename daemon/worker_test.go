@@ -232,10 +232,11 @@ func TestWorkerBatchAndStats(t *testing.T) {
 		rx.metas = append(rx.metas, ring.Meta{Len: uint32(len(f)), Snap: uint32(len(f))})
 	}
 	w.addRX(rx, forwarder.VIPSide)
-	if n := w.poll(); n != DefaultBatch {
-		t.Errorf("first turn took %d frames, want a batch of %d", n, DefaultBatch)
+	// An established ring is drained in one turn, a batch at a time.
+	if n := w.poll(); n != 100 {
+		t.Errorf("first turn took %d frames, want all 100", n)
 	}
-	if n := w.poll(); n != 100-DefaultBatch {
+	if n := w.poll(); n != 0 {
 		t.Errorf("second turn took %d", n)
 	}
 	if txs[1].flushes < 2 {
@@ -271,6 +272,12 @@ func TestWorkerNoAllocs(t *testing.T) {
 	}
 	if w.c.TX.Load() < 1000 {
 		t.Errorf("only %d frames sent", w.c.TX.Load())
+	}
+	// The SYN budget's check, passing and refusing.
+	w.budget.setRate(1000, 1)
+	syn := synFrames(netip.MustParseAddr("198.18.3.3"), 1).frames[0]
+	if allocs := testing.AllocsPerRun(1000, func() { w.budget.allow(syn, 5) }); allocs != 0 {
+		t.Errorf("the SYN budget allocates %v times per frame", allocs)
 	}
 }
 
@@ -362,5 +369,83 @@ func TestGoMetrics(t *testing.T) {
 	a1, c1 := goMetrics()
 	if a1 < a0+1000 || c1 <= c0 || len(keep) != 1000 {
 		t.Errorf("allocs %d -> %d, GC cycles %d -> %d", a0, a1, c0, c1)
+	}
+}
+
+// synFrames returns n TCP SYNs to the VIP from src (source ports from
+// 20000) with their metas.
+func synFrames(src netip.Addr, n int) *fakeRX {
+	l2 := frames.L2{Src: frames.DerivedMAC(src), Dst: frames.DerivedMAC(netip.MustParseAddr("198.18.1.1"))}
+	rx := &fakeRX{}
+	for i := 0; i < n; i++ {
+		f := frames.TCP(l2, frames.IP{Src: src, Dst: testVIP}, frames.TCPSeg{SrcPort: uint16(20000 + i), DstPort: 80, SYN: true})
+		rx.frames = append(rx.frames, f)
+		rx.metas = append(rx.metas, ring.Meta{Len: uint32(len(f)), Snap: uint32(len(f))})
+	}
+	return rx
+}
+
+// TestWorkerSYNRing: a turn empties the established ring and takes one
+// batch from the SYN ring, so a full SYN ring cannot hold the established
+// traffic back by more than a batch.
+func TestWorkerSYNRing(t *testing.T) {
+	w, _ := testWorker(t)
+	l2 := frames.L2{Src: frames.DerivedMAC(testClient), Dst: frames.DerivedMAC(netip.MustParseAddr("198.18.1.1"))}
+	est := &fakeRX{}
+	for i := 0; i < 150; i++ {
+		f := frames.UDP(l2, frames.IP{Src: testClient, Dst: testVIP}, frames.UDPDgram{SrcPort: uint16(1000 + i), DstPort: 53})
+		est.frames = append(est.frames, f)
+		est.metas = append(est.metas, ring.Meta{Len: uint32(len(f)), Snap: uint32(len(f))})
+	}
+	w.addRX(est, forwarder.VIPSide)
+	syn := synFrames(netip.MustParseAddr("198.18.3.3"), 300)
+	w.addSYN(syn, forwarder.VIPSide)
+	if n := w.poll(); n != 150+DefaultBatch || est.released != 150 || syn.released != DefaultBatch {
+		t.Fatalf("turn took %d (established %d, SYN %d), want all 150 established and a batch of %d SYNs",
+			n, est.released, syn.released, DefaultBatch)
+	}
+	if n := w.poll(); n != DefaultBatch {
+		t.Errorf("second turn took %d, want a batch of SYNs", n)
+	}
+	if got := w.c.SYNBudget.Load(); got != 0 {
+		t.Errorf("syn_budget %d without a budget", got)
+	}
+}
+
+// TestWorkerSYNBudget: one source's SYNs beyond its budget are dropped and
+// counted; another source's are not held back by it.
+func TestWorkerSYNBudget(t *testing.T) {
+	w, _ := testWorker(t)
+	now := int64(0)
+	w.clock = func() int64 { return now }
+	w.budget.setRate(100, 1) // burst: 100 ms worth, 10 SYNs
+	w.budget.key = 0         // fixed, so that the two sources' slots are known to differ
+	if mix32(0xc6120303)%synBudgetSlots == mix32(0xc6120304)%synBudgetSlots {
+		t.Fatal("the test's sources share a budget slot")
+	}
+	flood := synFrames(netip.MustParseAddr("198.18.3.3"), 50)
+	w.addSYN(flood, forwarder.VIPSide)
+	w.poll()
+	if got := w.c.SYNBudget.Load(); got != 40 {
+		t.Errorf("flooding source: syn_budget %d, want 40 of 50 (a burst of 10 passes)", got)
+	}
+	if s := sumStats([]*worker{w}); s.SYNBudget != 40 || s.RX != 50 {
+		t.Errorf("stats syn_budget %d, rx %d; want 40, 50", s.SYNBudget, s.RX)
+	}
+	w.syn = nil
+	other := synFrames(netip.MustParseAddr("198.18.3.4"), 5)
+	w.addSYN(other, forwarder.VIPSide)
+	w.poll()
+	if got := w.c.SYNBudget.Load(); got != 40 {
+		t.Errorf("another source's SYNs dropped: syn_budget %d, want still 40", got)
+	}
+	// A second later the flooding source has its budget back.
+	now += int64(time.Second)
+	w.syn = nil
+	again := synFrames(netip.MustParseAddr("198.18.3.3"), 10)
+	w.addSYN(again, forwarder.VIPSide)
+	w.poll()
+	if got := w.c.SYNBudget.Load(); got != 40 {
+		t.Errorf("after a second: syn_budget %d, want still 40", got)
 	}
 }

@@ -70,6 +70,9 @@ type Worker struct {
 	// Oversize, TXFull and TXError count frames the worker loop dropped
 	// (reported as drop reasons "oversize", "tx_full", "tx_error").
 	Oversize, TXFull, TXError *atomic.Uint64
+	// SYNBudget counts connection openings dropped by the per-source
+	// budget (drop reason "syn_budget").
+	SYNBudget *atomic.Uint64
 }
 
 // Source is what a Collector reads. Only Table is required.
@@ -82,8 +85,10 @@ type Source struct {
 	// is the index.
 	Workers []Worker
 	// RingDrops, if not nil, returns the frames the kernel dropped because
-	// an RX ring was full, summed over the rings.
-	RingDrops func() uint64
+	// an RX ring was full, summed over the established traffic's rings and
+	// over the rings of connection openings (label ring="established",
+	// "syn").
+	RingDrops func() (established, syn uint64)
 	// Reloads counts config reloads; nil: no gvs_config_* metrics.
 	Reloads *Reloads
 	// Health is the health-check engine; nil: no health metrics, and the
@@ -211,7 +216,7 @@ var (
 	descDrops     = desc("gvs_dataplane_drops_total", "Frames not forwarded, by reason: dropped, or answered with an ICMP error (ttl_exceeded, no_dest, frag_needed).", "worker", "reason")
 	descRX        = desc("gvs_dataplane_rx_packets_total", "Frames taken from the RX rings.", "worker")
 	descTX        = desc("gvs_dataplane_tx_packets_total", "Frames committed to the TX rings.", "worker")
-	descRingDrops = desc("gvs_dataplane_ring_drops_total", "Frames the kernel dropped because an RX ring was full.")
+	descRingDrops = desc("gvs_dataplane_ring_drops_total", "Frames the kernel dropped because an RX ring was full, by ring: established traffic, or connection openings (syn).", "ring")
 
 	descReloads    = desc("gvs_config_reloads_total", "Configuration reloads (SIGHUP), by result.", "result")
 	descLastReload = desc("gvs_config_last_reload_success_timestamp_seconds", "Time of the last successful configuration load (start or reload), in seconds since the Unix epoch.")
@@ -391,7 +396,7 @@ func (c *Collector) collectWorkers(ch chan<- prometheus.Metric) {
 		for _, x := range []struct {
 			reason string
 			v      *atomic.Uint64
-		}{{"oversize", w.Oversize}, {"tx_full", w.TXFull}, {"tx_error", w.TXError}} {
+		}{{"oversize", w.Oversize}, {"tx_full", w.TXFull}, {"tx_error", w.TXError}, {"syn_budget", w.SYNBudget}} {
 			if x.v != nil {
 				ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(x.v.Load()), id, x.reason)
 			}
@@ -404,7 +409,9 @@ func (c *Collector) collectWorkers(ch chan<- prometheus.Metric) {
 		}
 	}
 	if c.src.RingDrops != nil {
-		ch <- prometheus.MustNewConstMetric(descRingDrops, prometheus.CounterValue, float64(c.src.RingDrops()))
+		est, syn := c.src.RingDrops()
+		ch <- prometheus.MustNewConstMetric(descRingDrops, prometheus.CounterValue, float64(est), "established")
+		ch <- prometheus.MustNewConstMetric(descRingDrops, prometheus.CounterValue, float64(syn), "syn")
 	}
 }
 

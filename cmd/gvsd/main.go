@@ -86,6 +86,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.cfg.ConnCapacity, "conn-capacity", 0, "connection table capacity (default: conntrack's)")
 	fs.IntVar(&o.cfg.RingFrames, "ring-frames", 0, "frames per RX ring (default 2048); a full ring is that much queueing")
 	fs.DurationVar(&o.cfg.BusyPoll, "busy-poll", 0, "keep polling the rings this long after the last frame before sleeping (e.g. 200us): lower latency at low rates, a busier CPU; 0: sleep at once")
+	fs.IntVar(&o.cfg.SYNRate, "syn-rate", daemon.DefaultSYNRate, "new TCP connections (SYNs to a VIP) a second each source address may open; beyond, its SYNs are dropped (counter syn_budget); 0: no limit")
 	fs.StringVar(&o.pprof, "pprof", "", "serve Go's pprof on this address (e.g. 127.0.0.1:6060) for profiling; off by default")
 	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9475); off by default")
 	fs.BoolVar(&o.nodeIPVS, "metrics-node-ipvs", false, "also export node_exporter's node_ipvs_* metrics (same names and labels), for existing IPVS dashboards")
@@ -111,12 +112,17 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("--vip-if and --dip-if are required")
 	case o.cfg.Workers < 0:
 		return o, errors.New("--workers must not be negative")
+	case o.cfg.SYNRate < 0:
+		return o, errors.New("--syn-rate must not be negative")
 	case o.cfg.BusyPoll < 0 || o.cfg.BusyPoll > time.Second:
 		return o, errors.New("--busy-poll must be between 0 and 1s")
 	case o.nodeIPVS && o.metrics == "":
 		return o, errors.New("--metrics-node-ipvs needs --metrics")
 	case o.logFormat != "json" && o.logFormat != "console":
 		return o, fmt.Errorf("--log-format %q: want json or console", o.logFormat)
+	}
+	if o.cfg.SYNRate == 0 {
+		o.cfg.SYNRate = -1 // --syn-rate 0: no budget
 	}
 	var err error
 	if o.cfg.ARP, err = daemon.ParseARPMode(o.arp); err != nil {

@@ -19,14 +19,14 @@ func metricsSource(d *daemon.Daemon, rel *metrics.Reloads, nodeIPVS bool) metric
 		Conns:     d.Conns(),
 		Reloads:   rel,
 		NodeIPVS:  nodeIPVS,
-		RingDrops: func() uint64 { return d.Stats().RingDrops },
+		RingDrops: func() (uint64, uint64) { s := d.Stats(); return s.RingDrops - s.SYNRingDrops, s.SYNRingDrops },
 		Health:    d.Health(),
 	}
 	pipes, loops := d.WorkerCounters()
 	for i := range pipes {
 		l := loops[i]
 		src.Workers = append(src.Workers, metrics.Worker{Pipeline: pipes[i], RX: &l.RX, TX: &l.TX,
-			Oversize: &l.Oversize, TXFull: &l.TXFull, TXError: &l.TXError})
+			Oversize: &l.Oversize, TXFull: &l.TXFull, TXError: &l.TXError, SYNBudget: &l.SYNBudget})
 	}
 	return src
 }

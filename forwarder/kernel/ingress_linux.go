@@ -3,6 +3,7 @@
 package kernel
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
@@ -36,7 +37,7 @@ type Ingress struct {
 	ns     netns.NsHandle
 	closed bool
 	synced bool                              // a Sync succeeded: the table should exist
-	byIf   map[string]map[[2]uint8]*setGroup // what the last successful Sync installed
+	byIf   map[string]map[groupKey]*setGroup // what the last successful Sync installed
 	nrules int
 }
 
@@ -102,10 +103,16 @@ const (
 	shapeAddr          matchShape = iota // ip daddr
 	shapeAddrProto                       // ip daddr . meta l4proto
 	shapeAddrProtoPort                   // ip daddr . meta l4proto . th dport
+	// shapeAddrRange is "ip daddr @set meta l4proto P th dport LO-HI": a
+	// set of addresses per (protocol, port range), the range compared in
+	// the rule (works on any kernel, unlike concatenated interval sets).
+	shapeAddrRange
 )
 
 func shapeOf(r IngressRule) matchShape {
 	switch {
+	case r.PortMax != 0:
+		return shapeAddrRange
 	case r.Port != 0:
 		return shapeAddrProtoPort
 	case r.Proto != 0:
@@ -114,13 +121,14 @@ func shapeOf(r IngressRule) matchShape {
 	return shapeAddr
 }
 
-var setSuffix = [...]string{shapeAddr: "", shapeAddrProto: "_proto", shapeAddrProtoPort: "_proto_port"}
+var setSuffix = [...]string{shapeAddr: "", shapeAddrProto: "_proto", shapeAddrProtoPort: "_proto_port", shapeAddrRange: "_range"}
 
 // setKeyType is the nftables key type of a set of the given shape.
 var setKeyType = [...]nftables.SetDatatype{
 	shapeAddr:          nftables.TypeIPAddr,
 	shapeAddrProto:     nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto),
 	shapeAddrProtoPort: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService),
+	shapeAddrRange:     nftables.TypeIPAddr,
 }
 
 // setKey encodes a rule as a set element key. Concatenated keys put each
@@ -159,7 +167,11 @@ const (
 // health check, an administrator's curl) and belongs to its stack, while the
 // NAT replies gvs forwards are addressed to clients. Destination matches
 // (VIP traffic) have no such exception: a VIP on lo is local too.
-func matchExprs(dir Direction, shape matchShape, set *nftables.Set) []expr.Any {
+//
+// A port range (shapeAddrRange) is compared after the set lookup: "meta
+// l4proto P, th dport LO-HI".
+func matchExprs(k groupKey, set *nftables.Set) []expr.Any {
+	dir, shape := k.dir, k.shape
 	addrOff, portOff := uint32(ipv4DstOff), uint32(l4DstOff)
 	if dir == MatchSrc {
 		addrOff, portOff = ipv4SrcOff, l4SrcOff
@@ -176,6 +188,15 @@ func matchExprs(dir Direction, shape matchShape, set *nftables.Set) []expr.Any {
 		e = append(e, &expr.Payload{DestRegister: reg32_2, Base: expr.PayloadBaseTransportHeader, Offset: portOff, Len: 2})
 	}
 	e = append(e, &expr.Lookup{SourceRegister: reg1, SetName: set.Name, SetID: set.ID})
+	if shape == shapeAddrRange {
+		e = append(e,
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{k.proto}},
+			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: portOff, Len: 2},
+			&expr.Range{Op: expr.CmpOpEq, Register: reg1,
+				FromData: binaryutil.BigEndian.PutUint16(k.lo), ToData: binaryutil.BigEndian.PutUint16(k.hi)},
+		)
+	}
 	if dir == MatchSrc {
 		e = append(e,
 			&expr.Fib{Register: reg1, FlagDADDR: true, ResultADDRTYPE: true},
@@ -188,10 +209,43 @@ func matchExprs(dir Direction, shape matchShape, set *nftables.Set) []expr.Any {
 	)
 }
 
+// groupKey identifies one set (and its rule) of an interface's chain: the
+// direction and match shape, and for shapeAddrRange the protocol and port
+// range the rule compares.
+type groupKey struct {
+	dir    Direction
+	shape  matchShape
+	proto  uint8
+	lo, hi uint16
+}
+
+func groupOf(r IngressRule) groupKey {
+	k := groupKey{dir: r.Dir, shape: shapeOf(r)}
+	if k.shape == shapeAddrRange {
+		k.proto, k.lo, k.hi = uint8(r.Proto), r.Port, r.PortMax
+	}
+	return k
+}
+
+// setName names the set of group k on ifname, e.g. "eth0_daddr_proto_port"
+// or "eth0_daddr_range_6_1024_65535".
+func (k groupKey) setName(ifname string) string {
+	n := fmt.Sprintf("%s_%v%s", ifname, k.dir, setSuffix[k.shape])
+	if k.shape == shapeAddrRange {
+		n += fmt.Sprintf("_%d_%d_%d", k.proto, k.lo, k.hi)
+	}
+	return n
+}
+
+// cmpGroup orders groups for installation: by direction, shape, protocol,
+// range.
+func cmpGroup(a, b groupKey) int {
+	return cmp.Or(cmp.Compare(a.dir, b.dir), cmp.Compare(a.shape, b.shape),
+		cmp.Compare(a.proto, b.proto), cmp.Compare(a.lo, b.lo), cmp.Compare(a.hi, b.hi))
+}
+
 // setGroup is one set of an interface's chain with its elements.
 type setGroup struct {
-	dir   Direction
-	shape matchShape
 	elems []nftables.SetElement
 }
 
@@ -201,7 +255,7 @@ type setGroup struct {
 // exist (Sync returns the error and nothing changes); recent ones (seen on
 // 6.18) accept it and attach the chain when the interface appears.
 func (in *Ingress) Sync(rules []IngressRule) error {
-	byIf := map[string]map[[2]uint8]*setGroup{}
+	byIf := map[string]map[groupKey]*setGroup{}
 	seen := map[IngressRule]bool{}
 	for _, r := range rules {
 		if err := r.Validate(); err != nil {
@@ -214,13 +268,13 @@ func (in *Ingress) Sync(rules []IngressRule) error {
 		seen[r] = true
 		groups := byIf[r.Interface]
 		if groups == nil {
-			groups = map[[2]uint8]*setGroup{}
+			groups = map[groupKey]*setGroup{}
 			byIf[r.Interface] = groups
 		}
-		k := [2]uint8{uint8(r.Dir), uint8(shapeOf(r))}
+		k := groupOf(r)
 		g := groups[k]
 		if g == nil {
-			g = &setGroup{dir: r.Dir, shape: shapeOf(r)}
+			g = &setGroup{}
 			groups[k] = g
 		}
 		g.elems = append(g.elems, nftables.SetElement{Key: setKey(r)})
@@ -292,7 +346,7 @@ func (in *Ingress) present() (bool, error) {
 
 // install replaces the table by one holding byIf's sets and rules, in one
 // batch. in.mu is held.
-func (in *Ingress) install(byIf map[string]map[[2]uint8]*setGroup, nrules int) error {
+func (in *Ingress) install(byIf map[string]map[groupKey]*setGroup, nrules int) error {
 	c, err := in.newConn()
 	if err != nil {
 		return err
@@ -313,21 +367,18 @@ func (in *Ingress) install(byIf map[string]map[[2]uint8]*setGroup, nrules int) e
 			Device:   ifname,
 		})
 		groups := byIf[ifname]
-		for _, k := range groupOrder {
+		for _, k := range slices.SortedFunc(maps.Keys(groups), cmpGroup) {
 			g := groups[k]
-			if g == nil {
-				continue
-			}
 			set := &nftables.Set{
 				Table:         in.table,
-				Name:          fmt.Sprintf("%s_%v%s", ifname, g.dir, setSuffix[g.shape]),
-				KeyType:       setKeyType[g.shape],
-				Concatenation: g.shape != shapeAddr,
+				Name:          k.setName(ifname),
+				KeyType:       setKeyType[k.shape],
+				Concatenation: k.shape == shapeAddrProto || k.shape == shapeAddrProtoPort,
 			}
 			if err := c.AddSet(set, g.elems); err != nil {
 				return fmt.Errorf("ingress: set %s: %w", set.Name, err)
 			}
-			c.AddRule(&nftables.Rule{Table: in.table, Chain: chain, Exprs: matchExprs(g.dir, g.shape, set)})
+			c.AddRule(&nftables.Rule{Table: in.table, Chain: chain, Exprs: matchExprs(k, set)})
 		}
 	}
 	if err := c.Flush(); err != nil {
@@ -358,13 +409,3 @@ func (in *Ingress) Close() error {
 	in.log.Info("ingress drop rules removed")
 	return nil
 }
-
-// groupOrder lists the (direction, shape) keys of setGroup in install order.
-var groupOrder = func() (o [][2]uint8) {
-	for _, d := range []Direction{MatchDst, MatchSrc} {
-		for _, sh := range []matchShape{shapeAddr, shapeAddrProto, shapeAddrProtoPort} {
-			o = append(o, [2]uint8{uint8(d), uint8(sh)})
-		}
-	}
-	return o
-}()

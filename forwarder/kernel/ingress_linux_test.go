@@ -366,3 +366,106 @@ func TestIngressEnsure(t *testing.T) {
 		t.Error("Ensure after Close brought the table back")
 	}
 }
+
+// TestIngressPortRangeInNetNS: the rules the daemon derives for a TCP
+// port-21 service (its port, port 20 and the range 1024-65535, which the
+// pipeline also takes: IPVS's FTP lookup fallback) drop TCP to exactly those
+// ports of that VIP, and nothing else: other ports, other protocols, other
+// addresses reach the host's stack.
+func TestIngressPortRangeInNetNS(t *testing.T) {
+	requireNetNS(t)
+	dir, peer := newNS(t, "ra"), newNS(t, "rb")
+	vethPair(t, dir, "a0", "198.18.0.1/24", peer, "b0", "198.18.0.2/24")
+	dir.ip(t, "addr", "add", "198.51.100.0/24", "dev", "lo")
+	peer.ip(t, "route", "add", "198.51.100.0/24", "via", "198.18.0.1")
+
+	tcpPorts := []uint16{19, 20, 21, 22, 1023, 1024, 2000, 65535}
+	listeners := map[netip.AddrPort]net.Listener{}
+	var udp2000 *net.UDPConn
+	dir.do(t, func() {
+		for _, a := range []netip.Addr{vip, vipTCP} {
+			for _, port := range tcpPorts {
+				ap := netip.AddrPortFrom(a, port)
+				ln, err := net.Listen("tcp4", ap.String())
+				if err != nil {
+					t.Fatalf("listen %v: %v", ap, err)
+				}
+				t.Cleanup(func() { ln.Close() })
+				listeners[ap] = ln
+			}
+		}
+		udp2000 = listenUDP(t, netip.AddrPortFrom(vip, 2000))
+	})
+	var from *net.UDPConn
+	peer.do(t, func() { from = listenUDP(t, netip.AddrPortFrom(peerAddr, 0)) })
+	connects := func(ap netip.AddrPort, wait time.Duration) bool {
+		var ok bool
+		peer.do(t, func() {
+			c, err := net.DialTimeout("tcp4", ap.String(), wait)
+			if err == nil {
+				ok = true
+				c.Close()
+			}
+		})
+		return ok
+	}
+
+	in := newTestIngress(t, dir, TableName("@gvsd-range-"+runID))
+	rules := []IngressRule{
+		{Interface: "a0", Dir: MatchDst, Addr: vip, Proto: ipvs.ProtoTCP, Port: 21},
+		{Interface: "a0", Dir: MatchDst, Addr: vip, Proto: ipvs.ProtoTCP, Port: 20},
+		{Interface: "a0", Dir: MatchDst, Addr: vip, Proto: ipvs.ProtoTCP, Port: 1024, PortMax: 65535},
+	}
+	if err := in.Sync(rules); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	dropped := map[uint16]bool{20: true, 21: true, 1024: true, 2000: true, 65535: true}
+	for _, port := range tcpPorts {
+		ap := netip.AddrPortFrom(vip, port)
+		want := !dropped[port]
+		wait := time.Second
+		if !want {
+			wait = noDeliver
+		}
+		if got := connects(ap, wait); got != want {
+			t.Errorf("TCP to %v: connected=%v, want %v", ap, got, want)
+		}
+		// Another VIP's same port is not the FTP service's.
+		if other := netip.AddrPortFrom(vipTCP, port); !connects(other, time.Second) {
+			t.Errorf("TCP to %v: not connected, want connected (no rule for that address)", other)
+		}
+	}
+	p := &udpProbe{t: t}
+	if !p.delivered(from, netip.AddrPortFrom(vip, 2000), udp2000, time.Second) {
+		t.Error("UDP to vip:2000 dropped by the TCP range rule")
+	}
+
+	// Replacing the range by a narrower one moves the drop.
+	if err := in.Sync([]IngressRule{{Interface: "a0", Dir: MatchDst, Addr: vip, Proto: ipvs.ProtoTCP, Port: 2000, PortMax: 2001}}); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	for port, want := range map[uint16]bool{1024: true, 2000: false, 65535: true} {
+		ap := netip.AddrPortFrom(vip, port)
+		wait := time.Second
+		if !want {
+			wait = noDeliver
+		}
+		if got := connects(ap, wait); got != want {
+			t.Errorf("after replace: TCP to %v: connected=%v, want %v", ap, got, want)
+		}
+	}
+}
+
+// newTestIngress creates an Ingress in ns, closed at cleanup.
+func newTestIngress(t *testing.T, ns *testNS, table string) *Ingress {
+	t.Helper()
+	var in *Ingress
+	ns.do(t, func() {
+		var err error
+		if in, err = NewIngress(table, zaptest.NewLogger(t)); err != nil {
+			t.Fatalf("NewIngress: %v", err)
+		}
+	})
+	t.Cleanup(func() { in.Close() })
+	return in
+}

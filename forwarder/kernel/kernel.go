@@ -51,13 +51,18 @@ func (d Direction) String() string {
 // IngressRule is one "drop at netdev ingress" match: IPv4 frames arriving on
 // Interface whose destination (MatchDst) or source (MatchSrc) is Addr, and,
 // when Proto is set, whose L4 protocol is Proto, and, when Port is set too,
-// whose destination or source port is Port.
+// whose destination or source port is Port (or, when PortMax is set, in
+// Port..PortMax). Fragments other than the first carry no port: rules with
+// a port do not match them.
 type IngressRule struct {
 	Interface string
 	Dir       Direction
 	Addr      netip.Addr    // IPv4 (a v4-mapped IPv6 address is accepted)
 	Proto     ipvs.Protocol // 0: any protocol; then Port must be 0
 	Port      uint16        // 0: any port of Proto
+	// PortMax, if not 0, makes the rule match the ports Port..PortMax
+	// (Port at least 1, PortMax above Port). 0: Port alone.
+	PortMax uint16
 }
 
 // ifNameMax is IFNAMSIZ-1, the longest interface name Linux accepts.
@@ -74,6 +79,8 @@ func (r IngressRule) Validate() error {
 		return fmt.Errorf("%w: address %v is not IPv4", errInvalidRule, r.Addr)
 	case r.Port != 0 && !hasPorts(r.Proto):
 		return fmt.Errorf("%w: port %d with protocol %v", errInvalidRule, r.Port, r.Proto)
+	case r.PortMax != 0 && (r.Port == 0 || r.PortMax <= r.Port):
+		return fmt.Errorf("%w: port range %d-%d", errInvalidRule, r.Port, r.PortMax)
 	}
 	return nil
 }
@@ -89,6 +96,9 @@ func (r IngressRule) String() string {
 				p = "sport"
 			}
 			s += fmt.Sprintf(" %s %d", p, r.Port)
+			if r.PortMax != 0 {
+				s += fmt.Sprintf("-%d", r.PortMax)
+			}
 		}
 	}
 	return s + " drop"

@@ -29,6 +29,11 @@ func TestIngressRuleValidate(t *testing.T) {
 		{"zero addr", IngressRule{Interface: "eth0"}, false},
 		{"port without proto", IngressRule{Interface: "eth0", Addr: v4, Port: 80}, false},
 		{"port with icmp", IngressRule{Interface: "eth0", Addr: v4, Proto: ipvs.ProtoICMP, Port: 80}, false},
+		{"port range", IngressRule{Interface: "eth0", Addr: v4, Proto: ipvs.ProtoTCP, Port: 1024, PortMax: 65535}, true},
+		{"range from 0", IngressRule{Interface: "eth0", Addr: v4, Proto: ipvs.ProtoTCP, PortMax: 1023}, false},
+		{"empty range", IngressRule{Interface: "eth0", Addr: v4, Proto: ipvs.ProtoTCP, Port: 80, PortMax: 80}, false},
+		{"reversed range", IngressRule{Interface: "eth0", Addr: v4, Proto: ipvs.ProtoTCP, Port: 80, PortMax: 79}, false},
+		{"range without proto", IngressRule{Interface: "eth0", Addr: v4, Port: 1, PortMax: 2}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -53,6 +58,7 @@ func TestIngressRuleString(t *testing.T) {
 		{IngressRule{Interface: "eth0", Addr: v4, Proto: ipvs.ProtoTCP, Port: 80}, "eth0: ip daddr 198.51.100.1 tcp dport 80 drop"},
 		{IngressRule{Interface: "eth1", Dir: MatchSrc, Addr: v4, Proto: ipvs.ProtoUDP, Port: 53}, "eth1: ip saddr 198.51.100.1 udp sport 53 drop"},
 		{IngressRule{Interface: "eth1", Dir: MatchSrc, Addr: v4, Proto: 47}, "eth1: ip saddr 198.51.100.1 l4proto 47 drop"},
+		{IngressRule{Interface: "eth0", Addr: v4, Proto: ipvs.ProtoTCP, Port: 1024, PortMax: 65535}, "eth0: ip daddr 198.51.100.1 tcp dport 1024-65535 drop"},
 	}
 	for _, tt := range tests {
 		if got := tt.r.String(); got != tt.want {

@@ -28,12 +28,34 @@ import (
 // the filter runs, see the package documentation) and with one 802.1Q or
 // 802.1ad tag still in the data. IPv4 frames too short to hold the compared
 // protocol byte or address are dropped. An empty Filter drops everything.
+//
+// SYN splits the frames to DstAddrs by whether they open a TCP connection
+// (see SYNMode), so that a second ring can take the new connections apart
+// from the established traffic.
 type Filter struct {
 	DstAddrs []netip.Addr
 	SrcAddrs []netip.Addr
 	ICMP     bool
 	ARP      bool
+	SYN      SYNMode
 }
+
+// SYNMode selects frames to the DstAddrs by whether they are connection
+// openings: TCP segments with SYN set and ACK clear (a SYN-ACK, an RST, data
+// are not), neither fragments after the first (they carry no TCP header).
+type SYNMode uint8
+
+const (
+	// SYNAll accepts every frame to DstAddrs.
+	SYNAll SYNMode = iota
+	// SYNExclude accepts the frames to DstAddrs that do not open a
+	// connection: the established traffic's ring.
+	SYNExclude
+	// SYNOnly accepts only the frames to DstAddrs that open a connection,
+	// and nothing else: SrcAddrs, ICMP and ARP are ignored. The new
+	// connections' ring.
+	SYNOnly
+)
 
 // Equal reports whether f and g are the same filter: the same ICMP and ARP
 // settings and the same address sets, whatever the order, duplicates or
@@ -41,7 +63,7 @@ type Filter struct {
 // rejects is equal to no filter, so a caller comparing the filter it wants
 // with the one it attached always tries again.
 func (f Filter) Equal(g Filter) bool {
-	if f.ICMP != g.ICMP || f.ARP != g.ARP {
+	if f.ICMP != g.ICMP || f.ARP != g.ARP || f.SYN != g.SYN {
 		return false
 	}
 	d1, e1 := ipv4Keys(f.DstAddrs)
@@ -71,6 +93,12 @@ const (
 	untaggedL3Start = 14
 	taggedL3Start   = 18
 	ipProtoICMP     = 1
+	ipProtoTCP      = 6
+	ipv4FragOff     = 6
+	tcpFlagsOff     = 13
+	tcpSYN          = 0x02
+	tcpACK          = 0x10
+	fragOffMask     = 0x1fff
 	// packetHost is PACKET_HOST, the packet type (SKF_AD_PKTTYPE) of a
 	// frame addressed to the interface's own MAC.
 	packetHost = 0
@@ -156,6 +184,9 @@ func ipv4Keys(addrs []netip.Addr) ([]uint32, error) {
 //	    jne #addr, skip 1; ret #acceptLen      (per address)
 //	    ret #0
 func (f Filter) program(dst, src []uint32) []bpf.Instruction {
+	if f.SYN == SYNOnly {
+		f.ICMP, f.ARP, src = false, false, nil
+	}
 	arp := 0
 	if f.ARP {
 		arp = 1
@@ -211,9 +242,62 @@ func (f Filter) program(dst, src []uint32) []bpf.Instruction {
 			bpf.RetConstant{Val: acceptLen},
 		)
 	}
-	p = appendMatch(p, ipv4DstOff, dst)
-	p = appendMatch(p, ipv4SrcOff, src)
-	return append(p, bpf.RetConstant{Val: 0})
+	if f.SYN == SYNAll {
+		p = appendMatch(p, ipv4DstOff, dst)
+		p = appendMatch(p, ipv4SrcOff, src)
+		return append(p, bpf.RetConstant{Val: 0})
+	}
+	// A destination match jumps (ja: a 32-bit offset, whatever the number
+	// of addresses) to the SYN test at the end:
+	//
+	//	    ld [x+16]; jne #addr, skip 1; ja syn      (per address)
+	//	    ld [x+12]; jne #addr, skip 1; ret #acceptLen   (SYNExclude)
+	//	    ret #0
+	//	syn:
+	//	    ldb [x+9];  jne #6 -> notsyn                 (TCP)
+	//	    ldh [x+6];  jset #0x1fff -> notsyn           (first fragment)
+	//	    ldb [x+0]; and #0xf; lsh #2; add x; tax      (X: TCP header)
+	//	    ldb [x+13]; and #0x12; jne #0x02 -> notsyn   (SYN, no ACK)
+	//	    ret #SYN verdict
+	//	notsyn:
+	//	    ret #other verdict
+	if len(dst) > 0 {
+		p = append(p, bpf.LoadIndirect{Off: ipv4DstOff, Size: 4})
+	}
+	var jumps []int // indexes of the "ja syn" instructions
+	for _, k := range dst {
+		p = append(p, bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: k, SkipTrue: 1})
+		jumps = append(jumps, len(p))
+		p = append(p, bpf.Jump{})
+	}
+	if f.SYN == SYNExclude {
+		p = appendMatch(p, ipv4SrcOff, src)
+	}
+	p = append(p, bpf.RetConstant{Val: 0})
+	syn := len(p)
+	for _, j := range jumps {
+		p[j] = bpf.Jump{Skip: uint32(syn - j - 1)}
+	}
+	synVerdict, otherVerdict := uint32(0), uint32(acceptLen)
+	if f.SYN == SYNOnly {
+		synVerdict, otherVerdict = acceptLen, 0
+	}
+	return append(p,
+		bpf.LoadIndirect{Off: ipv4ProtoOff, Size: 1},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: ipProtoTCP, SkipTrue: 11},
+		bpf.LoadIndirect{Off: ipv4FragOff, Size: 2},
+		bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: fragOffMask, SkipTrue: 9},
+		bpf.LoadIndirect{Off: 0, Size: 1},
+		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xf},
+		bpf.ALUOpConstant{Op: bpf.ALUOpShiftLeft, Val: 2},
+		bpf.ALUOpX{Op: bpf.ALUOpAdd},
+		bpf.TAX{},
+		bpf.LoadIndirect{Off: tcpFlagsOff, Size: 1},
+		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: tcpSYN | tcpACK},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: tcpSYN, SkipTrue: 1},
+		bpf.RetConstant{Val: synVerdict},
+		bpf.RetConstant{Val: otherVerdict},
+	)
 }
 
 // appendMatch loads the 32-bit word at X+off and accepts when it equals

@@ -73,6 +73,9 @@ func runFilterType(tb testing.TB, raw []bpf.RawInstruction, frame []byte, pkttyp
 // kernel's rule that a load beyond the frame drops it, for frames of
 // packet type pkttype.
 func refMatch(f Filter, b []byte, pkttype uint32) bool {
+	if f.SYN == SYNOnly {
+		f.ICMP, f.ARP, f.SrcAddrs = false, false, nil
+	}
 	if len(b) < 14 {
 		return false
 	}
@@ -114,14 +117,38 @@ func refMatch(f Filter, b []byte, pkttype uint32) bool {
 			return false
 		}
 		if m {
-			return true
+			if f.SYN == SYNAll {
+				return true
+			}
+			syn, short := refSYN(b, l3)
+			if short {
+				return false
+			}
+			return syn == (f.SYN == SYNOnly)
 		}
+	}
+	if f.SYN == SYNOnly {
+		return false
 	}
 	if len(f.SrcAddrs) > 0 {
 		m, _ := in(f.SrcAddrs, 12)
 		return m
 	}
 	return false
+}
+
+// refSYN reports whether the IPv4 packet at b[l3:] opens a TCP connection:
+// TCP, not a fragment after the first, SYN set and ACK clear. short: the
+// flags lie beyond the frame (the kernel drops the frame).
+func refSYN(b []byte, l3 int) (syn, short bool) {
+	if b[l3+9] != 6 || binary.BigEndian.Uint16(b[l3+6:])&0x1fff != 0 {
+		return false, false
+	}
+	at := l3 + int(b[l3]&0xf)*4 + 13
+	if at >= len(b) {
+		return false, true
+	}
+	return b[at]&0x12 == 0x02, false
 }
 
 func TestFilter(t *testing.T) {
@@ -374,6 +401,13 @@ func FuzzFilter(f *testing.F) {
 	f.Add(buildFrame(frameSpec{src: other, dst: client, ipProto: 1, vlanTCI: 2})[:18+10], uint8(5))
 	f.Add(buildFrame(frameSpec{src: rs1, dst: client})[:14+16], uint8(4)) // source present, destination cut
 
+	for _, fl := range []uint8{0x02, 0x12, 0x04, 0x03, 0x10} {
+		f.Add(buildFrame(frameSpec{src: client, dst: vip2, ipProto: 6, tcpFlags: fl}), uint8(6|7<<5))
+		f.Add(buildFrame(frameSpec{src: client, dst: vip2, ipProto: 6, tcpFlags: fl, vlanTCI: 5}), uint8(7))
+	}
+	f.Add(buildFrame(frameSpec{src: client, dst: vip1, ipProto: 6, tcpFlags: 2})[:14+30], uint8(6)) // flags cut
+	f.Add(buildFrame(frameSpec{src: client, dst: vip1, ipProto: 6, tcpFlags: 2, fragOff: 0x2000}), uint8(7))
+	f.Add(buildFrame(frameSpec{src: client, dst: vip1, ipProto: 6, tcpFlags: 2, fragOff: 3}), uint8(7))
 	filters := []Filter{
 		{DstAddrs: []netip.Addr{vip1, vip2}, SrcAddrs: []netip.Addr{rs1}, ARP: true},
 		{DstAddrs: []netip.Addr{vip1}},
@@ -381,6 +415,8 @@ func FuzzFilter(f *testing.F) {
 		{ARP: true},
 		{DstAddrs: []netip.Addr{vip1}, SrcAddrs: []netip.Addr{rs1}, ICMP: true},
 		{SrcAddrs: []netip.Addr{rs1}, ICMP: true},
+		{DstAddrs: []netip.Addr{vip1, vip2}, SrcAddrs: []netip.Addr{rs1}, ICMP: true, SYN: SYNExclude},
+		{DstAddrs: []netip.Addr{vip1, vip2}, SrcAddrs: []netip.Addr{rs1}, ICMP: true, ARP: true, SYN: SYNOnly},
 	}
 	// which picks the filter (low 3 bits) and the packet type (next 2).
 	vms := make([][4]*bpf.VM, len(filters))
@@ -396,7 +432,7 @@ func FuzzFilter(f *testing.F) {
 	f.Add(buildFrame(frameSpec{src: client, dst: vip1}), uint8(pktOtherHost<<3))
 	f.Add(buildFrame(frameSpec{etherType: etherTypeARP, src: client, dst: vip1}), uint8(3|pktBroadcast<<3))
 	f.Fuzz(func(t *testing.T, frame []byte, which uint8) {
-		i := int(which&7) % len(filters)
+		i := (int(which&7) + int(which>>5)*8) % len(filters)
 		pt := uint32(which>>3) & 3
 		n, err := vms[i][pt].Run(frame)
 		if err != nil {
@@ -457,5 +493,80 @@ func TestFilterHostStackAnswers(t *testing.T) {
 		if got := refMatch(tc.filter, f, pktHost); got != tc.want {
 			t.Errorf("%s: reference says %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestFilterSYN: the established ring's filter (SYNExclude) and the new
+// connections' ring's (SYNOnly) split the frames to the VIPs between them
+// by TCP flags; every other frame keeps to the established ring.
+func TestFilterSYN(t *testing.T) {
+	base := Filter{DstAddrs: []netip.Addr{vip1, vip2}, SrcAddrs: []netip.Addr{rs1}, ICMP: true}
+	est, syn := base, base
+	est.SYN, syn.SYN = SYNExclude, SYNOnly
+	estProg, err := est.Assemble()
+	if err != nil {
+		t.Fatal(err)
+	}
+	synProg, err := syn.Assemble()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp := func(dst netip.Addr, flags uint8) frameSpec {
+		return frameSpec{src: client, dst: dst, sport: 40000, dport: 80, ipProto: 6, tcpFlags: flags}
+	}
+	tests := []struct {
+		name     string
+		s        frameSpec
+		est, syn bool
+	}{
+		{"SYN to VIP", tcp(vip1, 0x02), false, true},
+		{"SYN to second VIP", tcp(vip2, 0x02), false, true},
+		{"SYN with ECE/CWR to VIP", tcp(vip1, 0xc2), false, true},
+		{"SYN+RST to VIP", tcp(vip1, 0x06), false, true},
+		{"SYN-ACK to VIP", tcp(vip1, 0x12), true, false},
+		{"ACK to VIP", tcp(vip1, 0x10), true, false},
+		{"RST to VIP", tcp(vip1, 0x04), true, false},
+		{"FIN-ACK to VIP", tcp(vip1, 0x11), true, false},
+		{"tagged SYN to VIP", func() frameSpec { s := tcp(vip1, 0x02); s.vlanTCI = 10; return s }(), false, true},
+		{"tagged ACK to VIP", func() frameSpec { s := tcp(vip1, 0x10); s.vlanTCI = 10; return s }(), true, false},
+		{"first fragment of a SYN", func() frameSpec { s := tcp(vip1, 0x02); s.fragOff = 0x2000; return s }(), false, true},
+		{"later fragment, SYN-looking bytes", func() frameSpec { s := tcp(vip1, 0x02); s.fragOff = 0x2003; return s }(), true, false},
+		{"UDP to VIP", frameSpec{src: client, dst: vip1, sport: 1, dport: 53}, true, false},
+		{"SYN to another address", tcp(other, 0x02), false, false},
+		{"SYN from a real server to a client (NAT)", frameSpec{src: rs1, dst: client, ipProto: 6, tcpFlags: 0x02}, true, false},
+		{"ICMP", frameSpec{src: other, dst: client, ipProto: 1}, true, false},
+		{"ARP", frameSpec{etherType: etherTypeARP, src: client, dst: vip1}, false, false},
+	}
+	for _, tt := range tests {
+		f := buildFrame(tt.s)
+		if got := runFilter(t, estProg, f); got != tt.est {
+			t.Errorf("%s: established ring accepts %v, want %v", tt.name, got, tt.est)
+		}
+		if got := runFilter(t, synProg, f); got != tt.syn {
+			t.Errorf("%s: SYN ring accepts %v, want %v", tt.name, got, tt.syn)
+		}
+		if ref := refMatch(est, f, pktHost); ref != tt.est {
+			t.Errorf("%s: reference established %v, want %v", tt.name, ref, tt.est)
+		}
+		if ref := refMatch(syn, f, pktHost); ref != tt.syn {
+			t.Errorf("%s: reference SYN %v, want %v", tt.name, ref, tt.syn)
+		}
+	}
+	// Many addresses: the jump to the SYN test spans more than 255
+	// instructions.
+	var many []netip.Addr
+	for i := range 500 {
+		many = append(many, netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}))
+	}
+	big := Filter{DstAddrs: many, SYN: SYNOnly}
+	prog, err := big.Assemble()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !runFilter(t, prog, buildFrame(tcp(many[0], 0x02))) || runFilter(t, prog, buildFrame(tcp(many[0], 0x10))) {
+		t.Error("500 addresses: the first address's SYN/ACK not told apart")
+	}
+	if est.Equal(syn) || est.Equal(base) || !syn.Equal(Filter{DstAddrs: base.DstAddrs, SrcAddrs: base.SrcAddrs, ICMP: true, SYN: SYNOnly}) {
+		t.Error("Equal ignores SYN")
 	}
 }

@@ -24,6 +24,10 @@ type frameSpec struct {
 	sport, dport   uint16
 	size           int // total length; at least the headers plus marker
 	seq            uint32
+	// tcpFlags are written at the TCP flags' offset when ipProto is 6
+	// (over a marker byte); fragOff is the IPv4 fragment offset field.
+	tcpFlags uint8
+	fragOff  uint16
 }
 
 var (
@@ -88,6 +92,14 @@ func buildFrame(s frameSpec) []byte {
 	binary.BigEndian.PutUint32(l3[28+len(marker):], s.seq)
 	for i := 28 + len(marker) + 4; i < len(l3); i++ {
 		l3[i] = byte(i + int(s.seq))
+	}
+	if et == etherTypeIPv4 && s.ipProto == 6 {
+		l3[20+13] = s.tcpFlags
+	}
+	if et == etherTypeIPv4 && s.fragOff != 0 {
+		binary.BigEndian.PutUint16(l3[6:], s.fragOff)
+		binary.BigEndian.PutUint16(l3[10:], 0)
+		binary.BigEndian.PutUint16(l3[10:], ipChecksum(l3[:20]))
 	}
 	return b
 }
