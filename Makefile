@@ -14,11 +14,12 @@ TEST_PKGS ?= ./...
 # Packages whose tests are also run under the race detector.
 RACE_PKGS ?= ./conntrack/... ./scheduler/... ./ipvs/... ./ipvsadm/... ./forwarder/... ./control/ ./daemon/ ./metrics/ ./lvssync/ ./health/
 
-APT_PKGS  := iproute2 socat curl nginx-light nftables ethtool procps prometheus tshark
+APT_PKGS  := iproute2 socat curl nginx-light nftables ethtool procps prometheus tshark keepalived
 # The commands those packages provide, checked before anything is installed
 # (promtool, from prometheus, checks gvsd's /metrics in package metrics' tests;
-# tshark decodes the sync daemon's messages in package lvssync's tests).
-APT_CMDS  := ip socat curl nginx nft ethtool sysctl promtool tshark
+# tshark decodes the sync daemon's messages in package lvssync's tests;
+# keepalived runs VRRP for the two-director tests, e2e TestHAFailover).
+APT_CMDS  := ip socat curl nginx nft ethtool sysctl promtool tshark keepalived
 
 # apt_install(what, commands, packages): install the Debian packages when any of the commands is missing.
 define apt_install
@@ -30,7 +31,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: all build test unit race deps demo golden fuzz bench bench-go bench-deps clean vet check-root
+.PHONY: all build test unit race deps demo demo-ha golden fuzz bench bench-go bench-deps soak clean vet check-root install
 
 MODE  ?= nat
 SCHED ?= rr
@@ -97,12 +98,56 @@ BENCH_FLAGS ?=
 bench: check-root bench-deps build
 	$(BIN)/gvs-bench -bin $(BIN) -out out/bench $(BENCH_FLAGS)
 
+# soak: gvsd in the lab for SOAK_DURATION (60s..10m, default 5m) under a full-rate SYN flood from
+# spoofed sources, SIGHUP reloads every 3 s, a real server killed and restarted, the DIP link
+# flapped and a gvsd SIGKILL + restart, with 10 long-lived NAT and 10 DR connections doing a
+# request every 20 ms (root; not part of make test). Exits non-zero when a bound breaks; the
+# report, rss.csv and gvsd's logs are in out/soak/. SOAK_FLAGS e.g. -conn-capacity 262144.
+SOAK_DURATION ?= 5m
+SOAK_FLAGS ?=
+soak: check-root build
+	$(BIN)/gvs-soak -bin $(BIN) -out out/soak -duration $(SOAK_DURATION) $(SOAK_FLAGS)
+
 check-root:
 	@if [ "$$(id -u)" != 0 ]; then echo "this target needs root (network namespaces)"; exit 1; fi
 
 # demo: the main job on a fresh machine. MODE=nat|dr|tun, SCHED=rr|wrr|wlc|sh|mh|...
 demo: check-root deps build
 	$(BIN)/gvs-demo -mode $(MODE) -sched $(SCHED) -bin $(BIN)
+
+# demo-ha plays the two-director scene (README "Two directors, one VIP"):
+# keepalived + gvs sync daemons, 50 connections, the master killed or its
+# links cut, the connections going on through the backup. MODE=nat or dr.
+demo-ha: check-root deps
+	$(GO) test -count=1 -v -run 'TestHAFailover/$(MODE)/' ./e2e/
+
+# install: gvsd and gvsadm to $(DESTDIR)$(SBINDIR), the systemd unit to $(DESTDIR)$(UNITDIR), the
+# sysusers.d entry of its user gvs, and (only if absent) /etc/default/gvsd and /etc/gvs/rules.
+# INSTALL_IPVSADM_LINK=1 also links ipvsadm, ipvsadm-save and ipvsadm-restore to gvsadm.
+# Then, as root: systemd-sysusers (or useradd --system gvs), edit /etc/default/gvsd,
+# systemctl daemon-reload, systemctl enable --now gvsd.
+PREFIX      ?= /usr/local
+SBINDIR     ?= $(PREFIX)/sbin
+SYSCONFDIR  ?= /etc
+UNITDIR     ?= /lib/systemd/system
+SYSUSERSDIR ?= /usr/lib/sysusers.d
+INSTALL     ?= install
+INSTALL_IPVSADM_LINK ?=
+install: build
+	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) \
+		$(DESTDIR)$(SYSCONFDIR)/default $(DESTDIR)$(SYSCONFDIR)/gvs
+	$(INSTALL) -m 0755 $(BIN)/gvsd $(BIN)/gvsadm $(DESTDIR)$(SBINDIR)/
+	sed 's|@SBINDIR@|$(SBINDIR)|g; s|/etc/default/gvsd|$(SYSCONFDIR)/default/gvsd|g' dist/gvsd.service > $(DESTDIR)$(UNITDIR)/gvsd.service.tmp
+	chmod 0644 $(DESTDIR)$(UNITDIR)/gvsd.service.tmp && mv $(DESTDIR)$(UNITDIR)/gvsd.service.tmp $(DESTDIR)$(UNITDIR)/gvsd.service
+	$(INSTALL) -m 0644 dist/gvs.sysusers $(DESTDIR)$(SYSUSERSDIR)/gvs.conf
+	@test -e $(DESTDIR)$(SYSCONFDIR)/default/gvsd || \
+		sed 's|/etc/gvs/rules|$(SYSCONFDIR)/gvs/rules|g' dist/gvsd.default > $(DESTDIR)$(SYSCONFDIR)/default/gvsd
+	@test -e $(DESTDIR)$(SYSCONFDIR)/gvs/rules || $(INSTALL) -m 0644 dist/rules $(DESTDIR)$(SYSCONFDIR)/gvs/rules
+	@if [ -n "$(INSTALL_IPVSADM_LINK)" ]; then \
+		for n in ipvsadm ipvsadm-save ipvsadm-restore; do \
+			ln -sf gvsadm $(DESTDIR)$(SBINDIR)/$$n && echo "linked $(DESTDIR)$(SBINDIR)/$$n -> gvsadm"; \
+		done; \
+	fi
 
 clean:
 	rm -rf $(BIN)

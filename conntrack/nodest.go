@@ -12,7 +12,7 @@ package conntrack
 // lock, as In.
 func (t *Table) InLive(k InKey, tcpFlags uint8, now int64, c *Conn) (found, avail bool) {
 	h := hashConn(t.seed, k.Proto, &k.CAddr, k.CPort)
-	s, _ := t.shardOf(h)
+	s, si := t.shardOf(h)
 	s.mu.Lock()
 	slot := s.findConn(uint32(h), &k)
 	e := t.liveEntry(s, slot, now)
@@ -28,6 +28,7 @@ func (t *Table) InLive(k InKey, tcpFlags uint8, now int64, c *Conn) (found, avai
 	e.aux++
 	t.transition(s, slot, e, DirInput, tcpFlags, now)
 	fill(e, c)
+	t.syncIn(si, slot, e, now, c)
 	s.mu.Unlock()
 	return true, true
 }

@@ -70,6 +70,7 @@ type Table struct {
 	// last counter reset.
 	dropRate  atomic.Int64
 	dropEpoch atomic.Uint32
+	sync      syncState // sync.go
 }
 
 // New makes an empty table.
@@ -130,6 +131,13 @@ type Conn struct {
 	// Assured is a template's state ASSURED (IP_VS_CTPL_S_ASSURED): a
 	// connection under it reached TCP ESTABLISHED or saw a UDP reply.
 	Assured bool
+	// Sync: the packet that filled c makes the master sync daemon send a
+	// record of the connection (sync.go).
+	Sync bool
+
+	ctlShard uint16 // the controlling template (FlagControlled)
+	ctl      uint32
+	tmplSecs uint32 // a template's timeout in seconds
 }
 
 // StateName is the state column of ipvsadm -Lnc, ip_vs_state_name: a
@@ -340,14 +348,18 @@ func fill(e *entry, c *Conn) {
 	if e.flags&fControlled != 0 {
 		flags |= FlagControlled
 	}
-	var inPkts, nControl uint32
+	if e.flags&fSync != 0 {
+		flags |= FlagSync
+	}
+	var inPkts, nControl, tmplSecs, ctlSlot uint32
 	assured := false
 	if e.flags&fTemplate != 0 {
 		flags |= FlagTemplate
 		ctl := atomic.LoadUint32(&e.ctl)
 		nControl, assured = ctl&ctlCount, ctl&ctlAssured != 0
+		tmplSecs = e.aux
 	} else {
-		inPkts = e.aux
+		inPkts, ctlSlot = e.aux, e.ctl // a connection's ctl is its template's slot
 	}
 	c.Proto = e.proto
 	c.CAddr, c.CPort = addrOf(e.caddr), e.cport
@@ -355,6 +367,7 @@ func fill(e *entry, c *Conn) {
 	c.DAddr, c.DPort = addrOf(e.daddr), e.dport
 	c.Dest, c.Method, c.State, c.Flags = e.dest, e.method, e.state, flags
 	c.Expires, c.InPkts, c.NControl, c.Assured = e.expires, inPkts, nControl, assured
+	c.Sync, c.ctlShard, c.ctl, c.tmplSecs = false, e.ctlShard, ctlSlot, tmplSecs
 }
 
 // transition runs one packet through a connection: TCP state machine (with
@@ -420,7 +433,7 @@ func (t *Table) liveEntry(s *shard, slot uint32, now int64) *entry {
 // and returns true. A dead entry counts as missing and is removed.
 func (t *Table) In(k InKey, tcpFlags uint8, now int64, c *Conn) bool {
 	h := hashConn(t.seed, k.Proto, &k.CAddr, k.CPort)
-	s, _ := t.shardOf(h)
+	s, si := t.shardOf(h)
 	s.mu.Lock()
 	slot := s.findConn(uint32(h), &k)
 	e := t.liveEntry(s, slot, now)
@@ -431,6 +444,7 @@ func (t *Table) In(k InKey, tcpFlags uint8, now int64, c *Conn) bool {
 	e.aux++
 	t.transition(s, slot, e, DirInput, tcpFlags, now)
 	fill(e, c)
+	t.syncIn(si, slot, e, now, c)
 	s.mu.Unlock()
 	return true
 }
@@ -509,7 +523,7 @@ func (t *Table) Create(k InKey, dest *ipvs.Dest, dport uint16, tmpl TemplateRef,
 	}
 	controlled := t.holdTemplate(tmpl, now)
 	h := hashConn(t.seed, k.Proto, &k.CAddr, k.CPort)
-	s, _ := t.shardOf(h)
+	s, si := t.shardOf(h)
 	s.mu.Lock()
 	s.start(now)
 	if slot := s.findConn(uint32(h), &k); slot != nilSlot {
@@ -518,6 +532,7 @@ func (t *Table) Create(k InKey, dest *ipvs.Dest, dport uint16, tmpl TemplateRef,
 			e.aux++
 			t.transition(s, slot, e, DirInput, tcpFlags, now)
 			fill(e, c)
+			t.syncIn(si, slot, e, now, c)
 			s.mu.Unlock()
 			if controlled {
 				t.dropControl(tmpl.shard, tmpl.slot)
@@ -583,6 +598,7 @@ func (t *Table) Create(k InKey, dest *ipvs.Dest, dport uint16, tmpl TemplateRef,
 	t.transition(s, slot, e, DirInput, tcpFlags, now)
 	s.inserts++
 	fill(e, c)
+	t.syncIn(si, slot, e, now, c)
 	s.mu.Unlock()
 	return nil
 }

@@ -82,6 +82,13 @@ type Engine struct {
 	// Status, when set, is the health checks' state --status prints (the
 	// health engine's Status); see status.go.
 	Status func() []health.ServiceStatus
+	// Syncd runs the connection sync daemons (nil: --start-daemon and
+	// --stop-daemon are refused as unsupported); see syncd.go.
+	Syncd SyncDaemons
+	// OnReload, when set, re-reads the daemon's configuration (gvsadm
+	// --reload and Reload; see reload.go). It is called with the Engine's
+	// mutex held and returns the reason a reload failed.
+	OnReload func() error
 
 	mu  sync.Mutex // serializes Run
 	est estimator
@@ -209,6 +216,9 @@ func (e *Engine) Run(argv []string, stdin io.Reader, cred Cred, stdout, stderr i
 	if code, ok := e.runSysctl(argv, cred, stdout, stderr); ok {
 		return code
 	}
+	if code, ok := e.runReload(argv, cred, stderr); ok {
+		return code
+	}
 	if code, ok := e.runStatus(argv, cred, stdout, stderr); ok {
 		return code
 	}
@@ -246,6 +256,9 @@ func (e *Engine) Run(argv []string, stdin io.Reader, cred Cred, stdout, stderr i
 		return ipvsadm.ExitOK
 	case ipvsadm.CmdRestore:
 		return e.restore(prog, stdin, nil, stderr)
+	}
+	if code, ok := e.runDaemon(c, stderr); ok {
+		return code
 	}
 	return e.apply(prog, []*ipvsadm.Command{c}, stderr)
 }
@@ -346,7 +359,7 @@ func (e *Engine) list(c *ipvsadm.Command, stdout, stderr io.Writer) int {
 	case o.Timeout:
 		_ = ipvsadm.WriteTimeouts(stdout, e.timeouts())
 	case o.Daemon:
-		// No sync daemon runs: ipvsadm prints nothing.
+		e.listDaemons(stdout)
 	default:
 		e.Table.Read(func(svcs []*ipvs.Service) { _ = ipvsadm.WriteList(stdout, svcs, o, e.stats) })
 	}

@@ -191,7 +191,17 @@ func (es *estimator) destRates(d *ipvs.Dest) ipvs.Rates {
 // TickEstimator takes one rate sample of every service and destination, as
 // IPVS's estimator timer does every EstimatorInterval. RunEstimator calls
 // it; tests call it directly to step time.
+//
+// While the run_estimation sysctl is 0 it does nothing, as the kernel
+// suspends its estimation: the rates keep the values of the last sample
+// (services and destinations added meanwhile show zero; -Z still zeroes
+// them), and the first sample after run_estimation is set again covers
+// the whole pause as one interval ("the first estimation after re-enable
+// is not accurate", the kernel's documentation says).
 func (e *Engine) TickEstimator() {
+	if e.Settings != nil && e.Settings.Get(ipvs.SysRunEstimation) == 0 {
+		return
+	}
 	e.Table.Read(e.est.tick)
 }
 

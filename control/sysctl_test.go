@@ -69,13 +69,13 @@ func TestSysctlSet(t *testing.T) {
 		t.Fatalf("sync_threshold reads %q", got)
 	}
 	// A setting gvs stores but does not act on: stored, exit 0, one-line notice.
-	out, errOut, code = te.run(root, "", "--sysctl", "sync_version=0")
-	if code != 0 || out != "net.ipv4.vs.sync_version = 0\n" || strings.Count(errOut, "\n") != 1 ||
-		!strings.Contains(errOut, "net.ipv4.vs.sync_version is stored but not acted on yet") {
-		t.Fatalf("sync_version=0: code %d out %q stderr %q", code, out, errOut)
+	out, errOut, code = te.run(root, "", "--sysctl", "snat_reroute=0")
+	if code != 0 || out != "net.ipv4.vs.snat_reroute = 0\n" || strings.Count(errOut, "\n") != 1 ||
+		!strings.Contains(errOut, "net.ipv4.vs.snat_reroute is stored but not acted on yet") {
+		t.Fatalf("snat_reroute=0: code %d out %q stderr %q", code, out, errOut)
 	}
-	if te.Settings.Get(ipvs.SysSyncVersion) != 0 {
-		t.Fatal("sync_version not stored")
+	if te.Settings.Get(ipvs.SysSnatReroute) != 0 {
+		t.Fatal("snat_reroute not stored")
 	}
 	// The defenses are acted on: no notice. The test table (4096 slots,
 	// 128 pages) is always below amemthresh's 1024 pages: the automatic

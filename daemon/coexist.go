@@ -53,6 +53,12 @@ func Derive(table *ipvs.Table, vipIf, dipIf string) Derived {
 				d.Ingress = append(d.Ingress, kernel.IngressRule{
 					Interface: vipIf, Dir: kernel.MatchDst, Addr: a, Proto: k.Proto, Port: k.Port,
 				})
+				// Fragments after the first carry no port: the port
+				// rule cannot see them. gvs reassembles the service's
+				// datagrams, so the kernel must not get them either.
+				d.Ingress = append(d.Ingress, kernel.IngressRule{
+					Interface: vipIf, Dir: kernel.MatchDst, Addr: a, Proto: k.Proto, Frags: true,
+				})
 				if k.Proto == ipvs.ProtoTCP && k.Port == ftpPort {
 					d.Ingress = append(d.Ingress, ftpRules(vipIf, a)...)
 				}
@@ -80,10 +86,17 @@ func Derive(table *ipvs.Table, vipIf, dipIf string) Derived {
 			}
 		}
 	})
+	fragSrc := map[kernel.IngressRule]bool{}
 	for k := range replies {
 		d.Ingress = append(d.Ingress, kernel.IngressRule{
 			Interface: dipIf, Dir: kernel.MatchSrc, Addr: k.addr, Proto: k.proto, Port: k.port,
 		})
+		// And the later fragments of a real server's replies, which
+		// gvs reassembles and forwards (not those to the director).
+		fragSrc[kernel.IngressRule{Interface: dipIf, Dir: kernel.MatchSrc, Addr: k.addr, Proto: k.proto, Frags: true}] = true
+	}
+	for r := range fragSrc {
+		d.Ingress = append(d.Ingress, r)
 	}
 	slices.SortFunc(d.Ingress, cmpRule)
 	d.VIPs = sortedAddrs(vips)
@@ -213,6 +226,11 @@ func cmpRule(a, b kernel.IngressRule) int {
 		return int(a.Proto) - int(b.Proto)
 	case a.Port != b.Port:
 		return int(a.Port) - int(b.Port)
+	case a.Frags != b.Frags:
+		if b.Frags {
+			return -1
+		}
+		return 1
 	}
 	return int(a.PortMax) - int(b.PortMax)
 }

@@ -65,14 +65,24 @@ func TestDerive(t *testing.T) {
 	for _, r := range d.Ingress {
 		got = append(got, r.String())
 	}
+	// Each rule's fragments after the first (no ports: gvs reassembles
+	// them) have a rule of their own per address and protocol.
 	want := []string{
+		"dip0: ip saddr 198.18.2.11 tcp frag-off & 0x1fff != 0 drop",
 		"dip0: ip saddr 198.18.2.11 tcp sport 8080 drop",
+		"dip0: ip saddr 198.18.2.11 udp frag-off & 0x1fff != 0 drop",
 		"dip0: ip saddr 198.18.2.11 udp sport 5353 drop",
+		"dip0: ip saddr 198.18.2.12 tcp frag-off & 0x1fff != 0 drop",
 		"dip0: ip saddr 198.18.2.12 tcp sport 8080 drop",
 		"dip0: ip saddr 198.18.2.14 tcp drop", // fwmark, port 0: any port, both protocols
+		"dip0: ip saddr 198.18.2.14 tcp frag-off & 0x1fff != 0 drop",
 		"dip0: ip saddr 198.18.2.14 udp drop",
+		"dip0: ip saddr 198.18.2.14 udp frag-off & 0x1fff != 0 drop",
+		"vip0: ip daddr 198.51.100.10 tcp frag-off & 0x1fff != 0 drop",
 		"vip0: ip daddr 198.51.100.10 tcp dport 80 drop",
+		"vip0: ip daddr 198.51.100.10 udp frag-off & 0x1fff != 0 drop",
 		"vip0: ip daddr 198.51.100.10 udp dport 53 drop",
+		"vip0: ip daddr 203.0.113.5 tcp frag-off & 0x1fff != 0 drop",
 		"vip0: ip daddr 203.0.113.5 tcp dport 443 drop",
 	}
 	if !slices.Equal(got, want) {
@@ -183,8 +193,8 @@ func TestDeriveIngressMatchesLookup(t *testing.T) {
 	}
 	dropped := func(vip netip.Addr, proto ipvs.Protocol, port uint16) bool {
 		for _, r := range d.Ingress {
-			if r.Interface != "vip0" || r.Dir != kernel.MatchDst || r.Addr != vip {
-				continue
+			if r.Interface != "vip0" || r.Dir != kernel.MatchDst || r.Addr != vip || r.Frags {
+				continue // (fragments after the first carry no port)
 			}
 			switch {
 			case r.Proto == 0:

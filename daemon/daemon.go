@@ -22,6 +22,7 @@ import (
 	"gvs/forwarder"
 	"gvs/forwarder/kernel"
 	"gvs/forwarder/ring"
+	"gvs/forwarder/xdp"
 	"gvs/ipvs"
 	"gvs/ipvsadm"
 	"gvs/scheduler"
@@ -66,6 +67,14 @@ type Config struct {
 	SYNRate int
 	// ARP says for which VIPs the daemon answers ARP (default ARPAuto).
 	ARP ARPMode
+	// IO is the packet I/O (default IOTPacket); XDPModes the XDP attach
+	// modes IOAFXDP tries, in order (nil: native, then generic).
+	IO       IOMode
+	XDPModes []xdp.Mode
+	// XDPFastPath (with IOAFXDP) forwards the steady packets of
+	// established NAT and DR connections in the XDP program, from a flow
+	// map the daemon keeps (fastpath_linux.go).
+	XDPFastPath bool
 	// StatsInterval, if positive, logs Stats at debug level that often.
 	StatsInterval time.Duration
 	// Settings are IPVS's sysctls (net.ipv4.vs.*), shared by the control
@@ -125,6 +134,7 @@ type Daemon struct {
 	synRxs  []*ring.RX // the workers' rings of connection openings
 	txs     []*ring.TX
 	retired ringTotals // the counters of rings closed by reopenRings
+	xdp     *xdpIO     // the AF_XDP data path (nil: TPACKET rings)
 
 	// arpWG counts the ARP responders' Run goroutines; arpCtx is Run's
 	// context (nil before Run), under which a replaced responder runs.
@@ -141,6 +151,8 @@ type Daemon struct {
 	filters  [2]ring.Filter
 	arpAddrs []netip.Addr
 	hostHeld map[netip.Addr]bool // VIPs the host has held since New (ARPAuto)
+
+	syncd syncDaemons // the connection sync daemons (syncd.go)
 }
 
 // New sets the director up: it reads the interfaces, loads the rules, opens
@@ -348,7 +360,7 @@ func ringFrameSize(mtu int) int {
 }
 
 // openRings opens every worker's rings: an RX ring per interface in that
-// interface's fanout group (hash of the flow, defragmented), with the
+// interface's fanout group (hash of the flow; fragments reassembled by the pipeline), with the
 // filter of its side (New: one dropping everything until the first Sync),
 // and a TX ring per egress interface. The workers are made on the first
 // call; later calls (reopenRings) give the same workers new rings, so their
@@ -361,6 +373,9 @@ func ringFrameSize(mtu int) int {
 // with as many members and the same (symmetric) flow hash, a flow's SYN and
 // its later packets reach the same worker.
 func (d *Daemon) openRings(vip, dip LinkInfo, progs [2][]bpf.RawInstruction, synProg []bpf.RawInstruction) error {
+	if d.tryXDP(vip, dip) {
+		return nil
+	}
 	links := []LinkInfo{vip}
 	if !d.oneArm {
 		links = append(links, dip)
@@ -387,7 +402,11 @@ func (d *Daemon) openRings(vip, dip LinkInfo, progs [2][]bpf.RawInstruction, syn
 			// needs none, and skips the kernel's per-frame flow hash.
 			var fanout *ring.Fanout
 			if d.cfg.Workers > 1 {
-				fanout = &ring.Fanout{Group: uint16(pid<<2 | side), Mode: ring.FanoutHash}
+				// No PACKET_FANOUT_FLAG_DEFRAG: the pipeline reassembles
+				// (forwarder/defrag.go), alike for one worker and many;
+				// a fragment's hash (addresses, protocol) already keeps
+				// a datagram's fragments on one worker.
+				fanout = &ring.Fanout{Group: uint16(pid<<2 | side), Mode: ring.FanoutHash, NoDefrag: true}
 			}
 			rx, err := ring.OpenRX(l.Index, &ring.RXConfig{
 				FrameSize:  fs,
@@ -429,7 +448,7 @@ func (d *Daemon) openRings(vip, dip LinkInfo, progs [2][]bpf.RawInstruction, syn
 func (d *Daemon) openSYNRing(w *worker, vip LinkInfo, pid int, prog []bpf.RawInstruction) error {
 	var fanout *ring.Fanout
 	if d.cfg.Workers > 1 {
-		fanout = &ring.Fanout{Group: uint16(pid<<2 | 2), Mode: ring.FanoutHash}
+		fanout = &ring.Fanout{Group: uint16(pid<<2 | 2), Mode: ring.FanoutHash, NoDefrag: true}
 	}
 	rx, err := ring.OpenRX(vip.Index, &ring.RXConfig{
 		FrameSize:  ringFrameSize(vip.MTU),
@@ -479,6 +498,7 @@ func (d *Daemon) closeRings() error {
 		errs = append(errs, t.Close())
 	}
 	d.rxs, d.synRxs, d.txs = nil, nil, nil
+	errs = append(errs, d.closeXDP())
 	return errors.Join(errs...)
 }
 
@@ -662,6 +682,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		zap.Int("workers", len(d.workers)), zap.Int("services", len(d.table.Services())),
 		zap.String("socket", "@"+d.cfg.Socket), zap.Duration("startup", time.Since(d.start)))
 	<-ctx.Done()
+	d.stopSyncDaemons()
 	bg.Wait() // no reopenRings after this
 	d.mu.Lock()
 	d.stopWorkers()
@@ -693,6 +714,7 @@ func (d *Daemon) housekeeping(ctx context.Context) {
 			return
 		case now := <-tick.C:
 			d.conns.Expire(d.Clock())
+			d.foldFastPath()
 			if now.Sub(lastCheck) >= IngressCheckInterval {
 				lastCheck = now
 				restored, err := d.ingress.Ensure()

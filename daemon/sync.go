@@ -49,6 +49,9 @@ func (d *Daemon) Sync() error {
 	if err := d.setFilters(vf, df); err != nil {
 		errs = append(errs, err)
 	}
+	if err := d.syncXDP(der); err != nil {
+		errs = append(errs, fmt.Errorf("XDP rules: %w", err))
+	}
 
 	if !d.synced || !slices.Equal(der.Ingress, d.derived.Ingress) {
 		if err := d.ingress.Sync(der.Ingress); err != nil {
@@ -90,6 +93,9 @@ func (d *Daemon) syncARP(der Derived) error {
 		}
 	}
 	addrs := der.ARPAddrs(d.cfg.ARP, func(a netip.Addr) bool { return host[a] }, func(a netip.Addr) bool { return d.hostHeld[a] })
+	if d.pipe.Standby() { // backup_only on a backup: no VIP is answered (syncd.go)
+		addrs = nil
+	}
 	var errs []error
 	if err := d.arp.SetAddrs(addrs); err != nil {
 		errs = append(errs, err)
@@ -116,6 +122,9 @@ func (d *Daemon) hostAddrsChanged() {
 	}
 	if err := d.syncARP(d.derived); err != nil {
 		d.log.Warn("ARP answers not updated after an address change", zap.Error(err))
+	}
+	if err := d.syncXDP(d.derived); err != nil {
+		d.log.Warn("XDP rules not updated after an address change", zap.Error(err))
 	}
 }
 

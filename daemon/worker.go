@@ -97,6 +97,12 @@ type worker struct {
 	buf      []byte
 	pfds     []unix.PollFd
 	c        WorkerCounters
+	// xsk, when set, is the worker's AF_XDP I/O (afxdp_linux.go), used
+	// instead of the rings above.
+	xsk *xskIO
+	// beat counts the turns of the worker's loop (one store per turn, a
+	// batch or a sleep, not per frame): the watchdog's sign of progress.
+	beat atomic.Uint64
 }
 
 func newWorker(fw *forwarder.Worker, clock func() int64, batch int) *worker {
@@ -135,10 +141,16 @@ const maxDrainBatches = 64
 // run is the worker loop. It locks its OS thread and returns when stop is
 // set (within pollTimeout).
 func (w *worker) run(stop *atomic.Bool) {
+	if w.xsk != nil {
+		w.runXSK(stop)
+		return
+	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	var last int64 // clock of the last turn that took a frame
-	for !stop.Load() {
+	for turn := uint64(1); !stop.Load(); turn++ {
+		w.beat.Store(turn)
+		w.expire()
 		if w.poll() > 0 {
 			if w.busyPoll > 0 {
 				last = w.clock()
@@ -156,6 +168,24 @@ func (w *worker) run(stop *atomic.Bool) {
 		w.wait()
 	}
 	w.flush()
+}
+
+// expire sends what the pipeline answers for datagrams whose reassembly
+// timed out (ICMP time exceeded); nothing to do costs one check.
+func (w *worker) expire() {
+	if w.fw == nil { // a test's worker without a pipeline
+		return
+	}
+	now := w.clock()
+	for {
+		res, ok := w.fw.Expire(now)
+		if !ok {
+			return
+		}
+		if res.Action == forwarder.Reply {
+			w.send(res.Link, res.Frame)
+		}
+	}
 }
 
 // poll drains the established rings (a batch from each in turn, until
@@ -236,6 +266,12 @@ func (w *worker) handle(frame []byte, meta ring.Meta, side int, now int64) {
 	res := w.fw.Process(buf, forwarder.Headroom, n, side, meta.CsumNotReady(), now)
 	if res.Action != forwarder.Transmit && res.Action != forwarder.Reply {
 		return // Drop (counted by the pipeline); Pass, Control: the kernel has its copy
+	}
+	if res.Frags != 0 { // IPv4 fragments, in the pipeline's scratch space
+		for i := range int(res.Frags) {
+			w.send(res.Link, w.fw.Fragment(i))
+		}
+		return
 	}
 	if inSlot && len(res.Frame) > 0 && (res.Link == outSide || uint(res.Link) < 2 && w.tx[res.Link] == out) {
 		// Where res.Frame starts in buf, if it is part of buf.

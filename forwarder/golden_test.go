@@ -196,7 +196,9 @@ func replayCase(t *testing.T, dir string) goldenRun {
 	var sent []replay.Verdict
 	for _, v := range run.verdicts {
 		if v.Action == "transmit" || v.Action == "reply" {
-			sent = append(sent, v)
+			for range max(v.Frags, 1) { // one frame per fragment
+				sent = append(sent, v)
+			}
 		}
 	}
 	if len(sent) != len(run.frames) {

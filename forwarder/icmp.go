@@ -38,7 +38,7 @@ func (w *Worker) icmpRelated(pk *packet) *Result {
 			// DR and TUN: the real server gets the error unchanged, by the
 			// connection's own transmitter.
 			// The error goes out with its checksum taken as complete.
-			pk.partial = false
+			pk.partial, pk.related = false, true
 			return w.xmitIn(pk, c, nil)
 		}
 		return w.xmitICMPNAT(pk, c, false)
@@ -109,11 +109,16 @@ func (w *Worker) tunICMP(pk *packet) *Result {
 		res.Action, res.Reason = Drop, NoRoute
 		return w.count(res)
 	}
-	out, ok := rewrite.ICMPRelay(w.scratch[:], frame, p, o, p.ICMPType, p.ICMPCode, rest, ip.Dst(), tx.macs)
+	w.ipid++
+	out, ok := rewrite.ICMPRelay(w.icmpBuf(p.L3, tx.mtu), frame, p, o, p.ICMPType, p.ICMPCode, rest, ip.Dst(), tx.macs, w.ipid)
 	res.Reason = TunICMP
 	if !ok {
 		res.Action = Drop
 		w.Counters.Reasons[NoReply].Add(1)
+		return w.count(res)
+	}
+	if !w.allowICMP(p.ICMPType, p.ICMPCode, ip.Src(), now) {
+		res.Action = Drop
 		return w.count(res)
 	}
 	res.Action, res.Link, res.Frame = Reply, tx.link, out
@@ -174,6 +179,11 @@ func (w *Worker) xmitICMPNAT(pk *packet, c *conntrack.Conn, out bool) *Result {
 	if !ok {
 		res.Action, res.Reason = Drop, RewriteFailed
 		return w.count(res)
+	}
+	if p.End-p.L3 > tx.mtu {
+		// ip_vs_icmp_xmit: no MTU check for ICMP; the error is
+		// fragmented (ignore_df), whatever its DF.
+		return w.fragment(res, tx.link, frame[:p.End], tx.mtu)
 	}
 	res.Action, res.Link, res.Frame = Transmit, tx.link, frame[:p.End]
 	return w.count(res)

@@ -55,6 +55,10 @@ type Config struct {
 	// pipeline reads those it honours when a packet needs them:
 	// conn_reuse_mode, expire_nodest_conn, sloppy_tcp.
 	Settings *ipvs.Settings
+	// DefragSlots is the number of IPv4 datagrams each worker reassembles
+	// at once (0: DefaultDefragSlots), each with a 64 KiB buffer
+	// allocated with the worker (defrag.go).
+	DefragSlots int
 }
 
 // Generationer is an optional interface of an Env whose answers can change:
@@ -83,12 +87,14 @@ type Pipeline struct {
 	svcs    *ipvs.Table
 	conns   *conntrack.Table
 	set     *ipvs.Settings
+	defrags int // Config.DefragSlots
 	workers atomic.Int32
+	sync    syncHook // syncrec.go
 }
 
 // New makes a pipeline.
 func New(c Config) *Pipeline {
-	p := &Pipeline{env: c.Env, svcs: c.Services, conns: c.Conns, set: c.Settings}
+	p := &Pipeline{env: c.Env, svcs: c.Services, conns: c.Conns, set: c.Settings, defrags: c.DefragSlots}
 	if p.set == nil {
 		p.set = ipvs.NewSettings()
 	}
@@ -114,8 +120,20 @@ type Worker struct {
 	tx       txPlan // the plan of a packet whose flow is not cached
 	ipid     uint16
 	rstTAT   int64 // the RST rate limit's theoretical arrival time (GCRA)
+	icmpTAT  int64 // the ICMP global rate limit's (allowICMP)
 	scratch  [rewrite.ICMPErrorMaxFrame]byte
+	sync     syncScratch  // syncrec.go
+	large    *workerLarge // rarely used, large state: kept out of the Worker's cache lines
+	defrag   *defragPool  // IPv4 reassembly (defrag.go)
 	Counters Counters
+}
+
+// workerLarge is a worker's state that is large and only used off the
+// common path: fragmentation and the ICMP rate limit's destinations.
+type workerLarge struct {
+	icmpPeers [icmpPeers]icmpPeer
+	frags     [rewrite.MaxFragments][]byte // Result.Frags
+	fragBuf   [rewrite.FragmentBufLen]byte // the fragments' bytes
 }
 
 // packet is the frame being processed and what came with it, passed by
@@ -128,6 +146,11 @@ type packet struct {
 	partial bool   // the L4 checksum is only the pseudo-header sum
 	now     int64  // the clock, in nanoseconds
 	isNew   bool   // the frame created its connection (set by schedule)
+	related bool   // an ICMP error forwarded for its connection (icmpRelated)
+	// fragMax, for a datagram reassembled from fragments (defrag.go), is
+	// its largest fragment's IP length (the kernel's frag_max_size); 0
+	// for any other packet.
+	fragMax int
 }
 
 // frame is the packet's frame, buf[off:off+n].
@@ -141,7 +164,7 @@ func (p *Pipeline) NewWorker() *Worker {
 	if id >= ipvs.MaxWorkers {
 		panic("forwarder: more than ipvs.MaxWorkers workers")
 	}
-	return &Worker{p: p, id: id, ipid: uint16(id) << 12}
+	return &Worker{p: p, id: id, ipid: uint16(id) << 12, large: new(workerLarge), defrag: newDefragPool(p.defrags)}
 }
 
 // Result is the outcome of one frame.
@@ -163,7 +186,17 @@ type Result struct {
 	New bool
 	// Out reports a packet in the OUTPUT direction (real server -> client).
 	Out bool
+	// Frags, when not 0, is the number of frames to send on Link, in
+	// order, instead of Frame alone: the IPv4 fragments of a packet too
+	// big for the egress MTU, Worker.Fragment(0) to Fragment(Frags-1)
+	// (Frame is the first). They lie in the worker's scratch space, valid
+	// until the next call. (A count, not a slice: the Result stays within
+	// 64 bytes, copied once per packet.)
+	Frags uint8
 }
+
+// Fragment is fragment i (< Result.Frags) of the last Result.
+func (w *Worker) Fragment(i int) []byte { return w.large.frags[i] }
 
 // Process runs one frame through the pipeline. The frame is
 // buf[off:off+n]; off must be at least Headroom. link is the link it
@@ -180,7 +213,7 @@ func (w *Worker) Process(buf []byte, off, n, link int, csumPartial bool, now int
 func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int64) *Result {
 	// Field by field, as in transmit.
 	pk := &w.pkt
-	pk.buf, pk.off, pk.n, pk.link, pk.partial, pk.now, pk.isNew = buf, off, n, link, csumPartial, now, false
+	pk.buf, pk.off, pk.n, pk.link, pk.partial, pk.now, pk.isNew, pk.related, pk.fragMax = buf, off, n, link, csumPartial, now, false, false, 0
 	frame := pk.frame()
 	p := &w.parsed
 	switch p.Decode(frame) {
@@ -190,6 +223,9 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 		return w.result(Result{Action: Pass})
 	case rewrite.ARP:
 		return w.result(Result{Action: Control})
+	}
+	if w.p.sync.standby.Load() { // backup_only on a backup: the kernel's
+		return w.result(Result{Action: Pass})
 	}
 	if p.VLAN {
 		// The egress link decides tagging, not the ingress tag: forward
@@ -202,17 +238,27 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 			return w.drop(Reason(p.Reason))
 		}
 	}
+	if r := martian(frame, p); r != ReasonNone {
+		return w.drop(r)
+	}
 	dst := p.DstAddr()
 	if p.IsFragment() {
-		if w.p.svcs.IsVIP(dst) {
-			return w.drop(Fragment)
+		// Reassembled first (defrag.go); the datagram then takes the walk.
+		if !w.defragWanted(p, w.p.svcs.IsVIP(dst)) {
+			return w.result(Result{Action: Pass})
 		}
-		return w.result(Result{Action: Pass})
+		if r := w.defragment(pk); r != nil {
+			return r
+		}
+		frame, dst = pk.frame(), p.DstAddr()
 	}
 	switch p.Proto {
 	case rewrite.ProtoTCP, rewrite.ProtoUDP:
 	case rewrite.ProtoICMP:
 		if p.Embedded {
+			if w.ownSource(p) {
+				return w.drop(MartianSource)
+			}
 			return w.icmpRelated(pk)
 		}
 		return w.result(Result{Action: Pass})
@@ -238,13 +284,16 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 				return w.xmitOut(pk, &fe.conn, &fe.tx)
 			}
 		}
+		if w.ownSource(p) {
+			return w.drop(MartianSource)
+		}
 		rk := conntrack.ReplyKeyV4(proto, p.Src, p.SrcPort, p.Dst, p.DstPort)
 		if w.p.conns.Out(rk, flags, now, c) {
 			tx := w.remember(&fk, steady, c, now)
 			w.countOut(c.Dest, p.End-p.L3)
 			return w.xmitOut(pk, c, tx)
 		}
-		return w.result(Result{Action: Pass})
+		return w.natNoConn(pk)
 	}
 
 	// Client -> virtual service, existing connection. A SYN looks first
@@ -256,6 +305,9 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 			w.countIn(fe.conn.Dest, p.End-p.L3)
 			return w.xmitIn(pk, &fe.conn, &fe.tx)
 		}
+	}
+	if w.ownSource(p) {
+		return w.drop(MartianSource)
 	}
 	k := conntrack.InKeyV4(proto, p.Src, p.SrcPort, p.Dst, p.DstPort)
 	known := true
@@ -275,6 +327,7 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 		// re-arms the timer (InLive applies neither then).
 		found, avail := w.p.conns.InLive(k, flags, now, c)
 		if avail {
+			w.syncConn(c, now)
 			tx := w.remember(&fk, steady, c, now)
 			w.countIn(c.Dest, p.End-p.L3)
 			return w.xmitIn(pk, c, tx)
@@ -302,5 +355,9 @@ func (w *Worker) process(buf []byte, off, n, link int, csumPartial bool, now int
 	if tcp && (flags&rewrite.TCPRst != 0 || !syn && w.p.set.Get(ipvs.SysSloppyTCP) == 0) {
 		return w.localStack(pk, NoConn)
 	}
-	return w.schedule(pk, svc, k)
+	r := w.schedule(pk, svc, k)
+	if pk.isNew {
+		w.syncConn(c, now)
+	}
+	return r
 }

@@ -54,16 +54,25 @@ const (
 	DestRemoved
 	// TableFull: the connection table is at capacity.
 	TableFull
-	// Fragment: an IPv4 fragment addressed to a VIP (gvs does not
-	// reassemble; the daemon's fanout defragments before delivery).
+	// Fragment: an IPv4 fragment (TCP or UDP, to a VIP or passing
+	// through) taken into reassembly, or a duplicate of one ignored; the
+	// datagram takes the walk with its last fragment (defrag.go).
 	Fragment
 	// FragNeeded: a DF packet too big for the egress link; ICMP
-	// fragmentation needed went back (Reply).
+	// fragmentation needed went back (Reply), as IPVS's
+	// ensure_mtu_is_adequate (not for a forwarded ICMP error, nor through
+	// a tunnel while pmtu_disc is 0: those are fragmented).
 	FragNeeded
-	// TooBig: a packet without DF too big for the egress link (gvs does not
-	// fragment).
+	// TooBig: a packet too big for the egress link that cannot be
+	// fragmented (more than rewrite.MaxFragments fragments), or a tunnel
+	// whose MTU less the outer header is below 68 (IPVS drops those).
 	TooBig
-	// NoRoute: no next hop or neighbour MAC for the destination.
+	// NoRoute: no next hop or neighbour MAC for the destination. The
+	// kernel would answer a real server it cannot reach with ICMP host
+	// unreachable (dst_link_failure -> ipv4_link_failure) — but only
+	// once neighbour resolution has failed: while it runs, the neighbour
+	// layer queues the packet. A live Env answers "no" in both cases
+	// and cannot tell them apart, so gvs drops silently in both.
 	NoRoute
 	// NoReply: the pipeline wanted to send an ICMP error but the rules
 	// forbid one (about an ICMP error, a broadcast...).
@@ -97,6 +106,39 @@ const (
 	// TunICMPNoDF: fragmentation needed about an IPIP packet whose client
 	// packet had no DF: consumed, nothing relayed (IPVS's ignore_ipip).
 	TunICMPNoDF
+	// ICMPLimited counts ICMP errors the kernel's rate limits suppressed
+	// (icmp_msgs_per_sec/icmp_msgs_burst and the per-destination
+	// icmp_ratelimit; see allowICMP): the frame is dropped with the
+	// Result's own reason (TTLExceeded, NoDest...).
+	ICMPLimited
+	// MartianSource: a source address the kernel's routing drops before
+	// IPVS sees the packet (ip_route_input_slow's martian_source): 0/8,
+	// 127/8, 224/4 (multicast), 255.255.255.255, or one of the director's
+	// own addresses (its link addresses, the VIPs).
+	MartianSource
+	// MartianMAC: a frame whose source MAC is a group (multicast or
+	// broadcast) address, which no station sends.
+	MartianMAC
+	// NATNoConn: a packet from a NAT real server's address and port that
+	// matched no connection, answered with ICMP port unreachable to the
+	// real server (Reply) because nat_icmp_send is set (ip_vs_out).
+	NATNoConn
+	// Fragmented counts packets the pipeline sent as IPv4 fragments
+	// (too big for the egress MTU, no DF, as the kernel's ip_fragment; the
+	// Result's reason is none, the frames are Result.Frags).
+	Fragmented
+	// FragTimeout: a datagram not reassembled within ipfrag_time (30 s);
+	// with its first fragment in, ICMP time exceeded (fragment
+	// reassembly time exceeded) went back (Reply), as ip_expire.
+	FragTimeout
+	// FragEvicted counts datagrams whose reassembly a new datagram ended
+	// because every one of the worker's slots was taken.
+	FragEvicted
+	// FragBad: a fragment that discards its whole datagram as the
+	// kernel's ip_frag_queue does (an overlap, a length at odds with the
+	// last fragment's, a zero-length fragment, beyond 65535 bytes) or as
+	// gvs's bound does (more than 64 fragments).
+	FragBad
 	// NumReasons is the number of reasons, for counter arrays.
 	NumReasons
 )
@@ -105,7 +147,9 @@ var ownReasonNames = [...]string{
 	"ttl_exceeded", "no_dest", "no_conn", "dest_removed", "table_full",
 	"fragment", "frag_needed", "too_big", "no_route", "no_reply", "rewrite_failed",
 	"tun_type_unsupported", "reset", "reset_limited", "ftp_data", "ftp_port",
-	"bad_l4_checksum", "tun_icmp", "tun_icmp_no_df",
+	"bad_l4_checksum", "tun_icmp", "tun_icmp_no_df", "icmp_limited",
+	"martian_source", "martian_mac", "nat_no_conn", "fragmented",
+	"frag_timeout", "frag_evicted", "frag_bad",
 }
 
 // String is the reason's counter name (snake_case, stable).

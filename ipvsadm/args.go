@@ -166,8 +166,8 @@ const (
 	DaemonBackup DaemonState = 2
 )
 
-// DaemonConfig is what --start-daemon/--stop-daemon carry. gvs parses it
-// but does not run a sync daemon.
+// DaemonConfig is what --start-daemon/--stop-daemon carry (gvsd runs the
+// sync daemons: control/syncd.go).
 type DaemonConfig struct {
 	State      DaemonState
 	McastIfn   string // --mcast-interface, default "eth0" for start

@@ -57,3 +57,12 @@ func (p *Producer) drain(fn func(c *Conn) bool) {
 	}
 	p.head.Store(h)
 }
+
+// NewProducer makes a stand-alone queue of size records (rounded up to a
+// power of two), for tests and for callers that drain it themselves.
+func NewProducer(size int) *Producer { return newProducer(size) }
+
+// Drain calls fn for every queued record, oldest first, until fn returns
+// false (that record stays queued). Only one goroutine may drain a queue,
+// and a Sender's queues are drained by the Sender.
+func (p *Producer) Drain(fn func(c *Conn) bool) { p.drain(fn) }

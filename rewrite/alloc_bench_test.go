@@ -54,9 +54,9 @@ func TestNoAllocs(t *testing.T) {
 		},
 		"ICMPIn":          func() { ICMPIn(copyTo(work, h.icmpIn), &h.pi, rip, 8080, toRS) },
 		"ICMPOut":         func() { ICMPOut(copyTo(work, h.icmpOut), &h.po, vip, 80, toRS) },
-		"TimeExceeded":    func() { TimeExceeded(out[:], h.tcp, &h.pt, dip, toRS) },
-		"FragNeeded":      func() { FragNeeded(out[:], h.tcp, &h.pt, dip, 1400, toRS) },
-		"PortUnreachable": func() { PortUnreachable(out[:], h.udp, &h.pu, dip, toRS) },
+		"TimeExceeded":    func() { TimeExceeded(out[:], h.tcp, &h.pt, dip, toRS, 1) },
+		"FragNeeded":      func() { FragNeeded(out[:], h.tcp, &h.pt, dip, 1400, toRS, 1) },
+		"PortUnreachable": func() { PortUnreachable(out[:], h.udp, &h.pu, dip, toRS, 1) },
 		"Addrs":           func() { _, _ = h.pt.SrcAddr(), h.pt.DstAddr() },
 	}
 	for name, fn := range tests {
@@ -135,7 +135,7 @@ func BenchmarkTimeExceeded(b *testing.B) {
 	var out [ICMPErrorMaxFrame]byte
 	b.ReportAllocs()
 	for b.Loop() {
-		TimeExceeded(out[:], h.tcp, &h.pt, dip, toRS)
+		TimeExceeded(out[:], h.tcp, &h.pt, dip, toRS, 1)
 	}
 }
 

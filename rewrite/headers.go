@@ -326,6 +326,7 @@ const (
 	ICMPParamProblem    = 12
 	ICMPCodePortUnreach = 3 // DEST_UNREACH: port unreachable
 	ICMPCodeFragNeeded  = 4 // DEST_UNREACH: fragmentation needed and DF set
+	ICMPCodeFragTime    = 1 // TIME_EXCEEDED: fragment reassembly time exceeded
 )
 
 // ICMPv4 is a view of an ICMPv4 message. The accessors do not check bounds.

@@ -11,22 +11,33 @@ const (
 	// generated ICMP error frame: a tagged Ethernet header plus
 	// ICMPErrorMaxLen.
 	ICMPErrorMaxFrame = EthernetLen + VLANLen + ICMPErrorMaxLen
-	// ICMPErrorTTL is the TTL of generated ICMP errors.
+	// ICMPErrorTTL is the TTL of generated ICMP errors: the kernel's
+	// sysctl_ip_default_ttl (net.ipv4.ip_default_ttl), 64.
 	ICMPErrorTTL = 64
+	// ipTOSMask is the kernel's IPTOS_TOS_MASK: the TOS bits RT_TOS keeps.
+	ipTOSMask = 0x1e
 )
 
 // TimeExceeded builds an ICMP time exceeded (type 11, code 0: TTL exceeded
 // in transit) about the offending frame, decoded into p, into dst. See
 // PortUnreachable for the arguments and the result.
-func TimeExceeded(dst, frame []byte, p *Parsed, src [4]byte, m MACs) ([]byte, bool) {
-	return icmpError(dst, frame, p, src, m, ICMPTimeExceeded, 0, 0)
+func TimeExceeded(dst, frame []byte, p *Parsed, src [4]byte, m MACs, id uint16) ([]byte, bool) {
+	return icmpError(dst, frame, p, src, m, ICMPTimeExceeded, 0, 0, id)
+}
+
+// FragTimeExceeded builds an ICMP time exceeded, fragment reassembly time
+// exceeded (type 11, code 1) about the first fragment of a datagram whose
+// reassembly timed out (frame, decoded into p), as the kernel's ip_expire
+// sends it. See PortUnreachable for the arguments and the result.
+func FragTimeExceeded(dst, frame []byte, p *Parsed, src [4]byte, m MACs, id uint16) ([]byte, bool) {
+	return icmpError(dst, frame, p, src, m, ICMPTimeExceeded, ICMPCodeFragTime, 0, id)
 }
 
 // FragNeeded builds an ICMP destination unreachable, fragmentation needed
 // and DF set (type 3, code 4), carrying the next-hop mtu in bytes 6-7 (RFC
 // 1191). See PortUnreachable for the other arguments and the result.
-func FragNeeded(dst, frame []byte, p *Parsed, src [4]byte, mtu uint16, m MACs) ([]byte, bool) {
-	return icmpError(dst, frame, p, src, m, ICMPDestUnreach, ICMPCodeFragNeeded, mtu)
+func FragNeeded(dst, frame []byte, p *Parsed, src [4]byte, mtu uint16, m MACs, id uint16) ([]byte, bool) {
+	return icmpError(dst, frame, p, src, m, ICMPDestUnreach, ICMPCodeFragNeeded, mtu, id)
 }
 
 // PortUnreachable builds an ICMP destination unreachable, port unreachable
@@ -37,10 +48,14 @@ func FragNeeded(dst, frame []byte, p *Parsed, src [4]byte, mtu uint16, m MACs) (
 // the ICMP source; the ICMP destination is the offending packet's source.
 // m gives the Ethernet addresses, normally Dst = the offending frame's
 // source MAC and Src = our interface's MAC. A VLAN tag of the offending
-// frame is repeated. The reply has TTL 64, precedence "internetwork
-// control" (TOS 0xC0, as Linux sends errors), DF set and ID 0 (an atomic
-// datagram, RFC 6864), and quotes the original IP header and as much of
-// its payload as keeps the datagram within ICMPErrorMaxLen and dst.
+// frame is repeated. The reply's IP header is the one the kernel's icmp_send
+// writes: TTL 64 (ip_default_ttl), TOS = the original's TOS bits (RT_TOS:
+// & 0x1E) with precedence "internetwork control" (| 0xC0), DF clear (the
+// kernel's ICMP socket uses IP_PMTUDISC_DONT) and the IP ID id (the caller's
+// counter, where the kernel uses ip_select_ident); it quotes the original IP
+// packet (Ethernet padding excluded) up to the 576-byte limit
+// (ICMPErrorMaxLen, as icmp_send's "room") and what dst holds. IP options of
+// the original are not echoed (the kernel's __ip_options_echo would).
 //
 // It returns the frame, a prefix of dst, and true; or nil and false when no
 // error may be sent (RFC 1812 4.3.2.7): about an ICMP error, a non-first
@@ -48,22 +63,23 @@ func FragNeeded(dst, frame []byte, p *Parsed, src [4]byte, mtu uint16, m MACs) (
 // an address that is not a unicast host (0/8, 127/8, 224/4 and above) -
 // or when dst cannot hold the IP header and 8 bytes of the quote.
 // ICMPErrorMaxFrame bytes are always enough.
-func PortUnreachable(dst, frame []byte, p *Parsed, src [4]byte, m MACs) ([]byte, bool) {
-	return icmpError(dst, frame, p, src, m, ICMPDestUnreach, ICMPCodePortUnreach, 0)
+func PortUnreachable(dst, frame []byte, p *Parsed, src [4]byte, m MACs, id uint16) ([]byte, bool) {
+	return icmpError(dst, frame, p, src, m, ICMPDestUnreach, ICMPCodePortUnreach, 0, id)
 }
 
-func icmpError(dst, frame []byte, p *Parsed, src [4]byte, m MACs, typ, code uint8, mtu uint16) ([]byte, bool) {
+func icmpError(dst, frame []byte, p *Parsed, src [4]byte, m MACs, typ, code uint8, mtu, id uint16) ([]byte, bool) {
 	if !mayReply(frame, p) {
 		return nil, false
 	}
-	return buildICMPError(dst, frame[p.L3:p.End], p.IHL, p, src, p.Src, m, typ, code, uint32(mtu))
+	return buildICMPError(dst, frame[p.L3:p.End], p.IHL, p, src, p.Src, m, typ, code, uint32(mtu), id)
 }
 
 // buildICMPError writes an ICMP error quoting orig (an IPv4 packet with an
 // ihl-byte header, perhaps truncated) to address to, with the L2 header for
 // the frame decoded into p, the 4-byte rest-of-header word rest, and the IP
-// header conventions described at PortUnreachable.
-func buildICMPError(dst, orig []byte, ihl int, p *Parsed, src, to [4]byte, m MACs, typ, code uint8, rest uint32) ([]byte, bool) {
+// header conventions described at PortUnreachable (the TOS taken from orig's
+// header).
+func buildICMPError(dst, orig []byte, ihl int, p *Parsed, src, to [4]byte, m MACs, typ, code uint8, rest uint32, id uint16) ([]byte, bool) {
 	l2 := EthernetLen
 	if p.VLAN {
 		l2 += VLANLen
@@ -78,10 +94,10 @@ func buildICMPError(dst, orig []byte, ihl int, p *Parsed, src, to [4]byte, m MAC
 
 	ip := IPv4(out[l2 : l2+IPv4MinLen])
 	ip[ipVerIHL] = 0x45
-	ip[ipTOS] = ipPrecInetCtrl
+	ip[ipTOS] = orig[ipTOS]&ipTOSMask | ipPrecInetCtrl
 	binary.BigEndian.PutUint16(ip[ipTotalLen:], uint16(IPv4MinLen+ICMPLen+n))
-	binary.BigEndian.PutUint16(ip[ipID:], 0)
-	binary.BigEndian.PutUint16(ip[ipFrag:], ipFlagDF)
+	binary.BigEndian.PutUint16(ip[ipID:], id)
+	binary.BigEndian.PutUint16(ip[ipFrag:], 0)
 	ip[ipTTL] = ICMPErrorTTL
 	ip[ipProto] = ProtoICMP
 	ip.SetSrc(src)
@@ -111,7 +127,7 @@ func buildICMPError(dst, orig []byte, ihl int, p *Parsed, src, to [4]byte, m MAC
 // original packet: a non-first fragment, to a broadcast or multicast
 // address, from a source that is not a unicast host; or when the original
 // packet's header does not fit the quote.
-func ICMPRelay(dst, frame []byte, p *Parsed, orig int, typ, code uint8, rest uint32, src [4]byte, m MACs) ([]byte, bool) {
+func ICMPRelay(dst, frame []byte, p *Parsed, orig int, typ, code uint8, rest uint32, src [4]byte, m MACs, id uint16) ([]byte, bool) {
 	if orig+IPv4MinLen > p.End {
 		return nil, false
 	}
@@ -131,7 +147,7 @@ func ICMPRelay(dst, frame []byte, p *Parsed, orig int, typ, code uint8, rest uin
 	if o.Protocol() == ProtoICMP && orig+ihl < p.End && isICMPError(frame[orig+ihl]) {
 		return nil, false
 	}
-	return buildICMPError(dst, frame[orig:p.End], ihl, p, src, to, m, typ, code, rest)
+	return buildICMPError(dst, frame[orig:p.End], ihl, p, src, to, m, typ, code, rest, id)
 }
 
 // mayReply applies RFC 1812 4.3.2.7: no ICMP error about an ICMP error,

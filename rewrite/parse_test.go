@@ -347,7 +347,7 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 		var out [ICMPErrorMaxFrame]byte
-		if r, ok := PortUnreachable(out[:], frame, &p, dip, MACs{}); ok {
+		if r, ok := PortUnreachable(out[:], frame, &p, dip, MACs{}, 1); ok {
 			var q Parsed
 			if q.Decode(r) != IP || !q.Embedded {
 				t.Fatalf("generated ICMP error does not decode as one: %v", q.Reason)

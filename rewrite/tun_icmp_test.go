@@ -253,14 +253,14 @@ func TestICMPBuilders(t *testing.T) {
 		typ, code uint8
 		mtu       uint16
 	}{
-		{"time exceeded", spec{proto: ProtoTCP, src: clientIP, dst: vip, sport: 1, dport: 80, ttl: 1}, func(d, f []byte, p *Parsed) ([]byte, bool) {
-			return TimeExceeded(d, f, p, dip, back)
+		{"time exceeded, tos kept but ECN and precedence", spec{proto: ProtoTCP, src: clientIP, dst: vip, sport: 1, dport: 80, ttl: 1, tos: 0xb9}, func(d, f []byte, p *Parsed) ([]byte, bool) {
+			return TimeExceeded(d, f, p, dip, back, 0x4242)
 		}, ICMPTimeExceeded, 0, 0},
 		{"frag needed, quote cut at 576", big, func(d, f []byte, p *Parsed) ([]byte, bool) {
-			return FragNeeded(d, f, p, dip, 1400, back)
+			return FragNeeded(d, f, p, dip, 1400, back, 0x4242)
 		}, ICMPDestUnreach, ICMPCodeFragNeeded, 1400},
 		{"port unreachable, vlan, padding not quoted", small, func(d, f []byte, p *Parsed) ([]byte, bool) {
-			return PortUnreachable(d, f, p, dip, back)
+			return PortUnreachable(d, f, p, dip, back, 0x4242)
 		}, ICMPDestUnreach, ICMPCodePortUnreach, 0},
 	}
 	for _, tt := range tests {
@@ -289,7 +289,8 @@ func TestICMPBuilders(t *testing.T) {
 			}
 			ip := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
 			if [4]byte(ip.SrcIP) != dip || [4]byte(ip.DstIP) != clientIP || ip.TTL != 64 || ip.Protocol != layers.IPProtocolICMPv4 ||
-				ip.TOS != 0xc0 || int(ip.Length) != 28+quoted || ip.Length > 576 {
+				ip.TOS != tt.s.tos&0x1e|0xc0 || int(ip.Length) != 28+quoted || ip.Length > 576 ||
+				ip.Flags != 0 || ip.Id != 0x4242 { // icmp_send: IP_PMTUDISC_DONT, ip_select_ident
 				t.Errorf("IP header %+v", ip)
 			}
 			ic := pkt.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
@@ -344,7 +345,7 @@ func TestICMPBuilderRefusals(t *testing.T) {
 			if n == 0 {
 				n = ICMPErrorMaxFrame
 			}
-			out, ok := PortUnreachable(make([]byte, n), tt.frame, p, dip, MACs{})
+			out, ok := PortUnreachable(make([]byte, n), tt.frame, p, dip, MACs{}, 1)
 			if ok != tt.ok || (out == nil) == ok {
 				t.Fatalf("ok = %v (out %d bytes), want %v", ok, len(out), tt.ok)
 			}
@@ -355,7 +356,7 @@ func TestICMPBuilderRefusals(t *testing.T) {
 	}
 	var p Parsed
 	p.Decode([]byte("short"))
-	if _, ok := TimeExceeded(make([]byte, 100), []byte("short"), &p, dip, MACs{}); ok {
+	if _, ok := TimeExceeded(make([]byte, 100), []byte("short"), &p, dip, MACs{}, 1); ok {
 		t.Error("ICMP error about a malformed frame")
 	}
 }

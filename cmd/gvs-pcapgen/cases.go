@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
 	"gvs/internal/frames"
@@ -486,6 +487,96 @@ var cases = map[string]func() *scenario{
 `
 		return s
 	},
+	// Martian sources and group source MACs are dropped before any
+	// lookup (ip_route_input_slow's martian_source, fib_validate_source's
+	// local and broadcast sources); class E sources are not martians to
+	// the kernel; a broadcast from 0.0.0.0 (DHCP) is the host's.
+	"martians": func() *scenario {
+		s := &scenario{rules: "-A -t 198.51.100.10:80 -s rr\n-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m -w 1\n"}
+		for i, src := range []string{"0.0.0.1", "127.0.0.1", "224.0.0.5", "255.255.255.255", "198.51.100.10",
+			"198.18.1.1", "198.18.2.1", "198.18.1.255", "240.0.0.1", "198.18.1.11"} {
+			a := netip.MustParseAddr(src)
+			s.in(frames.TCP(toVIP(a), ip(a, vip), frames.TCPSeg{SrcPort: uint16(42000 + i), DstPort: 80, SYN: true, Seq: 1}))
+		}
+		l2 := toVIP(client2)
+		l2.Src[0] |= 1 // a multicast source MAC
+		s.in(frames.TCP(l2, ip(client2, vip), frames.TCPSeg{SrcPort: 42100, DstPort: 80, SYN: true, Seq: 1}))
+		zero, bcast := netip.MustParseAddr("0.0.0.0"), netip.MustParseAddr("255.255.255.255")
+		s.in(frames.UDP(frames.L2{Src: mac(client2), Dst: frames.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}, frames.IP{Src: zero, Dst: bcast},
+			frames.UDPDgram{SrcPort: 68, DstPort: 67, Payload: []byte("discover")}))
+		return s
+	},
+	// Fragmentation (ip_fragment after IPVS, which sends with ignore_df):
+	// the real servers' link has MTU 1000. A NAT datagram without DF is
+	// fragmented, with DF it gets fragmentation needed; through the
+	// tunnel the outer header carries the inner DF (pmtu_disc 1: a DF
+	// packet gets fragmentation needed for 980) until the script sets
+	// pmtu_disc to 0 at 1 s: then the outer DF is 0 and the IPIP packet
+	// is fragmented, DF or not. A NAT real server's port unreachable
+	// quoting a whole 1400-byte datagram is fragmented towards the client
+	// (no MTU check for ICMP), on a VIP side of MTU 1000 too.
+	"fragment": func() *scenario {
+		s := &scenario{rules: "-A -u 198.51.100.10:53 -s rr\n-a -u 198.51.100.10:53 -r 198.18.2.11:5353 -m -w 1\n" +
+			"-A -u 198.51.100.10:54 -s rr\n-a -u 198.51.100.10:54 -r 198.18.2.12:54 -i -w 1\n",
+			facts: `{"vip_if": {"mtu": 1000}, "dip_if": {"mtu": 1000}}` + "\n"}
+		big := func(port uint16, df bool) {
+			s.in(frames.UDP(toVIP(client), frames.IP{Src: client, Dst: vip, DF: df, ID: 0x4000 + port},
+				frames.UDPDgram{SrcPort: 33000 + port, DstPort: port, Payload: bytes.Repeat([]byte("f"), 1400)}))
+		}
+		big(53, false) // NAT: 2 fragments
+		big(53, true)  // NAT: fragmentation needed, 1000
+		big(54, false) // TUN: the IPIP packet in 2 fragments
+		big(54, true)  // TUN, pmtu_disc 1: fragmentation needed, 980
+		s.at(1500 * time.Millisecond)
+		big(54, true) // TUN, pmtu_disc 0: outer DF 0, fragmented
+		// The real server's port unreachable about the first datagram
+		// (as it got it, DNATed), quoting all of it.
+		about := frames.UDP(toDIP(rs1), frames.IP{Src: client, Dst: rs1, TTL: 63, ID: 0x4000 + 53},
+			frames.UDPDgram{SrcPort: 33053, DstPort: 5353, Payload: bytes.Repeat([]byte("f"), 1400)})
+		s.out(icmpFullQuote(rs1, client, about[14:]))
+		s.script = "# gvs-replay script: SECONDS (after the first frame) then ipvsadm's arguments\n1 --sysctl pmtu_disc=0\n"
+		return s
+	},
+	// nat_icmp_send (ip_vs_out): segments from a NAT real server's
+	// address and port that match no connection are the host's until the
+	// script sets the sysctl at 1 s; then the real server gets ICMP port
+	// unreachable from the DIP (not about a RST, not from another port).
+	"nat-icmp-send": func() *scenario {
+		s := &scenario{rules: "-A -t 198.51.100.10:80 -s rr\n-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m -w 1\n"}
+		stray := func(sport uint16, rst bool) {
+			s.out(frames.TCP(toDIP(rs1), ip(rs1, client), frames.TCPSeg{SrcPort: sport, DstPort: 40000, ACK: !rst, RST: rst, Seq: 7}))
+		}
+		stray(8080, false) // nat_icmp_send 0: the host's
+		s.at(1500 * time.Millisecond)
+		stray(8080, false) // port unreachable to rs1
+		stray(8080, true)  // a RST: the host's
+		stray(9999, false) // not a real server's port: the host's
+		s.script = "# gvs-replay script: SECONDS (after the first frame) then ipvsadm's arguments\n1 --sysctl nat_icmp_send=1\n"
+		return s
+	},
+	// run_estimation: rates after two samples (0..4 s), then the script
+	// stops the estimator at 5 s: traffic goes on, the rates listed at 9 s
+	// are those of 4 s; set again at 9 s, the sample at 10 s takes all the
+	// traffic since 4 s as one interval.
+	"run-estimation": func() *scenario {
+		s := &scenario{rules: "-A -u 198.51.100.10:53 -s rr\n-a -u 198.51.100.10:53 -r 198.18.2.11:53 -g -w 1\n"}
+		for i := 0; i < 10; i++ {
+			if i > 0 {
+				s.at(time.Duration(i) * time.Second)
+			}
+			for j := 0; j < 5; j++ {
+				udpIn(s, client, 36000, 53, "est")
+			}
+		}
+		s.script = `# gvs-replay script: SECONDS (after the first frame) then ipvsadm's arguments
+4.5 -Ln --rate
+5 --sysctl run_estimation=0
+9 -Ln --rate
+9 --sysctl run_estimation=1
+10.5 -Ln --rate
+`
+		return s
+	},
 }
 
 func init() {
@@ -540,6 +631,19 @@ func malformed() *scenario {
 	frag[24], frag[25] = 0, 0
 	s.in(fixIPChecksum(frag))
 	return s
+}
+
+// icmpFullQuote is a port unreachable from src to dst (arriving on the DIP
+// side, DF set) quoting the whole packet quote, as some stacks do.
+func icmpFullQuote(src, dst netip.Addr, quote []byte) []byte {
+	buf := gopacket.NewSerializeBuffer()
+	eth := &layers.Ethernet{SrcMAC: mac(src).HW(), DstMAC: dip0MAC.HW(), EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Flags: layers.IPv4DontFragment, Protocol: layers.IPProtocolICMPv4, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+	ic := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort)}
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}, eth, ip, ic, gopacket.Payload(quote)); err != nil {
+		panic(err)
+	}
+	return buf.Bytes()
 }
 
 func fixIPChecksum(b []byte) []byte {

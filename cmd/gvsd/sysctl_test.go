@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,7 +89,7 @@ func TestSysctlFlagErrors(t *testing.T) {
 		{[]string{"--sysctl-file", filepath.Join(dir, "none")}, "gvsd: --sysctl-file: open " + filepath.Join(dir, "none") + ": no such file or directory\n"},
 	} {
 		var stderr bytes.Buffer
-		if code := run(append(ifaces, c.args...), &stderr); code != 2 || stderr.String() != c.want {
+		if code := run(append(ifaces, c.args...), io.Discard, &stderr); code != 2 || stderr.String() != c.want {
 			t.Errorf("%q: exit %d, stderr %q; want 2, %q", c.args, code, stderr.String(), c.want)
 		}
 	}

@@ -51,7 +51,7 @@ func NewIngress(table string, log *zap.Logger) (*Ingress, error) {
 	if table == "" {
 		return nil, errors.New("ingress: empty table name")
 	}
-	ns, err := netns.Get()
+	ns, err := currentNS()
 	if err != nil {
 		return nil, fmt.Errorf("ingress: current network namespace: %w", err)
 	}
@@ -86,7 +86,11 @@ func NewIngress(table string, log *zap.Logger) (*Ingress, error) {
 // Each batch gets its own: a batch that cannot be built is dropped with
 // its connection instead of being half sent.
 func (in *Ingress) newConn() (*nftables.Conn, error) {
-	c, err := nftables.New(nftables.WithNetNSFd(int(in.ns)))
+	var opts []nftables.ConnOption
+	if in.ns.IsOpen() { // else: this thread's namespace (currentNS)
+		opts = append(opts, nftables.WithNetNSFd(int(in.ns)))
+	}
+	c, err := nftables.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("ingress: opening nftables: %w", err)
 	}
@@ -107,10 +111,15 @@ const (
 	// set of addresses per (protocol, port range), the range compared in
 	// the rule (works on any kernel, unlike concatenated interval sets).
 	shapeAddrRange
+	// shapeAddrProtoFrag is "ip daddr . meta l4proto @set ip frag-off &
+	// 0x1fff != 0": non-first fragments, which carry no ports.
+	shapeAddrProtoFrag
 )
 
 func shapeOf(r IngressRule) matchShape {
 	switch {
+	case r.Frags:
+		return shapeAddrProtoFrag
 	case r.PortMax != 0:
 		return shapeAddrRange
 	case r.Port != 0:
@@ -121,7 +130,8 @@ func shapeOf(r IngressRule) matchShape {
 	return shapeAddr
 }
 
-var setSuffix = [...]string{shapeAddr: "", shapeAddrProto: "_proto", shapeAddrProtoPort: "_proto_port", shapeAddrRange: "_range"}
+var setSuffix = [...]string{shapeAddr: "", shapeAddrProto: "_proto", shapeAddrProtoPort: "_proto_port", shapeAddrRange: "_range",
+	shapeAddrProtoFrag: "_proto_frag"}
 
 // setKeyType is the nftables key type of a set of the given shape.
 var setKeyType = [...]nftables.SetDatatype{
@@ -129,6 +139,7 @@ var setKeyType = [...]nftables.SetDatatype{
 	shapeAddrProto:     nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto),
 	shapeAddrProtoPort: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService),
 	shapeAddrRange:     nftables.TypeIPAddr,
+	shapeAddrProtoFrag: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto),
 }
 
 // setKey encodes a rule as a set element key. Concatenated keys put each
@@ -136,7 +147,7 @@ var setKeyType = [...]nftables.SetDatatype{
 func setKey(r IngressRule) []byte {
 	a := r.Addr.Unmap().As4()
 	switch shapeOf(r) {
-	case shapeAddrProto:
+	case shapeAddrProto, shapeAddrProtoFrag:
 		return []byte{a[0], a[1], a[2], a[3], byte(r.Proto), 0, 0, 0}
 	case shapeAddrProtoPort:
 		return []byte{a[0], a[1], a[2], a[3], byte(r.Proto), 0, 0, 0, byte(r.Port >> 8), byte(r.Port), 0, 0}
@@ -154,10 +165,11 @@ const (
 
 // IPv4 header and transport header offsets.
 const (
-	ipv4SrcOff = 12
-	ipv4DstOff = 16
-	l4SrcOff   = 0
-	l4DstOff   = 2
+	ipv4SrcOff  = 12
+	ipv4DstOff  = 16
+	ipv4FragOff = 6
+	l4SrcOff    = 0
+	l4DstOff    = 2
 )
 
 // matchExprs builds "meta protocol ip, <key> @set, counter, drop". A
@@ -195,6 +207,13 @@ func matchExprs(k groupKey, set *nftables.Set) []expr.Any {
 			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: portOff, Len: 2},
 			&expr.Range{Op: expr.CmpOpEq, Register: reg1,
 				FromData: binaryutil.BigEndian.PutUint16(k.lo), ToData: binaryutil.BigEndian.PutUint16(k.hi)},
+		)
+	}
+	if shape == shapeAddrProtoFrag {
+		e = append(e,
+			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: ipv4FragOff, Len: 2},
+			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 2, Mask: []byte{0x1f, 0xff}, Xor: []byte{0, 0}},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: []byte{0, 0}},
 		)
 	}
 	if dir == MatchSrc {

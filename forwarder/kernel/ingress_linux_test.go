@@ -469,3 +469,45 @@ func newTestIngress(t *testing.T, ns *testNS, table string) *Ingress {
 	t.Cleanup(func() { in.Close() })
 	return in
 }
+
+// A Frags rule drops the fragments after the first of a protocol to an
+// address, which a port rule never sees: a 4000-byte UDP datagram (three
+// fragments over the 1500-byte link) to a port no rule names is lost, a
+// small one is not; without the rule the big one arrives.
+func TestIngressFragsInNetNS(t *testing.T) {
+	requireNetNS(t)
+	dir, peer := newNS(t, "fa"), newNS(t, "fb")
+	vethPair(t, dir, "a0", "198.18.0.1/24", peer, "b0", "198.18.0.2/24")
+	dir.ip(t, "addr", "add", "198.51.100.0/24", "dev", "lo")
+	peer.ip(t, "route", "add", "198.51.100.0/24", "via", "198.18.0.1")
+	var rx, from *net.UDPConn
+	dir.do(t, func() { rx = listenUDP(t, netip.AddrPortFrom(vip, 2000)) })
+	peer.do(t, func() { from = listenUDP(t, netip.AddrPortFrom(peerAddr, 0)) })
+	big := func(wait time.Duration) bool {
+		msg := bytes.Repeat([]byte("x"), 4000)
+		if _, err := from.WriteToUDPAddrPort(msg, netip.AddrPortFrom(vip, 2000)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 8192)
+		_ = rx.SetReadDeadline(time.Now().Add(wait))
+		n, _, err := rx.ReadFromUDPAddrPort(buf)
+		return err == nil && n == 4000
+	}
+	if !big(time.Second) {
+		t.Fatal("no rule: the fragmented datagram did not arrive")
+	}
+	in := newTestIngress(t, dir, TableName("@gvsd-frag-"+runID))
+	if err := in.Sync([]IngressRule{
+		{Interface: "a0", Dir: MatchDst, Addr: vip, Proto: ipvs.ProtoUDP, Port: 53},
+		{Interface: "a0", Dir: MatchDst, Addr: vip, Proto: ipvs.ProtoUDP, Frags: true},
+	}); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	if big(noDeliver) {
+		t.Error("fragments after the first reached the stack")
+	}
+	p := &udpProbe{t: t}
+	if !p.delivered(from, netip.AddrPortFrom(vip, 2000), rx, time.Second) {
+		t.Error("an unfragmented datagram to another port was dropped")
+	}
+}

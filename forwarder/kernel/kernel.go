@@ -63,6 +63,11 @@ type IngressRule struct {
 	// PortMax, if not 0, makes the rule match the ports Port..PortMax
 	// (Port at least 1, PortMax above Port). 0: Port alone.
 	PortMax uint16
+	// Frags makes the rule match only IPv4 fragments after the first
+	// (fragment offset not 0) of Proto (not 0) to or from Addr, whatever
+	// their ports: those carry no transport header, so a port rule never
+	// matches them ("ip frag-off & 0x1fff != 0"). Port must be 0.
+	Frags bool
 }
 
 // ifNameMax is IFNAMSIZ-1, the longest interface name Linux accepts.
@@ -79,6 +84,8 @@ func (r IngressRule) Validate() error {
 		return fmt.Errorf("%w: address %v is not IPv4", errInvalidRule, r.Addr)
 	case r.Port != 0 && !hasPorts(r.Proto):
 		return fmt.Errorf("%w: port %d with protocol %v", errInvalidRule, r.Port, r.Proto)
+	case r.Frags && (r.Proto == 0 || r.Port != 0):
+		return fmt.Errorf("%w: fragments need a protocol and no port", errInvalidRule)
 	case r.PortMax != 0 && (r.Port == 0 || r.PortMax <= r.Port):
 		return fmt.Errorf("%w: port range %d-%d", errInvalidRule, r.Port, r.PortMax)
 	}
@@ -100,6 +107,9 @@ func (r IngressRule) String() string {
 				s += fmt.Sprintf("-%d", r.PortMax)
 			}
 		}
+	}
+	if r.Frags {
+		s += " frag-off & 0x1fff != 0"
 	}
 	return s + " drop"
 }

@@ -117,7 +117,7 @@ func NewResolver(cfg ResolverConfig) (*Resolver, error) {
 	if cfg.RetryInterval <= 0 {
 		cfg.RetryInterval = defaultRetry
 	}
-	ns, err := netns.Get()
+	ns, err := currentNS()
 	if err != nil {
 		return nil, fmt.Errorf("resolver: current network namespace: %w", err)
 	}

@@ -81,6 +81,9 @@ type Verdict struct {
 	State    string `json:"state,omitempty"`
 	Active   *int32 `json:"active,omitempty"`
 	Inactive *int32 `json:"inactive,omitempty"`
+	// Frags is the number of IPv4 fragments the packet left as (0: one
+	// frame, not fragmented); out.pcapng holds every one.
+	Frags int `json:"frags,omitempty"`
 }
 
 // Result is what a replay did.
@@ -308,6 +311,20 @@ func ReplayScript(table *ipvs.Table, facts staticenv.Facts, capacity int, in []b
 			return nil, err
 		}
 		conns.Expire(now)
+		// Datagrams whose reassembly timed out: their ICMP errors go
+		// out before the frame (no verdict line: they answer no frame).
+		for {
+			r, ok := w.Expire(now)
+			if !ok {
+				break
+			}
+			if r.Action == forwarder.Reply {
+				oci := gopacket.CaptureInfo{Timestamp: ci.Timestamp, CaptureLength: len(r.Frame), Length: len(r.Frame), InterfaceIndex: r.Link}
+				if err := ngw.WritePacket(oci, r.Frame); err != nil {
+					return nil, err
+				}
+			}
+		}
 		n := copy(buf[forwarder.Headroom:], data)
 		r := w.Process(buf, forwarder.Headroom, n, linkOf(ci.InterfaceIndex), false, now)
 		v := verdict(i, r, links)
@@ -315,9 +332,15 @@ func ReplayScript(table *ipvs.Table, facts staticenv.Facts, capacity int, in []b
 			return nil, err
 		}
 		if r.Action == forwarder.Transmit || r.Action == forwarder.Reply {
-			oci := gopacket.CaptureInfo{Timestamp: ci.Timestamp, CaptureLength: len(r.Frame), Length: len(r.Frame), InterfaceIndex: r.Link}
-			if err := ngw.WritePacket(oci, r.Frame); err != nil {
-				return nil, err
+			for i := range max(int(r.Frags), 1) { // fragments: several frames for one
+				f := r.Frame
+				if r.Frags != 0 {
+					f = w.Fragment(i)
+				}
+				oci := gopacket.CaptureInfo{Timestamp: ci.Timestamp, CaptureLength: len(f), Length: len(f), InterfaceIndex: r.Link}
+				if err := ngw.WritePacket(oci, f); err != nil {
+					return nil, err
+				}
 			}
 		}
 		res.Frames++
@@ -342,6 +365,7 @@ func verdict(i int, r forwarder.Result, links *[2]forwarder.Link) Verdict {
 	v := Verdict{Index: i, Action: r.Action.String(), Reason: r.Reason.String()}
 	if r.Action == forwarder.Transmit || r.Action == forwarder.Reply {
 		v.Egress = links[r.Link].Name
+		v.Frags = int(r.Frags)
 	}
 	if d := r.Dest; d != nil {
 		v.Dest = d.AddrPort().String()

@@ -1,0 +1,310 @@
+package daemon
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"gvs/conntrack"
+	"gvs/forwarder"
+	"gvs/forwarder/xdp"
+	"gvs/ipvs"
+	"gvs/rewrite"
+)
+
+// The XDP fast path for established flows (Config.XDPFastPath, gvsd
+// --xdp-fastpath; see package xdp's fast_linux.go). The pipeline stays
+// the authority; the daemon keeps the program's flow map in step with it:
+//
+//   - install: after the pipeline transmitted a steady packet (TCP ACK
+//     without SYN, FIN, RST; UDP) of an ESTABLISHED (or UDP) NAT or DR
+//     connection, the flow's plan is made from the transmitted frame
+//     (xdp.PlanFor) and installed; later packets of the flow are rewritten
+//     and redirected in the driver;
+//   - remove: when the pipeline sees the connection leave the steady state
+//     (both NAT directions), or a new connection take the tuple; when the
+//     fold finds the connection gone, changed (another real server) or its
+//     real server removed; when the services change (all entries); an
+//     entry idle for longer than its connection's timeout (less
+//     fastMargin) is not used by the program any more and is removed too;
+//   - fold: every housekeeping tick (100 ms) the entries' packet and byte
+//     counters are added to the real servers' and services' statistics,
+//     and a flow seen since the last tick re-arms its connection's timer
+//     at the time it was last seen (the state machine applies an ACK, as
+//     for a packet of the flow).
+//
+// Staleness is bounded by the tick: `-Ln --stats` and the `-Lnc` expire
+// column lag the fast path's packets by at most ~100 ms; a state change
+// made by the other direction and a removed real server take at most a
+// tick to reach the program (the pipeline's own flow cache lags by up to
+// a second).
+const (
+	fastShards = 64
+	// fastMargin is taken off a connection's timeout for the program's
+	// idle check: the connection's timer, re-armed by the fold, is then
+	// still running whenever the program forwards.
+	fastMargin = time.Second
+	// fastRetry is how long a worker waits before trying to install the
+	// same flow again (a flow the program declines, too big for instance).
+	fastRetry = int64(time.Second)
+)
+
+type fastPath struct {
+	flows   *xdp.FlowMap
+	env     forwarder.Env
+	conns   *conntrack.Table
+	ifindex [2]int
+	mono0   int64 // CLOCK_MONOTONIC at the daemon clock's zero
+	shards  [fastShards]fastShard
+	scratch []fastItem // the fold's, reused
+}
+
+type fastShard struct {
+	mu sync.Mutex
+	m  map[xdp.FlowKey]*fastEntry
+}
+
+type fastEntry struct {
+	out   bool
+	dest  *ipvs.Dest
+	pkts  uint64 // folded so far
+	bytes uint64
+	seen  uint64 // the last Seen folded (CLOCK_MONOTONIC)
+}
+
+type fastItem struct {
+	k xdp.FlowKey
+	e *fastEntry
+}
+
+// fastRecent is a worker's memory of its latest install attempts
+// (direct-mapped), so that packets the program declines do not cost a
+// lock and a system call each.
+type fastRecent [256]struct {
+	k  xdp.FlowKey
+	at int64
+}
+
+func newFastPath(flows *xdp.FlowMap, env forwarder.Env, conns *conntrack.Table, ifindex [2]int, clock func() int64) *fastPath {
+	f := &fastPath{flows: flows, env: env, conns: conns, ifindex: ifindex}
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	f.mono0 = ts.Nano() - clock()
+	for i := range f.shards {
+		f.shards[i].m = map[xdp.FlowKey]*fastEntry{}
+	}
+	return f
+}
+
+func (k fastKeyHash) shard() int { return int(k % fastShards) }
+
+type fastKeyHash uint32
+
+func hashFlowKey(k *xdp.FlowKey) fastKeyHash {
+	h := uint32(k.Src[0])<<24 | uint32(k.Src[1])<<16 | uint32(k.Src[2])<<8 | uint32(k.Src[3])
+	h ^= uint32(k.Dst[0])<<24 | uint32(k.Dst[1])<<16 | uint32(k.Dst[2])<<8 | uint32(k.Dst[3])
+	h ^= uint32(k.SrcPort[0])<<24 | uint32(k.SrcPort[1])<<16 | uint32(k.DstPort[0])<<8 | uint32(k.DstPort[1])
+	h *= 0x9e3779b1
+	return fastKeyHash(h >> 8)
+}
+
+func (f *fastPath) has(k *xdp.FlowKey) bool {
+	s := &f.shards[hashFlowKey(k).shard()]
+	s.mu.Lock()
+	_, ok := s.m[*k]
+	s.mu.Unlock()
+	return ok
+}
+
+// fastMethod is the fast-path method of a Result (0: none).
+func fastMethod(r *forwarder.Result) uint8 {
+	switch {
+	case r.Method == ipvs.Masq && r.Out:
+		return xdp.FastNATOut
+	case r.Method == ipvs.Masq:
+		return xdp.FastNATIn
+	case r.Method == ipvs.Route && !r.Out:
+		return xdp.FastDR
+	}
+	return 0
+}
+
+// after keeps the map in step with the pipeline's Result for a frame of
+// flow k (steady: a steady packet), processed at now by a worker with
+// memory recent.
+func (f *fastPath) after(k *xdp.FlowKey, steady bool, r *forwarder.Result, now int64, recent *fastRecent) {
+	stable := r.State == conntrack.StateEstablished || r.State == conntrack.StateUDP
+	m := fastMethod(r)
+	if !stable || r.New {
+		if f.has(k) {
+			f.remove(k)
+		}
+		if r.Action == forwarder.Transmit && (m == xdp.FastNATIn || m == xdp.FastNATOut) {
+			if o, _, ok := xdp.FrameKey(r.Frame); ok {
+				if o = o.Reverse(); f.has(&o) {
+					f.remove(&o)
+				}
+			}
+		}
+		return
+	}
+	if r.Action != forwarder.Transmit || r.Frags != 0 || !steady || m == 0 {
+		return
+	}
+	slot := &recent[hashFlowKey(k)&0xff]
+	if slot.k == *k && now-slot.at < fastRetry && now >= slot.at {
+		return
+	}
+	slot.k, slot.at = *k, now
+	if f.has(k) {
+		return
+	}
+	dst := r.Dest.Addr
+	if r.Out {
+		dst = netip.AddrFrom4(k.Dst)
+	}
+	hop, ok := f.env.Route(dst)
+	if !ok || uint(r.Link) > 1 {
+		return
+	}
+	timeout := f.conns.Timeouts().UDP
+	if k.Proto == rewrite.ProtoTCP {
+		timeout = f.conns.Timeouts().TCP[conntrack.StateEstablished]
+	}
+	if timeout -= fastMargin; timeout <= 0 {
+		return
+	}
+	plan, ok := xdp.PlanFor(k, r.Frame, m, f.ifindex[r.Link], hop.MTU)
+	if !ok {
+		return
+	}
+	plan.Seen, plan.Timeout = uint64(now+f.mono0), uint64(timeout)
+	s := &f.shards[hashFlowKey(k).shard()]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.m[*k]; ok {
+		return
+	}
+	if ok, err := f.flows.Install(k, &plan); ok && err == nil {
+		s.m[*k] = &fastEntry{out: r.Out, dest: r.Dest, seen: plan.Seen}
+	}
+}
+
+// remove deletes flow k's entry, folding its last counters.
+func (f *fastPath) remove(k *xdp.FlowKey) {
+	s := &f.shards[hashFlowKey(k).shard()]
+	s.mu.Lock()
+	e := s.m[*k]
+	delete(s.m, *k)
+	s.mu.Unlock()
+	var v xdp.FlowPlan
+	if f.flows.Remove(k, &v) && e != nil {
+		f.count(e, &v)
+	}
+}
+
+// count adds what the entry forwarded since the last fold to its real
+// server's and service's statistics (slot 0: the adds are atomic).
+func (f *fastPath) count(e *fastEntry, v *xdp.FlowPlan) {
+	dp, db := v.Packets-e.pkts, v.Bytes-e.bytes
+	if dp == 0 {
+		return
+	}
+	e.pkts, e.bytes = v.Packets, v.Bytes
+	ds, ss := &e.dest.Stats[0], &e.dest.Svc.Stats[0]
+	if e.out {
+		ds.OutPkts.Add(dp)
+		ds.OutBytes.Add(db)
+		ss.OutPkts.Add(dp)
+		ss.OutBytes.Add(db)
+		return
+	}
+	ds.InPkts.Add(dp)
+	ds.InBytes.Add(db)
+	ss.InPkts.Add(dp)
+	ss.InBytes.Add(db)
+}
+
+// fold folds every entry's counters and last-seen time into the
+// statistics and the connection table, and removes the entries whose
+// connection is gone, changed or idle past the program's timeout; now is
+// the daemon clock.
+func (f *fastPath) fold(now int64) {
+	items := f.scratch[:0]
+	for i := range f.shards {
+		s := &f.shards[i]
+		s.mu.Lock()
+		for k, e := range s.m {
+			items = append(items, fastItem{k, e})
+		}
+		s.mu.Unlock()
+	}
+	f.scratch = items
+	for i := range items {
+		k, e := &items[i].k, items[i].e
+		var v xdp.FlowPlan
+		if !f.flows.Lookup(k, &v) {
+			f.remove(k)
+			continue
+		}
+		f.count(e, &v)
+		sp, dp := k.Ports()
+		proto := ipvs.Protocol(k.Proto)
+		var flags uint8
+		if proto == ipvs.ProtoTCP {
+			flags = rewrite.TCPAck
+		}
+		var c conntrack.Conn
+		alive := false
+		if v.Seen > e.seen {
+			// Seen since the last fold: the flow's packet at that time.
+			e.seen = v.Seen
+			at := min(int64(v.Seen)-f.mono0, now)
+			if e.out {
+				alive = f.conns.Out(conntrack.ReplyKeyV4(proto, k.Src, sp, k.Dst, dp), flags, at, &c)
+			} else {
+				alive, _ = f.conns.InLive(conntrack.InKeyV4(proto, k.Src, sp, k.Dst, dp), flags, at, &c)
+			}
+		} else if e.out {
+			alive = f.conns.PeekOut(conntrack.ReplyKeyV4(proto, k.Src, sp, k.Dst, dp), now, &c)
+		} else {
+			alive = f.conns.PeekIn(conntrack.InKeyV4(proto, k.Src, sp, k.Dst, dp), now, &c)
+		}
+		idle := now+f.mono0-int64(v.Seen) > int64(v.Timeout)
+		if !alive || idle || c.Dest != e.dest || !c.Dest.Available() ||
+			c.State != conntrack.StateEstablished && c.State != conntrack.StateUDP {
+			f.remove(k)
+		}
+	}
+	clear(items)
+}
+
+// flush removes every entry (the services changed).
+func (f *fastPath) flush() {
+	for i := range f.shards {
+		s := &f.shards[i]
+		s.mu.Lock()
+		keys := make([]xdp.FlowKey, 0, len(s.m))
+		for k := range s.m {
+			keys = append(keys, k)
+		}
+		s.mu.Unlock()
+		for j := range keys {
+			f.remove(&keys[j])
+		}
+	}
+}
+
+// entries is the number of flows in the map.
+func (f *fastPath) entries() int {
+	n := 0
+	for i := range f.shards {
+		s := &f.shards[i]
+		s.mu.Lock()
+		n += len(s.m)
+		s.mu.Unlock()
+	}
+	return n
+}
