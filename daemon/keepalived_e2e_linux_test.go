@@ -344,6 +344,27 @@ func TestKeepalivedHealthChecks(t *testing.T) {
 		t.Errorf("connection across the reload: %v %q", err, resp)
 	}
 
+	// gvsadm --reload (synchronous): r2 back to 10; a broken file is
+	// refused (exit 1) and changes nothing.
+	if err := os.WriteFile(conf, []byte(kaConf(vip, script, 10)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := l.Output(ctx, dns, adminBin, "--reload"); err != nil {
+		t.Fatalf("gvsadm --reload: %v %q", err, out)
+	}
+	if m := kaList(t, ctx, l, web); m[r2] != 10 {
+		t.Errorf("after gvsadm --reload: %v", m)
+	}
+	if err := os.WriteFile(conf, []byte("virtual_server "+vip+" 80 {\n delay_loop\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := l.Output(ctx, dns, adminBin, "--reload"); err == nil || !strings.Contains(err.Error(), "missing a parameter") {
+		t.Errorf("gvsadm --reload of a broken file: %v %q", err, out)
+	}
+	if m := kaList(t, ctx, l, web); m[r2] != 10 || m[r1] != 10 {
+		t.Errorf("after a refused reload: %v", m)
+	}
+
 	// 6. gvsadm --status and the metrics agree with the table.
 	st, err := l.Output(ctx, dns, adminBin, "--status")
 	if err != nil || !strings.Contains(st, "[198.18.2.11]:tcp:8080") || !strings.Contains(st, "HTTP_GET") {
@@ -392,7 +413,7 @@ func TestKeepalivedHealthChecks(t *testing.T) {
 	if m["gvs_healthcheck_transitions_total"+chk] != 1 {
 		t.Errorf("gvs_healthcheck_transitions_total%s = %v, want 1", chk, m["gvs_healthcheck_transitions_total"+chk])
 	}
-	if m[`gvs_backend_configured_weight{backend_address="198.18.2.12",backend_port="8080",`+svcLabels+`}`] != 20 {
+	if m[`gvs_backend_configured_weight{backend_address="198.18.2.12",backend_port="8080",`+svcLabels+`}`] != 10 {
 		t.Errorf("configured weight of r2 after the reload: %v", m)
 	}
 	stopAndCheck(t, d)
