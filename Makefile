@@ -12,7 +12,7 @@ GOFLAGS   ?=
 export GOFLAGS
 TEST_PKGS ?= ./...
 # Packages whose tests are also run under the race detector.
-RACE_PKGS ?= ./conntrack/... ./scheduler/... ./ipvs/... ./ipvsadm/... ./forwarder/... ./control/ ./daemon/ ./metrics/ ./lvssync/
+RACE_PKGS ?= ./conntrack/... ./scheduler/... ./ipvs/... ./ipvsadm/... ./forwarder/... ./control/ ./daemon/ ./metrics/ ./lvssync/ ./health/
 
 APT_PKGS  := iproute2 socat curl nginx-light nftables ethtool procps prometheus tshark keepalived
 # The commands those packages provide, checked before anything is installed

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"gvs/conntrack"
+	"gvs/health"
 	"gvs/ipvs"
 	"gvs/ipvsadm"
 )
@@ -78,6 +79,9 @@ type Engine struct {
 	// Settings are the sysctls --sysctl lists and sets (nil: --sysctl
 	// answers that there are none); see sysctl.go.
 	Settings *ipvs.Settings
+	// Status, when set, is the health checks' state --status prints (the
+	// health engine's Status); see status.go.
+	Status func() []health.ServiceStatus
 	// Syncd runs the connection sync daemons (nil: --start-daemon and
 	// --stop-daemon are refused as unsupported); see syncd.go.
 	Syncd SyncDaemons
@@ -213,6 +217,9 @@ func (e *Engine) Run(argv []string, stdin io.Reader, cred Cred, stdout, stderr i
 		return code
 	}
 	if code, ok := e.runReload(argv, cred, stderr); ok {
+		return code
+	}
+	if code, ok := e.runStatus(argv, cred, stdout, stderr); ok {
 		return code
 	}
 	if code, ok := Local(argv, stdout, stderr); ok {

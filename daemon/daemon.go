@@ -36,6 +36,11 @@ type Config struct {
 	// RulesFile is an ipvsadm-save rules file loaded at start and on
 	// Reload; empty: start with no services.
 	RulesFile string
+	// KeepalivedConf is a keepalived.conf whose LVS part (virtual servers,
+	// real servers, checkers) the daemon runs beside the rules file (see
+	// keepalived.go); empty: none. KeepalivedConfigID is keepalived's -i
+	// for "@id" lines (default: the host name's first label).
+	KeepalivedConf, KeepalivedConfigID string
 	// Socket is the control socket name (abstract, without '@'); it also
 	// names the nftables table (kernel.TableName). Default "gvsd".
 	Socket string
@@ -113,6 +118,9 @@ type Daemon struct {
 	res     *kernel.Resolver
 	ingress *kernel.Ingress
 	arp     *kernel.ARPResponder
+
+	ka       *keepalivedManager // nil without Config.KeepalivedConf
+	reloadMu sync.Mutex         // serializes Reload
 
 	workers []*worker
 	// wstop is the running workers' stop flag (nil: not running), wwg
@@ -205,9 +213,17 @@ func New(cfg Config) (d *Daemon, err error) {
 		}
 	}
 	d.table = ipvs.NewTable(control.SchedulerFactory(cfg.Settings, scheduler.New))
+	if cfg.KeepalivedConf != "" {
+		if d.ka, err = newKeepalived(cfg.KeepalivedConf, d.table, d.log, kaOptions{ConfigID: cfg.KeepalivedConfigID}); err != nil {
+			return d, err
+		}
+	}
 	if cfg.RulesFile != "" {
 		cmds, err := readRules(cfg.RulesFile)
 		if err != nil {
+			return d, err
+		}
+		if err := d.ka.checkRules(cfg.RulesFile, cmds); err != nil {
 			return d, err
 		}
 		if err := ipvsadm.ApplyAll(d.table, cmds); err != nil {
@@ -255,6 +271,7 @@ func New(cfg Config) (d *Daemon, err error) {
 		return d, err
 	}
 	phases.mark("rings")
+	d.ka.startChecks()
 	if err := d.Sync(); err != nil {
 		return d, err
 	}
@@ -644,6 +661,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.mu.Unlock()
 	var bg sync.WaitGroup
 	bg.Go(func() { d.housekeeping(ctx) })
+	bg.Go(func() { d.ka.syncLoop(ctx, d.Sync, d.log) })
 	bg.Go(func() { d.watchLinks(ctx) })
 	bg.Go(func() { d.defend(ctx) })
 	if d.cfg.ARP == ARPAuto {
@@ -732,6 +750,7 @@ func (d *Daemon) close() error {
 		return nil
 	}
 	d.closed = true
+	d.ka.stopChecks()
 	var errs []error
 	if d.ingress != nil {
 		errs = append(errs, d.ingress.Close())

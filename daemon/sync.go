@@ -194,29 +194,56 @@ func (d *Daemon) filterProgs(fs [2]ring.Filter) (progs [2][]bpf.RawInstruction, 
 	return progs, syn
 }
 
-// Reload re-reads the rules file and makes the table match it in one
-// atomic batch (see ReloadChanges): services and real servers present
-// before and after keep their objects, counters and connections. On error
-// nothing changes.
+// Reload re-reads the rules file and the keepalived.conf and makes the
+// table match them: the rules file in one atomic batch (see
+// ReloadChanges), leaving the keepalived.conf's services alone; then the
+// keepalived.conf's services and the health engine (keepalivedManager's
+// applyReload). Services and real servers present before and after keep
+// their objects, counters and connections. Both files are read and checked
+// before anything changes; on error nothing changes.
 func (d *Daemon) Reload() (err error) {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
 	if f := d.cfg.OnReload; f != nil {
 		defer func() { f(err) }()
 	}
-	if d.cfg.RulesFile == "" {
-		return errors.New("no rules file to reload")
+	if d.cfg.RulesFile == "" && d.ka == nil {
+		return errNoReload
 	}
-	cmds, err := readRules(d.cfg.RulesFile)
-	if err != nil {
-		return err
+	var ka *kaPlan
+	if d.ka != nil {
+		if ka, err = d.ka.prepareReload(); err != nil {
+			return err
+		}
 	}
-	batch, err := ReloadChanges(d.table, cmds)
-	if err != nil {
-		return fmt.Errorf("%s: %w", d.cfg.RulesFile, err)
+	if d.cfg.RulesFile != "" {
+		cmds, err := readRules(d.cfg.RulesFile)
+		if err != nil {
+			return err
+		}
+		var skip func(ipvs.ServiceKey) bool
+		if d.ka != nil {
+			skip = func(k ipvs.ServiceKey) bool { return d.ka.owns(k) || ka.owned[k.Norm()] }
+		}
+		batch, keys, err := reloadChanges(d.table, cmds, skip)
+		if err != nil {
+			return fmt.Errorf("%s: %w", d.cfg.RulesFile, err)
+		}
+		for _, k := range keys {
+			if skip != nil && skip(k) {
+				return fmt.Errorf("service %v is defined both in %s and in %s: define it in one of them", k.Norm(), d.cfg.RulesFile, d.cfg.KeepalivedConf)
+			}
+		}
+		if err := d.table.Apply(batch...); err != nil {
+			return fmt.Errorf("%s: %w", d.cfg.RulesFile, err)
+		}
+		d.log.Info("rules reloaded", zap.String("file", d.cfg.RulesFile), zap.Int("commands", len(batch)))
 	}
-	if err := d.table.Apply(batch...); err != nil {
-		return fmt.Errorf("%s: %w", d.cfg.RulesFile, err)
+	if ka != nil {
+		if err := d.ka.applyReload(ka); err != nil {
+			return err
+		}
 	}
-	d.log.Info("rules reloaded", zap.String("file", d.cfg.RulesFile), zap.Int("commands", len(batch)))
 	return d.Sync()
 }
 
@@ -242,9 +269,20 @@ func readRules(path string) ([]*ipvsadm.Command, error) {
 // and scheduler state. Real servers added by the reload go after the kept
 // ones in scheduling order.
 func ReloadChanges(cur *ipvs.Table, cmds []*ipvsadm.Command) ([]ipvs.Change, error) {
+	batch, _, err := reloadChanges(cur, cmds, nil)
+	return batch, err
+}
+
+// reloadChanges is ReloadChanges leaving alone the services skip reports
+// (the keepalived.conf's); it also returns the keys of the file's services.
+func reloadChanges(cur *ipvs.Table, cmds []*ipvsadm.Command, skip func(ipvs.ServiceKey) bool) ([]ipvs.Change, []ipvs.ServiceKey, error) {
 	next := ipvs.NewTable(scheduler.New)
 	if err := ipvsadm.ApplyAll(next, cmds); err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	var keys []ipvs.ServiceKey
+	for _, s := range next.Services() {
+		keys = append(keys, s.Config.ServiceKey)
 	}
 	var batch []ipvs.Change
 	want := map[ipvs.ServiceKey]*ipvs.Service{}
@@ -254,6 +292,9 @@ func ReloadChanges(cur *ipvs.Table, cmds []*ipvsadm.Command) ([]ipvs.Change, err
 	old := map[ipvs.ServiceKey]*ipvs.Service{}
 	for _, s := range cur.Services() {
 		k := s.Config.ServiceKey
+		if skip != nil && skip(k) {
+			continue
+		}
 		old[k] = s
 		if want[k] == nil {
 			batch = append(batch, ipvs.DeleteService{Key: k})
@@ -291,5 +332,5 @@ func ReloadChanges(cur *ipvs.Table, cmds []*ipvsadm.Command) ([]ipvs.Change, err
 		}
 	}
 	batch = append(batch, ipvs.SetTimeouts{Timeouts: next.Timeouts()})
-	return batch, nil
+	return batch, keys, nil
 }

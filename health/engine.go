@@ -35,6 +35,8 @@ type CheckSample struct {
 	Kind     Kind
 	Duration time.Duration
 	OK       bool
+	// Timeout marks a failure by timeout (connect or read timeout, misc_timeout).
+	Timeout bool
 }
 
 // EventKind is the kind of a transition.
@@ -141,6 +143,7 @@ type checker struct {
 	checks    uint64
 	successes uint64
 	failures  uint64
+	dead      bool // removed by Update: results still in flight are dropped
 }
 
 // New validates the configuration and builds an engine; Start runs it.
@@ -166,6 +169,18 @@ func New(cfgs []ServiceConfig, opts Options) (*Engine, error) {
 		}
 	}
 	e := &Engine{opts: opts, log: opts.Logger, clock: opts.Clock}
+	svcs, err := e.build(cfgs)
+	if err != nil {
+		return nil, err
+	}
+	e.services = svcs
+	return e, nil
+}
+
+// build validates cfgs and makes their services (nothing started). It logs keepalived's
+// warnings for the quorum and hysteresis clamps.
+func (e *Engine) build(cfgs []ServiceConfig) ([]*service, error) {
+	var out []*service
 	seen := map[ServiceRef]bool{}
 	for _, sc := range cfgs {
 		if seen[sc.Ref] {
@@ -197,26 +212,31 @@ func New(cfgs []ServiceConfig, opts Options) (*Engine, error) {
 			}
 			s.reals = append(s.reals, r)
 		}
-		// check_data.c: a quorum above the sum of the weights could never be reached, and the
-		// hysteresis must stay below the quorum.
-		var sum int
-		for _, rc := range sc.Reals {
-			sum += max(rc.Weight, 0)
-		}
-		if s.cfg.Quorum > sum {
-			e.log.Warn(fmt.Sprintf("Warning - quorum %d for %s exceeds total weight of real servers %d, reducing quorum to %d",
-				s.cfg.Quorum, sc.Ref, sum, sum))
-			s.cfg.Quorum = sum
-		}
-		if s.cfg.Hysteresis > 0 && s.cfg.Hysteresis >= s.cfg.Quorum {
-			h := max(s.cfg.Quorum-1, 0)
-			e.log.Warn(fmt.Sprintf("Virtual server %s: hysteresis %d >= quorum %d; setting hysteresis to %d",
-				sc.Ref, s.cfg.Hysteresis, s.cfg.Quorum, h))
-			s.cfg.Hysteresis = h
-		}
-		e.services = append(e.services, s)
+		e.clampQuorum(s)
+		out = append(out, s)
 	}
-	return e, nil
+	return out, nil
+}
+
+// clampQuorum applies check_data.c's limits: a quorum above the sum of the weights could never
+// be reached, and the hysteresis must stay below the quorum.
+func (e *Engine) clampQuorum(s *service) {
+	sc := s.cfg
+	var sum int
+	for _, rc := range sc.Reals {
+		sum += max(rc.Weight, 0)
+	}
+	if s.cfg.Quorum > sum {
+		e.log.Warn(fmt.Sprintf("Warning - quorum %d for %s exceeds total weight of real servers %d, reducing quorum to %d",
+			s.cfg.Quorum, sc.Ref, sum, sum))
+		s.cfg.Quorum = sum
+	}
+	if s.cfg.Hysteresis > 0 && s.cfg.Hysteresis >= s.cfg.Quorum {
+		h := max(s.cfg.Quorum-1, 0)
+		e.log.Warn(fmt.Sprintf("Virtual server %s: hysteresis %d >= quorum %d; setting hysteresis to %d",
+			sc.Ref, s.cfg.Hysteresis, s.cfg.Quorum, h))
+		s.cfg.Hysteresis = h
+	}
 }
 
 // Start applies the initial state (real servers without a failed checker are added before any
@@ -232,21 +252,32 @@ func (e *Engine) Start() {
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	now := e.clock.Now()
 	for _, s := range e.services {
-		for _, r := range s.reals {
-			r.alive = r.allUp()
-			r.since = now
-		}
-		e.updateQuorum(s, true, now)
-		e.reconcile(s, now)
-		for _, r := range s.reals {
-			for _, c := range r.checkers {
-				e.log.Info(fmt.Sprintf("Activating healthchecker for service %s for VS %s", r.cfg.Dest.format(s.cfg.Ref), s.cfg.Ref))
-				c.changed = now
-				e.schedule(c, BootstrapDelay+e.opts.Random(c.cfg.Warmup))
-			}
-		}
+		e.startService(s, now)
 	}
 	e.unlockAndRun()
+}
+
+// startService applies a service's initial state and schedules its checkers' first checks.
+func (e *Engine) startService(s *service, now time.Time) {
+	for _, r := range s.reals {
+		r.alive = r.allUp()
+		r.since = now
+	}
+	e.updateQuorum(s, true, now)
+	e.reconcile(s, now)
+	for _, r := range s.reals {
+		for _, c := range r.checkers {
+			e.activate(c, now)
+		}
+	}
+}
+
+// activate schedules a new checker's first check.
+func (e *Engine) activate(c *checker, now time.Time) {
+	r := c.r
+	e.log.Info(fmt.Sprintf("Activating healthchecker for service %s for VS %s", r.cfg.Dest.format(r.svc.cfg.Ref), r.svc.cfg.Ref))
+	c.changed = now
+	e.schedule(c, BootstrapDelay+e.opts.Random(c.cfg.Warmup))
 }
 
 // Stop stops every checker and waits for the probes in flight. With remove, it deletes every
@@ -389,7 +420,7 @@ func (e *Engine) schedule(c *checker, d time.Duration) {
 // launch starts one check of c in the prober pool.
 func (e *Engine) launch(c *checker) {
 	e.mu.Lock()
-	if e.stopped {
+	if e.stopped || c.dead {
 		e.mu.Unlock()
 		return
 	}
@@ -409,7 +440,7 @@ func (e *Engine) launch(c *checker) {
 // deliver feeds a check's result to its checker's state machine and acts on the outcome.
 func (e *Engine) deliver(c *checker, start time.Time, res Result) {
 	e.mu.Lock()
-	if e.stopped {
+	if e.stopped || c.dead {
 		e.mu.Unlock()
 		return
 	}
@@ -430,7 +461,8 @@ func (e *Engine) deliver(c *checker, start time.Time, res Result) {
 	}
 	if e.opts.ObserveCheck != nil {
 		obs, sample := e.opts.ObserveCheck, CheckSample{Service: s.cfg.Ref, Dest: r.cfg.Dest, Checker: c.idx,
-			Kind: c.cfg.Probe.Kind(), Duration: c.lastDur, OK: ok}
+			Kind: c.cfg.Probe.Kind(), Duration: c.lastDur, OK: ok,
+			Timeout: !ok && (isTimeout(res.Err) || res.Exit != nil && res.Exit.TimedOut)}
 		e.after = append(e.after, func() { obs(sample) })
 	}
 	wasUp, hadRun := c.m.isUp, c.m.hasRun

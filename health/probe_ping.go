@@ -34,6 +34,13 @@ type PingProbe struct {
 	seq    atomic.Uint32
 }
 
+// Equal reports whether q is a PING_CHECK with the same configuration (Engine.Update keeps
+// the checker then).
+func (p *PingProbe) Equal(q Probe) bool {
+	o, ok := q.(*PingProbe)
+	return ok && o.Conn == p.Conn && o.Socket == p.Socket
+}
+
 // Kind is PING_CHECK.
 func (*PingProbe) Kind() Kind { return KindPing }
 

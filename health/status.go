@@ -25,16 +25,17 @@ type SorryStatus struct {
 
 // RealStatus is a real server's state.
 type RealStatus struct {
-	Dest      DestRef         `json:"dest"`
-	Name      string          `json:"name"`
-	Alive     bool            `json:"alive"`
-	Drained   bool            `json:"drained"`
-	Present   bool            `json:"present"`   // as applied to IPVS
-	Weight    int             `json:"weight"`    // as applied to IPVS
-	Effective int             `json:"effective"` // configured, or misc_dynamic's
-	Slowstart bool            `json:"slowstart"` // weight still ramping
-	Since     time.Time       `json:"since"`
-	Checkers  []CheckerStatus `json:"checkers"`
+	Dest       DestRef         `json:"dest"`
+	Name       string          `json:"name"`
+	Alive      bool            `json:"alive"`
+	Drained    bool            `json:"drained"`
+	Present    bool            `json:"present"`    // as applied to IPVS
+	Weight     int             `json:"weight"`     // as applied to IPVS
+	Configured int             `json:"configured"` // the configuration's weight
+	Effective  int             `json:"effective"`  // configured, or misc_dynamic's
+	Slowstart  bool            `json:"slowstart"`  // weight still ramping
+	Since      time.Time       `json:"since"`
+	Checkers   []CheckerStatus `json:"checkers"`
 }
 
 // CheckerStatus is one checker's state.
@@ -68,7 +69,7 @@ func (e *Engine) Status() []ServiceStatus {
 		for _, r := range s.reals {
 			rs := RealStatus{Dest: r.cfg.Dest, Name: r.cfg.Dest.format(s.cfg.Ref), Alive: r.alive,
 				Drained: r.drained, Present: r.app.present, Weight: r.app.weight,
-				Effective: realWeight(r.eff), Slowstart: r.ramp, Since: r.since}
+				Configured: r.cfg.Weight, Effective: realWeight(r.eff), Slowstart: r.ramp, Since: r.since}
 			for _, c := range r.checkers {
 				rs.Checkers = append(rs.Checkers, CheckerStatus{Kind: c.cfg.Probe.Kind(), Up: c.m.isUp,
 					HasRun: c.m.hasRun, LastOK: c.lastOK, LastError: c.lastErr, LastCheck: c.lastCheck,

@@ -3,7 +3,10 @@
 // starts gvsd on the director, configures a virtual service with gvsadm the
 // way an LVS operator would with ipvsadm, sends real client traffic (curl,
 // UDP) through the VIP, shows which real server answered each request and
-// the director's counters, and tears everything down.
+// the director's counters; then runs gvsd from a keepalived.conf with TCP
+// health checks, stops a real server (traffic moves away within the
+// checks' bound), starts it again (it comes back), and tears everything
+// down.
 //
 //	gvs-demo [-mode nat|dr|tun] [-sched rr] [-requests 9] [-bin DIR]
 //
@@ -98,12 +101,14 @@ func run(args []string, out io.Writer) error {
 	}()
 	fmt.Fprintln(out, l)
 
+	var servers []*lab.Proc
 	for i, s := range l.Servers() {
 		name := fmt.Sprintf("rs%d", i+1)
 		p, err := l.Start(s.NS, filepath.Join(d.bin, "gvs-testsrv"), "--name", name)
 		if err != nil {
 			return err
 		}
+		servers = append(servers, p)
 		if _, err := p.WaitFor(ctx, "ready name="+name); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -182,7 +187,117 @@ func run(args []string, out io.Writer) error {
 	if len(count) == 0 {
 		return errors.New("no answers")
 	}
+	return d.failingServer(ctx, *mode, servers)
+}
+
+// failingServer is the health-check scene: gvsd runs a keepalived.conf
+// with TCP checks; a real server stops, traffic moves away from it, it
+// comes back.
+func (d *demo) failingServer(ctx context.Context, mode string, servers []*lab.Proc) error {
+	l := d.l
+	method := map[string]string{"nat": "NAT", "dr": "DR", "tun": "TUN"}[mode]
+	var b strings.Builder
+	fmt.Fprintf(&b, "virtual_server %s %d {\n    delay_loop 1\n    lvs_sched rr\n    lvs_method %s\n    protocol TCP\n", l.VIP(), d.vipPort, method)
+	for _, s := range l.Servers() {
+		fmt.Fprintf(&b, "    real_server %s %d {\n        weight 1\n        TCP_CHECK {\n            connect_timeout 1\n            retry 1\n            delay_before_retry 1\n        }\n    }\n", s.LAN.Addr(), d.realPort)
+	}
+	b.WriteString("}\n")
+	dir, err := os.MkdirTemp("", "gvs-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	conf := filepath.Join(dir, "keepalived.conf")
+	if err := os.WriteFile(conf, []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	d.step("health checks: gvsd --keepalived-conf %s", conf)
+	io.WriteString(d.out, b.String())
+	if out, err := exec.CommandContext(ctx, filepath.Join(d.bin, "gvsd"), "--keepalived-conf", conf, "--config-test").CombinedOutput(); err != nil {
+		return fmt.Errorf("gvsd --config-test: %w\n%s", err, out)
+	} else {
+		fmt.Fprintf(d.out, "# gvsd --keepalived-conf keepalived.conf --config-test  (what it programs)\n%s", out)
+	}
+	gvsd, err := l.Start(l.Director().NS, filepath.Join(d.bin, "gvsd"), "--vip-if", lab.DirectorVIPIf, "--dip-if", lab.DirectorDIPIf,
+		"--keepalived-conf", conf, "--log-format", "console")
+	if err != nil {
+		return err
+	}
+	defer gvsd.Stop()
+	if _, err := gvsd.WaitFor(ctx, "gvsd ready"); err != nil {
+		return fmt.Errorf("gvsd: %w\n%s", err, gvsd.Output())
+	}
+	vip := fmt.Sprintf("%s:%d", l.VIP(), d.vipPort)
+	rip := fmt.Sprintf("%s:%d", l.Servers()[1].LAN.Addr(), d.realPort)
+	if _, err := gvsd.WaitFor(ctx, "TCP connection to ["+l.Servers()[1].LAN.Addr().String()); err != nil {
+		return err
+	}
+	d.gvsadm(ctx, "--status")
+	round := func(label string) {
+		count := map[string]int{}
+		for i := 0; i < 6; i++ {
+			body, err := l.Output(ctx, l.Clients()[0].NS, "curl", "-sS", "--max-time", "2", "http://"+vip+"/")
+			if err != nil {
+				count["error"]++
+				continue
+			}
+			count[field(body, "name")]++
+		}
+		fmt.Fprintf(d.out, "  6 requests %s: %v\n", label, count)
+	}
+	round("with every real server up")
+
+	d.step("rs2 stops (its gvs-testsrv exits): the TCP check fails, gvsd takes it out")
+	start := time.Now()
+	servers[1].Stop()
+	if err := d.waitDest(ctx, vip, rip, false, 10*time.Second); err != nil {
+		return err
+	}
+	fmt.Fprintf(d.out, "  rs2 left the pool %.1f s after it stopped (connect_timeout 1 + delay_before_retry 1 x retry 1 + delay_loop 1 at most)\n",
+		time.Since(start).Seconds())
+	d.gvsadm(ctx, "-Ln")
+	round("while rs2 is down")
+
+	d.step("rs2 comes back: the next check succeeds, it is added again")
+	p, err := l.Start(l.Servers()[1].NS, filepath.Join(d.bin, "gvs-testsrv"), "--name", "rs2")
+	if err != nil {
+		return err
+	}
+	if _, err := p.WaitFor(ctx, "ready name=rs2"); err != nil {
+		return err
+	}
+	if err := d.waitDest(ctx, vip, rip, true, 10*time.Second); err != nil {
+		return err
+	}
+	d.gvsadm(ctx, "-Ln")
+	round("after rs2 is back")
+	d.gvsadm(ctx, "--status")
+	fmt.Fprintln(d.out, "# gvsd's log, in keepalived's words:")
+	for _, line := range strings.Split(gvsd.Output(), "\n") {
+		for _, w := range []string{"Removing service", "Adding service", "TCP_CHECK", "TCP connection"} {
+			if strings.Contains(line, w) {
+				if i := strings.Index(line, w); i >= 0 {
+					fmt.Fprintf(d.out, "  %s\n", line[i:])
+				}
+				break
+			}
+		}
+	}
 	return nil
+}
+
+// waitDest waits until rip is (or is not) a real server of the TCP service
+// vip in gvsadm -Ln.
+func (d *demo) waitDest(ctx context.Context, vip, rip string, present bool, max time.Duration) error {
+	deadline := time.Now().Add(max)
+	for time.Now().Before(deadline) {
+		out, err := d.l.Output(ctx, d.l.Director().NS, filepath.Join(d.bin, "gvsadm"), "-Ln", "-t", vip)
+		if err == nil && strings.Contains(out, "-> "+rip+" ") == present {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("%s did not %s the pool of %s within %v", rip, map[bool]string{true: "join", false: "leave"}[present], vip, max)
 }
 
 func (d *demo) step(format string, args ...any) {

@@ -13,8 +13,12 @@
 // A gvs extension ipvsadm does not have: "gvsadm --sysctl [NAME[=VALUE]]"
 // lists, reads or sets IPVS's sysctls (net.ipv4.vs.NAME) in gvsd, with
 // sysctl(8)'s output and error texts; "gvsadm --reload" makes gvsd re-read
-// its rules file and waits for the outcome (exit 0, or the reason and exit
-// status 1 with the old rules kept), for systemd's ExecReload=.
+// its rules file and keepalived.conf and waits for the outcome (exit 0, or
+// the reason and exit status 1 with the old configuration kept), for
+// systemd's ExecReload=. "gvsadm --status [--json]" shows the health checks
+// of a gvsd started with --keepalived-conf: per service its quorum, per
+// real server its state and configured/effective weight, per checker its
+// state, last result and last transition.
 //
 // The socket is the abstract unix socket @gvsd; the environment variable
 // GVS_SOCKET names another one. -h and -v work without a daemon.

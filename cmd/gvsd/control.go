@@ -33,6 +33,9 @@ func serve(adminGID int, n *notifier, hup <-chan os.Signal) func(ctx context.Con
 			}
 			return err
 		}
+		if d.HasHealthChecks() {
+			e.Status = d.HealthStatus
+		}
 		// The rate estimator (ipvsadm --rate) samples the counters every 2 s.
 		go e.RunEstimator(ctx)
 		go func() {

@@ -50,9 +50,10 @@ OPTIONS
 
 const manTail = `
 SIGNALS
-    SIGHUP    Re-read the rules file and apply the difference atomically:
-              services and real servers kept keep their counters and
-              connections. On error nothing changes and the error is
+    SIGHUP    Re-read the rules file and the --keepalived-conf file and
+              apply the difference: services and real servers kept keep
+              their counters and connections, health checks that did not
+              change keep their state. On error nothing changes and the error is
               logged. "gvsadm --reload" does the same and waits for the
               outcome (systemd's ExecReload=).
     SIGTERM, SIGINT

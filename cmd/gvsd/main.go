@@ -1,7 +1,7 @@
 // Command gvsd is the gvs director daemon: IPVS in userspace on AF_PACKET
 // rings.
 //
-//	gvsd --vip-if IF --dip-if IF [--rules FILE] [--socket NAME] [--workers N]
+//	gvsd --vip-if IF --dip-if IF [--rules FILE] [--keepalived-conf FILE] [--socket NAME] [--workers N]
 //	     [--io tpacket|afxdp [--xdp-mode auto|native|generic] [--xdp-fastpath]]
 //	     [--log-level LEVEL] [--log-format json|console] [--stats-interval D]
 //	     [--sysctl NAME=VALUE]... [--sysctl-file FILE] [--metrics ADDR [--metrics-node-ipvs]]
@@ -17,6 +17,12 @@
 // ARP responder, with exit status 0. Under systemd (Type=notify) it sends
 // READY=1, RELOADING=1/READY=1 around reloads, STOPPING=1, STATUS= lines
 // and watchdog pings (see notify.go). --help prints its manual.
+//
+// --keepalived-conf FILE runs the virtual servers of a keepalived.conf with
+// their health checks (beside --rules; SIGHUP re-reads it too);
+// "gvsd --keepalived-conf FILE --config-test" checks it as keepalived
+// --config-test does, prints the ipvsadm-save lines it programs and exits
+// with keepalived's status, touching nothing.
 //
 // --metrics ADDR serves Prometheus metrics at http://ADDR/metrics (gvs_*;
 // with --metrics-node-ipvs also node_exporter's node_ipvs_* families).
@@ -71,6 +77,8 @@ type options struct {
 	nodeIPVS bool
 	// notices are about sysctls set that gvs stores but does not act on.
 	notices []string
+	// configTest is --config-test: check --keepalived-conf and exit.
+	configTest bool
 }
 
 // parseFlags parses the command line. --help (-h) prints the manual on
@@ -84,6 +92,9 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 	fs.StringVar(&o.cfg.VIPIf, "vip-if", "", "interface facing the clients (required)")
 	fs.StringVar(&o.cfg.DIPIf, "dip-if", "", "interface facing the real servers (required; the same as --vip-if for a one-arm director)")
 	fs.StringVar(&o.cfg.RulesFile, "rules", "", "rules file in ipvsadm-save format, loaded at start and on reload (SIGHUP, gvsadm --reload)")
+	fs.StringVar(&o.cfg.KeepalivedConf, "keepalived-conf", "", "keepalived.conf whose virtual_server blocks (with their health checks) gvsd runs, beside --rules; re-read on reload (SIGHUP, gvsadm --reload)")
+	fs.StringVar(&o.cfg.KeepalivedConfigID, "config-id", "", "keepalived's -i: the config id for \"@id\" lines (default: the host name's first label)")
+	fs.BoolVar(&o.configTest, "config-test", false, "check --keepalived-conf as keepalived --config-test does, print the ipvsadm-save lines it programs, and exit (status: keepalived's)")
 	fs.StringVar(&o.cfg.Socket, "socket", daemon.DefaultSocket, "control socket name (abstract unix socket @NAME)")
 	fs.IntVar(&o.cfg.Workers, "workers", 0, fmt.Sprintf("data-path workers (default: half the CPUs, at least 1; here %d)", daemon.DefaultWorkers()))
 	fs.IntVar(&o.cfg.Batch, "batch", daemon.DefaultBatch, "frames taken from a ring per turn")
@@ -115,6 +126,10 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 	switch {
 	case fs.NArg() > 0:
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	case o.configTest && o.cfg.KeepalivedConf == "":
+		return o, errors.New("--config-test needs --keepalived-conf")
+	case o.configTest:
+		return o, nil
 	case o.cfg.VIPIf == "" || o.cfg.DIPIf == "":
 		return o, errors.New("--vip-if and --dip-if are required")
 	case o.cfg.Workers < 0:
@@ -189,6 +204,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "gvsd:", err)
 		return 2
+	}
+	if o.configTest {
+		return configTest(o.cfg.KeepalivedConf, o.cfg.KeepalivedConfigID, o.cfg.RulesFile, stdout, stderr)
 	}
 	log, err := newLogger(o.logLevel, o.logFormat)
 	if err != nil {

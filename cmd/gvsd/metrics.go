@@ -20,6 +20,7 @@ func metricsSource(d *daemon.Daemon, rel *metrics.Reloads, nodeIPVS bool) metric
 		Reloads:   rel,
 		NodeIPVS:  nodeIPVS,
 		RingDrops: func() (uint64, uint64) { s := d.Stats(); return s.RingDrops - s.SYNRingDrops, s.SYNRingDrops },
+		Health:    d.Health(),
 	}
 	pipes, loops := d.WorkerCounters()
 	for i := range pipes {
