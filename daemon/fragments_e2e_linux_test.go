@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"gvs/internal/frames"
 	"gvs/internal/lab"
 )
 
@@ -128,6 +132,83 @@ func TestFragmentedUDPNAT(t *testing.T) {
 	}
 	if n := after["ReasmOKs"] - before["ReasmOKs"]; n < 1 {
 		t.Errorf("client reassembled %d datagrams, want the fragmented answer", n)
+	}
+	stopAndCheck(t, d)
+}
+
+// TestAFXDPReassemblyTimeout: under --io afxdp the worker loop expires
+// reassembly (as the TPACKET loop does): a first fragment to the VIP
+// whose other fragments never come gets the client ICMP time exceeded,
+// fragment reassembly, from the VIP 30 s later (ip_expire), quoting it.
+func TestAFXDPReassemblyTimeout(t *testing.T) {
+	lab.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	d := startXDPDirector(t, ctx, lab.Options{}, natRules, nil, "--xdp-mode", "generic", "--workers", "1")
+	requireXDP(t, d, "generic")
+	if got := udpEcho(t, ctx, d, 53, "small"); got != "r1 small" {
+		t.Fatalf("small datagram: %q, want %q", got, "r1 small")
+	}
+	c := d.l.Clients()[0]
+	icmp, err := lab.ListenPacket(ctx, c.NS, "ip4:icmp", "0.0.0.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer icmp.Close()
+
+	// The first of a datagram's fragments (MF, offset 0), sent as a frame.
+	const id = 0x4a4b
+	frame := frames.UDP(frames.L2{Src: frames.MAC(c.MAC), Dst: frames.MAC(d.l.Director().VIPSide.MAC)},
+		frames.IP{Src: c.Addr(), Dst: d.l.VIP(), ID: id},
+		frames.UDPDgram{SrcPort: 40123, DstPort: 53, Payload: bytes.Repeat([]byte("f"), 1400)})
+	ip := frame[14:34]
+	ip[6] |= 0x20 // MF
+	ip[10], ip[11] = 0, 0
+	var sum uint32
+	for i := 0; i < 20; i += 2 {
+		sum += uint32(ip[i])<<8 | uint32(ip[i+1])
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	ip[10], ip[11] = byte(^sum>>8), byte(^sum)
+	err = lab.Do(c.NS, func() error {
+		ifi, err := net.InterfaceByName(c.Name)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		var addr [8]byte
+		copy(addr[:], frame[:6])
+		return unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6, Addr: addr})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := time.Now()
+
+	buf := make([]byte, 2048)
+	icmp.SetReadDeadline(sent.Add(40 * time.Second))
+	for {
+		n, from, err := icmp.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("no ICMP fragment reassembly time exceeded within 40 s: %v", err)
+		}
+		b := buf[:n] // ICMP header, then the quoted IPv4 header
+		if n < 8+20 || b[0] != 11 || b[1] != 1 || b[8+4] != id>>8 || b[8+5] != id&0xff {
+			continue
+		}
+		if waited := time.Since(sent); waited < 29*time.Second {
+			t.Errorf("reassembly time exceeded after %v, want ipfrag_time (30 s)", waited)
+		}
+		if got := from.String(); got != d.l.VIP().String() {
+			t.Errorf("from %s, want the VIP", got)
+		}
+		break
 	}
 	stopAndCheck(t, d)
 }
