@@ -317,7 +317,9 @@ func (w *worker) runXSK(stop *atomic.Bool) {
 		return
 	}
 	var last int64
-	for !stop.Load() {
+	for turn := uint64(1); !stop.Load(); turn++ {
+		w.beat.Store(turn)
+		x.expire(w)
 		if x.poll(w) > 0 {
 			if w.busyPoll > 0 {
 				last = w.clock()
@@ -332,6 +334,34 @@ func (w *worker) runXSK(stop *atomic.Bool) {
 		x.wait(w)
 	}
 	x.flush(w)
+}
+
+// expire sends what the pipeline answers for datagrams whose reassembly
+// timed out (ICMP time exceeded, copied into free frames; worker.expire's
+// twin); nothing to do costs one check.
+func (x *xskIO) expire(w *worker) {
+	now := w.clock()
+	sent := false
+	for {
+		res, ok := w.fw.Expire(now)
+		if !ok {
+			break
+		}
+		if res.Action != forwarder.Reply || uint(res.Link) > 1 || len(res.Frame) > x.maxFrame[res.Link] {
+			continue
+		}
+		a, ok := x.umem.Alloc()
+		if !ok {
+			w.c.TXFull.Add(1)
+			continue
+		}
+		fb, _ := x.umem.Frame(a)
+		x.send(w, res.Link, a, copy(fb, res.Frame))
+		sent = true
+	}
+	if sent {
+		x.flush(w)
+	}
 }
 
 // poll takes up to a batch from every socket's RX ring, sends what the

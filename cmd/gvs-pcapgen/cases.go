@@ -636,6 +636,39 @@ var cases = map[string]func() *scenario{
 `
 		return s
 	},
+	// Reassembly (ip_defrag before IPVS, ip_do_fragment after): an
+	// EDNS-sized query to a NAT DNS service, 3000 bytes of UDP in three
+	// fragments from a 1500-MTU client, the last one before the middle
+	// one, leaves as one DNATed datagram in four fragments over the real
+	// servers' 1000-MTU link; the real server's 4000-byte answer, in five
+	// fragments, leaves SNATed in five (at most its largest fragment,
+	// 996 bytes). A second query loses its last fragment: the next frame,
+	// 31 s later, finds its reassembly timed out (ipfrag_time 30 s) and
+	// the client gets time exceeded, fragment reassembly, from the VIP
+	// before that frame is forwarded.
+	"fragments-nat-udp": func() *scenario {
+		s := &scenario{rules: "-A -u 198.51.100.10:53 -s rr\n-a -u 198.51.100.10:53 -r 198.18.2.11:5353 -m -w 1\n",
+			facts: `{"vip_if": {"mtu": 1500}, "dip_if": {"mtu": 1000}}` + "\n"}
+		q := frames.UDP(toVIP(client), frames.IP{Src: client, Dst: vip, ID: 0x5101},
+			frames.UDPDgram{SrcPort: 33100, DstPort: 53, Payload: pattern(3000-8, 1)})
+		qf := fragment(q, 0, 1480, 2960, 3000) // as a 1500-MTU sender cuts it
+		s.in(qf[0])
+		s.in(qf[2]) // out of order: the last before the middle
+		s.in(qf[1])
+		a := frames.UDP(toDIP(rs1), frames.IP{Src: rs1, Dst: client, ID: 0x7202},
+			frames.UDPDgram{SrcPort: 5353, DstPort: 33100, Payload: pattern(4000-8, 2)})
+		for _, f := range fragment(a, 0, 976, 1952, 2928, 3904, 4000) { // cut for MTU 1000
+			s.out(f)
+		}
+		lost := frames.UDP(toVIP(client), frames.IP{Src: client, Dst: vip, ID: 0x5102},
+			frames.UDPDgram{SrcPort: 33101, DstPort: 53, Payload: pattern(3000-8, 3)})
+		lf := fragment(lost, 0, 1480, 2960, 3000)
+		s.in(lf[0])
+		s.in(lf[1]) // lf[2] never arrives
+		s.after(31 * time.Second)
+		udpIn(s, client, 33102, 53, "retry")
+		return s
+	},
 }
 
 func init() {
@@ -718,4 +751,45 @@ func fixIPChecksum(b []byte) []byte {
 	c := ^uint16(sum)
 	h[10], h[11] = byte(c>>8), byte(c)
 	return b
+}
+
+// pattern is n payload bytes that differ from one offset to the next and
+// from one seed to another, so that misplaced or mixed bytes show.
+func pattern(n int, seed byte) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7+i/251) ^ seed*0x55
+	}
+	return b
+}
+
+// fragment cuts the IPv4 datagram in frame (untagged, no IP options) at
+// the payload offsets cuts (0, ..., its payload length), as a sender's
+// ip_fragment does: every fragment keeps the header and ID, all but the
+// last have MF, offsets in 8-byte units.
+func fragment(frame []byte, cuts ...int) [][]byte {
+	pay := frame[34:]
+	if cuts[0] != 0 || cuts[len(cuts)-1] != len(pay) {
+		panic("fragment: cuts must span the payload")
+	}
+	var out [][]byte
+	for i := 0; i+1 < len(cuts); i++ {
+		lo, hi := cuts[i], cuts[i+1]
+		if lo%8 != 0 {
+			panic("fragment: offset not a multiple of 8")
+		}
+		f := append(append([]byte(nil), frame[:34]...), pay[lo:hi]...)
+		l := 20 + hi - lo
+		f[16], f[17] = byte(l>>8), byte(l)
+		fo := lo / 8
+		if hi < len(pay) {
+			fo |= 0x2000
+		}
+		if frame[20]&0x40 != 0 {
+			fo |= 0x4000
+		}
+		f[20], f[21] = byte(fo>>8), byte(fo)
+		out = append(out, fixIPChecksum(f))
+	}
+	return out
 }
