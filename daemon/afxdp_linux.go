@@ -92,7 +92,7 @@ func (d *Daemon) openXDP(vip, dip LinkInfo) error {
 		if d.oneArm {
 			ifx[forwarder.DIPSide] = vip.Index
 		}
-		x.fast = newFastPath(flows, d.env, d.conns, ifx, d.Clock)
+		x.fast = newFastPath(flows, d.env, d.conns, ifx, d.Clock, d.log)
 	}
 	for side, l := range links {
 		p, err := xdp.Attach(xdp.AttachConfig{Ifindex: l.Index, MAC: l.MAC, Modes: d.cfg.XDPModes, Flows: flows})

@@ -3,8 +3,10 @@ package daemon
 import (
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"gvs/conntrack"
@@ -29,6 +31,13 @@ import (
 //     real server removed; when the services change (all entries); an
 //     entry idle for longer than its connection's timeout (less
 //     fastMargin) is not used by the program any more and is removed too;
+//   - egress check: a flow is installed only when its egress interface
+//     takes redirected frames (the kernel reports NETDEV_XDP_ACT_NDO_XMIT
+//     for it; a veth has it only while its peer has NAPI on: GRO or an
+//     XDP program of its own). bpf_redirect to an interface without it
+//     drops the frame. The fold re-reads the bit every tick: when an
+//     interface loses it, its entries are removed and the pipeline
+//     forwards those flows again (AF_XDP), until it is back;
 //   - fold: every housekeeping tick (100 ms) the entries' packet and byte
 //     counters are added to the real servers' and services' statistics,
 //     and a flow seen since the last tick re-arms its connection's timer
@@ -56,9 +65,14 @@ type fastPath struct {
 	env     forwarder.Env
 	conns   *conntrack.Table
 	ifindex [2]int
-	mono0   int64 // CLOCK_MONOTONIC at the daemon clock's zero
-	shards  [fastShards]fastShard
-	scratch []fastItem // the fold's, reused
+	// redirect[side]: the side's interface takes redirected frames
+	// (refreshed by the fold; read by the workers).
+	redirect [2]atomic.Bool
+	log      *zap.Logger
+	checked  bool  // checkEgress ran
+	mono0    int64 // CLOCK_MONOTONIC at the daemon clock's zero
+	shards   [fastShards]fastShard
+	scratch  []fastItem // the fold's, reused
 }
 
 type fastShard struct {
@@ -68,6 +82,7 @@ type fastShard struct {
 
 type fastEntry struct {
 	out   bool
+	side  int // the egress side
 	dest  *ipvs.Dest
 	pkts  uint64 // folded so far
 	bytes uint64
@@ -87,15 +102,64 @@ type fastRecent [256]struct {
 	at int64
 }
 
-func newFastPath(flows *xdp.FlowMap, env forwarder.Env, conns *conntrack.Table, ifindex [2]int, clock func() int64) *fastPath {
-	f := &fastPath{flows: flows, env: env, conns: conns, ifindex: ifindex}
+func newFastPath(flows *xdp.FlowMap, env forwarder.Env, conns *conntrack.Table, ifindex [2]int, clock func() int64, log *zap.Logger) *fastPath {
+	f := &fastPath{flows: flows, env: env, conns: conns, ifindex: ifindex, log: log}
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	f.mono0 = ts.Nano() - clock()
 	for i := range f.shards {
 		f.shards[i].m = map[xdp.FlowKey]*fastEntry{}
 	}
+	f.checkEgress()
 	return f
+}
+
+// checkEgress re-reads whether each side's interface takes redirected
+// frames, logs a change (and the state at start) and removes the entries
+// of a side that no longer does.
+func (f *fastPath) checkEgress() {
+	oneArm := f.ifindex[forwarder.DIPSide] == f.ifindex[forwarder.VIPSide]
+	for side, ifx := range f.ifindex {
+		if side == forwarder.DIPSide && oneArm {
+			f.redirect[side].Store(f.redirect[forwarder.VIPSide].Load())
+			break
+		}
+		ok, err := xdp.RedirectTarget(ifx)
+		was := f.redirect[side].Swap(ok)
+		if (was != ok || !f.checked) && f.log != nil {
+			if ok {
+				f.log.Info("XDP fast path: interface takes redirected frames", zap.Int("ifindex", ifx))
+			} else {
+				f.log.Warn("XDP fast path off for flows leaving this interface: it does not take redirected frames"+
+					" (a veth needs GRO on or an XDP program on its peer); the pipeline forwards them",
+					zap.Int("ifindex", ifx), zap.Error(err))
+			}
+		}
+	}
+	f.checked = true
+	for side := range f.redirect {
+		if !f.redirect[side].Load() {
+			f.removeSide(side)
+		}
+	}
+}
+
+// removeSide removes the entries whose egress is side.
+func (f *fastPath) removeSide(side int) {
+	var keys []xdp.FlowKey
+	for i := range f.shards {
+		s := &f.shards[i]
+		s.mu.Lock()
+		for k, e := range s.m {
+			if e.side == side {
+				keys = append(keys, k)
+			}
+		}
+		s.mu.Unlock()
+	}
+	for j := range keys {
+		f.remove(&keys[j])
+	}
 }
 
 func (k fastKeyHash) shard() int { return int(k % fastShards) }
@@ -165,8 +229,11 @@ func (f *fastPath) after(k *xdp.FlowKey, steady bool, r *forwarder.Result, now i
 	if r.Out {
 		dst = netip.AddrFrom4(k.Dst)
 	}
+	if uint(r.Link) > 1 || !f.redirect[r.Link].Load() {
+		return
+	}
 	hop, ok := f.env.Route(dst)
-	if !ok || uint(r.Link) > 1 {
+	if !ok {
 		return
 	}
 	timeout := f.conns.Timeouts().UDP
@@ -188,7 +255,7 @@ func (f *fastPath) after(k *xdp.FlowKey, steady bool, r *forwarder.Result, now i
 		return
 	}
 	if ok, err := f.flows.Install(k, &plan); ok && err == nil {
-		s.m[*k] = &fastEntry{out: r.Out, dest: r.Dest, seen: plan.Seen}
+		s.m[*k] = &fastEntry{out: r.Out, side: r.Link, dest: r.Dest, seen: plan.Seen}
 	}
 }
 
@@ -232,6 +299,7 @@ func (f *fastPath) count(e *fastEntry, v *xdp.FlowPlan) {
 // connection is gone, changed or idle past the program's timeout; now is
 // the daemon clock.
 func (f *fastPath) fold(now int64) {
+	f.checkEgress()
 	items := f.scratch[:0]
 	for i := range f.shards {
 		s := &f.shards[i]
