@@ -56,7 +56,7 @@ const (
 )
 
 // caseNames are the cases in the order they run within a contender's turn.
-var caseNames = []string{"pps", "cpu", "latency", "cps", "scaling", "gc", "conntrack"}
+var caseNames = []string{"pps", "cpu", "budget", "latency", "cps", "scaling", "gc", "conntrack"}
 
 type options struct {
 	rounds                int
@@ -64,6 +64,9 @@ type options struct {
 	steps                 int
 	tolerance             float64
 	rate                  float64
+	cpuRates              []float64
+	spinThreshold         time.Duration
+	budgetRPS             string
 	cases                 []string
 	contenders            []string
 	out, bin              string
@@ -98,6 +101,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.steps, "steps", 5, "trials per loss-free search")
 	fs.Float64Var(&o.tolerance, "tolerance", 0.001, "loss fraction still counted as loss-free")
 	fs.Float64Var(&o.rate, "rate", 100000, "fixed offered rate (packets/s) for the cpu case and the latency case's high load")
+	cpuRates := fs.String("cpu-rates", "60000,150000", "fixed offered rates (packets/s) of the cpu case")
+	fs.DurationVar(&o.spinThreshold, "spin-threshold", spinThreshold, "exact CPU accounting: a gap in an idle-priority spinner's clock reads longer than this is CPU used by something else")
+	fs.StringVar(&o.budgetRPS, "budget-rps", "", "RPS CPU mask of the director's interfaces in the budget case (default: the -director-cpu's mask)")
 	cases := fs.String("cases", strings.Join(caseNames, ","), "cases to run: "+strings.Join(caseNames, ","))
 	conts := fs.String("contenders", "", "only these contenders (comma-separated names; default all)")
 	gvsdArgs := fs.String("gvsd-args", "", "extra gvsd flags for every gvs contender, space-separated (e.g. \"--ring-frames 8192\"; diagnostic)")
@@ -164,6 +170,22 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			o.contenders = append(o.contenders, c)
 		}
 	}
+	for f := range strings.SplitSeq(*cpuRates, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		v, err := strconv.ParseFloat(f, 64)
+		if err != nil || v < 1000 || v > 5e6 {
+			return o, fmt.Errorf("-cpu-rates: %q: want packets/s in 1k..5M", f)
+		}
+		o.cpuRates = append(o.cpuRates, v)
+	}
+	if len(o.cpuRates) == 0 {
+		return o, errors.New("-cpu-rates: no rate")
+	}
+	if o.spinThreshold < 100*time.Nanosecond || o.spinThreshold > time.Millisecond {
+		return o, errors.New("-spin-threshold must be 100ns..1ms")
+	}
 	sizes, err := parseSizes(*ct)
 	if err != nil {
 		return o, err
@@ -194,6 +216,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	o.worldCPU = o.genCPU
 	if o.gvsdCPUs == "" {
 		o.gvsdCPUs = o.dirCPU
+	}
+	if o.budgetRPS == "" {
+		n, err := strconv.Atoi(o.dirCPU)
+		if err != nil || n < 0 || n > 62 {
+			return o, fmt.Errorf("-director-cpu %q: want one CPU number (or set -budget-rps)", o.dirCPU)
+		}
+		o.budgetRPS = strconv.FormatUint(1<<n, 16)
 	}
 	o.allCPUs = fmt.Sprintf("0-%d", runtime.NumCPU()-1)
 	return o, nil
@@ -228,6 +257,7 @@ type sample struct {
 	Case      string  `json:"case"`
 	Contender string  `json:"contender"`
 	Round     int     `json:"round"`
+	Rate      float64 `json:"rate_pps,omitempty"` // the fixed offered rate of the measurement, when a case runs at several
 	Metric    string  `json:"metric"`
 	Value     float64 `json:"value"`
 	Trials    []trial `json:"trials,omitempty"`
@@ -251,7 +281,10 @@ type bench struct {
 	log         io.Writer
 
 	genMax          float64               // the generator's offered rate this round
-	genCPUBase      float64               // the generator's kernel ns/packet at the fixed rate this round
+	genCPUBase      map[float64]float64   // the generator's tick-sampled ns/packet per fixed rate this round
+	genSpinBase     map[float64]unitCost  // the generator's exact CPU per fixed rate this round
+	directCPS       unitCost              // the endpoints' exact CPU per connection without a director, this round
+	budgetGenMax    float64               // the paced generator's reach in the budget placement this round
 	direct          map[string][2]float64 // load -> p50, p99 of the round trip without a director, this round
 	lastNatOverload float64               // gvs-nat's overload rate this round
 	samples         []sample
@@ -264,6 +297,11 @@ func (b *bench) logf(format string, args ...any) {
 
 func (b *bench) add(cs string, c contender, round int, metric string, v float64) {
 	b.addSample(sample{Case: cs, Contender: c.Name, Round: round, Metric: metric, Value: v})
+}
+
+// addAt adds a sample measured at a fixed offered rate.
+func (b *bench) addAt(cs string, c contender, round int, rate float64, metric string, v float64) {
+	b.addSample(sample{Case: cs, Contender: c.Name, Round: round, Rate: rate, Metric: metric, Value: v})
 }
 
 func (b *bench) addSample(s sample) { b.samples = append(b.samples, s) }
@@ -279,6 +317,13 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "gen" {
 		if err := runGen(os.Args[2:], os.Stdout, os.Stderr); err != nil {
 			fmt.Fprintln(os.Stderr, "gvs-bench gen:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "spin" {
+		if err := runSpin(os.Args[2:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "gvs-bench spin:", err)
 			os.Exit(1)
 		}
 		return
@@ -457,7 +502,8 @@ func (b *bench) runRounds(ctx context.Context, cases []string) {
 		}
 	}
 	for r := 1; r <= b.o.rounds; r++ {
-		b.genMax, b.lastNatOverload, b.genCPUBase = 0, 0, 0
+		b.genMax, b.lastNatOverload, b.budgetGenMax = 0, 0, 0
+		b.genCPUBase, b.genSpinBase, b.directCPS = map[float64]float64{}, map[float64]unitCost{}, unitCost{}
 		b.direct = map[string][2]float64{}
 		order := slices.Clone(list)
 		if len(order) > 1 && order[0].kind == kindGen {
@@ -504,7 +550,7 @@ func (b *bench) runContender(ctx context.Context, c contender, cases []string, r
 		}
 	}
 	fns := map[string]func(context.Context, contender, *running, int) error{
-		"pps": b.casePPS, "cpu": b.caseCPU, "cps": b.caseCPS, "latency": b.caseLatency, "scaling": b.caseScaling, "gc": b.caseGC,
+		"pps": b.casePPS, "cpu": b.caseCPU, "budget": b.caseBudget, "cps": b.caseCPS, "latency": b.caseLatency, "scaling": b.caseScaling, "gc": b.caseGC,
 	}
 	for _, cs := range caseNames {
 		if !slices.Contains(cases, cs) || !c.takes(cs) || fns[cs] == nil {
@@ -547,7 +593,7 @@ func (o options) describe() map[string]string {
 	return map[string]string{
 		"rounds": fmt.Sprint(o.rounds), "warmup": o.warmup.String(), "window": o.window.String(),
 		"trial": o.trial.String(), "steps": fmt.Sprint(o.steps), "tolerance": fmt.Sprint(o.tolerance),
-		"rate": fmt.Sprint(o.rate), "cases": strings.Join(o.cases, ","), "gen_cpu": o.genCPU,
+		"rate": fmt.Sprint(o.rate), "cpu_rates": fmt.Sprint(o.cpuRates), "spin_threshold": o.spinThreshold.String(), "budget_rps": o.budgetRPS, "cases": strings.Join(o.cases, ","), "gen_cpu": o.genCPU,
 		"director_cpu": o.dirCPU, "rps": o.rps, "endpoint_rps": o.endpointRPS, "cps_duration": o.cpsDur.String(), "cps_conns": fmt.Sprint(o.cpsConns),
 		"ping_rate": fmt.Sprint(o.pingRate), "ping_duration": o.pingDur.String(),
 		"cpu_dma_latency_us": fmt.Sprint(o.cpuDMALatency),
