@@ -137,6 +137,17 @@ func (b *bench) caseCPU(ctx context.Context, c contender, r *running, round int)
 		b.logf("  note: gvsd runs on CPUs %s; the tick-sampled figure counts user/system time on CPU %s only", b.o.gvsdCPUs, b.o.dirCPU)
 	}
 	dir := b.dirCPUNum()
+	if c.kind == kindGen {
+		// The machine with no traffic: on a quiet machine about 0; more
+		// is other users' load, which the net figures subtract only on
+		// average.
+		bg, err := b.backgroundCPUs()
+		if err != nil {
+			return err
+		}
+		b.add("cpu", c, round, "exact_background_cpus", bg)
+		b.logf("  %-10s cpu, no traffic: %.3f CPUs busy (exact)", c.Name, bg)
+	}
 	for _, rate := range b.o.cpuRates {
 		m, err := b.measureCPU(ctx, rate, r.proc)
 		if err != nil {
@@ -210,6 +221,32 @@ func (b *bench) caseCPU(ctx context.Context, c contender, r *running, round int)
 			100*float64(cost.DirNS)/float64(wall), 100*float64(cost.NS-cost.DirNS)/float64(wall), tickPer)
 	}
 	return nil
+}
+
+// backgroundCPUs is how many CPUs' worth of work the machine does with no
+// traffic, over one window (exact).
+func (b *bench) backgroundCPUs() (float64, error) {
+	sp, err := startSpin(b.self, b.o.spinThreshold, b.logDir)
+	if err != nil {
+		return 0, err
+	}
+	defer sp.Close()
+	time.Sleep(spinSettle)
+	z0, err := sp.Snap()
+	if err != nil {
+		return 0, err
+	}
+	time.Sleep(b.o.window)
+	z1, err := sp.Snap()
+	if err != nil {
+		return 0, err
+	}
+	us, err := spinWindow(z0, z1)
+	if err != nil {
+		return 0, err
+	}
+	stolen, wall := spinTotal(us)
+	return float64(stolen) / float64(wall), nil
 }
 
 // spinWall is a spinner window's wall time (ns).

@@ -118,6 +118,10 @@ func (r *report) fairView(w io.Writer) {
 	}
 	fmt.Fprintf(w, "\n## Fair view (the headline)\n\n")
 	fmt.Fprintf(w, "Every contender is charged all the CPU its work causes, on every CPU, measured exactly: by what idle-priority spinners on every CPU did not get (no tick sampling). Ratios are taken per round and their median is shown.\n")
+	if bg := r.seriesAt("cpu", rowKey{"generator", 0}, "exact_background_cpus"); len(bg) > 0 {
+		sm := summarize(bg)
+		fmt.Fprintf(w, "\nWith no traffic the machine was %.3f CPUs busy (exact; median over rounds, max %.3f). Anything well above 0 is other users' load: it is subtracted with the generator-alone baseline only on average, and the figures below are then noisy.\n", sm.Median, sm.Max)
+	}
 	fmt.Fprintf(w, "\n| target | measured | ratio | met |\n|---|---|---|---|\n")
 	for _, t := range r.targets() {
 		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", t.What, t.Detail, ratioCell(t.Ratio), t.Met())

@@ -38,6 +38,16 @@ func TestRatioPerRound(t *testing.T) {
 	if sm.N != 2 || math.Abs(sm.Median-want) > 1e-9 || math.Abs(sm.Min-3700.0/1100) > 1e-9 {
 		t.Errorf("ratio = %+v, want median %v", sm, want)
 	}
+	// A net cost at or below 0 (lost in the baseline's noise) has no ratio.
+	neg := report{Samples: []sample{
+		{Case: "cpu", Contender: "gvs-nat", Round: 1, Rate: 1, Metric: "m", Value: -300},
+		{Case: "cpu", Contender: "nft-dnat", Round: 1, Rate: 1, Metric: "m", Value: 2500},
+		{Case: "cpu", Contender: "gvs-nat", Round: 2, Rate: 1, Metric: "m", Value: 3000},
+		{Case: "cpu", Contender: "nft-dnat", Round: 2, Rate: 1, Metric: "m", Value: 2000},
+	}}
+	if sm := neg.ratio("cpu", "m", rowKey{"gvs-nat", 1}, rowKey{"nft-dnat", 1}); sm.N != 1 || sm.Median != 1.5 {
+		t.Errorf("ratio with a negative round: %+v, want round 2's 1.5 alone", sm)
+	}
 	// A rate the other contender lacks: no ratio.
 	if sm := r.ratio("cpu", "exact_net_ns_per_pkt", rowKey{"gvs-nat", 60000}, rowKey{"nft-dnat", 100000}); sm.N != 0 {
 		t.Errorf("ratio across rates: %+v", sm)

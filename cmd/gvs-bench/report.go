@@ -39,6 +39,7 @@ var metricDefs = []metricDef{
 	{Case: "cpu", Metric: "exact_intr_ns_per_pkt", Title: "of which interrupts+softirq on top of the spinners (gross)", LowerIsBetter: true, Scale: 1, Unit: "ns"},
 	{Case: "cpu", Metric: "exact_dir_busy_pct", Title: "Director CPU busy, exact", LowerIsBetter: true, Scale: 1, Unit: "%"},
 	{Case: "cpu", Metric: "exact_other_busy_pct", Title: "Other CPUs busy, exact", LowerIsBetter: true, Scale: 1, Unit: "%"},
+	{Case: "cpu", Metric: "exact_background_cpus", Title: "Busy with no traffic (other users of the machine), exact", LowerIsBetter: true, Scale: 1, Unit: "CPUs"},
 	{Case: "cpu", Metric: "fwd_pps", Title: "Forwarded", Scale: 1e3, Unit: "kpps"},
 	{Case: "cpu", Metric: "cpu_net_ns_per_pkt", Title: "tick-sampled: softirq (all CPUs) + director CPU, minus generator-alone", LowerIsBetter: true, Scale: 1, Unit: "ns"},
 	{Case: "cpu", Metric: "cpu_ns_per_pkt", Title: "tick-sampled, gross", LowerIsBetter: true, Scale: 1, Unit: "ns"},
@@ -139,11 +140,13 @@ func (r *report) byRound(cs string, k rowKey, metric string) map[int]float64 {
 
 // ratio is the median over rounds of a/b of one metric, each round's a
 // against the same round's b (ratios within one run, as the targets ask).
+// Rounds where either value is not positive (a net cost lost in the
+// baseline's noise) give no ratio.
 func (r *report) ratio(cs, metric string, a, b rowKey) summary {
 	ra, rb := r.byRound(cs, a, metric), r.byRound(cs, b, metric)
 	var v []float64
 	for round, x := range ra {
-		if y, ok := rb[round]; ok && y != 0 {
+		if y, ok := rb[round]; ok && x > 0 && y > 0 {
 			v = append(v, x/y)
 		}
 	}

@@ -168,11 +168,12 @@ func netPerUnit(cNS int64, cUnits float64, bNS int64, bUnits float64) float64 {
 }
 
 // perCPUSecond turns a CPU cost per unit (ns) into units per CPU-second:
-// the rate one fully used CPU would sustain at that cost (0 for a
-// non-positive cost).
+// the rate one fully used CPU would sustain at that cost. NaN (no sample)
+// for a cost that is not positive: a net cost at or below 0 means the
+// baseline's noise exceeded the contender's cost, and it has no rate.
 func perCPUSecond(nsPerUnit float64) float64 {
 	if !(nsPerUnit > 0) {
-		return 0
+		return math.NaN()
 	}
 	return 1e9 / nsPerUnit
 }

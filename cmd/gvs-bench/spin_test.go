@@ -83,8 +83,8 @@ func TestNetPerUnit(t *testing.T) {
 	if got := perCPUSecond(2500); got != 400000 {
 		t.Errorf("perCPUSecond(2500) = %v", got)
 	}
-	if perCPUSecond(0) != 0 || perCPUSecond(-5) != 0 || perCPUSecond(math.NaN()) != 0 {
-		t.Error("perCPUSecond of a non-positive cost must be 0")
+	if !math.IsNaN(perCPUSecond(0)) || !math.IsNaN(perCPUSecond(-5)) || !math.IsNaN(perCPUSecond(math.NaN())) {
+		t.Error("perCPUSecond of a non-positive cost must be NaN")
 	}
 }
 
