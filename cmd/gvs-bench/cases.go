@@ -300,15 +300,17 @@ func cpuCharge(cpus map[int]cpuTimes, dirCPU int) (charged uint64, all cpuTimes)
 	return charged, all
 }
 
-// caseCPS: wrk with Connection: close against nginx through the VIP, twice:
-// once as it is (conn/s and the CPUs' tick-sampled busy share: the
-// placement-biased view), then again with the idle-priority spinners,
-// which charge all the CPU of the run, wherever it ran (exact_ns_per_conn).
-// The generator contender runs the same against one real server's
-// client-LAN address with no director ("direct"): the cost of the
-// endpoints (wrk, nginx, their TCP stacks). exact_net_ns_per_conn is a
-// contender's cost minus that, per connection, in the same round: the
-// director's work wherever it ran; conns_per_cpu_s is its inverse.
+// caseCPS: wrk with Connection: close against nginx through the VIP (the
+// conn/s each contender reaches as placed, and the CPUs' tick-sampled busy
+// share: the placement-biased view), then the exact run: `gvs-bench conn`
+// opens connections at the fixed -cps-rate (below every contender's limit)
+// while the idle-priority spinners charge all the CPU of the run, wherever
+// it ran (exact_ns_per_conn). The generator contender runs the same against
+// one real server's client-LAN address with no director ("direct"): the
+// cost of the endpoints (the client, nginx, their TCP stacks) at the same
+// rate. exact_net_ns_per_conn is a contender's cost minus that, per
+// connection, in the same round: the director's work wherever it ran;
+// conns_per_cpu_s is its inverse.
 func (b *bench) caseCPS(ctx context.Context, c contender, r *running, round int) error {
 	host := b.l.VIP().String()
 	if c.kind == kindGen {
@@ -354,16 +356,22 @@ func (b *bench) caseCPS(ctx context.Context, c contender, r *running, round int)
 	}
 	b.logf("  %-10s cps: %.0f conn/s, p50 %v, p99 %v, errors %d, director CPU %.0f%%", c.Name, res.RPS, res.P50, res.P99, res.SocketError+res.Non2xx, busyPct(w, b.dirCPUNum()))
 
+	// The exact run: a fixed connection rate for every contender and the
+	// direct baseline alike.
 	sp, err := startSpin(b.self, b.o.spinThreshold, b.logDir)
 	if err != nil {
 		return err
 	}
 	defer sp.Close()
+	time.Sleep(spinSettle)
 	z0, err := sp.Snap()
 	if err != nil {
 		return err
 	}
-	res2, _, err := wrk()
+	cctx, cancel := context.WithTimeout(ctx, b.o.cpsDur+30*time.Second)
+	defer cancel()
+	out, err := b.l.Output(cctx, b.client.NS, "taskset", "-c", b.o.worldCPU, b.self, "conn",
+		"-dst", addr, "-rate", fmt.Sprint(b.o.cpsRate), "-duration", b.o.cpsDur.String())
 	if err != nil {
 		return err
 	}
@@ -371,15 +379,24 @@ func (b *bench) caseCPS(ctx context.Context, c contender, r *running, round int)
 	if err != nil {
 		return err
 	}
+	var cr connResult
+	if err := json.Unmarshal([]byte(out), &cr); err != nil {
+		return fmt.Errorf("gvs-bench conn: %w: %q", err, out)
+	}
 	us, err := spinWindow(z0, z1)
 	if err != nil {
 		return err
 	}
-	if res2.Requests <= 0 {
+	if cr.OK <= 0 {
 		return errors.New("cps: no connection completed in the exact run")
 	}
-	cost, wall := exactCost(us, b.dirCPUNum(), res2.Requests)
-	b.add("cps", c, round, "exact_cps", res2.RPS)
+	want := b.o.cpsRate * b.o.cpsDur.Seconds()
+	if short := 1 - float64(cr.OK)/want; short > 0.01 {
+		b.logf("  %-10s WARNING: the exact run completed %d of %.0f connections (%d errors, %d not started): %s/s is above this contender's limit here", c.Name, cr.OK, want, cr.Errors, cr.Skipped, formatValue(b.o.cpsRate))
+	}
+	cost, wall := exactCost(us, b.dirCPUNum(), float64(cr.OK))
+	b.add("cps", c, round, "exact_conns", float64(cr.OK))
+	b.add("cps", c, round, "exact_errors", float64(cr.Errors+cr.Skipped))
 	b.add("cps", c, round, "exact_ns_per_conn", float64(cost.NS)/cost.Units)
 	b.add("cps", c, round, "exact_busy_cpus", float64(cost.NS)/float64(wall))
 	note := ""
@@ -391,7 +408,8 @@ func (b *bench) caseCPS(ctx context.Context, c contender, r *running, round int)
 		b.add("cps", c, round, "conns_per_cpu_s", perCPUSecond(net))
 		note = fmt.Sprintf(", net of direct %.1f µs", net/1e3)
 	}
-	b.logf("  %-10s cps, exact: %.0f conn/s, %.1f µs CPU per connection, all CPUs%s; %.2f CPUs busy", c.Name, res2.RPS, float64(cost.NS)/cost.Units/1e3, note, float64(cost.NS)/float64(wall))
+	b.logf("  %-10s cps at %s/s, exact: %d connections, %.1f µs CPU per connection, all CPUs%s; %.2f CPUs busy",
+		c.Name, formatValue(b.o.cpsRate), cr.OK, float64(cost.NS)/cost.Units/1e3, note, float64(cost.NS)/float64(wall))
 	return nil
 }
 

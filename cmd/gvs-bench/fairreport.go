@@ -154,7 +154,7 @@ func (r *report) fairView(w io.Writer) {
 		}
 	}
 	if len(cpsRows) > 0 {
-		fmt.Fprintf(w, "\n### Connections: CPU per connection, all CPUs, exact, minus the endpoints alone (wrk straight to nginx)\n\n")
+		fmt.Fprintf(w, "\n### Connections: CPU per connection at a fixed connection rate, all CPUs, exact, minus the endpoints alone at that rate (client straight to nginx)\n\n")
 		fmt.Fprintf(w, "| contender | µs per connection | connections per CPU-second | vs %s | vs %s | conn/s as placed (placement-biased) |\n|---|---|---|---|---|---|\n", kernelRef, haproxyRef)
 		for _, k := range cpsRows {
 			if k.Cont == "generator" {

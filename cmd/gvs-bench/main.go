@@ -79,6 +79,7 @@ type options struct {
 	trafgenRate           bool
 	cpsDur                time.Duration
 	cpsConns              int
+	cpsRate               float64
 	pingRate              float64
 	pingDur               time.Duration
 	ctSizes               []int
@@ -121,6 +122,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.rps, "rps", "", "RPS CPU mask for the director's interfaces, e.g. 2 to run all of the director's receive work on CPU 1 (hex; empty: RPS off, the receive softirq runs on the sender's CPU)")
 	fs.DurationVar(&o.cpsDur, "cps-duration", 5*time.Second, "wrk run length")
 	fs.IntVar(&o.cpsConns, "cps-conns", 64, "wrk concurrent connections")
+	fs.Float64Var(&o.cpsRate, "cps-rate", 3000, "the cps case's fixed connection rate for the exact CPU per connection (below every contender's limit)")
 	fs.Float64Var(&o.pingRate, "ping-rate", 1000, "latency requests per second")
 	fs.DurationVar(&o.pingDur, "ping-duration", 3*time.Second, "latency run length per load level")
 	fs.IntVar(&o.cpuDMALatency, "cpu-dma-latency", -1, "hold /dev/cpu_dma_latency at this many µs for the whole run (0: idle CPUs poll instead of halting, as tuned's latency-performance profile does; -1: leave alone)")
@@ -204,6 +206,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-rate must be 1k..5M and -ping-rate 1..100k")
 	case o.cpsDur < time.Second || o.cpsDur > time.Minute || o.cpsConns < 1 || o.cpsConns > 10000:
 		return o, errors.New("-cps-duration must be 1s..1m and -cps-conns 1..10000")
+	case o.cpsRate < 100 || o.cpsRate > 1e6:
+		return o, errors.New("-cps-rate must be 100..1M connections/s")
 	case o.busyPoll <= 0 || o.busyPoll > time.Second:
 		return o, errors.New("-busy-poll must be positive, up to 1s")
 	case o.gcDur < 4*time.Second || o.gcDur > 10*time.Minute:
@@ -317,6 +321,13 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "gen" {
 		if err := runGen(os.Args[2:], os.Stdout, os.Stderr); err != nil {
 			fmt.Fprintln(os.Stderr, "gvs-bench gen:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "conn" {
+		if err := runConn(os.Args[2:], os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "gvs-bench conn:", err)
 			os.Exit(1)
 		}
 		return
@@ -594,7 +605,7 @@ func (o options) describe() map[string]string {
 		"rounds": fmt.Sprint(o.rounds), "warmup": o.warmup.String(), "window": o.window.String(),
 		"trial": o.trial.String(), "steps": fmt.Sprint(o.steps), "tolerance": fmt.Sprint(o.tolerance),
 		"rate": fmt.Sprint(o.rate), "cpu_rates": fmt.Sprint(o.cpuRates), "spin_threshold": o.spinThreshold.String(), "budget_rps": o.budgetRPS, "cases": strings.Join(o.cases, ","), "gen_cpu": o.genCPU,
-		"director_cpu": o.dirCPU, "rps": o.rps, "endpoint_rps": o.endpointRPS, "cps_duration": o.cpsDur.String(), "cps_conns": fmt.Sprint(o.cpsConns),
+		"director_cpu": o.dirCPU, "rps": o.rps, "endpoint_rps": o.endpointRPS, "cps_duration": o.cpsDur.String(), "cps_conns": fmt.Sprint(o.cpsConns), "cps_rate": fmt.Sprint(o.cpsRate),
 		"ping_rate": fmt.Sprint(o.pingRate), "ping_duration": o.pingDur.String(),
 		"cpu_dma_latency_us": fmt.Sprint(o.cpuDMALatency),
 	}

@@ -106,3 +106,20 @@ func TestRunSpinFlags(t *testing.T) {
 		t.Error("a 1 ns threshold was accepted")
 	}
 }
+
+func TestHTTPOK(t *testing.T) {
+	for in, want := range map[string]bool{
+		"HTTP/1.1 200 OK\r\n": true, "HTTP/1.0 200 OK\r\n": true, "HTTP/1.1 503 Service": false,
+		"HTTP/1.1 2000": false, "": false, "garbage": false,
+	} {
+		if got := httpOK([]byte(in)); got != want {
+			t.Errorf("httpOK(%q) = %v", in, got)
+		}
+	}
+	var errb strings.Builder
+	for _, args := range [][]string{{}, {"-dst", "x"}, {"-dst", "1.2.3.4:80", "-rate", "0"}, {"-dst", "1.2.3.4:80", "-max-inflight", "0"}} {
+		if err := runConn(args, &errb, &errb); err == nil {
+			t.Errorf("runConn(%q) accepted", args)
+		}
+	}
+}
