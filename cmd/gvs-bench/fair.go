@@ -195,11 +195,23 @@ func (b *bench) caseCPU(ctx context.Context, c contender, r *running, round int)
 		add("exact_ns_per_pkt", float64(cost.NS)/cost.Units)
 		add("exact_dir_busy_pct", 100*float64(cost.DirNS)/float64(wall))
 		add("exact_other_busy_pct", 100*float64(cost.NS-cost.DirNS)/float64(wall))
-		var intr int64
+		// Cross-check of the gap method against the scheduler's exact
+		// count of other tasks' time (the spinners' schedstat).
+		var intr, task int64
+		known := true
 		for _, u := range m.spin {
-			intr += max(u.IntrNS, 0)
+			if u.TaskNS == -1 && u.IntrNS == -1 {
+				known = false
+			}
+			intr += u.IntrNS
+			task += u.TaskNS
 		}
-		add("exact_intr_ns_per_pkt", float64(intr)/cost.Units)
+		if known {
+			add("exact_task_ns_per_pkt", float64(task)/cost.Units)
+			add("exact_intr_ns_per_pkt", float64(intr)/cost.Units)
+			b.logf("  %-10s spinners at %s/s: %.0f ns/packet of gaps = %.0f by other tasks (scheduler's count) + %.0f interrupts and softirq on top of the spinners",
+				c.Name, formatValue(rate), float64(cost.NS)/cost.Units, float64(task)/cost.Units, float64(intr)/cost.Units)
+		}
 		note := ""
 		if c.kind == kindGen {
 			b.genSpinBase[rate] = cost

@@ -105,7 +105,7 @@ type spinSnap struct {
 type spinUsage struct {
 	CPU             int
 	Wall, Stolen    int64 // ns
-	TaskNS, IntrNS  int64 // Stolen split: other tasks; interrupts+softirq on top of the spinner (-1 when Exec is unknown)
+	TaskNS, IntrNS  int64 // Stolen split: other tasks' time by the scheduler's count; the rest, interrupts+softirq on top of the spinner (both -1 when Exec is unknown)
 	NSPerIter       float64
 	ThreadUnhealthy bool // the spinner barely ran (or its counters went backwards): the window is not trustworthy on this CPU
 }
@@ -122,7 +122,7 @@ func spinWindow(a, b []spinSnap) ([]spinUsage, error) {
 		if !ok {
 			return nil, fmt.Errorf("spin: cpu %d missing from the first snapshot", e.CPU)
 		}
-		u := spinUsage{CPU: e.CPU, Wall: e.Elapsed - s.Elapsed, Stolen: e.Stolen - s.Stolen, TaskNS: -1, IntrNS: -1}
+		u := spinUsage{CPU: e.CPU, Wall: e.Elapsed - s.Elapsed, Stolen: e.Stolen - s.Stolen, TaskNS: -1, IntrNS: -1} // -1, -1: unknown
 		if u.Wall <= 0 || u.Stolen < 0 || e.Iters < s.Iters {
 			return nil, fmt.Errorf("spin: cpu %d counters went backwards", e.CPU)
 		}
@@ -137,8 +137,11 @@ func spinWindow(a, b []spinSnap) ([]spinUsage, error) {
 		u.ThreadUnhealthy = e.Iters-s.Iters < 10 && u.Stolen < u.Wall
 		if s.Exec >= 0 && e.Exec >= 0 {
 			exec := e.Exec - s.Exec
-			u.TaskNS = max(u.Wall-exec, 0)
-			u.IntrNS = max(u.Stolen-u.TaskNS, 0)
+			// Not clamped at 0: a negative IntrNS (gaps short of the
+			// scheduler's own count of other tasks' time) would show the
+			// gap method missing time, beyond the snapshots' skew.
+			u.TaskNS = u.Wall - exec
+			u.IntrNS = u.Stolen - u.TaskNS
 		}
 		out = append(out, u)
 	}

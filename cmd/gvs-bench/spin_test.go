@@ -123,3 +123,15 @@ func TestHTTPOK(t *testing.T) {
 		}
 	}
 }
+
+// The split is not clamped: gaps that fall short of the scheduler's count
+// of other tasks' time show as a negative rest.
+func TestSpinWindowShortGaps(t *testing.T) {
+	us, err := spinWindow([]spinSnap{{CPU: 0, Elapsed: 0, Exec: 0}}, []spinSnap{{CPU: 0, Elapsed: 1000, Stolen: 300, Iters: 10, Exec: 600}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if us[0].TaskNS != 400 || us[0].IntrNS != -100 {
+		t.Errorf("%+v, want TaskNS 400 and IntrNS -100", us[0])
+	}
+}
