@@ -14,6 +14,11 @@ const (
 	haproxyRef = "haproxy"
 )
 
+// quietCPUs is the most background (CPUs busy with no traffic) a run may
+// have for its fair figures to count: at 60 kpps, 0.05 CPU that comes and
+// goes between windows is about 0.8 µs per packet.
+const quietCPUs = 0.05
+
 // target is one goal of the fair comparison, with its measured ratio.
 type target struct {
 	What   string
@@ -121,6 +126,9 @@ func (r *report) fairView(w io.Writer) {
 	if bg := r.seriesAt("cpu", rowKey{"generator", 0}, "exact_background_cpus"); len(bg) > 0 {
 		sm := summarize(bg)
 		fmt.Fprintf(w, "\nWith no traffic the machine was %.3f CPUs busy (exact; median over rounds, max %.3f). Anything well above 0 is other users' load: it is subtracted with the generator-alone baseline only on average, and the figures below are then noisy.\n", sm.Median, sm.Max)
+		if sm.Max > quietCPUs {
+			fmt.Fprintf(w, "\n**Not a quiet machine (more than %.2f CPUs busy with no traffic): the fair figures of this run are not valid; rerun on a quiet machine.**\n", quietCPUs)
+		}
 	}
 	fmt.Fprintf(w, "\n| target | measured | ratio | met |\n|---|---|---|---|\n")
 	for _, t := range r.targets() {

@@ -105,6 +105,15 @@ func TestFairViewMarkdown(t *testing.T) {
 			t.Errorf("markdown lacks %q:\n%s", s, out)
 		}
 	}
+	if strings.Contains(out, "Not a quiet machine") {
+		t.Errorf("no background sample, yet a noise warning:\n%s", out)
+	}
+	r.Samples = append(r.Samples, sample{Case: "cpu", Contender: "generator", Round: 1, Metric: "exact_background_cpus", Value: 0.3})
+	b.Reset()
+	r.markdown(&b)
+	if !strings.Contains(b.String(), "**Not a quiet machine") {
+		t.Errorf("0.3 CPUs of background without a warning:\n%s", b.String())
+	}
 	if strings.Contains(out[fair:all], "| generator |") {
 		t.Errorf("the generator baseline is not a contender of the fair view:\n%s", out[fair:all])
 	}
