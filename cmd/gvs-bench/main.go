@@ -8,9 +8,16 @@
 //     Contenders: the generator alone (sink at the director), a no-op ring
 //     forwarder (the ceiling of gvs's I/O design), gvs NAT, DR and TUN, and
 //     the kernel's nftables DNAT with conntrack.
-//   - cpu: the director's CPU time per forwarded packet at a fixed rate.
+//   - cpu: all the CPU the machine spends per forwarded packet at fixed
+//     rates (60k, 150k pps), wherever it runs, measured exactly by
+//     idle-priority spinners on every CPU (spin.go), net of the generator
+//     alone at the same rate: the headline comparison.
+//   - budget: the loss-free rate with all of the director's work on the
+//     director's CPU (RPS), the paced generator offering every trial.
 //   - cps: HTTP connections per second (wrk, Connection: close) to nginx
-//     real servers: gvs NAT, nftables DNAT, HAProxy in TCP mode.
+//     real servers: gvs NAT, nftables DNAT, HAProxy in TCP mode; and the
+//     exact CPU per connection at a fixed connection rate, net of the
+//     endpoints alone.
 //   - latency: UDP request/response round trips (p50/p99) at low load and
 //     under the fixed background load.
 //   - scaling: the overload rate with 1..N gvsd workers.
@@ -25,6 +32,8 @@
 //	gvs-bench [-rounds 3] [-window 4s] [-cases pps,cpu,...] [-quick] [-out DIR] [-bin DIR]
 //	gvs-bench noop -vip VIP -dst-macs M1,M2 [-in vip0] [-out dip0] [-spin]
 //	gvs-bench render DIR   (rewrite DIR/results.md and chart.svg from DIR/results.json)
+//	gvs-bench spin [-threshold 500ns]   (the exact CPU accounting's spinners; see spin.go)
+//	gvs-bench conn -dst ADDR:PORT -rate R -duration D   (paced HTTP connections)
 //
 // It needs root, trafgen (netsniff-ng), wrk, nginx, haproxy, nft and
 // conntrack (`make bench-deps`), and gvsd and gvs-testsrv in -bin.
