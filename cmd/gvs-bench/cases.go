@@ -364,6 +364,10 @@ func (b *bench) caseCPS(ctx context.Context, c contender, r *running, round int)
 	}
 	defer sp.Close()
 	time.Sleep(spinSettle)
+	lab0, err := b.labTasks()
+	if err != nil {
+		return err
+	}
 	z0, err := sp.Snap()
 	if err != nil {
 		return err
@@ -376,6 +380,10 @@ func (b *bench) caseCPS(ctx context.Context, c contender, r *running, round int)
 		return err
 	}
 	z1, err := sp.Snap()
+	if err != nil {
+		return err
+	}
+	lab1, err := b.labTasks()
 	if err != nil {
 		return err
 	}
@@ -399,6 +407,16 @@ func (b *bench) caseCPS(ctx context.Context, c contender, r *running, round int)
 	b.add("cps", c, round, "exact_errors", float64(cr.Errors+cr.Skipped))
 	b.add("cps", c, round, "exact_ns_per_conn", float64(cost.NS)/cost.Units)
 	b.add("cps", c, round, "exact_busy_cpus", float64(cost.NS)/float64(wall))
+	lab := labCost(taskExecDelta(lab0, lab1), us)
+	b.add("cps", c, round, "lab_ns_per_conn", float64(lab)/cost.Units)
+	labNote := ""
+	if c.kind == kindGen {
+		b.directLabCPS = unitCost{NS: lab, Units: cost.Units}
+	} else if b.directLabCPS.Units > 0 {
+		ln := netPerUnit(lab, cost.Units, b.directLabCPS.NS, b.directLabCPS.Units)
+		b.add("cps", c, round, "lab_net_ns_per_conn", ln)
+		labNote = fmt.Sprintf("; lab-attributed net %.1f µs", ln/1e3)
+	}
 	note := ""
 	if c.kind == kindGen {
 		b.directCPS = cost
@@ -408,6 +426,7 @@ func (b *bench) caseCPS(ctx context.Context, c contender, r *running, round int)
 		b.add("cps", c, round, "conns_per_cpu_s", perCPUSecond(net))
 		note = fmt.Sprintf(", net of direct %.1f µs", net/1e3)
 	}
+	note += labNote
 	b.logf("  %-10s cps at %s/s, exact: %d connections, %.1f µs CPU per connection, all CPUs%s; %.2f CPUs busy",
 		c.Name, formatValue(b.o.cpsRate), cr.OK, float64(cost.NS)/cost.Units/1e3, note, float64(cost.NS)/float64(wall))
 	return nil

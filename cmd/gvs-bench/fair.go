@@ -27,6 +27,7 @@ type cpuWindows struct {
 	pticks uint64
 	spin   []spinUsage
 	exact  window
+	labNS  int64 // the lab's threads' and ksoftirqd's run time in the spinner window (tasks.go)
 }
 
 // spinSettle is how long the spinners run before their window opens.
@@ -82,6 +83,10 @@ func (b *bench) measureCPU(ctx context.Context, rate float64, proc *lab.Proc) (c
 	if err != nil {
 		return m, err
 	}
+	lab0, err := b.labTasks()
+	if err != nil {
+		return m, err
+	}
 	z0, err := sp.Snap()
 	if err != nil {
 		return m, err
@@ -91,6 +96,11 @@ func (b *bench) measureCPU(ctx context.Context, rate float64, proc *lab.Proc) (c
 	if err != nil {
 		return m, err
 	}
+	lab1, err := b.labTasks()
+	if err != nil {
+		return m, err
+	}
+	m.labNS = taskExecDelta(lab0, lab1)
 	c1, err := b.snap()
 	if err != nil {
 		return m, err
@@ -101,6 +111,29 @@ func (b *bench) measureCPU(ctx context.Context, rate float64, proc *lab.Proc) (c
 	m.exact = diff(c0, c1)
 	m.spin, err = spinWindow(z0, z1)
 	return m, err
+}
+
+// labTasks is taskSnap of the lab's namespaces.
+func (b *bench) labTasks() (map[int]int64, error) {
+	if b.labNS == nil {
+		ns, err := b.labNetns()
+		if err != nil {
+			return nil, err
+		}
+		b.labNS = ns
+	}
+	return taskSnap(b.labNS)
+}
+
+// labCost is the lab-attributed CPU of a spinner window: the lab's tasks'
+// run time plus the interrupts and softirq on top of the spinners.
+func labCost(labNS int64, us []spinUsage) int64 {
+	for _, u := range us {
+		if u.IntrNS > 0 {
+			labNS += u.IntrNS
+		}
+	}
+	return labNS
 }
 
 // exactCost sums a spinner window: all CPUs and the director's.
@@ -212,7 +245,16 @@ func (b *bench) caseCPU(ctx context.Context, c contender, r *running, round int)
 			b.logf("  %-10s spinners at %s/s: %.0f ns/packet of gaps = %.0f by other tasks (scheduler's count) + %.0f interrupts and softirq on top of the spinners",
 				c.Name, formatValue(rate), float64(cost.NS)/cost.Units, float64(task)/cost.Units, float64(intr)/cost.Units)
 		}
+		lab := labCost(m.labNS, m.spin)
+		add("lab_ns_per_pkt", float64(lab)/cost.Units)
 		note := ""
+		if c.kind == kindGen {
+			b.genLabBase[rate] = unitCost{NS: lab, Units: cost.Units}
+		} else if base, ok := b.genLabBase[rate]; ok {
+			ln := netPerUnit(lab, cost.Units, base.NS, base.Units)
+			add("lab_net_ns_per_pkt", ln)
+			note = fmt.Sprintf("; lab-attributed net %.0f ns", ln)
+		}
 		if c.kind == kindGen {
 			b.genSpinBase[rate] = cost
 		} else if base, ok := b.genSpinBase[rate]; ok {
@@ -223,7 +265,7 @@ func (b *bench) caseCPU(ctx context.Context, c contender, r *running, round int)
 			if net > 0 {
 				add("exact_net_dir_share_pct", 100*netDir/net)
 			}
-			note = fmt.Sprintf(", net of generator-alone %.0f ns (%.0f%% of it on the director's CPU)", net, 100*netDir/net)
+			note = fmt.Sprintf(", net of generator-alone %.0f ns (%.0f%% of it on the director's CPU)%s", net, 100*netDir/net, note)
 		}
 		if loss := 1 - fwdRate/math.Max(e.offered, 1); loss > 0.001 {
 			b.logf("  %-10s WARNING: %.2f%% of the offered %s/s not forwarded in the exact window: the rate is above this contender's limit", c.Name, 100*loss, formatValue(rate))

@@ -297,6 +297,9 @@ type bench struct {
 	genCPUBase      map[float64]float64   // the generator's tick-sampled ns/packet per fixed rate this round
 	genSpinBase     map[float64]unitCost  // the generator's exact CPU per fixed rate this round
 	directCPS       unitCost              // the endpoints' exact CPU per connection without a director, this round
+	genLabBase      map[float64]unitCost  // the generator's lab-attributed CPU per fixed rate this round
+	directLabCPS    unitCost              // the endpoints' lab-attributed CPU per connection, this round
+	labNS           map[uint64]bool       // inodes of the lab's network namespaces
 	budgetGenMax    float64               // the paced generator's reach in the budget placement this round
 	direct          map[string][2]float64 // load -> p50, p99 of the round trip without a director, this round
 	lastNatOverload float64               // gvs-nat's overload rate this round
@@ -524,6 +527,7 @@ func (b *bench) runRounds(ctx context.Context, cases []string) {
 	for r := 1; r <= b.o.rounds; r++ {
 		b.genMax, b.lastNatOverload, b.budgetGenMax = 0, 0, 0
 		b.genCPUBase, b.genSpinBase, b.directCPS = map[float64]float64{}, map[float64]unitCost{}, unitCost{}
+		b.genLabBase, b.directLabCPS = map[float64]unitCost{}, unitCost{}
 		b.direct = map[string][2]float64{}
 		order := slices.Clone(list)
 		if len(order) > 1 && order[0].kind == kindGen {

@@ -135,3 +135,36 @@ func TestSpinWindowShortGaps(t *testing.T) {
 		t.Errorf("%+v, want TaskNS 400 and IntrNS -100", us[0])
 	}
 }
+
+func TestTaskExecDelta(t *testing.T) {
+	a := map[int]int64{1: 100, 2: 500, 3: 70}
+	// 1 ran 50 ns, 2 did not run, 3 ended (lost), 4 was born and ran 30.
+	b := map[int]int64{1: 150, 2: 500, 4: 30}
+	if got := taskExecDelta(a, b); got != 80 {
+		t.Errorf("delta = %d, want 80", got)
+	}
+	// A tid reused with a smaller count adds nothing rather than going negative.
+	if got := taskExecDelta(map[int]int64{5: 900}, map[int]int64{5: 10}); got != 0 {
+		t.Errorf("reused tid: %d", got)
+	}
+}
+
+func TestParseNSLink(t *testing.T) {
+	if ino, err := parseNSLink("net:[4026532281]"); err != nil || ino != 4026532281 {
+		t.Errorf("got %d, %v", ino, err)
+	}
+	for _, bad := range []string{"mnt:[1]", "net:[x]", "net:[12", ""} {
+		if _, err := parseNSLink(bad); err == nil {
+			t.Errorf("parseNSLink(%q): no error", bad)
+		}
+	}
+}
+
+func TestLabCost(t *testing.T) {
+	// Interrupts on top of the spinners count; a negative rest (snapshot
+	// skew) and an unknown split (-1) add nothing.
+	us := []spinUsage{{IntrNS: 300}, {IntrNS: -40}, {IntrNS: -1}}
+	if got := labCost(1000, us); got != 1300 {
+		t.Errorf("labCost = %d, want 1300", got)
+	}
+}
