@@ -267,6 +267,9 @@ func (b *bench) caseCPU(ctx context.Context, c contender, r *running, round int)
 			}
 			note = fmt.Sprintf(", net of generator-alone %.0f ns (%.0f%% of it on the director's CPU)%s", net, 100*netDir/net, note)
 		}
+		if dev := e.offered/rate - 1; math.Abs(dev) > 0.05 {
+			b.logf("  %-10s WARNING: the generator offered %s/s in the exact window, not %s/s (it fell behind and caught up: is the machine busy?)", c.Name, formatValue(e.offered), formatValue(rate))
+		}
 		if loss := 1 - fwdRate/math.Max(e.offered, 1); loss > 0.001 {
 			b.logf("  %-10s WARNING: %.2f%% of the offered %s/s not forwarded in the exact window: the rate is above this contender's limit", c.Name, 100*loss, formatValue(rate))
 		}
