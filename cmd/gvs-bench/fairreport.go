@@ -142,7 +142,11 @@ func (r *report) fairView(w io.Writer) {
 				continue
 			}
 			net := r.seriesAt("cpu", k, "exact_net_ns_per_pkt")
-			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", k.Cont, formatValue(k.Rate),
+			rate := "–" // a run from before the cpu case had rates
+			if k.Rate > 0 {
+				rate = formatValue(k.Rate)
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", k.Cont, rate,
 				cellOf(net, 1), ratioCell(r.ratio("cpu", "exact_net_ns_per_pkt", k, rowKey{kernelRef, k.Rate})),
 				cellOf(r.seriesAt("cpu", k, "pkts_per_cpu_s"), 1e3, " k"),
 				cellOf(r.seriesAt("cpu", k, "exact_net_dir_share_pct"), 1, " %"),
