@@ -93,7 +93,9 @@ bench-deps:
 	$(call apt_install,benchmark tools,$(BENCH_APT_CMDS),$(BENCH_APT_PKGS))
 
 # bench: gvs side by side with nftables DNAT, HAProxy and a no-op ring forwarder on the lab (root;
-# about 10 minutes; BENCH_FLAGS=-quick for about 2). Results in out/bench/ (see docs/PERFORMANCE.md).
+# about 25 minutes; BENCH_FLAGS=-quick for about 5). Results in out/bench/, the fair view (exact
+# CPU per packet and per connection, rate at an equal CPU budget) first (see docs/PERFORMANCE.md).
+# Run it on a quiet machine: the exact CPU figures charge everything the machine does.
 BENCH_FLAGS ?=
 bench: check-root bench-deps build
 	$(BIN)/gvs-bench -bin $(BIN) -out out/bench $(BENCH_FLAGS)

@@ -280,66 +280,6 @@ func busyPct(w window, cpu int) float64 {
 	return 100 * float64(t.Busy()) / float64(t.Total())
 }
 
-// caseCPU: CPU time per forwarded packet at a fixed rate below every
-// contender's limit. Counted, each tick once: the softirq and irq time of
-// every CPU (the kernel's packet work, wherever it ran: the kernel
-// contender's whole forwarding, the rings' receive copies, the delivery to
-// the real servers) plus the user and system time of the director's CPU,
-// where the userspace forwarder runs alone. Not counted: user and system
-// time of the other CPUs (the generator's own process, the same for
-// everyone).
-//
-// Why not the forwarder's /proc/PID/stat: with tick accounting (no
-// CONFIG_IRQ_TIME_ACCOUNTING), a tick that lands in softirq work the
-// kernel runs inside the process's own system call (on veth, a sendto runs
-// the whole bridge and the real server's receive inline) is charged to the
-// process's stime and to the CPU's softirq at once. Adding the two counted
-// that work twice: in the run of 2026-11-21 it was more than half of
-// gvsd's stime. proc_ns_per_pkt is still reported, with that caveat.
-//
-// cpu_net_ns_per_pkt subtracts the generator-alone contender's value of
-// the same round (the cost of getting a frame to the director's ingress and
-// dropping it, plus the director CPU's background), so it is the forwarding
-// work itself.
-func (b *bench) caseCPU(ctx context.Context, c contender, r *running, round int) error {
-	w, pticks, err := b.measureLoad(ctx, b.o.rate, r.proc)
-	if err != nil {
-		return err
-	}
-	fwd := float64(w.srvRX)
-	if c.kind == kindGen {
-		fwd = float64(w.dirRX)
-	}
-	if fwd == 0 {
-		return fmt.Errorf("cpu: %s forwarded nothing", c.Name)
-	}
-	kern, all := cpuCharge(w.cpu, b.dirCPUNum())
-	if b.o.gvsdCPUs != b.o.dirCPU && r.proc != nil {
-		b.logf("  note: gvsd runs on CPUs %s; the cpu case counts user/system time on CPU %s only", b.o.gvsdCPUs, b.o.dirCPU)
-	}
-	nsPer := float64(kern) * (1e9 / userHZ) / fwd
-	if c.kind == kindGen {
-		b.genCPUBase = nsPer
-	}
-	b.add("cpu", c, round, "fwd_pps", fwd/w.secs)
-	b.add("cpu", c, round, "cpu_ns_per_pkt", nsPer)
-	if b.genCPUBase > 0 && c.kind != kindGen {
-		b.add("cpu", c, round, "cpu_net_ns_per_pkt", nsPer-b.genCPUBase)
-	}
-	b.add("cpu", c, round, "cpu_busy_pct", busyPct(w, b.dirCPUNum()))
-	if tot := float64(all.Total()); tot > 0 {
-		b.add("cpu", c, round, "usr_pct", 100*float64(all.User)/tot)
-		b.add("cpu", c, round, "sys_pct", 100*float64(all.System)/tot)
-		b.add("cpu", c, round, "softirq_pct", 100*float64(all.SoftIRQ+all.IRQ)/tot)
-	}
-	if r.proc != nil {
-		b.add("cpu", c, round, "proc_ns_per_pkt", float64(pticks)*(1e9/userHZ)/fwd)
-	}
-	b.logf("  %-10s cpu at %s/s: forwarded %s/s, %.0f ns/packet (softirq everywhere + director CPU), director CPU %.0f%% busy",
-		c.Name, formatValue(b.o.rate), formatValue(fwd/w.secs), nsPer, busyPct(w, b.dirCPUNum()))
-	return nil
-}
-
 // cpuCharge returns the ticks the cpu case charges to forwarding (softirq
 // and irq of every CPU, plus user and system of the director's CPU) and the
 // sum of every CPU's times.
@@ -360,32 +300,52 @@ func cpuCharge(cpus map[int]cpuTimes, dirCPU int) (charged uint64, all cpuTimes)
 	return charged, all
 }
 
-// caseCPS: wrk with Connection: close against nginx through the VIP.
+// caseCPS: wrk with Connection: close against nginx through the VIP (the
+// conn/s each contender reaches as placed, and the CPUs' tick-sampled busy
+// share: the placement-biased view), then the exact run: `gvs-bench conn`
+// opens connections at the fixed -cps-rate (below every contender's limit)
+// while the idle-priority spinners charge all the CPU of the run, wherever
+// it ran (exact_ns_per_conn). The generator contender runs the same against
+// one real server's client-LAN address with no director ("direct"): the
+// cost of the endpoints (the client, nginx, their TCP stacks) at the same
+// rate. exact_net_ns_per_conn is a contender's cost minus that, per
+// connection, in the same round: the director's work wherever it ran;
+// conns_per_cpu_s is its inverse.
 func (b *bench) caseCPS(ctx context.Context, c contender, r *running, round int) error {
-	url := fmt.Sprintf("http://%s:%d/", b.l.VIP(), httpPort)
-	if err := waitTCP(ctx, b.client.NS, fmt.Sprintf("%s:%d", b.l.VIP(), httpPort), 5*time.Second); err != nil {
+	host := b.l.VIP().String()
+	if c.kind == kindGen {
+		if len(b.servers) == 0 || !b.servers[0].ClientLeg.IsValid() {
+			return errors.New("cps: the real servers have no client-LAN leg for the direct run")
+		}
+		host = b.servers[0].ClientLeg.Addr().String()
+	}
+	addr := fmt.Sprintf("%s:%d", host, httpPort)
+	if err := waitTCP(ctx, b.client.NS, addr, 5*time.Second); err != nil {
 		return err
 	}
-	s0, err := b.snap()
+	wrk := func() (wrkResult, window, error) {
+		s0, err := b.snap()
+		if err != nil {
+			return wrkResult{}, window{}, err
+		}
+		wctx, cancel := context.WithTimeout(ctx, b.o.cpsDur+30*time.Second)
+		defer cancel()
+		out, err := b.l.Output(wctx, b.client.NS, "taskset", "-c", b.o.worldCPU, "wrk", "-t1", fmt.Sprintf("-c%d", b.o.cpsConns),
+			fmt.Sprintf("-d%ds", int(b.o.cpsDur.Seconds())), "--latency", "-H", "Connection: close", "http://"+addr+"/")
+		if err != nil {
+			return wrkResult{}, window{}, err
+		}
+		s1, err := b.snap()
+		if err != nil {
+			return wrkResult{}, window{}, err
+		}
+		res, err := parseWrk(out)
+		return res, diff(s0, s1), err
+	}
+	res, w, err := wrk()
 	if err != nil {
 		return err
 	}
-	wctx, cancel := context.WithTimeout(ctx, b.o.cpsDur+30*time.Second)
-	defer cancel()
-	out, err := b.l.Output(wctx, b.client.NS, "taskset", "-c", b.o.worldCPU, "wrk", "-t1", fmt.Sprintf("-c%d", b.o.cpsConns),
-		fmt.Sprintf("-d%ds", int(b.o.cpsDur.Seconds())), "--latency", "-H", "Connection: close", url)
-	if err != nil {
-		return err
-	}
-	s1, err := b.snap()
-	if err != nil {
-		return err
-	}
-	res, err := parseWrk(out)
-	if err != nil {
-		return err
-	}
-	w := diff(s0, s1)
 	b.add("cps", c, round, "cps", res.RPS)
 	b.add("cps", c, round, "p50_ms", float64(res.P50)/1e6)
 	b.add("cps", c, round, "p99_ms", float64(res.P99)/1e6)
@@ -395,6 +355,80 @@ func (b *bench) caseCPS(ctx context.Context, c contender, r *running, round int)
 		b.add("cps", c, round, "world_cpu_busy_pct", busyPct(w, n))
 	}
 	b.logf("  %-10s cps: %.0f conn/s, p50 %v, p99 %v, errors %d, director CPU %.0f%%", c.Name, res.RPS, res.P50, res.P99, res.SocketError+res.Non2xx, busyPct(w, b.dirCPUNum()))
+
+	// The exact run: a fixed connection rate for every contender and the
+	// direct baseline alike.
+	sp, err := startSpin(b.self, b.o.spinThreshold, b.logDir)
+	if err != nil {
+		return err
+	}
+	defer sp.Close()
+	time.Sleep(spinSettle)
+	lab0, err := b.labTasks()
+	if err != nil {
+		return err
+	}
+	z0, err := sp.Snap()
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, b.o.cpsDur+30*time.Second)
+	defer cancel()
+	out, err := b.l.Output(cctx, b.client.NS, "taskset", "-c", b.o.worldCPU, b.self, "conn",
+		"-dst", addr, "-rate", fmt.Sprint(b.o.cpsRate), "-duration", b.o.cpsDur.String())
+	if err != nil {
+		return err
+	}
+	z1, err := sp.Snap()
+	if err != nil {
+		return err
+	}
+	lab1, err := b.labTasks()
+	if err != nil {
+		return err
+	}
+	var cr connResult
+	if err := json.Unmarshal([]byte(out), &cr); err != nil {
+		return fmt.Errorf("gvs-bench conn: %w: %q", err, out)
+	}
+	us, err := spinWindow(z0, z1)
+	if err != nil {
+		return err
+	}
+	if cr.OK <= 0 {
+		return errors.New("cps: no connection completed in the exact run")
+	}
+	want := b.o.cpsRate * b.o.cpsDur.Seconds()
+	if short := 1 - float64(cr.OK)/want; short > 0.01 {
+		b.logf("  %-10s WARNING: the exact run completed %d of %.0f connections (%d errors, %d not started): %s/s is above this contender's limit here", c.Name, cr.OK, want, cr.Errors, cr.Skipped, formatValue(b.o.cpsRate))
+	}
+	cost, wall := exactCost(us, b.dirCPUNum(), float64(cr.OK))
+	b.add("cps", c, round, "exact_conns", float64(cr.OK))
+	b.add("cps", c, round, "exact_errors", float64(cr.Errors+cr.Skipped))
+	b.add("cps", c, round, "exact_ns_per_conn", float64(cost.NS)/cost.Units)
+	b.add("cps", c, round, "exact_busy_cpus", float64(cost.NS)/float64(wall))
+	lab := labCost(taskExecDelta(lab0, lab1), us)
+	b.add("cps", c, round, "lab_ns_per_conn", float64(lab)/cost.Units)
+	labNote := ""
+	if c.kind == kindGen {
+		b.directLabCPS = unitCost{NS: lab, Units: cost.Units}
+	} else if b.directLabCPS.Units > 0 {
+		ln := netPerUnit(lab, cost.Units, b.directLabCPS.NS, b.directLabCPS.Units)
+		b.add("cps", c, round, "lab_net_ns_per_conn", ln)
+		labNote = fmt.Sprintf("; lab-attributed net %.1f µs", ln/1e3)
+	}
+	note := ""
+	if c.kind == kindGen {
+		b.directCPS = cost
+	} else if b.directCPS.Units > 0 {
+		net := netPerUnit(cost.NS, cost.Units, b.directCPS.NS, b.directCPS.Units)
+		b.add("cps", c, round, "exact_net_ns_per_conn", net)
+		b.add("cps", c, round, "conns_per_cpu_s", perCPUSecond(net))
+		note = fmt.Sprintf(", net of direct %.1f µs", net/1e3)
+	}
+	note += labNote
+	b.logf("  %-10s cps at %s/s, exact: %d connections, %.1f µs CPU per connection, all CPUs%s; %.2f CPUs busy",
+		c.Name, formatValue(b.o.cpsRate), cr.OK, float64(cost.NS)/cost.Units/1e3, note, float64(cost.NS)/float64(wall))
 	return nil
 }
 

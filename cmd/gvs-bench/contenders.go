@@ -48,12 +48,12 @@ func (c contender) takes(cs string) bool {
 // Identical topology and traffic for all; each case compares what applies.
 func allContenders() []contender {
 	return []contender{
-		{Name: "generator", kind: kindGen, cases: []string{"pps", "cpu", "latency"}}, // latency: "direct", client to a real server
-		{Name: "noop-ring", kind: kindNoop, cases: []string{"pps", "cpu"}},
-		{Name: "gvs-nat", kind: kindGVS, method: "nat", workers: 1, cases: []string{"pps", "cpu", "cps", "latency", "scaling", "gc"}},
-		{Name: "gvs-dr", kind: kindGVS, method: "dr", workers: 1, cases: []string{"pps", "cpu", "latency"}},
-		{Name: "gvs-tun", kind: kindGVS, method: "tun", workers: 1, cases: []string{"pps", "cpu"}},
-		{Name: "nft-dnat", kind: kindNFT, cases: []string{"pps", "cpu", "cps", "latency"}},
+		{Name: "generator", kind: kindGen, cases: []string{"pps", "cpu", "budget", "latency", "cps"}}, // latency, cps: "direct", client to a real server
+		{Name: "noop-ring", kind: kindNoop, cases: []string{"pps", "cpu", "budget"}},
+		{Name: "gvs-nat", kind: kindGVS, method: "nat", workers: 1, cases: []string{"pps", "cpu", "budget", "cps", "latency", "scaling", "gc"}},
+		{Name: "gvs-dr", kind: kindGVS, method: "dr", workers: 1, cases: []string{"pps", "cpu", "budget", "latency"}},
+		{Name: "gvs-tun", kind: kindGVS, method: "tun", workers: 1, cases: []string{"pps", "cpu", "budget"}},
+		{Name: "nft-dnat", kind: kindNFT, cases: []string{"pps", "cpu", "budget", "cps", "latency"}},
 		{Name: "haproxy", kind: kindHAProxy, cases: []string{"cps"}},
 		{Name: "gvs-nat-2w", kind: kindGVS, method: "nat", workers: 2, cases: []string{"scaling"}},
 		{Name: "gvs-nat-bp", kind: kindGVS, method: "nat", workers: 1, busyPoll: true, cases: []string{"latency"}},

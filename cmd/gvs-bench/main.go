@@ -8,9 +8,16 @@
 //     Contenders: the generator alone (sink at the director), a no-op ring
 //     forwarder (the ceiling of gvs's I/O design), gvs NAT, DR and TUN, and
 //     the kernel's nftables DNAT with conntrack.
-//   - cpu: the director's CPU time per forwarded packet at a fixed rate.
+//   - cpu: all the CPU the machine spends per forwarded packet at fixed
+//     rates (60k, 150k pps), wherever it runs, measured exactly by
+//     idle-priority spinners on every CPU (spin.go), net of the generator
+//     alone at the same rate: the headline comparison.
+//   - budget: the loss-free rate with all of the director's work on the
+//     director's CPU (RPS), the paced generator offering every trial.
 //   - cps: HTTP connections per second (wrk, Connection: close) to nginx
-//     real servers: gvs NAT, nftables DNAT, HAProxy in TCP mode.
+//     real servers: gvs NAT, nftables DNAT, HAProxy in TCP mode; and the
+//     exact CPU per connection at a fixed connection rate, net of the
+//     endpoints alone.
 //   - latency: UDP request/response round trips (p50/p99) at low load and
 //     under the fixed background load.
 //   - scaling: the overload rate with 1..N gvsd workers.
@@ -25,6 +32,8 @@
 //	gvs-bench [-rounds 3] [-window 4s] [-cases pps,cpu,...] [-quick] [-out DIR] [-bin DIR]
 //	gvs-bench noop -vip VIP -dst-macs M1,M2 [-in vip0] [-out dip0] [-spin]
 //	gvs-bench render DIR   (rewrite DIR/results.md and chart.svg from DIR/results.json)
+//	gvs-bench spin [-threshold 500ns]   (the exact CPU accounting's spinners; see spin.go)
+//	gvs-bench conn -dst ADDR:PORT -rate R -duration D   (paced HTTP connections)
 //
 // It needs root, trafgen (netsniff-ng), wrk, nginx, haproxy, nft and
 // conntrack (`make bench-deps`), and gvsd and gvs-testsrv in -bin.
@@ -56,7 +65,7 @@ const (
 )
 
 // caseNames are the cases in the order they run within a contender's turn.
-var caseNames = []string{"pps", "cpu", "latency", "cps", "scaling", "gc", "conntrack"}
+var caseNames = []string{"pps", "cpu", "budget", "latency", "cps", "scaling", "gc", "conntrack"}
 
 type options struct {
 	rounds                int
@@ -64,6 +73,9 @@ type options struct {
 	steps                 int
 	tolerance             float64
 	rate                  float64
+	cpuRates              []float64
+	spinThreshold         time.Duration
+	budgetRPS             string
 	cases                 []string
 	contenders            []string
 	out, bin              string
@@ -76,6 +88,7 @@ type options struct {
 	trafgenRate           bool
 	cpsDur                time.Duration
 	cpsConns              int
+	cpsRate               float64
 	pingRate              float64
 	pingDur               time.Duration
 	ctSizes               []int
@@ -98,6 +111,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.steps, "steps", 5, "trials per loss-free search")
 	fs.Float64Var(&o.tolerance, "tolerance", 0.001, "loss fraction still counted as loss-free")
 	fs.Float64Var(&o.rate, "rate", 100000, "fixed offered rate (packets/s) for the cpu case and the latency case's high load")
+	cpuRates := fs.String("cpu-rates", "60000,150000", "fixed offered rates (packets/s) of the cpu case")
+	fs.DurationVar(&o.spinThreshold, "spin-threshold", spinThreshold, "exact CPU accounting: a gap in an idle-priority spinner's clock reads longer than this is CPU used by something else")
+	fs.StringVar(&o.budgetRPS, "budget-rps", "", "RPS CPU mask of the director's interfaces in the budget case (default: the -director-cpu's mask)")
 	cases := fs.String("cases", strings.Join(caseNames, ","), "cases to run: "+strings.Join(caseNames, ","))
 	conts := fs.String("contenders", "", "only these contenders (comma-separated names; default all)")
 	gvsdArgs := fs.String("gvsd-args", "", "extra gvsd flags for every gvs contender, space-separated (e.g. \"--ring-frames 8192\"; diagnostic)")
@@ -115,6 +131,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.rps, "rps", "", "RPS CPU mask for the director's interfaces, e.g. 2 to run all of the director's receive work on CPU 1 (hex; empty: RPS off, the receive softirq runs on the sender's CPU)")
 	fs.DurationVar(&o.cpsDur, "cps-duration", 5*time.Second, "wrk run length")
 	fs.IntVar(&o.cpsConns, "cps-conns", 64, "wrk concurrent connections")
+	fs.Float64Var(&o.cpsRate, "cps-rate", 3000, "the cps case's fixed connection rate for the exact CPU per connection (below every contender's limit)")
 	fs.Float64Var(&o.pingRate, "ping-rate", 1000, "latency requests per second")
 	fs.DurationVar(&o.pingDur, "ping-duration", 3*time.Second, "latency run length per load level")
 	fs.IntVar(&o.cpuDMALatency, "cpu-dma-latency", -1, "hold /dev/cpu_dma_latency at this many µs for the whole run (0: idle CPUs poll instead of halting, as tuned's latency-performance profile does; -1: leave alone)")
@@ -164,6 +181,22 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			o.contenders = append(o.contenders, c)
 		}
 	}
+	for f := range strings.SplitSeq(*cpuRates, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		v, err := strconv.ParseFloat(f, 64)
+		if err != nil || v < 1000 || v > 5e6 {
+			return o, fmt.Errorf("-cpu-rates: %q: want packets/s in 1k..5M", f)
+		}
+		o.cpuRates = append(o.cpuRates, v)
+	}
+	if len(o.cpuRates) == 0 {
+		return o, errors.New("-cpu-rates: no rate")
+	}
+	if o.spinThreshold < 100*time.Nanosecond || o.spinThreshold > time.Millisecond {
+		return o, errors.New("-spin-threshold must be 100ns..1ms")
+	}
 	sizes, err := parseSizes(*ct)
 	if err != nil {
 		return o, err
@@ -182,6 +215,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-rate must be 1k..5M and -ping-rate 1..100k")
 	case o.cpsDur < time.Second || o.cpsDur > time.Minute || o.cpsConns < 1 || o.cpsConns > 10000:
 		return o, errors.New("-cps-duration must be 1s..1m and -cps-conns 1..10000")
+	case o.cpsRate < 100 || o.cpsRate > 1e6:
+		return o, errors.New("-cps-rate must be 100..1M connections/s")
 	case o.busyPoll <= 0 || o.busyPoll > time.Second:
 		return o, errors.New("-busy-poll must be positive, up to 1s")
 	case o.gcDur < 4*time.Second || o.gcDur > 10*time.Minute:
@@ -194,6 +229,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	o.worldCPU = o.genCPU
 	if o.gvsdCPUs == "" {
 		o.gvsdCPUs = o.dirCPU
+	}
+	if o.budgetRPS == "" {
+		n, err := strconv.Atoi(o.dirCPU)
+		if err != nil || n < 0 || n > 62 {
+			return o, fmt.Errorf("-director-cpu %q: want one CPU number (or set -budget-rps)", o.dirCPU)
+		}
+		o.budgetRPS = strconv.FormatUint(1<<n, 16)
 	}
 	o.allCPUs = fmt.Sprintf("0-%d", runtime.NumCPU()-1)
 	return o, nil
@@ -228,6 +270,7 @@ type sample struct {
 	Case      string  `json:"case"`
 	Contender string  `json:"contender"`
 	Round     int     `json:"round"`
+	Rate      float64 `json:"rate_pps,omitempty"` // the fixed offered rate of the measurement, when a case runs at several
 	Metric    string  `json:"metric"`
 	Value     float64 `json:"value"`
 	Trials    []trial `json:"trials,omitempty"`
@@ -251,7 +294,13 @@ type bench struct {
 	log         io.Writer
 
 	genMax          float64               // the generator's offered rate this round
-	genCPUBase      float64               // the generator's kernel ns/packet at the fixed rate this round
+	genCPUBase      map[float64]float64   // the generator's tick-sampled ns/packet per fixed rate this round
+	genSpinBase     map[float64]unitCost  // the generator's exact CPU per fixed rate this round
+	directCPS       unitCost              // the endpoints' exact CPU per connection without a director, this round
+	genLabBase      map[float64]unitCost  // the generator's lab-attributed CPU per fixed rate this round
+	directLabCPS    unitCost              // the endpoints' lab-attributed CPU per connection, this round
+	labNS           map[uint64]bool       // inodes of the lab's network namespaces
+	budgetGenMax    float64               // the paced generator's reach in the budget placement this round
 	direct          map[string][2]float64 // load -> p50, p99 of the round trip without a director, this round
 	lastNatOverload float64               // gvs-nat's overload rate this round
 	samples         []sample
@@ -264,6 +313,11 @@ func (b *bench) logf(format string, args ...any) {
 
 func (b *bench) add(cs string, c contender, round int, metric string, v float64) {
 	b.addSample(sample{Case: cs, Contender: c.Name, Round: round, Metric: metric, Value: v})
+}
+
+// addAt adds a sample measured at a fixed offered rate.
+func (b *bench) addAt(cs string, c contender, round int, rate float64, metric string, v float64) {
+	b.addSample(sample{Case: cs, Contender: c.Name, Round: round, Rate: rate, Metric: metric, Value: v})
 }
 
 func (b *bench) addSample(s sample) { b.samples = append(b.samples, s) }
@@ -279,6 +333,20 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "gen" {
 		if err := runGen(os.Args[2:], os.Stdout, os.Stderr); err != nil {
 			fmt.Fprintln(os.Stderr, "gvs-bench gen:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "conn" {
+		if err := runConn(os.Args[2:], os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "gvs-bench conn:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "spin" {
+		if err := runSpin(os.Args[2:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "gvs-bench spin:", err)
 			os.Exit(1)
 		}
 		return
@@ -457,7 +525,9 @@ func (b *bench) runRounds(ctx context.Context, cases []string) {
 		}
 	}
 	for r := 1; r <= b.o.rounds; r++ {
-		b.genMax, b.lastNatOverload, b.genCPUBase = 0, 0, 0
+		b.genMax, b.lastNatOverload, b.budgetGenMax = 0, 0, 0
+		b.genCPUBase, b.genSpinBase, b.directCPS = map[float64]float64{}, map[float64]unitCost{}, unitCost{}
+		b.genLabBase, b.directLabCPS = map[float64]unitCost{}, unitCost{}
 		b.direct = map[string][2]float64{}
 		order := slices.Clone(list)
 		if len(order) > 1 && order[0].kind == kindGen {
@@ -504,7 +574,7 @@ func (b *bench) runContender(ctx context.Context, c contender, cases []string, r
 		}
 	}
 	fns := map[string]func(context.Context, contender, *running, int) error{
-		"pps": b.casePPS, "cpu": b.caseCPU, "cps": b.caseCPS, "latency": b.caseLatency, "scaling": b.caseScaling, "gc": b.caseGC,
+		"pps": b.casePPS, "cpu": b.caseCPU, "budget": b.caseBudget, "cps": b.caseCPS, "latency": b.caseLatency, "scaling": b.caseScaling, "gc": b.caseGC,
 	}
 	for _, cs := range caseNames {
 		if !slices.Contains(cases, cs) || !c.takes(cs) || fns[cs] == nil {
@@ -547,8 +617,8 @@ func (o options) describe() map[string]string {
 	return map[string]string{
 		"rounds": fmt.Sprint(o.rounds), "warmup": o.warmup.String(), "window": o.window.String(),
 		"trial": o.trial.String(), "steps": fmt.Sprint(o.steps), "tolerance": fmt.Sprint(o.tolerance),
-		"rate": fmt.Sprint(o.rate), "cases": strings.Join(o.cases, ","), "gen_cpu": o.genCPU,
-		"director_cpu": o.dirCPU, "rps": o.rps, "endpoint_rps": o.endpointRPS, "cps_duration": o.cpsDur.String(), "cps_conns": fmt.Sprint(o.cpsConns),
+		"rate": fmt.Sprint(o.rate), "cpu_rates": fmt.Sprint(o.cpuRates), "spin_threshold": o.spinThreshold.String(), "budget_rps": o.budgetRPS, "cases": strings.Join(o.cases, ","), "gen_cpu": o.genCPU,
+		"director_cpu": o.dirCPU, "rps": o.rps, "endpoint_rps": o.endpointRPS, "cps_duration": o.cpsDur.String(), "cps_conns": fmt.Sprint(o.cpsConns), "cps_rate": fmt.Sprint(o.cpsRate),
 		"ping_rate": fmt.Sprint(o.pingRate), "ping_duration": o.pingDur.String(),
 		"cpu_dma_latency_us": fmt.Sprint(o.cpuDMALatency),
 	}

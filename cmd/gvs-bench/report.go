@@ -27,20 +27,41 @@ type metricDef struct {
 
 // metricDefs lists the reported metrics, by case, in column order.
 var metricDefs = []metricDef{
-	{Case: "pps", Metric: "overload_fwd_pps", Title: "Forwarded at overload", Scale: 1e6, Unit: "Mpps", Chart: true},
-	{Case: "pps", Metric: "lossfree_pps", Title: "Loss-free rate", Scale: 1e6, Unit: "Mpps", Chart: true},
+	{Case: "pps", Metric: "overload_fwd_pps", Title: "Forwarded at overload (placement-biased)", Scale: 1e6, Unit: "Mpps", Chart: true},
+	{Case: "pps", Metric: "lossfree_pps", Title: "Loss-free rate (placement-biased)", Scale: 1e6, Unit: "Mpps"},
 	{Case: "pps", Metric: "offered_pps", Title: "Offered at overload", Scale: 1e6, Unit: "Mpps"},
 	{Case: "pps", Metric: "overload_cpu_pct", Title: "Director CPU at overload", Scale: 1, Unit: "%"},
 	{Case: "pps", Metric: "overload_backlog_drops_pps", Title: "Input-backlog drops at overload", LowerIsBetter: true, Scale: 1e3, Unit: "kpps"},
-	{Case: "cpu", Metric: "cpu_ns_per_pkt", Title: "softirq+irq (all CPUs) + director CPU, per packet", LowerIsBetter: true, Scale: 1, Unit: "ns"},
-	{Case: "cpu", Metric: "cpu_net_ns_per_pkt", Title: "Forwarding CPU per packet (minus generator-alone)", LowerIsBetter: true, Scale: 1, Unit: "ns", Chart: true},
-	{Case: "cpu", Metric: "proc_ns_per_pkt", Title: "forwarder process utime+stime (includes softirq run in its syscalls)", LowerIsBetter: true, Scale: 1, Unit: "ns"},
+	{Case: "cpu", Metric: "exact_net_ns_per_pkt", Title: "CPU per packet, all CPUs, exact, minus generator-alone", LowerIsBetter: true, Scale: 1, Unit: "ns", Chart: true},
+	{Case: "cpu", Metric: "pkts_per_cpu_s", Title: "Packets per CPU-second (1e9 / the previous)", Scale: 1e3, Unit: "kpps"},
+	{Case: "cpu", Metric: "exact_net_dir_share_pct", Title: "Share of it on the director's CPU", Scale: 1, Unit: "%"},
+	{Case: "cpu", Metric: "lab_net_ns_per_pkt", Title: "Lab-attributed CPU per packet (the lab's threads + ksoftirqd by the scheduler's count, + interrupts on top of the spinners), minus generator-alone", LowerIsBetter: true, Scale: 1, Unit: "ns"},
+	{Case: "cpu", Metric: "lab_ns_per_pkt", Title: "Lab-attributed CPU per packet (gross)", LowerIsBetter: true, Scale: 1, Unit: "ns"},
+	{Case: "cpu", Metric: "exact_ns_per_pkt", Title: "CPU per packet, all CPUs, exact (gross)", LowerIsBetter: true, Scale: 1, Unit: "ns"},
+	{Case: "cpu", Metric: "exact_task_ns_per_pkt", Title: "of which other tasks, by the scheduler's count (cross-check; gross)", LowerIsBetter: true, Scale: 1, Unit: "ns"},
+	{Case: "cpu", Metric: "exact_intr_ns_per_pkt", Title: "of which the rest: interrupts+softirq on top of the spinners (gross; < 0 would mean the gap method missed time)", LowerIsBetter: true, Scale: 1, Unit: "ns"},
+	{Case: "cpu", Metric: "exact_dir_busy_pct", Title: "Director CPU busy, exact", LowerIsBetter: true, Scale: 1, Unit: "%"},
+	{Case: "cpu", Metric: "exact_other_busy_pct", Title: "Other CPUs busy, exact", LowerIsBetter: true, Scale: 1, Unit: "%"},
+	{Case: "cpu", Metric: "exact_background_cpus", Title: "Busy with no traffic (other users of the machine), exact", LowerIsBetter: true, Scale: 1, Unit: "CPUs"},
 	{Case: "cpu", Metric: "fwd_pps", Title: "Forwarded", Scale: 1e3, Unit: "kpps"},
-	{Case: "cpu", Metric: "cpu_busy_pct", Title: "Director CPU busy (all processes)", LowerIsBetter: true, Scale: 1, Unit: "%"},
+	{Case: "cpu", Metric: "cpu_net_ns_per_pkt", Title: "tick-sampled: softirq (all CPUs) + director CPU, minus generator-alone", LowerIsBetter: true, Scale: 1, Unit: "ns"},
+	{Case: "cpu", Metric: "cpu_ns_per_pkt", Title: "tick-sampled, gross", LowerIsBetter: true, Scale: 1, Unit: "ns"},
+	{Case: "cpu", Metric: "proc_ns_per_pkt", Title: "tick-sampled forwarder process utime+stime (includes softirq run in its syscalls)", LowerIsBetter: true, Scale: 1, Unit: "ns"},
+	{Case: "cpu", Metric: "cpu_busy_pct", Title: "tick-sampled director CPU busy", LowerIsBetter: true, Scale: 1, Unit: "%"},
+	{Case: "cpu", Metric: "softirq_pct", Title: "tick-sampled softirq+irq, all CPUs", LowerIsBetter: true, Scale: 1, Unit: "%"},
 	{Case: "cpu", Metric: "usr_pct", Title: "user, all CPUs", LowerIsBetter: true, Scale: 1, Unit: "%"},
 	{Case: "cpu", Metric: "sys_pct", Title: "system, all CPUs", LowerIsBetter: true, Scale: 1, Unit: "%"},
-	{Case: "cpu", Metric: "softirq_pct", Title: "softirq+irq, all CPUs", LowerIsBetter: true, Scale: 1, Unit: "%"},
-	{Case: "cps", Metric: "cps", Title: "Connections per second", Scale: 1e3, Unit: "k/s", Chart: true},
+	{Case: "budget", Metric: "budget_lossfree_pps", Title: "Loss-free rate, all director work on the director's CPU", Scale: 1e6, Unit: "Mpps", Chart: true},
+	{Case: "budget", Metric: "budget_gen_pps", Title: "Paced generator's reach", Scale: 1e6, Unit: "Mpps"},
+	{Case: "cps", Metric: "exact_net_ns_per_conn", Title: "CPU per connection, all CPUs, exact, minus direct", LowerIsBetter: true, Scale: 1e3, Unit: "µs", Chart: true},
+	{Case: "cps", Metric: "conns_per_cpu_s", Title: "Connections per CPU-second (1e9 / the previous)", Scale: 1e3, Unit: "k/s"},
+	{Case: "cps", Metric: "lab_net_ns_per_conn", Title: "Lab-attributed CPU per connection, minus direct", LowerIsBetter: true, Scale: 1e3, Unit: "µs"},
+	{Case: "cps", Metric: "lab_ns_per_conn", Title: "Lab-attributed CPU per connection (gross)", LowerIsBetter: true, Scale: 1e3, Unit: "µs"},
+	{Case: "cps", Metric: "exact_ns_per_conn", Title: "CPU per connection, all CPUs, exact (gross)", LowerIsBetter: true, Scale: 1e3, Unit: "µs"},
+	{Case: "cps", Metric: "exact_busy_cpus", Title: "CPUs busy in the exact run", Scale: 1, Unit: "CPUs"},
+	{Case: "cps", Metric: "exact_conns", Title: "connections completed in the exact run", Scale: 1e3, Unit: "k"},
+	{Case: "cps", Metric: "exact_errors", Title: "connections failed or not started in the exact run", LowerIsBetter: true, Scale: 1, Unit: ""},
+	{Case: "cps", Metric: "cps", Title: "Connections per second (placement-biased)", Scale: 1e3, Unit: "k/s", Chart: true},
 	{Case: "cps", Metric: "p50_ms", Title: "wrk p50", LowerIsBetter: true, Scale: 1, Unit: "ms"},
 	{Case: "cps", Metric: "p99_ms", Title: "wrk p99", LowerIsBetter: true, Scale: 1, Unit: "ms"},
 	{Case: "cps", Metric: "errors", Title: "Errors", LowerIsBetter: true, Scale: 1, Unit: ""},
@@ -68,8 +89,9 @@ var metricDefs = []metricDef{
 
 // caseTitles head the report's sections.
 var caseTitles = map[string]string{
-	"pps":       "Packet rate: 64-byte UDP, 10k flows",
-	"cpu":       "CPU per packet at a fixed offered rate",
+	"pps":       "Packet rate: 64-byte UDP, 10k flows (placement-biased: the kernel's forwarding runs on the generator's CPU, a userspace director has its own)",
+	"cpu":       "CPU per packet at fixed offered rates",
+	"budget":    "Packet rate at an equal CPU budget (RPS: all director work on the director's CPU; paced generator)",
 	"cps":       "Connections per second (wrk, Connection: close, nginx)",
 	"latency":   "UDP request/response round trip through the VIP",
 	"scaling":   "gvs NAT: workers",
@@ -88,7 +110,8 @@ type report struct {
 	Failures []string          `json:"failures,omitempty"`
 }
 
-// series gathers the values of one case/contender/metric over rounds.
+// series gathers the values of one case/contender/metric over rounds (at
+// any rate).
 func (r *report) series(cs, cont, metric string) []float64 {
 	var v []float64
 	for _, s := range r.Samples {
@@ -99,12 +122,85 @@ func (r *report) series(cs, cont, metric string) []float64 {
 	return v
 }
 
+// seriesAt is series for the samples at one fixed rate (0: none).
+func (r *report) seriesAt(cs string, k rowKey, metric string) []float64 {
+	var v []float64
+	for _, s := range r.Samples {
+		if s.Case == cs && s.Contender == k.Cont && s.Rate == k.Rate && s.Metric == metric {
+			v = append(v, s.Value)
+		}
+	}
+	return v
+}
+
+// byRound is the value of each round of one case/contender/rate/metric.
+func (r *report) byRound(cs string, k rowKey, metric string) map[int]float64 {
+	m := map[int]float64{}
+	for _, s := range r.Samples {
+		if s.Case == cs && s.Contender == k.Cont && s.Rate == k.Rate && s.Metric == metric {
+			m[s.Round] = s.Value
+		}
+	}
+	return m
+}
+
+// ratio is the median over rounds of a/b of one metric, each round's a
+// against the same round's b (ratios within one run, as the targets ask).
+// Rounds where either value is not positive (a net cost lost in the
+// baseline's noise) give no ratio.
+func (r *report) ratio(cs, metric string, a, b rowKey) summary {
+	ra, rb := r.byRound(cs, a, metric), r.byRound(cs, b, metric)
+	var v []float64
+	for round, x := range ra {
+		if y, ok := rb[round]; ok && x > 0 && y > 0 {
+			v = append(v, x/y)
+		}
+	}
+	return summarize(v)
+}
+
+// rowKey is a table row: a contender, at a fixed rate for cases that run at
+// several.
+type rowKey struct {
+	Cont string
+	Rate float64
+}
+
+func (k rowKey) String() string {
+	if k.Rate == 0 {
+		return k.Cont
+	}
+	return fmt.Sprintf("%s @ %s pps", k.Cont, formatValue(k.Rate))
+}
+
 // contenders lists the contenders of a case in order of appearance.
 func (r *report) contenders(cs string) []string {
 	var out []string
 	for _, s := range r.Samples {
 		if s.Case == cs && !slices.Contains(out, s.Contender) {
 			out = append(out, s.Contender)
+		}
+	}
+	return out
+}
+
+// rows lists a case's rows: by rate, then contenders in order of
+// appearance.
+func (r *report) rows(cs string) []rowKey {
+	var rates []float64
+	for _, s := range r.Samples {
+		if s.Case == cs && !slices.Contains(rates, s.Rate) {
+			rates = append(rates, s.Rate)
+		}
+	}
+	slices.Sort(rates)
+	var out []rowKey
+	for _, rate := range rates {
+		for _, c := range r.contenders(cs) {
+			k := rowKey{c, rate}
+			if slices.ContainsFunc(r.Samples, func(s sample) bool { return s.Case == cs && s.Contender == c && s.Rate == rate }) {
+				out = append(out, k)
+			}
 		}
 	}
 	return out
@@ -134,14 +230,16 @@ func (r *report) markdown(w io.Writer) {
 	}
 	fmt.Fprintf(w, "Options: %s.\n", strings.Join(opts, " "))
 	fmt.Fprintf(w, "Cells: median [min–max] over rounds.\n")
+	r.fairView(w)
+	fmt.Fprintf(w, "\n## All tables\n\nThe pps case and the cps case's conn/s are placement-biased: they show what each contender reaches with the CPU the lab happens to leave it (see the fair view above).\n")
 	for _, cs := range caseNames {
-		conts := r.contenders(cs)
-		if len(conts) == 0 {
+		rows := r.rows(cs)
+		if len(rows) == 0 {
 			continue
 		}
 		var defs []metricDef
 		for _, d := range metricDefs {
-			if d.Case == cs && slices.ContainsFunc(conts, func(c string) bool { return len(r.series(cs, c, d.Metric)) > 0 }) {
+			if d.Case == cs && slices.ContainsFunc(rows, func(k rowKey) bool { return len(r.seriesAt(cs, k, d.Metric)) > 0 }) {
 				defs = append(defs, d)
 			}
 		}
@@ -154,10 +252,10 @@ func (r *report) markdown(w io.Writer) {
 			fmt.Fprintf(w, " %s%s |", d.Title, u)
 		}
 		fmt.Fprintf(w, "\n|---|%s\n", strings.Repeat("---|", len(defs)))
-		for _, c := range conts {
-			fmt.Fprintf(w, "| %s |", c)
+		for _, k := range rows {
+			fmt.Fprintf(w, "| %s |", k)
 			for _, d := range defs {
-				fmt.Fprintf(w, " %s |", cell(summarize(r.series(cs, c, d.Metric)), d))
+				fmt.Fprintf(w, " %s |", cell(summarize(r.seriesAt(cs, k, d.Metric)), d))
 			}
 			fmt.Fprintln(w)
 		}
@@ -197,14 +295,14 @@ func (r *report) panels() []chartPanel {
 			continue
 		}
 		p := chartPanel{Title: caseTitles[d.Case] + " — " + d.Title, Unit: d.Unit, LowerIsBetter: d.LowerIsBetter}
-		for _, c := range r.contenders(d.Case) {
-			sm := summarize(r.series(d.Case, c, d.Metric))
+		for _, k := range r.rows(d.Case) {
+			sm := summarize(r.seriesAt(d.Case, k, d.Metric))
 			if sm.N == 0 {
 				continue
 			}
 			p.Bars = append(p.Bars, chartBar{
-				Label: c, Median: sm.Median / d.Scale, Min: sm.Min / d.Scale, Max: sm.Max / d.Scale,
-				Ours: strings.HasPrefix(c, "gvs") || strings.HasPrefix(c, "noop"),
+				Label: k.String(), Median: sm.Median / d.Scale, Min: sm.Min / d.Scale, Max: sm.Max / d.Scale,
+				Ours: strings.HasPrefix(k.Cont, "gvs") || strings.HasPrefix(k.Cont, "noop"),
 			})
 		}
 		if len(p.Bars) > 0 {
