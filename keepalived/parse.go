@@ -1016,8 +1016,7 @@ func (p *parser) realServer(vs *VirtualServer, n *node) {
 	rs := &RealServer{
 		Pos: n.pos, PortGiven: given,
 		Dest:   ipvs.DestConfig{Addr: a, Port: pn, Method: vs.Method, TunType: vs.TunType, TunPort: vs.TunPort, TunFlags: vs.TunFlags},
-		weight: -1, alpha: -1, inhibit: -1, retry: -1, delayLoop: -1, connectTimeout: -1,
-		delayBeforeRetry: -1, warmup: -1, rise: -1, slowstart: -1, methodSet: vs.methodSet,
+		weight: -1, alpha: -1, inhibit: -1, timingGiven: noTiming, slowstart: -1, methodSet: vs.methodSet,
 	}
 	p.needBlock(n)
 	for _, s := range n.block {
@@ -1119,8 +1118,7 @@ func b2i(b bool) int {
 func (p *parser) checker(rs *RealServer, n *node) {
 	kind := CheckerKind(n.words[0])
 	c := &Checker{
-		Pos: n.pos, Kind: kind, alpha: -1, retry: -1, delayLoop: -1, connectTimeout: -1,
-		delayBeforeRetry: -1, warmup: -1, rise: -1,
+		Pos: n.pos, Kind: kind, alpha: -1, timingGiven: noTiming,
 		defaultRetry: DefaultRetry, defaultDBR: DefaultRetryDelay, hasConn: kind != MiscCheck,
 	}
 	switch kind {
