@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"gvs/ipvs"
+
+	"gvs/internal/oracle"
 )
 
 // FuzzTableInvariants drives a small table (capacity 1..64, so the
@@ -410,55 +412,32 @@ func TestTableInvariantsConcurrent(t *testing.T) {
 	}
 }
 
-// fatalRecorder records a Fatalf instead of failing.
-type fatalRecorder struct {
-	*testing.T
-	msg string
-}
-
-func (f *fatalRecorder) Fatalf(format string, a ...any) {
-	f.msg = fmt.Sprintf(format, a...)
-	panic(f)
-}
-
-func (f *fatalRecorder) catch(fn func()) (msg string) {
-	f.msg = ""
-	defer func() {
-		if r := recover(); r != nil && r != any(f) {
-			panic(r)
-		}
-		msg = f.msg
-	}()
-	fn()
-	return ""
-}
-
 // TestTableInvariantOraclesFail: the oracles notice a destination counter
 // that disagrees with the entries, an entry returned past its expiry, an
 // ErrFull not counted and an error other than ErrFull.
 func TestTableInvariantOraclesFail(t *testing.T) {
-	rec := &fatalRecorder{T: t}
+	rec := &oracle.Recorder{T: t}
 	r := newInvRunnerOn(rec, New(Config{Seed: 1, Capacity: 4, Shards: 1}))
 	r.run([]byte{0, 4, 1, TCPSyn, 0, 1, 8, 2, 0, 5, 1, 4, 2, TCPSyn, 0x80, 1}, 0, true)
-	if msg := rec.catch(func() { r.checkpoint("clean") }); msg != "" {
+	if msg := rec.Catch(func() { r.checkpoint("clean") }); msg != "" {
 		t.Fatalf("clean table: %s", msg)
 	}
 	for _, c := range []*atomic.Int32{&r.dests[0].ActiveConns, &r.dests[0].InactConns, &r.dests[0].PersistConns} {
 		c.Add(1)
-		if msg := rec.catch(func() { r.checkpoint("fault") }); !strings.Contains(msg, "recount") {
+		if msg := rec.Catch(func() { r.checkpoint("fault") }); !strings.Contains(msg, "recount") {
 			t.Errorf("counter fault: %q", msg)
 		}
 		c.Add(-1)
 	}
 	c := Conn{Dest: r.dests[0], Expires: r.now}
-	if msg := rec.catch(func() { r.found("In", &c) }); !strings.Contains(msg, "past its expiry") {
+	if msg := rec.Catch(func() { r.found("In", &c) }); !strings.Contains(msg, "past its expiry") {
 		t.Errorf("expired entry: %q", msg)
 	}
 	r.prev = r.tb.Stats()
-	if msg := rec.catch(func() { r.created("Create", ErrFull) }); !strings.Contains(msg, "FullDrops") {
+	if msg := rec.Catch(func() { r.created("Create", ErrFull) }); !strings.Contains(msg, "FullDrops") {
 		t.Errorf("uncounted ErrFull: %q", msg)
 	}
-	if msg := rec.catch(func() { r.created("Create", ErrNoDest) }); !strings.Contains(msg, "no destination") {
+	if msg := rec.Catch(func() { r.created("Create", ErrNoDest) }); !strings.Contains(msg, "no destination") {
 		t.Errorf("other error: %q", msg)
 	}
 }

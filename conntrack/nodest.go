@@ -11,24 +11,5 @@ package conntrack
 // dest was available and the packet was applied. One lookup, one shard
 // lock, as In.
 func (t *Table) InLive(k InKey, tcpFlags uint8, now int64, c *Conn) (found, avail bool) {
-	h := hashConn(t.seed, k.Proto, &k.CAddr, k.CPort)
-	s, si := t.shardOf(h)
-	s.mu.Lock()
-	slot := s.findConn(uint32(h), &k)
-	e := t.liveEntry(s, slot, now)
-	if e == nil {
-		s.mu.Unlock()
-		return false, false
-	}
-	if !e.dest.Available() {
-		fill(e, c)
-		s.mu.Unlock()
-		return true, false
-	}
-	e.aux++
-	t.transition(s, slot, e, DirInput, tcpFlags, now)
-	fill(e, c)
-	t.syncIn(si, slot, e, now, c)
-	s.mu.Unlock()
-	return true, true
+	return t.in(k, tcpFlags, now, c, true)
 }

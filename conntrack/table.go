@@ -431,6 +431,13 @@ func (t *Table) liveEntry(s *shard, slot uint32, now int64) *entry {
 // INPUT_ONLY while NOOUTPUT), re-arms the timer, counts the packet, fills c
 // and returns true. A dead entry counts as missing and is removed.
 func (t *Table) In(k InKey, tcpFlags uint8, now int64, c *Conn) bool {
+	found, _ := t.in(k, tcpFlags, now, c, false)
+	return found
+}
+
+// in is In and, with checkDest, InLive: found reports a live connection,
+// avail that the packet was applied to it.
+func (t *Table) in(k InKey, tcpFlags uint8, now int64, c *Conn, checkDest bool) (found, avail bool) {
 	h := hashConn(t.seed, k.Proto, &k.CAddr, k.CPort)
 	s, si := t.shardOf(h)
 	s.mu.Lock()
@@ -438,14 +445,19 @@ func (t *Table) In(k InKey, tcpFlags uint8, now int64, c *Conn) bool {
 	e := t.liveEntry(s, slot, now)
 	if e == nil {
 		s.mu.Unlock()
-		return false
+		return false, false
+	}
+	if checkDest && !e.dest.Available() {
+		fill(e, c)
+		s.mu.Unlock()
+		return true, false
 	}
 	e.aux++
 	t.transition(s, slot, e, DirInput, tcpFlags, now)
 	fill(e, c)
 	t.syncIn(si, slot, e, now, c)
 	s.mu.Unlock()
-	return true
+	return true, true
 }
 
 // Out handles a NAT reply real server -> client: reply-index lookup, OUTPUT

@@ -3,7 +3,6 @@ package control
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
 	"net/netip"
 	"strings"
@@ -11,6 +10,8 @@ import (
 
 	"gvs/conntrack"
 	"gvs/ipvs"
+
+	"gvs/internal/oracle"
 )
 
 // fuzzRules is the state the engine fuzz targets start from.
@@ -239,33 +240,10 @@ func FuzzFrames(f *testing.F) {
 	})
 }
 
-// fatalRecorder records a Fatalf instead of failing.
-type fatalRecorder struct {
-	*testing.T
-	msg string
-}
-
-func (f *fatalRecorder) Fatalf(format string, a ...any) {
-	f.msg = fmt.Sprintf(format, a...)
-	panic(f)
-}
-
-func (f *fatalRecorder) catch(fn func()) (msg string) {
-	f.msg = ""
-	defer func() {
-		if r := recover(); r != nil && r != any(f) {
-			panic(r)
-		}
-		msg = f.msg
-	}()
-	fn()
-	return ""
-}
-
 // TestFuzzEngineOraclesFail: FuzzEngine's oracle rejects each kind of
 // wrong outcome, and accepts the right ones.
 func TestFuzzEngineOraclesFail(t *testing.T) {
-	rec := &fatalRecorder{T: t}
+	rec := &oracle.Recorder{T: t}
 	ln := []string{"ipvsadm", "-Ln"}
 	add := []string{"ipvsadm", "-A", "-t", "198.51.100.10:81"}
 	tests := []struct {
@@ -291,7 +269,7 @@ func TestFuzzEngineOraclesFail(t *testing.T) {
 		{"ok: unprivileged sysctl read", []string{"ipvsadm", "--sysctl", "secure_tcp"}, fuzzUser, 0, "", "s", "s", 0, ""},
 	}
 	for _, tt := range tests {
-		msg := rec.catch(func() {
+		msg := rec.Catch(func() {
 			checkEngineRun(rec, tt.argv, tt.cred, tt.code, "", tt.stderr, tt.before, tt.after, tt.changes)
 		})
 		if tt.want == "" && msg != "" || !strings.Contains(msg, tt.want) {

@@ -370,42 +370,13 @@ func TestKeepalivedHealthChecks(t *testing.T) {
 	if err != nil || !strings.Contains(st, "[198.18.2.11]:tcp:8080") || !strings.Contains(st, "HTTP_GET") {
 		t.Errorf("gvsadm --status: %v\n%s", err, st)
 	}
-	var m map[string]float64
-	var stats string
-	for try := 0; ; try++ {
-		a := scrapeMetrics(t, ctx, dns)
-		if stats, err = l.Output(ctx, dns, adminBin, "-Ln", "--stats", "--exact", "-t", web); err != nil {
-			t.Fatal(err)
-		}
-		m = scrapeMetrics(t, ctx, dns)
-		if fmt.Sprint(backendSamples(a)) == fmt.Sprint(backendSamples(m)) {
-			break
-		}
-		if try == 20 {
-			t.Fatal("the counters do not settle")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	svcLabels := `family="ipv4",fwmark="",port="80",proto="TCP",vip="` + vip + `"`
-	checked := 0
-	for _, line := range strings.Split(stats, "\n") {
-		f := strings.Fields(line)
-		if len(f) != 7 || f[0] != "->" || !strings.HasSuffix(f[1], ":8080") {
-			continue
-		}
-		addr, port, _ := strings.Cut(f[1], ":")
-		lv := `{backend_address="` + addr + `",backend_port="` + port + `",` + svcLabels + `}`
-		for i, name := range []string{"connections", "incoming_packets", "outgoing_packets", "incoming_bytes", "outgoing_bytes"} {
-			key := "gvs_backend_" + name + "_total" + lv
-			if got, ok := m[key]; !ok || fmt.Sprint(got) != f[2+i] {
-				t.Errorf("%s = %v (present %v), gvsadm says %s", key, got, ok, f[2+i])
-			}
-		}
+	m, stats := settledBackendStats(t, ctx, l, dns, "-Ln", "--stats", "--exact", "-t", web)
+	checked := checkBackendCounters(t, m, stats, vip, func(_ []string, lv string) {
 		if m["gvs_backend_up"+lv] != 1 {
 			t.Errorf("gvs_backend_up%s = %v", lv, m["gvs_backend_up"+lv])
 		}
-		checked++
-	}
+	})
+	svcLabels := `family="ipv4",fwmark="",port="80",proto="TCP",vip="` + vip + `"`
 	if checked != 2 {
 		t.Errorf("%d real servers in gvsadm -Ln --stats:\n%s", checked, stats)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,27 +23,10 @@ func TestMetrics(t *testing.T) {
 	lab.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
-	gvsd, testsrv := binaries(t)
-	l, err := lab.New(lab.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	for i, s := range l.Servers() {
-		name := fmt.Sprintf("r%d", i+1)
-		p, err := l.Start(s.NS, testsrv, "--name", name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := p.WaitFor(ctx, "ready name="+name); err != nil {
-			t.Fatal(err)
-		}
-	}
+	gvsd, _ := binaries(t)
+	d := newDirectorLab(t, ctx, lab.Options{}, natRules)
+	l, rules := d.l, d.rules
 	vip := l.VIP().String()
-	rules := filepath.Join(t.TempDir(), "rules")
-	if err := os.WriteFile(rules, []byte(natRules(vip)), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	dns := l.Director().NS
 	p, err := l.Start(dns, gvsd, "--vip-if", lab.DirectorVIPIf, "--dip-if", lab.DirectorDIPIf,
 		"--rules", rules, "--metrics", metricsAddr, "--metrics-node-ipvs")
@@ -59,53 +41,21 @@ func TestMetrics(t *testing.T) {
 	if _, err := p.WaitFor(ctx, "gvsd ready"); err != nil {
 		t.Fatal(err)
 	}
-	d := &director{l: l, gvsd: p, rules: rules}
+	d.gvsd = p
 	serverNames(t, ctx, d, 6)
 
-	// Connections end with a few more packets (FIN, ACK): read until two
-	// scrapes agree, then compare with gvsadm.
-	var m map[string]float64
-	var stats string
-	for try := 0; ; try++ {
-		a := scrapeMetrics(t, ctx, dns)
-		if stats, err = l.Output(ctx, dns, adminBin, "-Ln", "--stats", "--exact"); err != nil {
-			t.Fatal(err)
-		}
-		m = scrapeMetrics(t, ctx, dns)
-		if fmt.Sprint(backendSamples(a)) == fmt.Sprint(backendSamples(m)) {
-			break
-		}
-		if try == 20 {
-			t.Fatal("the counters do not settle")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	svcLabels := `family="ipv4",fwmark="",port="80",proto="TCP",vip="` + vip + `"`
-	checked := 0
-	for _, line := range strings.Split(stats, "\n") {
-		f := strings.Fields(line)
-		// "  -> 198.18.2.11:8080   Conns InPkts OutPkts InBytes OutBytes"
-		if len(f) != 7 || f[0] != "->" || !strings.HasSuffix(f[1], ":8080") {
-			continue
-		}
-		addr, port, _ := strings.Cut(f[1], ":")
-		lv := `{backend_address="` + addr + `",backend_port="` + port + `",` + svcLabels + `}`
-		for i, name := range []string{"connections", "incoming_packets", "outgoing_packets", "incoming_bytes", "outgoing_bytes"} {
-			key := "gvs_backend_" + name + "_total" + lv
-			if got, ok := m[key]; !ok || fmt.Sprint(got) != f[2+i] {
-				t.Errorf("%s = %v (present %v), gvsadm says %s", key, got, ok, f[2+i])
-			}
-		}
+	m, stats := settledBackendStats(t, ctx, l, dns, "-Ln", "--stats", "--exact")
+	checked := checkBackendCounters(t, m, stats, vip, func(f []string, _ string) {
 		if f[2] != "2" {
 			t.Errorf("rr over 3 servers, 6 GETs: %s has %s connections", f[1], f[2])
 		}
+		addr, port, _ := strings.Cut(f[1], ":")
 		nodeKey := `node_ipvs_backend_weight{local_address="` + vip + `",local_mark="",local_port="80",proto="TCP",remote_address="` +
 			addr + `",remote_port="` + port + `"}`
 		if m[nodeKey] != 1 {
 			t.Errorf("%s = %v, want 1", nodeKey, m[nodeKey])
 		}
-		checked++
-	}
+	})
 	if checked != 3 {
 		t.Fatalf("%d real servers in gvsadm -Ln --stats --exact:\n%s", checked, stats)
 	}
@@ -135,6 +85,58 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("reloads: %v succeeded, %v failed; want 1 and 1", ok, bad)
 	}
 	stopAndCheck(t, d)
+}
+
+// settledBackendStats runs gvsadm with args in ns between two scrapes of
+// /metrics until both scrapes agree on the backend counters (connections
+// end with a few more packets: FIN, ACK), and returns the last scrape and
+// gvsadm's output.
+func settledBackendStats(t *testing.T, ctx context.Context, l *lab.Lab, ns string, args ...string) (map[string]float64, string) {
+	t.Helper()
+	for try := 0; ; try++ {
+		a := scrapeMetrics(t, ctx, ns)
+		stats, err := l.Output(ctx, ns, adminBin, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := scrapeMetrics(t, ctx, ns)
+		if fmt.Sprint(backendSamples(a)) == fmt.Sprint(backendSamples(m)) {
+			return m, stats
+		}
+		if try == 20 {
+			t.Fatal("the counters do not settle")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// checkBackendCounters compares, for every real server on port 8080 that
+// stats (gvsadm -Ln --stats --exact) lists, its five counters with the
+// gvs_backend_*_total samples of m for the service vip:80/TCP. It calls
+// more with the line's fields and the server's label set for further
+// checks, and returns how many real servers it checked.
+func checkBackendCounters(t *testing.T, m map[string]float64, stats, vip string, more func(f []string, lv string)) int {
+	t.Helper()
+	svcLabels := `family="ipv4",fwmark="",port="80",proto="TCP",vip="` + vip + `"`
+	checked := 0
+	for _, line := range strings.Split(stats, "\n") {
+		f := strings.Fields(line)
+		// "  -> 198.18.2.11:8080   Conns InPkts OutPkts InBytes OutBytes"
+		if len(f) != 7 || f[0] != "->" || !strings.HasSuffix(f[1], ":8080") {
+			continue
+		}
+		addr, port, _ := strings.Cut(f[1], ":")
+		lv := `{backend_address="` + addr + `",backend_port="` + port + `",` + svcLabels + `}`
+		for i, name := range []string{"connections", "incoming_packets", "outgoing_packets", "incoming_bytes", "outgoing_bytes"} {
+			key := "gvs_backend_" + name + "_total" + lv
+			if got, ok := m[key]; !ok || fmt.Sprint(got) != f[2+i] {
+				t.Errorf("%s = %v (present %v), gvsadm says %s", key, got, ok, f[2+i])
+			}
+		}
+		more(f, lv)
+		checked++
+	}
+	return checked
 }
 
 // scrapeMetrics GETs /metrics in ns and returns its samples, keyed by the

@@ -21,6 +21,8 @@ import (
 	"gvs/forwarder/staticenv"
 	"gvs/internal/frames"
 	"gvs/ipvs"
+
+	"gvs/internal/oracle"
 )
 
 // FuzzProcess drives ONE pipeline, with a small connection table, through a
@@ -29,7 +31,7 @@ import (
 // mutated), arrival links, time passing, CHECKSUM_PARTIAL input, and control
 // changes through control.Engine (real server deletes and adds, --set,
 // sysctls, restores). The same sequence runs through a second, independent
-// pipeline. Oracles, checked with an RFC 1071 implementation of this file:
+// pipeline. Oracles, checked with internal/oracle's RFC 1071 sum (not package checksum):
 //
 //   - every transmitted or replied frame has a valid IPv4 header checksum, an
 //     IP total length equal to the frame's IP part, and valid TCP/UDP/ICMP
@@ -535,7 +537,7 @@ func (p *pkt) parseIP(ip []byte) bool {
 	if p.ihl < 20 || p.ihl > len(ip) {
 		return false
 	}
-	p.ipValid = sum1071(ip[:p.ihl], 0) == 0xffff
+	p.ipValid = oracle.Sum1071(ip[:p.ihl], 0) == 0xffff
 	return true
 }
 
@@ -565,35 +567,11 @@ func (p *pkt) l4Valid() bool {
 			}
 			l4 = l4[:udpLen(l4)] // RFC 768: the datagram by its own length
 		}
-		return sum1071(l4, pseudo(p.ip, len(l4))) == 0xffff
+		return oracle.Sum1071(l4, oracle.Pseudo4(p.ip, p.ip[9], len(l4))) == 0xffff
 	case 1:
-		return sum1071(l4, 0) == 0xffff
+		return oracle.Sum1071(l4, 0) == 0xffff
 	}
 	return true
-}
-
-// sum1071 is the RFC 1071 one's complement sum of b, folded, starting
-// from s (written here, independently of package checksum).
-func sum1071(b []byte, s uint32) uint16 {
-	for len(b) >= 2 {
-		s += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		s += uint32(b[0]) << 8
-	}
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return uint16(s)
-}
-
-func pseudo(ip []byte, l4len int) uint32 {
-	var s uint32
-	for i := 12; i < 20; i += 2 {
-		s += uint32(ip[i])<<8 | uint32(ip[i+1])
-	}
-	return s + uint32(ip[9]) + uint32(l4len)
 }
 
 func l4CsumOff(proto uint8) int {
@@ -619,7 +597,7 @@ func makePartial(frame []byte) bool {
 	if p.proto == 17 {
 		l4 = l4[:udpLen(l4)]
 	}
-	binary.BigEndian.PutUint16(l4[l4CsumOff(p.proto):], sum1071(nil, pseudo(p.ip, len(l4))))
+	binary.BigEndian.PutUint16(l4[l4CsumOff(p.proto):], oracle.Sum1071(nil, oracle.Pseudo4(p.ip, p.ip[9], len(l4))))
 	return true
 }
 
@@ -634,7 +612,7 @@ func fixIPChecksum(frame []byte) {
 		return
 	}
 	binary.BigEndian.PutUint16(p.ip[10:], 0)
-	binary.BigEndian.PutUint16(p.ip[10:], ^sum1071(p.ip[:p.ihl], 0))
+	binary.BigEndian.PutUint16(p.ip[10:], ^oracle.Sum1071(p.ip[:p.ihl], 0))
 }
 
 func fixL4Checksum(frame []byte) {
@@ -650,9 +628,9 @@ func fixL4Checksum(frame []byte) {
 	binary.BigEndian.PutUint16(l4[off:], 0)
 	var s uint32
 	if p.proto != 1 {
-		s = pseudo(p.ip, len(l4))
+		s = oracle.Pseudo4(p.ip, p.ip[9], len(l4))
 	}
-	c := ^sum1071(l4, s)
+	c := ^oracle.Sum1071(l4, s)
 	if c == 0 && p.proto == 17 {
 		c = 0xffff
 	}

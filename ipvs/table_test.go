@@ -9,47 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"gvs/internal/ipvstest"
 	"gvs/ipvs"
 	"gvs/ipvsadm"
 )
 
-// fakeSched is a scheduler for tests: first usable destination, and a
-// record of Update calls.
-type fakeSched struct {
-	name    string
-	flags   ipvs.SvcFlags
-	mu      sync.Mutex
-	updates int
-	seen    int // number of dests at the last Update
-}
-
-func (f *fakeSched) Name() string { return f.name }
-
-func (f *fakeSched) Schedule(svc *ipvs.Service, _ *ipvs.Flow) *ipvs.Dest {
-	for _, d := range svc.Dests() {
-		if d.Usable() {
-			return d
-		}
-	}
-	return nil
-}
-
-func (f *fakeSched) Update(svc *ipvs.Service) {
-	f.mu.Lock()
-	f.updates++
-	f.seen = len(svc.Dests())
-	f.mu.Unlock()
-}
-
-var knownScheds = map[string]bool{"rr": true, "wrr": true, "lc": true, "wlc": true, "sh": true, "mh": true,
-	"dh": true, "sed": true, "nq": true, "fo": true, "ovf": true, "lblc": true, "lblcr": true}
-
-func newFakeSched(name string, flags ipvs.SvcFlags) (ipvs.Scheduler, error) {
-	if !knownScheds[name] {
-		return nil, errors.New("unknown scheduler")
-	}
-	return &fakeSched{name: name, flags: flags}, nil
-}
+var newFakeSched = ipvstest.NewFakeSched
 
 // mustApply parses and applies command lines to t.
 func mustApply(t testing.TB, tab *ipvs.Table, lines ...string) {
@@ -136,7 +101,7 @@ func TestTableDestLifecycle(t *testing.T) {
 	if svc == nil {
 		t.Fatal("service not found")
 	}
-	sched := svc.Sched.(*fakeSched)
+	sched := svc.Sched.(*ipvstest.FakeSched)
 	mustApply(t, tab,
 		"-a -t 10.0.0.1:80 -r 192.168.1.1 -m -w 1",
 		"-a -t 10.0.0.1:80 -r 192.168.1.2:8080 -m -w 2",
@@ -153,8 +118,8 @@ func TestTableDestLifecycle(t *testing.T) {
 		t.Errorf("indexes %d %d %d, want 2 1 0", ds[0].Index, ds[1].Index, ds[2].Index)
 	}
 	// one Update when the service was created, one per -a
-	if sched.updates != 4 || sched.seen != 3 {
-		t.Errorf("scheduler updates %d (saw %d dests), want 4 (3)", sched.updates, sched.seen)
+	if updates, seen := sched.Updates(); updates != 4 || seen != 3 {
+		t.Errorf("scheduler updates %d (saw %d dests), want 4 (3)", updates, seen)
 	}
 
 	// -e changes the object in place; an omitted -w means weight 1, as ipvsadm sends it.
@@ -194,8 +159,8 @@ func TestTableDestLifecycle(t *testing.T) {
 	if svc.Sched == ipvs.Scheduler(sched) || svc.Sched.Name() != "rr" || svc.Config.Persistent() {
 		t.Errorf("edit with a new scheduler: %v persistent %v", svc.Sched.Name(), svc.Config.Persistent())
 	}
-	if ns := svc.Sched.(*fakeSched); ns.updates != 1 || ns.seen != 4 {
-		t.Errorf("new scheduler: %d updates, saw %d dests", ns.updates, ns.seen)
+	if updates, seen := svc.Sched.(*ipvstest.FakeSched).Updates(); updates != 1 || seen != 4 {
+		t.Errorf("new scheduler: %d updates, saw %d dests", updates, seen)
 	}
 
 	// -D makes every dest unavailable.
@@ -432,7 +397,7 @@ func BenchmarkApplyAddDest(b *testing.B) {
 // VIPs and through the map with many.
 func TestIsVIP(t *testing.T) {
 	for _, n := range []int{1, 16, 17, 40} {
-		tab := ipvs.NewTable(func(string, ipvs.SvcFlags) (ipvs.Scheduler, error) { return &fakeSched{}, nil })
+		tab := ipvs.NewTable(newFakeSched)
 		var cmds []*ipvsadm.Command
 		for i := 0; i < n; i++ {
 			c, err := ipvsadm.ParseArgs([]string{"-A", "-t", fmt.Sprintf("198.51.100.%d:80", i+1)})

@@ -319,6 +319,76 @@ func writePersistence(b *bytes.Buffer, cfg *ipvs.ServiceConfig, v6 bool, timeout
 	}
 }
 
+// WriteServiceRule writes the line ipvsadm -S -n prints for a service
+// (-A ...), newline included.
+func WriteServiceRule(b *bytes.Buffer, cfg *ipvs.ServiceConfig) {
+	v6 := keyV6(cfg.ServiceKey)
+	serviceRule(b, cfg, ruleName(cfg.ServiceKey, v6, true), v6)
+	b.WriteByte('\n')
+}
+
+// WriteDestRule writes the line ipvsadm -S -n prints for destination d of
+// the service cfg (-a ...), newline included.
+func WriteDestRule(b *bytes.Buffer, cfg *ipvs.ServiceConfig, d *ipvs.DestConfig) {
+	k := cfg.ServiceKey
+	destRule(b, ruleName(k, keyV6(k), true), addrPortString(d.Addr, d.Port, svcProto(k), true), d)
+	b.WriteByte('\n')
+}
+
+// keyV6 reports whether a service is IPv6 (an fwmark service by its -6).
+func keyV6(k ipvs.ServiceKey) bool {
+	if k.FWMark != 0 {
+		return k.V6
+	}
+	return k.Addr.Is6()
+}
+
+// ruleName is the service selector of a -S line: "-f 1 [-6]" or
+// "-t addr:port".
+func ruleName(k ipvs.ServiceKey, v6, numeric bool) string {
+	if k.FWMark != 0 {
+		name := fmt.Sprintf("-f %d", k.FWMark)
+		if v6 {
+			name += " -6"
+		}
+		return name
+	}
+	return protoOption(k.Proto) + " " + addrPortString(k.Addr, k.Port, k.Proto, numeric)
+}
+
+// serviceRule writes a service's -S line but its newline.
+func serviceRule(b *bytes.Buffer, cfg *ipvs.ServiceConfig, name string, v6 bool) {
+	fmt.Fprintf(b, "-A %s -s %s", name, cfg.Scheduler)
+	if cfg.Persistent() {
+		writePersistence(b, cfg, v6, "-p", "-M")
+	}
+	if cfg.PE != "" {
+		fmt.Fprintf(b, " --pe %s", cfg.PE)
+	}
+	if cfg.OnePacket() {
+		b.WriteString(" -o")
+	}
+	if schedFlags := cfg.Flags & ipvs.SvcSchedMask; schedFlags != 0 {
+		b.WriteString(" -b " + schedFlagsString(cfg.Scheduler, schedFlags))
+	}
+}
+
+// destRule writes a destination's -S line but its newline.
+func destRule(b *bytes.Buffer, name, dname string, dc *ipvs.DestConfig) {
+	fmt.Fprintf(b, "-a %s -r %s %s -w %d", name, dname, fwdSwitch(dc.Method), dc.Weight)
+	if dc.Method == ipvs.Tunnel {
+		fl := tunFlagOpts[tunFlagIndex(dc.TunFlags)]
+		switch dc.TunType {
+		case ipvs.TunIPIP:
+			b.WriteString(" --tun-type ipip")
+		case ipvs.TunGUE:
+			fmt.Fprintf(b, " --tun-type gue --tun-port %d %s", dc.TunPort, fl)
+		case ipvs.TunGRE:
+			b.WriteString(" --tun-type gre " + fl)
+		}
+	}
+}
+
 // writeServiceEntry is print_service_entry.
 func writeServiceEntry(b *bytes.Buffer, svc *ipvs.Service, f format, stats StatsFunc) {
 	if stats == nil {
@@ -326,49 +396,26 @@ func writeServiceEntry(b *bytes.Buffer, svc *ipvs.Service, f format, stats Stats
 	}
 	cfg := svc.Config
 	k := cfg.ServiceKey
-	v6 := k.V6
-	if k.FWMark == 0 {
-		v6 = k.Addr.Is6()
-	}
+	v6 := keyV6(k)
 	var name string
 	switch {
-	case k.FWMark != 0 && f.rule:
-		name = fmt.Sprintf("-f %d", k.FWMark)
-		if v6 {
-			name += " -6"
-		}
+	case f.rule:
+		name = ruleName(k, v6, f.Numeric)
 	case k.FWMark != 0:
 		name = fmt.Sprintf("FWM  %d", k.FWMark)
 		if v6 {
 			name += " IPv6"
 		}
 	default:
-		vname := addrPortString(k.Addr, k.Port, k.Proto, f.Numeric)
-		if f.rule {
-			name = protoOption(k.Proto) + " " + vname
-		} else {
-			name = fmt.Sprintf("%-4s %s", svcProtoName(k.Proto), vname)
-			if !v6 && len(name) > 33 {
-				name = name[:33]
-			}
+		name = fmt.Sprintf("%-4s %s", svcProtoName(k.Proto), addrPortString(k.Addr, k.Port, k.Proto, f.Numeric))
+		if !v6 && len(name) > 33 {
+			name = name[:33]
 		}
 	}
 	schedFlags := cfg.Flags & ipvs.SvcSchedMask
 	switch {
 	case f.rule:
-		fmt.Fprintf(b, "-A %s -s %s", name, cfg.Scheduler)
-		if cfg.Persistent() {
-			writePersistence(b, &cfg, v6, "-p", "-M")
-		}
-		if cfg.PE != "" {
-			fmt.Fprintf(b, " --pe %s", cfg.PE)
-		}
-		if cfg.OnePacket() {
-			b.WriteString(" -o")
-		}
-		if schedFlags != 0 {
-			b.WriteString(" -b " + schedFlagsString(cfg.Scheduler, schedFlags))
-		}
+		serviceRule(b, &cfg, name, v6)
 	case f.Stats, f.Rate:
 		fmt.Fprintf(b, "%-33s", name)
 		s, r := stats(svc, nil)
@@ -410,18 +457,7 @@ func writeServiceEntry(b *bytes.Buffer, svc *ipvs.Service, f format, stats Stats
 		active, inact := uint32(d.ActiveConns.Load()), uint32(d.InactConns.Load())
 		switch {
 		case f.rule:
-			fmt.Fprintf(b, "-a %s -r %s %s -w %d", name, dname, fwdSwitch(dc.Method), dc.Weight)
-			if dc.Method == ipvs.Tunnel {
-				fl := tunFlagOpts[tunFlagIndex(dc.TunFlags)]
-				switch dc.TunType {
-				case ipvs.TunIPIP:
-					b.WriteString(" --tun-type ipip")
-				case ipvs.TunGUE:
-					fmt.Fprintf(b, " --tun-type gue --tun-port %d %s", dc.TunPort, fl)
-				case ipvs.TunGRE:
-					b.WriteString(" --tun-type gre " + fl)
-				}
-			}
+			destRule(b, name, dname, &dc)
 			b.WriteByte('\n')
 		case f.Stats:
 			fmt.Fprintf(b, "  -> %-28s", dname)

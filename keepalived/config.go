@@ -184,17 +184,26 @@ type RealServer struct {
 	Checkers             []*Checker
 
 	// Values as given, before inheritance.
-	weight           int
-	alpha, inhibit   int // -1 unset
+	weight         int
+	alpha, inhibit int // -1 unset
+	timingGiven
+	slowstart time.Duration
+	methodSet bool
+}
+
+// timingGiven is the checker timing a real_server or a checker block
+// gives, before inheritance (-1 when absent).
+type timingGiven struct {
 	retry            int
 	delayLoop        time.Duration
 	connectTimeout   time.Duration
 	delayBeforeRetry time.Duration
 	warmup           time.Duration
 	rise             int
-	slowstart        time.Duration
-	methodSet        bool
 }
+
+// noTiming is a timingGiven with nothing given.
+var noTiming = timingGiven{retry: -1, delayLoop: -1, connectTimeout: -1, delayBeforeRetry: -1, warmup: -1, rise: -1}
 
 // CheckerKind names a checker block.
 type CheckerKind string
@@ -236,16 +245,11 @@ type Checker struct {
 	Misc *MiscCheckConfig
 
 	// Values as given (-1 / negative when absent).
-	alpha            int
-	retry            int
-	delayLoop        time.Duration
-	connectTimeout   time.Duration
-	delayBeforeRetry time.Duration
-	warmup           time.Duration
-	rise             int
-	defaultRetry     int
-	defaultDBR       time.Duration // 0: delay_loop
-	hasConn          bool
+	alpha int
+	timingGiven
+	defaultRetry int
+	defaultDBR   time.Duration // 0: delay_loop
+	hasConn      bool
 }
 
 // HTTPCheckConfig is the HTTP_GET / SSL_GET part of a checker.

@@ -70,3 +70,17 @@ func checkSave(t *testing.T, dir, name string, cfg *Config, o SaveOptions) {
 		t.Errorf("%s differs\n--- got\n%s--- want\n%s", name, b.Bytes(), want)
 	}
 }
+
+// WriteSave prints ipvsadm -S's lines: sh with flag-3 alone keeps the
+// " -b " with no names after it, as ipvsadm prints it for such a service.
+func TestWriteSaveSchedFlagsOnlyFlag3(t *testing.T) {
+	c := parseString(t, "virtual_server 10.1.2.3 80 {\n protocol TCP\n lvs_sched sh\n flag-3\n lvs_method DR\n real_server 10.0.0.1 80 {\n }\n}\n")
+	var b bytes.Buffer
+	if err := WriteSave(&b, c, SaveOptions{State: AllUp}); err != nil {
+		t.Fatal(err)
+	}
+	want := "-A -t 10.1.2.3:80 -s sh -b \n-a -t 10.1.2.3:80 -r 10.0.0.1:80 -g -w 1\n"
+	if b.String() != want {
+		t.Errorf("got\n%q\nwant\n%q", b.String(), want)
+	}
+}

@@ -215,6 +215,27 @@ func (p *parser) boolArg(n *node, what string) (bool, bool) {
 	return false, false
 }
 
+// setUnsigned stores word 1 of s in *dst when it is a number in [min, max];
+// otherwise it reports format (word 1 first, then a) and leaves *dst as it
+// was.
+func setUnsigned[T ~int | ~uint16 | ~uint32](p *parser, s *node, min, max uint64, dst *T, format string, a ...any) {
+	if v, ok := p.unsigned(s, 1, min, max); ok {
+		*dst = T(v)
+		return
+	}
+	p.errorf(format, append([]any{s.words[1]}, a...)...)
+}
+
+// setTimer is setUnsigned for a timer (min and max in µs as timer takes
+// them).
+func (p *parser) setTimer(s *node, minUS, maxUS uint64, dst *time.Duration, format string) {
+	if d, ok := p.timer(s, 1, minUS, maxUS); ok {
+		*dst = d
+		return
+	}
+	p.errorf(format, s.words[1])
+}
+
 // Top-level keywords keepalived knows that are not LVS: their blocks are
 // skipped with one notice each.
 var otherRoots = map[string]bool{
@@ -658,35 +679,15 @@ func (p *parser) vsStatement(vs *VirtualServer, s *node) {
 		}
 		vs.af = af
 	case "retry":
-		if v, ok := p.unsigned(s, 1, 1, math.MaxUint32); ok {
-			vs.retry = int(v)
-		} else {
-			p.errorf("retry value invalid - %s", s.words[1])
-		}
+		setUnsigned(p, s, 1, math.MaxUint32, &vs.retry, "retry value invalid - %s")
 	case "delay_before_retry":
-		if d, ok := p.timer(s, 1, 0, 0); ok {
-			vs.delayBeforeRetry = d
-		} else {
-			p.errorf("virtual server delay before retry '%s' invalid - ignoring", s.words[1])
-		}
+		p.setTimer(s, 0, 0, &vs.delayBeforeRetry, "virtual server delay before retry '%s' invalid - ignoring")
 	case "warmup":
-		if d, ok := p.timer(s, 1, 0, 0); ok {
-			vs.warmup = d
-		} else {
-			p.errorf("virtual server warmup '%s' invalid - ignoring", s.words[1])
-		}
+		p.setTimer(s, 0, 0, &vs.warmup, "virtual server warmup '%s' invalid - ignoring")
 	case "connect_timeout":
-		if d, ok := p.timer(s, 1, 1, math.MaxUint32); ok {
-			vs.connectTimeout = d
-		} else {
-			p.errorf("virtual server connect_timeout %s invalid - ignoring", s.words[1])
-		}
+		p.setTimer(s, 1, math.MaxUint32, &vs.connectTimeout, "virtual server connect_timeout %s invalid - ignoring")
 	case "delay_loop":
-		if d, ok := p.timer(s, 1, 1, 0); ok {
-			vs.DelayLoop = d
-		} else {
-			p.errorf("virtual server delay loop '%s' invalid - ignoring", s.words[1])
-		}
+		p.setTimer(s, 1, 0, &vs.DelayLoop, "virtual server delay loop '%s' invalid - ignoring")
 	case "inhibit_on_failure":
 		vs.Inhibit = true
 	case "lb_algo", "lvs_sched":
@@ -789,17 +790,9 @@ func (p *parser) vsStatement(vs *VirtualServer, s *node) {
 		}
 		vs.Quorum = uint32(v)
 	case "hysteresis":
-		if v, ok := p.unsigned(s, 1, 0, math.MaxUint32); ok {
-			vs.Hysteresis = uint32(v)
-		} else {
-			p.errorf("Hysteresis %s must be in [0, %d] - ignoring", s.words[1], uint32(math.MaxUint32))
-		}
+		setUnsigned(p, s, 0, math.MaxUint32, &vs.Hysteresis, "Hysteresis %s must be in [0, %d] - ignoring", uint32(math.MaxUint32))
 	case "weight":
-		if v, ok := p.unsigned(s, 1, 1, math.MaxInt32); ok {
-			vs.weight = int(v)
-		} else {
-			p.errorf("Virtual server weight %s is outside range 1-%d", s.words[1], math.MaxInt32)
-		}
+		setUnsigned(p, s, 1, math.MaxInt32, &vs.weight, "Virtual server weight %s is outside range 1-%d", math.MaxInt32)
 	case "sorry_server":
 		ip := p.arg(s, 1)
 		port := ""
@@ -832,17 +825,9 @@ func (p *parser) vsStatement(vs *VirtualServer, s *node) {
 	case "real_server":
 		p.realServer(vs, s)
 	case "rise":
-		if v, ok := p.unsigned(s, 1, 1, math.MaxInt32); ok {
-			vs.rise = int(v)
-		} else {
-			p.errorf("gvs: rise %s invalid - ignoring", s.words[1])
-		}
+		setUnsigned(p, s, 1, math.MaxInt32, &vs.rise, "gvs: rise %s invalid - ignoring")
 	case "slowstart":
-		if d, ok := p.timer(s, 1, 0, 0); ok {
-			vs.Slowstart = d
-		} else {
-			p.errorf("gvs: slowstart '%s' invalid - ignoring", s.words[1])
-		}
+		p.setTimer(s, 0, 0, &vs.Slowstart, "gvs: slowstart '%s' invalid - ignoring")
 	default:
 		p.unknown(s)
 	}
@@ -1031,8 +1016,7 @@ func (p *parser) realServer(vs *VirtualServer, n *node) {
 	rs := &RealServer{
 		Pos: n.pos, PortGiven: given,
 		Dest:   ipvs.DestConfig{Addr: a, Port: pn, Method: vs.Method, TunType: vs.TunType, TunPort: vs.TunPort, TunFlags: vs.TunFlags},
-		weight: -1, alpha: -1, inhibit: -1, retry: -1, delayLoop: -1, connectTimeout: -1,
-		delayBeforeRetry: -1, warmup: -1, rise: -1, slowstart: -1, methodSet: vs.methodSet,
+		weight: -1, alpha: -1, inhibit: -1, timingGiven: noTiming, slowstart: -1, methodSet: vs.methodSet,
 	}
 	p.needBlock(n)
 	for _, s := range n.block {
@@ -1055,11 +1039,7 @@ func (p *parser) realServer(vs *VirtualServer, n *node) {
 func (p *parser) rsStatement(vs *VirtualServer, rs *RealServer, s *node) {
 	switch kw := s.words[0]; kw {
 	case "weight":
-		if v, ok := p.unsigned(s, 1, 0, math.MaxInt32); ok {
-			rs.weight = int(v)
-		} else {
-			p.errorf("Real server weight %s is outside range 0-%d", s.words[1], math.MaxInt32)
-		}
+		setUnsigned(p, s, 0, math.MaxInt32, &rs.weight, "Real server weight %s is outside range 0-%d", math.MaxInt32)
 	case "lvs_method":
 		d := &rs.Dest
 		m := methodOf{d.Method, d.TunType, d.TunPort, d.TunFlags, rs.methodSet}
@@ -1095,35 +1075,15 @@ func (p *parser) rsStatement(vs *VirtualServer, rs *RealServer, s *node) {
 		}
 		*dst = p.script(s)
 	case "retry":
-		if v, ok := p.unsigned(s, 1, 1, math.MaxUint32); ok {
-			rs.retry = int(v)
-		} else {
-			p.errorf("retry value invalid - %s", s.words[1])
-		}
+		setUnsigned(p, s, 1, math.MaxUint32, &rs.retry, "retry value invalid - %s")
 	case "delay_before_retry":
-		if d, ok := p.timer(s, 1, 0, 0); ok {
-			rs.delayBeforeRetry = d
-		} else {
-			p.errorf("real server delay_before_retry '%s' invalid - ignoring", s.words[1])
-		}
+		p.setTimer(s, 0, 0, &rs.delayBeforeRetry, "real server delay_before_retry '%s' invalid - ignoring")
 	case "warmup":
-		if d, ok := p.timer(s, 1, 0, 0); ok {
-			rs.warmup = d
-		} else {
-			p.errorf("real server warmup '%s' invalid - ignoring", s.words[1])
-		}
+		p.setTimer(s, 0, 0, &rs.warmup, "real server warmup '%s' invalid - ignoring")
 	case "connect_timeout":
-		if d, ok := p.timer(s, 1, 1, math.MaxUint32); ok {
-			rs.connectTimeout = d
-		} else {
-			p.errorf("real server connect_timeout %s invalid - ignoring", s.words[1])
-		}
+		p.setTimer(s, 1, math.MaxUint32, &rs.connectTimeout, "real server connect_timeout %s invalid - ignoring")
 	case "delay_loop":
-		if d, ok := p.timer(s, 1, 1, 0); ok {
-			rs.delayLoop = d
-		} else {
-			p.errorf("real server delay_loop '%s' invalid - ignoring", s.words[1])
-		}
+		p.setTimer(s, 1, 0, &rs.delayLoop, "real server delay_loop '%s' invalid - ignoring")
 	case "smtp_alert":
 		if _, ok := p.boolArg(s, "real_server smtp_alert"); ok {
 			p.notice("gvs: smtp_alert is not supported - ignored")
@@ -1136,17 +1096,9 @@ func (p *parser) rsStatement(vs *VirtualServer, rs *RealServer, s *node) {
 		rs.VirtualHost = s.words[1]
 	case "snmp_name":
 	case "rise":
-		if v, ok := p.unsigned(s, 1, 1, math.MaxInt32); ok {
-			rs.rise = int(v)
-		} else {
-			p.errorf("gvs: rise %s invalid - ignoring", s.words[1])
-		}
+		setUnsigned(p, s, 1, math.MaxInt32, &rs.rise, "gvs: rise %s invalid - ignoring")
 	case "slowstart":
-		if d, ok := p.timer(s, 1, 0, 0); ok {
-			rs.slowstart = d
-		} else {
-			p.errorf("gvs: slowstart '%s' invalid - ignoring", s.words[1])
-		}
+		p.setTimer(s, 0, 0, &rs.slowstart, "gvs: slowstart '%s' invalid - ignoring")
 	case "TCP_CHECK", "HTTP_GET", "SSL_GET", "UDP_CHECK", "DNS_CHECK", "PING_CHECK", "MISC_CHECK", "SMTP_CHECK":
 		p.checker(rs, s)
 	case "FILE_CHECK", "BFD_CHECK":
@@ -1166,8 +1118,7 @@ func b2i(b bool) int {
 func (p *parser) checker(rs *RealServer, n *node) {
 	kind := CheckerKind(n.words[0])
 	c := &Checker{
-		Pos: n.pos, Kind: kind, alpha: -1, retry: -1, delayLoop: -1, connectTimeout: -1,
-		delayBeforeRetry: -1, warmup: -1, rise: -1,
+		Pos: n.pos, Kind: kind, alpha: -1, timingGiven: noTiming,
 		defaultRetry: DefaultRetry, defaultDBR: DefaultRetryDelay, hasConn: kind != MiscCheck,
 	}
 	switch kind {
@@ -1280,38 +1231,16 @@ func (p *parser) checkerCommon(c *Checker, s *node) bool {
 	if c.hasConn {
 		switch kw {
 		case "connect_ip":
-			a, ok := parseAddr(p.arg(s, 1))
-			if !ok {
-				p.errorf("Invalid connect_ip address %s - ignoring", s.words[1])
-			} else if c.BindTo.IsValid() && c.BindTo.Is4() != a.Is4() {
-				p.errorf("connect_ip address %s does not match address family of bindto - skipping", s.words[1])
-			} else {
-				c.ConnectIP = a
-			}
+			p.checkerAddr(s, &c.ConnectIP, c.BindTo, "bindto")
 			return true
 		case "connect_port":
-			if v, ok := p.unsigned(s, 1, 1, 65535); ok {
-				c.ConnectPort = uint16(v)
-			} else {
-				p.errorf("Invalid checker connect_port '%s'", s.words[1])
-			}
+			setUnsigned(p, s, 1, 65535, &c.ConnectPort, "Invalid checker connect_port '%s'")
 			return true
 		case "bindto":
-			a, ok := parseAddr(p.arg(s, 1))
-			if !ok {
-				p.errorf("Invalid bindto address %s - ignoring", s.words[1])
-			} else if c.ConnectIP.IsValid() && c.ConnectIP.Is4() != a.Is4() {
-				p.errorf("bindto address %s does not match address family of connect_ip - skipping", s.words[1])
-			} else {
-				c.BindTo = a
-			}
+			p.checkerAddr(s, &c.BindTo, c.ConnectIP, "connect_ip")
 			return true
 		case "bind_port":
-			if v, ok := p.unsigned(s, 1, 1, 65535); ok {
-				c.BindPort = uint16(v)
-			} else {
-				p.errorf("Invalid checker bind_port '%s'", s.words[1])
-			}
+			setUnsigned(p, s, 1, 65535, &c.BindPort, "Invalid checker bind_port '%s'")
 			return true
 		case "bind_if":
 			name := p.arg(s, 1)
@@ -1322,46 +1251,22 @@ func (p *parser) checkerCommon(c *Checker, s *node) bool {
 			}
 			return true
 		case "connect_timeout":
-			if d, ok := p.timer(s, 1, 1, math.MaxUint32); ok {
-				c.connectTimeout = d
-			} else {
-				p.errorf("connect_timeout %s invalid - ignoring", s.words[1])
-			}
+			p.setTimer(s, 1, math.MaxUint32, &c.connectTimeout, "connect_timeout %s invalid - ignoring")
 			return true
 		case "fwmark":
-			if v, ok := p.unsigned(s, 1, 0, math.MaxUint32); ok {
-				c.FWMark = uint32(v)
-			} else {
-				p.errorf("Invalid fwmark connection value '%s'", s.words[1])
-			}
+			setUnsigned(p, s, 0, math.MaxUint32, &c.FWMark, "Invalid fwmark connection value '%s'")
 			return true
 		}
 	}
 	switch kw {
 	case "retry":
-		if v, ok := p.unsigned(s, 1, 0, math.MaxUint32); ok {
-			c.retry = int(v)
-		} else {
-			p.errorf("Invalid retry connection value '%s'", s.words[1])
-		}
+		setUnsigned(p, s, 0, math.MaxUint32, &c.retry, "Invalid retry connection value '%s'")
 	case "delay_before_retry":
-		if d, ok := p.timer(s, 1, 0, 0); ok {
-			c.delayBeforeRetry = d
-		} else {
-			p.errorf("Invalid delay_before_retry connection value '%s'", s.words[1])
-		}
+		p.setTimer(s, 0, 0, &c.delayBeforeRetry, "Invalid delay_before_retry connection value '%s'")
 	case "warmup":
-		if d, ok := p.timer(s, 1, 0, 0); ok {
-			c.warmup = d
-		} else {
-			p.errorf("Invalid warmup connection value '%s'", s.words[1])
-		}
+		p.setTimer(s, 0, 0, &c.warmup, "Invalid warmup connection value '%s'")
 	case "delay_loop":
-		if d, ok := p.timer(s, 1, 1, 0); ok {
-			c.delayLoop = d
-		} else {
-			p.errorf("delay_loop '%s' is invalid - ignoring", s.words[1])
-		}
+		p.setTimer(s, 1, 0, &c.delayLoop, "delay_loop '%s' is invalid - ignoring")
 	case "alpha":
 		if v, ok := p.boolArg(s, "alpha"); ok {
 			c.alpha = b2i(v)
@@ -1371,15 +1276,26 @@ func (p *parser) checkerCommon(c *Checker, s *node) bool {
 			c.LogAllFailures = v
 		}
 	case "rise":
-		if v, ok := p.unsigned(s, 1, 1, math.MaxInt32); ok {
-			c.rise = int(v)
-		} else {
-			p.errorf("gvs: rise %s invalid - ignoring", s.words[1])
-		}
+		setUnsigned(p, s, 1, math.MaxInt32, &c.rise, "gvs: rise %s invalid - ignoring")
 	default:
 		return false
 	}
 	return true
+}
+
+// checkerAddr sets *dst from connect_ip or bindto (s), which must be of
+// the family of other (named otherKw) when that is set.
+func (p *parser) checkerAddr(s *node, dst *netip.Addr, other netip.Addr, otherKw string) {
+	kw := s.words[0]
+	a, ok := parseAddr(p.arg(s, 1))
+	switch {
+	case !ok:
+		p.errorf("Invalid %s address %s - ignoring", kw, s.words[1])
+	case other.IsValid() && other.Is4() != a.Is4():
+		p.errorf("%s address %s does not match address family of %s - skipping", kw, s.words[1], otherKw)
+	default:
+		*dst = a
+	}
 }
 
 func (p *parser) httpStatement(c *Checker, s *node) {
@@ -1387,11 +1303,7 @@ func (p *parser) httpStatement(c *Checker, s *node) {
 	switch kw := s.words[0]; kw {
 	case "nb_get_retry":
 		p.errorf("nb_get_retry is deprecated - please use 'retry'")
-		if v, ok := p.unsigned(s, 1, 0, math.MaxUint32); ok {
-			c.retry = int(v)
-		} else {
-			p.errorf("Invalid nb_get_retry value '%s'", s.words[1])
-		}
+		setUnsigned(p, s, 0, math.MaxUint32, &c.retry, "Invalid nb_get_retry value '%s'")
 	case "virtualhost":
 		if len(s.words) < 2 {
 			p.errorf("HTTP_GET virtualhost name missing")

@@ -2,13 +2,11 @@ package keepalived
 
 import (
 	"bytes"
-	"fmt"
 	"io"
-	"net/netip"
 	"sort"
-	"strings"
 
 	"gvs/ipvs"
+	"gvs/ipvsadm"
 )
 
 // Service is one IPVS service a virtual_server creates: the block itself,
@@ -176,9 +174,7 @@ type SaveOptions struct {
 // of its services), which ipvsadm -R replays; with Sorted they are in
 // ipvsadm -S's own order. Like ipvsadm -S, thresholds (-x/-y) are not
 // printed.
-//
-// TODO(gvs): use the ipvsadm package's printer once it has moved out of
-// package ipvs.
+// The lines are those of package ipvsadm's printer.
 func WriteSave(w io.Writer, c *Config, o SaveOptions) error {
 	var b bytes.Buffer
 	svcs, order := c.programmed(o.State)
@@ -186,15 +182,15 @@ func WriteSave(w io.Writer, c *Config, o SaveOptions) error {
 		for _, op := range order {
 			s := svcs[op.svc]
 			if op.dest < 0 {
-				writeService(&b, &s.cfg)
+				ipvsadm.WriteServiceRule(&b, &s.cfg)
 			} else {
-				writeDest(&b, &s.cfg, &s.dests[op.dest])
+				ipvsadm.WriteDestRule(&b, &s.cfg, &s.dests[op.dest])
 			}
 		}
 	} else {
 		sort.SliceStable(svcs, func(i, j int) bool { return svcLess(&svcs[i].cfg, &svcs[j].cfg) })
 		for _, s := range svcs {
-			writeService(&b, &s.cfg)
+			ipvsadm.WriteServiceRule(&b, &s.cfg)
 			ds := append([]ipvs.DestConfig(nil), s.dests...)
 			sort.SliceStable(ds, func(i, j int) bool {
 				if c := ds[i].Addr.Compare(ds[j].Addr); c != 0 {
@@ -203,7 +199,7 @@ func WriteSave(w io.Writer, c *Config, o SaveOptions) error {
 				return ds[i].Port < ds[j].Port
 			})
 			for k := range ds {
-				writeDest(&b, &s.cfg, &ds[k])
+				ipvsadm.WriteDestRule(&b, &s.cfg, &ds[k])
 			}
 		}
 	}
@@ -303,99 +299,4 @@ func svcLess(a, b *ipvs.ServiceConfig) bool {
 		return c < 0
 	}
 	return a.Port < b.Port
-}
-
-func selector(k *ipvs.ServiceKey) string {
-	if k.FWMark != 0 {
-		if k.V6 {
-			return fmt.Sprintf("-f %d -6", k.FWMark)
-		}
-		return fmt.Sprintf("-f %d", k.FWMark)
-	}
-	var opt string
-	switch k.Proto {
-	case ipvs.ProtoTCP:
-		opt = "-t"
-	case ipvs.ProtoUDP:
-		opt = "-u"
-	case ipvs.ProtoSCTP:
-		opt = "--sctp-service"
-	default:
-		opt = "--xxx-service"
-	}
-	return opt + " " + netip.AddrPortFrom(k.Addr, k.Port).String()
-}
-
-func writeService(b *bytes.Buffer, c *ipvs.ServiceConfig) {
-	fmt.Fprintf(b, "-A %s -s %s", selector(&c.ServiceKey), c.Scheduler)
-	if c.Flags&ipvs.SvcPersistent != 0 {
-		fmt.Fprintf(b, " -p %d", c.Timeout)
-		v6 := c.FWMark != 0 && c.V6 || c.FWMark == 0 && c.Addr.Is6()
-		switch {
-		case v6 && c.Netmask != 128:
-			fmt.Fprintf(b, " -M %d", c.Netmask)
-		case !v6 && c.Netmask != 32:
-			m := uint32(0)
-			if c.Netmask > 0 {
-				m = ^uint32(0) << (32 - c.Netmask)
-			}
-			fmt.Fprintf(b, " -M %d.%d.%d.%d", m>>24, m>>16&0xff, m>>8&0xff, m&0xff)
-		}
-	}
-	if c.PE != "" {
-		fmt.Fprintf(b, " --pe %s", c.PE)
-	}
-	if c.Flags&ipvs.SvcOnePacket != 0 {
-		b.WriteString(" -o")
-	}
-	if f := c.Flags & ipvs.SvcSchedMask; f != 0 {
-		var names []string
-		if c.Scheduler == "sh" || c.Scheduler == "mh" {
-			if f&ipvs.SvcSched1 != 0 {
-				names = append(names, c.Scheduler+"-fallback")
-			}
-			if f&ipvs.SvcSched2 != 0 {
-				names = append(names, c.Scheduler+"-port")
-			}
-		} else {
-			for i, n := range [3]string{"flag-1", "flag-2", "flag-3"} {
-				if f&(ipvs.SvcSched1<<i) != 0 {
-					names = append(names, n)
-				}
-			}
-		}
-		if len(names) > 0 {
-			b.WriteString(" -b " + strings.Join(names, ","))
-		}
-	}
-	b.WriteByte('\n')
-}
-
-func writeDest(b *bytes.Buffer, c *ipvs.ServiceConfig, d *ipvs.DestConfig) {
-	fwd := "-g"
-	switch d.Method {
-	case ipvs.Masq:
-		fwd = "-m"
-	case ipvs.Tunnel:
-		fwd = "-i"
-	}
-	fmt.Fprintf(b, "-a %s -r %s %s -w %d", selector(&c.ServiceKey), netip.AddrPortFrom(d.Addr, d.Port), fwd, d.Weight)
-	if d.Method == ipvs.Tunnel {
-		csum := "--tun-nocsum"
-		switch d.TunFlags {
-		case ipvs.TunCsum:
-			csum = "--tun-csum"
-		case ipvs.TunRemCsum:
-			csum = "--tun-remcsum"
-		}
-		switch d.TunType {
-		case ipvs.TunIPIP:
-			b.WriteString(" --tun-type ipip")
-		case ipvs.TunGUE:
-			fmt.Fprintf(b, " --tun-type gue --tun-port %d %s", d.TunPort, csum)
-		case ipvs.TunGRE:
-			b.WriteString(" --tun-type gre " + csum)
-		}
-	}
-	b.WriteByte('\n')
 }

@@ -125,31 +125,14 @@ func (p *parser) validateVS(vs *VirtualServer, grp *Group) {
 		}
 		rs.Alpha = pick(rs.alpha, b2i(vs.Alpha)) == 1
 		rs.Inhibit = pick(rs.inhibit, b2i(vs.Inhibit)) == 1
-		if rs.retry < 0 {
-			rs.retry = vs.retry
-		}
-		if rs.connectTimeout < 0 {
-			rs.connectTimeout = vs.connectTimeout
-		}
-		if rs.delayLoop < 0 {
-			rs.delayLoop = vs.DelayLoop
-		}
-		if rs.warmup < 0 {
-			rs.warmup = vs.warmup
-		}
-		if rs.delayBeforeRetry < 0 {
-			rs.delayBeforeRetry = vs.delayBeforeRetry
-		}
-		if rs.weight < 0 {
-			rs.weight = vs.weight
-		}
-		if rs.rise < 0 {
-			rs.rise = vs.rise
-		}
-		rs.Slowstart = vs.Slowstart
-		if rs.slowstart >= 0 {
-			rs.Slowstart = rs.slowstart
-		}
+		rs.retry = pick(rs.retry, vs.retry)
+		rs.connectTimeout = pick(rs.connectTimeout, vs.connectTimeout)
+		rs.delayLoop = pick(rs.delayLoop, vs.DelayLoop)
+		rs.warmup = pick(rs.warmup, vs.warmup)
+		rs.delayBeforeRetry = pick(rs.delayBeforeRetry, vs.delayBeforeRetry)
+		rs.weight = pick(rs.weight, vs.weight)
+		rs.rise = pick(rs.rise, vs.rise)
+		rs.Slowstart = pick(rs.slowstart, vs.Slowstart)
 		if rs.VirtualHost == "" {
 			rs.VirtualHost = vs.VirtualHost
 		}
@@ -225,28 +208,10 @@ func (p *parser) validateVS(vs *VirtualServer, grp *Group) {
 	for _, rs := range vs.RealServers {
 		for _, c := range rs.Checkers {
 			c.Alpha = pick(c.alpha, b2i(rs.Alpha)) == 1
-			c.Retry = c.retry
-			if c.Retry < 0 {
-				c.Retry = rs.retry
-				if c.Retry < 0 {
-					c.Retry = c.defaultRetry
-				}
-			}
-			c.ConnectTimeout = c.connectTimeout
-			if c.ConnectTimeout < 0 {
-				c.ConnectTimeout = rs.connectTimeout
-			}
-			c.DelayLoop = c.delayLoop
-			if c.DelayLoop < 0 {
-				c.DelayLoop = rs.delayLoop
-			}
-			c.Warmup = c.warmup
-			if c.Warmup < 0 {
-				c.Warmup = rs.warmup
-				if c.Warmup < 0 {
-					c.Warmup = c.DelayLoop
-				}
-			}
+			c.Retry = pick(c.retry, pick(rs.retry, c.defaultRetry))
+			c.ConnectTimeout = pick(c.connectTimeout, rs.connectTimeout)
+			c.DelayLoop = pick(c.delayLoop, rs.delayLoop)
+			c.Warmup = pick(c.warmup, pick(rs.warmup, c.DelayLoop))
 			c.DelayBeforeRetry = c.delayBeforeRetry
 			if c.DelayBeforeRetry < 0 {
 				switch {
@@ -258,13 +223,7 @@ func (p *parser) validateVS(vs *VirtualServer, grp *Group) {
 					c.DelayBeforeRetry = c.DelayLoop
 				}
 			}
-			c.Rise = c.rise
-			if c.Rise < 0 {
-				c.Rise = rs.rise
-				if c.Rise < 0 {
-					c.Rise = 1
-				}
-			}
+			c.Rise = pick(c.rise, pick(rs.rise, 1))
 			if c.hasConn {
 				if !c.ConnectIP.IsValid() {
 					c.ConnectIP = rs.Dest.Addr
@@ -294,7 +253,8 @@ func groupHas4(g *Group) bool {
 	return false
 }
 
-func pick(v, def int) int {
+// pick is v as given, or def when v is unset (negative).
+func pick[T ~int | ~int64](v, def T) T {
 	if v < 0 {
 		return def
 	}

@@ -9,13 +9,12 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"gvs/internal/lab"
 )
 
 // Two network namespaces joined by a veth pair (m0 in the master's, b0
@@ -25,7 +24,6 @@ import (
 
 type netns struct {
 	name string
-	fd   int
 }
 
 func unavailable(tb testing.TB, format string, args ...any) {
@@ -41,23 +39,15 @@ func newNetns(tb testing.TB, prefix string) *netns {
 	tb.Helper()
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
-	n := &netns{name: prefix + hex.EncodeToString(rnd[:]), fd: -1}
+	n := &netns{name: prefix + hex.EncodeToString(rnd[:])}
 	if out, err := exec.Command("ip", "netns", "add", n.name).CombinedOutput(); err != nil {
 		unavailable(tb, "cannot create a network namespace: %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	tb.Cleanup(func() {
-		if n.fd >= 0 {
-			unix.Close(n.fd)
-		}
 		if out, err := exec.Command("ip", "netns", "del", n.name).CombinedOutput(); err != nil {
 			tb.Errorf("deleting netns %s: %v: %s", n.name, err, out)
 		}
 	})
-	fd, err := unix.Open("/run/netns/"+n.name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		tb.Fatalf("opening netns %s: %v", n.name, err)
-	}
-	n.fd = fd
 	return n
 }
 
@@ -71,28 +61,7 @@ func (n *netns) ip(tb testing.TB, args ...string) {
 
 // do runs fn on an OS thread inside the namespace.
 func (n *netns) do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer unix.Close(orig)
-		if err := unix.Setns(n.fd, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		err = fn()
-		if unix.Setns(orig, unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
+	return lab.Do(n.name, fn)
 }
 
 func pair(t *testing.T) (m, b *netns) {

@@ -19,19 +19,31 @@ func fileConn(fd int, name string) (net.Conn, error) {
 	return c, err
 }
 
-// openSendSocket is make_send_sock for an IPv4 group.
-func openSendSocket(cfg *Config, ifi *net.Interface) (net.Conn, error) {
+// udp4Socket opens the non-blocking UDP socket for cfg's IPv4 group.
+func udp4Socket(cfg *Config) (int, error) {
 	if !cfg.McastGroup.Is4() {
-		return nil, errNoIPv4
+		return -1, errNoIPv4
 	}
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.IPPROTO_UDP)
 	if err != nil {
-		return nil, fmt.Errorf("lvssync: socket: %w", err)
+		return -1, fmt.Errorf("lvssync: socket: %w", err)
 	}
-	fail := func(what string, err error) (net.Conn, error) {
-		unix.Close(fd)
-		return nil, fmt.Errorf("lvssync: %s: %w", what, err)
+	return fd, nil
+}
+
+// closeFail closes fd and reports what failed setting it up.
+func closeFail(fd int, what string, err error) (net.Conn, error) {
+	unix.Close(fd)
+	return nil, fmt.Errorf("lvssync: %s: %w", what, err)
+}
+
+// openSendSocket is make_send_sock for an IPv4 group.
+func openSendSocket(cfg *Config, ifi *net.Interface) (net.Conn, error) {
+	fd, err := udp4Socket(cfg)
+	if err != nil {
+		return nil, err
 	}
+	fail := func(what string, err error) (net.Conn, error) { return closeFail(fd, what, err) }
 	if err := unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_IF, &unix.IPMreqn{Ifindex: int32(ifi.Index)}); err != nil {
 		return fail("setting the outbound mcast interface", err)
 	}
@@ -71,17 +83,11 @@ func openSendSocket(cfg *Config, ifi *net.Interface) (net.Conn, error) {
 // bound to the interface and to group:port, member of the group on the
 // interface.
 func openReceiveSocket(cfg *Config, ifi *net.Interface) (net.Conn, error) {
-	if !cfg.McastGroup.Is4() {
-		return nil, errNoIPv4
-	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.IPPROTO_UDP)
+	fd, err := udp4Socket(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("lvssync: socket: %w", err)
+		return nil, err
 	}
-	fail := func(what string, err error) (net.Conn, error) {
-		unix.Close(fd)
-		return nil, fmt.Errorf("lvssync: %s: %w", what, err)
-	}
+	fail := func(what string, err error) (net.Conn, error) { return closeFail(fd, what, err) }
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
 		return fail("SO_REUSEADDR", err)
 	}

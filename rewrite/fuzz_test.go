@@ -2,14 +2,15 @@ package rewrite
 
 import (
 	"encoding/binary"
-	"fmt"
 	"testing"
+
+	"gvs/internal/oracle"
 )
 
 // FuzzRewrite: on any frame Decode accepts, every rewrite — NAT in and
 // out, DR, IPIP encapsulation (TUN) and the ICMP-error rewrites of the
-// quoted packet — keeps the frame consistent. Oracles, with an RFC 1071
-// sum written in this file (not package checksum):
+// quoted packet — keeps the frame consistent. Oracles, with the RFC 1071
+// sum of internal/oracle (not package checksum):
 //
 //   - the (outer) IPv4 header checksum is valid and the TTL is the input's
 //     minus one (TUN: the inner TTL; the outer TTL is the inner's);
@@ -69,7 +70,7 @@ func checkRewrite(t testing.TB, frame []byte, addr uint32, port uint16, op uint8
 		if p.Proto == ProtoUDP {
 			n = udpFieldLen(g[p.L4:p.End])
 		}
-		binary.BigEndian.PutUint16(g[p.L4Csum:], sum1071(nil, pseudo4(g[p.L3:], p.Proto, n)))
+		binary.BigEndian.PutUint16(g[p.L4Csum:], oracle.Sum1071(nil, oracle.Pseudo4(g[p.L3:], p.Proto, n)))
 		partial = true
 	}
 	in := clone(g)
@@ -104,7 +105,7 @@ func checkRewrite(t testing.TB, frame []byte, addr uint32, port uint16, op uint8
 		fault(out, &p)
 	}
 	ip := out[p.L3:]
-	if sum1071(ip[:IPv4(ip).HeaderLen()], 0) != 0xffff {
+	if oracle.Sum1071(ip[:IPv4(ip).HeaderLen()], 0) != 0xffff {
 		t.Fatal("IPv4 header checksum invalid")
 	}
 	fwd := ip // the forwarded packet (TUN: the inner one)
@@ -124,7 +125,7 @@ func checkRewrite(t testing.TB, frame []byte, addr uint32, port uint16, op uint8
 		if o.TTL() != IPv4(fwd).TTL() {
 			t.Fatalf("outer TTL %d, inner %d", o.TTL(), IPv4(fwd).TTL())
 		}
-		if sum1071(fwd[:IPv4(fwd).HeaderLen()], 0) != 0xffff {
+		if oracle.Sum1071(fwd[:IPv4(fwd).HeaderLen()], 0) != 0xffff {
 			t.Fatal("inner IPv4 header checksum invalid")
 		}
 	}
@@ -189,10 +190,10 @@ func checkRewrite(t testing.TB, frame []byte, addr uint32, port uint16, op uint8
 		copy(b0[outerOff:outerOff+4], a[:])
 		q := p.Inner.L3 - p.L3
 		qi := p.Inner.L4 - p.L3
-		if sum1071(fwd[l4:], 0) != 0xffff {
+		if oracle.Sum1071(fwd[l4:], 0) != 0xffff {
 			t.Fatal("ICMP checksum invalid")
 		}
-		if sum1071(fwd[q:q+p.Inner.IHL], 0) != 0xffff {
+		if oracle.Sum1071(fwd[q:q+p.Inner.IHL], 0) != 0xffff {
 			t.Fatal("quoted IPv4 header checksum invalid")
 		}
 		copy(b0[q+innerOff:q+innerOff+4], a[:])
@@ -214,12 +215,12 @@ func checkRewrite(t testing.TB, frame []byte, addr uint32, port uint16, op uint8
 				} else {
 					var s1, s2 uint32 = uint32(^newC), uint32(^oldC)
 					for _, w := range [][]byte{inIP[q+innerOff : q+innerOff+4], inIP[qi+portOff : qi+portOff+2]} {
-						s1 += uint32(sum1071(w, 0))
+						s1 += uint32(oracle.Sum1071(w, 0))
 					}
 					for _, w := range [][]byte{fwd[q+innerOff : q+innerOff+4], fwd[qi+portOff : qi+portOff+2]} {
-						s2 += uint32(sum1071(w, 0))
+						s2 += uint32(oracle.Sum1071(w, 0))
 					}
-					if x, y := sum1071(nil, s1), sum1071(nil, s2); x != y && !(x|y == 0xffff && x&y == 0) {
+					if x, y := oracle.Sum1071(nil, s1), oracle.Sum1071(nil, s2); x != y && !(x|y == 0xffff && x&y == 0) {
 						t.Fatalf("quoted checksum %#04x -> %#04x does not match the rewrite", oldC, newC)
 					}
 				}
@@ -233,31 +234,6 @@ func checkRewrite(t testing.TB, frame []byte, addr uint32, port uint16, op uint8
 	}
 }
 
-// sum1071 is the RFC 1071 one's complement sum of b, folded, starting
-// from s.
-func sum1071(b []byte, s uint32) uint16 {
-	for len(b) >= 2 {
-		s += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		s += uint32(b[0]) << 8
-	}
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return uint16(s)
-}
-
-// pseudo4 is the pseudo-header sum of the IPv4 packet ip.
-func pseudo4(ip []byte, proto uint8, l4len int) uint32 {
-	var s uint32
-	for i := 12; i < 20; i += 2 {
-		s += uint32(ip[i])<<8 | uint32(ip[i+1])
-	}
-	return s + uint32(proto) + uint32(l4len)
-}
-
 // l4Verifies checks the TCP/UDP checksum of the IPv4 packet ip whose
 // transport header starts at l4. A UDP checksum covers the datagram by
 // its own length field (RFC 768), which may be less than the IP payload.
@@ -269,7 +245,7 @@ func l4Verifies(ip []byte, proto uint8, l4 int) bool {
 		}
 		seg = seg[:udpFieldLen(seg)]
 	}
-	return sum1071(seg, pseudo4(ip, proto, len(seg))) == 0xffff
+	return oracle.Sum1071(seg, oracle.Pseudo4(ip, proto, len(seg))) == 0xffff
 }
 
 // udpFieldLen is the UDP length field of seg, bounded by len(seg).
@@ -314,46 +290,18 @@ func TestFuzzRewriteOraclesFail(t *testing.T) {
 		}},
 	}
 	for _, tt := range tests {
-		rec := &fatalRecorder{T: t}
-		msg := rec.catch(func() { checkRewrite(rec, tt.frame, 0xc6130002, 8080, tt.op, tt.fault) })
+		rec := &oracle.Recorder{T: t}
+		msg := rec.Catch(func() { checkRewrite(rec, tt.frame, 0xc6130002, 8080, tt.op, tt.fault) })
 		if msg == "" {
 			t.Errorf("%s: no oracle failed", tt.name)
 		} else {
 			t.Logf("%s: %s", tt.name, msg)
 		}
 	}
-	rec := &fatalRecorder{T: t}
+	rec := &oracle.Recorder{T: t}
 	for _, tt := range tests {
-		if msg := rec.catch(func() { checkRewrite(rec, tt.frame, 0xc6130002, 8080, tt.op, nil) }); msg != "" {
+		if msg := rec.Catch(func() { checkRewrite(rec, tt.frame, 0xc6130002, 8080, tt.op, nil) }); msg != "" {
 			t.Errorf("%s without a fault: %s", tt.name, msg)
 		}
 	}
-}
-
-// fatalRecorder records a Fatal instead of failing.
-type fatalRecorder struct {
-	*testing.T
-	msg string
-}
-
-func (f *fatalRecorder) Fatalf(format string, a ...any) {
-	f.msg = fmt.Sprintf(format, a...)
-	panic(f)
-}
-
-func (f *fatalRecorder) Fatal(a ...any) {
-	f.msg = fmt.Sprint(a...)
-	panic(f)
-}
-
-func (f *fatalRecorder) catch(fn func()) (msg string) {
-	f.msg = ""
-	defer func() {
-		if r := recover(); r != nil && r != any(f) {
-			panic(r)
-		}
-		msg = f.msg
-	}()
-	fn()
-	return ""
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/netip"
 	"os/signal"
 	"runtime"
@@ -19,7 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"gvs/checksum"
-	"gvs/forwarder/ring"
+	"gvs/internal/txgen"
 )
 
 // The paced generator.
@@ -86,20 +85,8 @@ func (s udpStream) frame(b []byte, sport uint16) int {
 		return 0
 	}
 	b = b[:n]
-	copy(b[0:6], s.DstMAC)
-	copy(b[6:12], s.SrcMAC)
-	binary.BigEndian.PutUint16(b[12:14], 0x0800)
-	ip := b[14:34]
 	src, dst := s.Src.As4(), s.Dst.As4()
-	ipLen := n - 14
-	ip[0], ip[1] = 0x45, 0
-	binary.BigEndian.PutUint16(ip[2:4], uint16(ipLen))
-	binary.BigEndian.PutUint32(ip[4:8], 0x00004000) // id 0, DF
-	ip[8], ip[9] = 64, 17
-	ip[10], ip[11] = 0, 0
-	copy(ip[12:16], src[:])
-	copy(ip[16:20], dst[:])
-	binary.BigEndian.PutUint16(ip[10:12], checksum.Checksum(ip, 0))
+	txgen.PutEthIPv4(b, s.DstMAC, s.SrcMAC, src, dst, 17, 0, n-14)
 	udp := b[34:n]
 	binary.BigEndian.PutUint16(udp[0:2], sport)
 	binary.BigEndian.PutUint16(udp[2:4], s.DstPort)
@@ -165,11 +152,11 @@ func parseGenFlags(args []string, stderr io.Writer) (genFlags, error) {
 	case f.s.FrameLen < headerLen || f.s.FrameLen > 1514:
 		return f, fmt.Errorf("-len %d out of range %d..1514", f.s.FrameLen, headerLen)
 	}
-	if f.s.SrcMAC, err = net.ParseMAC(*srcMAC); err != nil || len(f.s.SrcMAC) != 6 {
-		return f, fmt.Errorf("-src-mac %q: not an Ethernet MAC", *srcMAC)
+	if f.s.SrcMAC, err = txgen.ParseMAC("src-mac", *srcMAC); err != nil {
+		return f, err
 	}
-	if f.s.DstMAC, err = net.ParseMAC(*dstMAC); err != nil || len(f.s.DstMAC) != 6 {
-		return f, fmt.Errorf("-dst-mac %q: not an Ethernet MAC", *dstMAC)
+	if f.s.DstMAC, err = txgen.ParseMAC("dst-mac", *dstMAC); err != nil {
+		return f, err
 	}
 	if f.s.Src, err = netip.ParseAddr(*src); err != nil || !f.s.Src.Is4() {
 		return f, fmt.Errorf("-src %q: want an IPv4 address", *src)
@@ -190,16 +177,7 @@ func runGen(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ifc, err := net.InterfaceByName(f.dev)
-	if err != nil {
-		return err
-	}
-	cfg := ring.DefaultTXConfig()
-	cfg.FlushEvery = -1
-	cfg.FrameSize = 256
-	cfg.BlockSize = 4096
-	cfg.FrameCount = 4 * genMaxBatch
-	tx, err := ring.OpenTX(ifc.Index, &cfg)
+	tx, err := txgen.Open(f.dev, 4*genMaxBatch)
 	if err != nil {
 		return err
 	}
@@ -245,10 +223,7 @@ func runGen(args []string, stdout, stderr io.Writer) error {
 		// EINTR (a signal) ends the sleep early; the loop checks ctx.
 		_ = unix.Nanosleep(&ts, nil)
 	}
-	for i := 0; i < 100 && tx.Pending() > 0; i++ {
-		_ = tx.Flush()
-		time.Sleep(time.Millisecond)
-	}
+	txgen.Drain(tx)
 	el := time.Since(p.start)
 	st := tx.Stats()
 	fmt.Fprintf(stdout, "gen: %d frames sent, %d kernel-accepted, %d ring-full drops, %d kicks\n", sent, st.Frames, full, st.Kicks)

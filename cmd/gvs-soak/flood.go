@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"gvs/checksum"
-	"gvs/forwarder/ring"
+	"gvs/internal/txgen"
 )
 
 // The SYN flood: `gvs-soak flood`, run inside the attacker's namespace as a
@@ -44,20 +44,8 @@ type synSpec struct {
 // The IPv4 and TCP checksums are computed.
 func (s *synSpec) synFrame(b []byte, src netip.Addr, sport, dport uint16, seq uint32) int {
 	b = b[:synLen]
-	copy(b[0:6], s.DstMAC)
-	copy(b[6:12], s.SrcMAC)
-	binary.BigEndian.PutUint16(b[12:14], 0x0800)
-	ip := b[14:34]
 	sa, da := src.As4(), s.VIP.As4()
-	ip[0], ip[1] = 0x45, 0
-	binary.BigEndian.PutUint16(ip[2:4], 20+24)
-	binary.BigEndian.PutUint16(ip[4:6], uint16(seq))
-	binary.BigEndian.PutUint16(ip[6:8], 0x4000) // DF
-	ip[8], ip[9] = 64, 6
-	ip[10], ip[11] = 0, 0
-	copy(ip[12:16], sa[:])
-	copy(ip[16:20], da[:])
-	binary.BigEndian.PutUint16(ip[10:12], checksum.Checksum(ip, 0))
+	txgen.PutEthIPv4(b, s.DstMAC, s.SrcMAC, sa, da, 6, uint16(seq), 20+24)
 	tcp := b[34:58]
 	binary.BigEndian.PutUint16(tcp[0:2], sport)
 	binary.BigEndian.PutUint16(tcp[2:4], dport)
@@ -140,11 +128,11 @@ func parseFloodFlags(args []string, stderr io.Writer) (floodFlags, error) {
 	case f.duration <= 0 || f.duration > maxDuration:
 		return f, fmt.Errorf("-duration %v: want 0 < d <= %v", f.duration, maxDuration)
 	}
-	if f.spec.SrcMAC, err = net.ParseMAC(*srcMAC); err != nil || len(f.spec.SrcMAC) != 6 {
-		return f, fmt.Errorf("-src-mac %q: not an Ethernet MAC", *srcMAC)
+	if f.spec.SrcMAC, err = txgen.ParseMAC("src-mac", *srcMAC); err != nil {
+		return f, err
 	}
-	if f.spec.DstMAC, err = net.ParseMAC(*dstMAC); err != nil || len(f.spec.DstMAC) != 6 {
-		return f, fmt.Errorf("-dst-mac %q: not an Ethernet MAC", *dstMAC)
+	if f.spec.DstMAC, err = txgen.ParseMAC("dst-mac", *dstMAC); err != nil {
+		return f, err
 	}
 	if f.spec.Spoof, err = netip.ParsePrefix(*spoof); err != nil || !f.spec.Spoof.Addr().Is4() || f.spec.Spoof.Bits() > 30 {
 		return f, fmt.Errorf("-spoof %q: want an IPv4 network of at least 4 addresses", *spoof)
@@ -169,16 +157,7 @@ func runFlood(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ifc, err := net.InterfaceByName(f.dev)
-	if err != nil {
-		return err
-	}
-	cfg := ring.DefaultTXConfig()
-	cfg.FlushEvery = -1
-	cfg.FrameSize = 256
-	cfg.BlockSize = 4096
-	cfg.FrameCount = 1024
-	tx, err := ring.OpenTX(ifc.Index, &cfg)
+	tx, err := txgen.Open(f.dev, 1024)
 	if err != nil {
 		return err
 	}
@@ -230,10 +209,7 @@ func runFlood(args []string, stdout, stderr io.Writer) error {
 			_ = tx.Flush()
 		}
 	}
-	for i := 0; i < 100 && tx.Pending() > 0; i++ {
-		_ = tx.Flush()
-		time.Sleep(time.Millisecond)
-	}
+	txgen.Drain(tx)
 	el := time.Since(start)
 	fmt.Fprintf(stdout, "flood: sent %d frames in %v (%.0f/s), kernel accepted %d\n",
 		sent, el.Round(time.Millisecond), float64(sent)/el.Seconds(), tx.Stats().Frames)

@@ -9,11 +9,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"gvs/internal/lab"
 )
 
 // Test network namespaces.
@@ -46,7 +45,6 @@ func unavailable(tb testing.TB, format string, args ...any) {
 // testNet is a private network namespace with veth pairs.
 type testNet struct {
 	name string
-	fd   int
 }
 
 // link describes one interface of a testNet.
@@ -69,23 +67,15 @@ func newTestNet(tb testing.TB, pairs ...[2]string) *testNet {
 	}
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
-	n := &testNet{name: "gvsring-" + hex.EncodeToString(rnd[:]), fd: -1}
+	n := &testNet{name: "gvsring-" + hex.EncodeToString(rnd[:])}
 	if out, err := exec.Command("ip", "netns", "add", n.name).CombinedOutput(); err != nil {
 		unavailable(tb, "cannot create a network namespace: %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	tb.Cleanup(func() {
-		if n.fd >= 0 {
-			unix.Close(n.fd)
-		}
 		if out, err := exec.Command("ip", "netns", "del", n.name).CombinedOutput(); err != nil {
 			tb.Errorf("deleting netns %s: %v: %s", n.name, err, out)
 		}
 	})
-	fd, err := unix.Open("/run/netns/"+n.name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		tb.Fatalf("opening netns %s: %v", n.name, err)
-	}
-	n.fd = fd
 	for k, p := range pairs {
 		n.ip(tb, "link", "add", p[0], "type", "veth", "peer", "name", p[1])
 		for j, l := range p {
@@ -108,28 +98,7 @@ func (n *testNet) ip(tb testing.TB, args ...string) {
 
 // do runs fn on an OS thread that is inside the namespace.
 func (n *testNet) do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("opening the current netns: %w", err)
-			return
-		}
-		defer unix.Close(orig)
-		if err := unix.Setns(n.fd, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("setns into %s: %w", n.name, err)
-			return
-		}
-		err = fn()
-		if unix.Setns(orig, unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		} // else: the thread stays locked and dies with this goroutine
-		errc <- err
-	}()
-	return <-errc
+	return lab.Do(n.name, fn)
 }
 
 // link looks up an interface inside the namespace.
