@@ -226,7 +226,9 @@ func (d *Daemon) closeXDP() error {
 
 // syncXDP gives the XDP programs the rules of der: the nftables ingress
 // drops' matches (a service's VIP:port on the VIP interface, a masqueraded
-// real server's address:port as source on the DIP interface), ICMP errors
+// real server's address:port as source on the DIP interface; their Frags
+// rules select every fragment, first included, of the service's protocol
+// to the VIP or from the real server, for the pipeline's reassembly), ICMP errors
 // to a VIP, and every ICMP error on the DIP interface (the TPACKET filters'
 // sets). d.mu is held.
 func (d *Daemon) syncXDP(der Derived) error {
@@ -253,7 +255,7 @@ func (d *Daemon) syncXDP(der Derived) error {
 			protos = []ipvs.Protocol{ipvs.ProtoTCP, ipvs.ProtoUDP}
 		}
 		for _, p := range protos {
-			rules[s] = append(rules[s], xdp.Rule{Dst: r.Dir == kernel.MatchDst, Addr: r.Addr, Proto: uint8(p), Port: r.Port})
+			rules[s] = append(rules[s], xdp.Rule{Dst: r.Dir == kernel.MatchDst, Frags: r.Frags, Addr: r.Addr, Proto: uint8(p), Port: r.Port})
 		}
 	}
 	for _, a := range der.VIPs {
@@ -350,13 +352,7 @@ func (x *xskIO) expire(w *worker) {
 		if res.Action != forwarder.Reply || uint(res.Link) > 1 || len(res.Frame) > x.maxFrame[res.Link] {
 			continue
 		}
-		a, ok := x.umem.Alloc()
-		if !ok {
-			w.c.TXFull.Add(1)
-			continue
-		}
-		fb, _ := x.umem.Frame(a)
-		x.send(w, res.Link, a, copy(fb, res.Frame))
+		x.sendCopy(w, res.Link, res.Frame)
 		sent = true
 	}
 	if sent {
@@ -422,6 +418,16 @@ func (x *xskIO) handle(w *worker, d unix.XDPDesc, side int, now int64) {
 		x.umem.Free(d.Addr)
 		return
 	}
+	if res.Frags != 0 {
+		// IPv4 fragments in the pipeline's scratch space (a reassembled
+		// datagram, or a packet too big for the egress MTU), as
+		// worker.handle sends them: each copied into a free frame.
+		x.umem.Free(d.Addr)
+		for i := range int(res.Frags) {
+			x.sendCopy(w, res.Link, w.fw.Fragment(i))
+		}
+		return
+	}
 	if len(res.Frame) > x.maxFrame[res.Link] {
 		w.c.Oversize.Add(1)
 		x.umem.Free(d.Addr)
@@ -434,13 +440,23 @@ func (x *xskIO) handle(w *worker, d unix.XDPDesc, side int, now int64) {
 	}
 	// A reply in the pipeline's scratch space.
 	x.umem.Free(d.Addr)
+	x.sendCopy(w, res.Link, res.Frame)
+}
+
+// sendCopy copies frame (not in the UMEM: the pipeline's scratch space)
+// into a free UMEM frame and queues it on side's TX ring.
+func (x *xskIO) sendCopy(w *worker, side int, frame []byte) {
+	if len(frame) > x.maxFrame[side] {
+		w.c.Oversize.Add(1)
+		return
+	}
 	a, ok := x.umem.Alloc()
 	if !ok {
 		w.c.TXFull.Add(1)
 		return
 	}
 	fb, _ := x.umem.Frame(a)
-	x.send(w, res.Link, a, copy(fb, res.Frame))
+	x.send(w, side, a, copy(fb, frame))
 }
 
 // send queues the UMEM frame at addr on side's TX ring, kicking the kernel

@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/safchain/ethtool"
 	"golang.org/x/sys/unix"
 
 	"gvs/internal/frames"
@@ -68,9 +70,7 @@ func TestFragmentedUDPNAT(t *testing.T) {
 	lab.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
-	d := newDirectorLab(t, ctx, lab.Options{}, func(vip string) string {
-		return fmt.Sprintf("-A -u %[1]s:53 -s rr\n-a -u %[1]s:53 -r 198.18.2.11:9000 -m -w 1\n", vip)
-	})
+	d := newDirectorLab(t, ctx, lab.Options{}, fragmentedNATRules)
 	gvsd, _ := binaries(t)
 	if b := os.Getenv("GVS_E2E_GVSD"); b != "" {
 		gvsd = b
@@ -89,7 +89,111 @@ func TestFragmentedUDPNAT(t *testing.T) {
 	if _, err := p.WaitFor(ctx, "gvsd ready"); err != nil {
 		t.Fatal(err)
 	}
+	fragmentedEcho(t, ctx, d)
+	stopAndCheck(t, d)
+}
 
+// fragmentedNATRules is TestFragmentedUDPNAT's service: UDP VIP:53 to one
+// NAT real server's echo (r1).
+func fragmentedNATRules(vip string) string {
+	return fmt.Sprintf("-A -u %[1]s:53 -s rr\n-a -u %[1]s:53 -r 198.18.2.11:9000 -m -w 1\n", vip)
+}
+
+// TestAFXDPFragmentedUDPNAT is TestFragmentedUDPNAT under --io afxdp (XDP
+// native and generic), and with --xdp-fastpath once the fast path takes
+// the flow's small datagrams: the XDP program must give the pipeline
+// every fragment, first and later, on both interfaces (never the kernel,
+// whose copies the nftables table drops, nor the fast path), and the
+// worker must send every fragment of the reassembled datagram.
+func TestAFXDPFragmentedUDPNAT(t *testing.T) {
+	lab.Require(t)
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"native", []string{"--xdp-mode", "native"}},
+		{"generic", []string{"--xdp-mode", "generic"}},
+		{"fastpath", []string{"--xdp-mode", "native", "--xdp-fastpath"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+			defer cancel()
+			d := startXDPDirector(t, ctx, lab.Options{}, fragmentedNATRules, nil, append(c.args, "--workers", "1")...)
+			requireXDP(t, d, c.args[1])
+			if c.name == "fastpath" {
+				fastPathOn(t, ctx, d)
+				// The flow's steady datagrams: installed, then the
+				// fast path's.
+				for i := 0; i < 3; i++ {
+					if got := udpEcho(t, ctx, d, 53, "steady"); got != "r1 steady" {
+						t.Fatalf("small datagram: %q", got)
+					}
+				}
+			}
+			fragmentedEcho(t, ctx, d)
+			if c.name == "fastpath" {
+				fastUDPTaken(t, ctx, d)
+			}
+			stopAndCheck(t, d)
+		})
+	}
+}
+
+// fastPathOn turns GRO on on the director's veth peers, so that they take
+// the XDP program's redirected frames, and waits for gvsd to notice
+// (TestXDPFastPathNAT).
+func fastPathOn(t *testing.T, ctx context.Context, d *director) {
+	t.Helper()
+	for _, name := range []string{"dv-" + d.l.Suffix(), "dd-" + d.l.Suffix()} {
+		err := lab.Do(d.l.BridgeNS(), func() error {
+			e, err := ethtool.NewEthtool()
+			if err != nil {
+				return err
+			}
+			defer e.Close()
+			return e.Change(name, map[string]bool{"rx-gro": true})
+		})
+		if err != nil {
+			t.Fatalf("GRO on %s: %v", name, err)
+		}
+	}
+	for !strings.Contains(d.gvsd.Output(), "XDP fast path: interface takes redirected frames") {
+		if ctx.Err() != nil {
+			t.Fatal("gvsd did not notice GRO on the veth peers")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// fastUDPTaken checks that the fast path forwarded some of the UDP
+// service's packets: -Ln --stats counts more than gvsd's sockets received
+// (its last stats line, a second on).
+func fastUDPTaken(t *testing.T, ctx context.Context, d *director) {
+	t.Helper()
+	time.Sleep(2500 * time.Millisecond) // a fold and a stats line
+	stats, err := d.l.Run(ctx, d.l.Director().NS, adminBin, "-Ln", "--stats", "--exact")
+	if err != nil {
+		t.Fatalf("%v: %s", err, stats)
+	}
+	var in, out uint64
+	for _, line := range strings.Split(stats, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 7 && f[0] == "UDP" && strings.HasSuffix(f[1], ":53") {
+			in, _ = strconv.ParseUint(f[3], 10, 64)
+			out, _ = strconv.ParseUint(f[4], 10, 64)
+		}
+	}
+	_, _, rx := fastPathCounts(t, ctx, d)
+	if in+out <= rx {
+		t.Errorf("UDP service counted %d+%d packets, gvsd's sockets received %d: the fast path took none", in, out, rx)
+	}
+}
+
+// fragmentedEcho sends a 4000-byte datagram to the VIP's UDP port 53 (the
+// client's kernel fragments it) and checks the 4003-byte answer from r1
+// comes back whole, fragments crossing the director both ways.
+func fragmentedEcho(t *testing.T, ctx context.Context, d *director) {
+	t.Helper()
 	cns := d.l.Clients()[0].NS
 	// A small datagram first: neighbours resolved, the path known good.
 	if got := udpEcho(t, ctx, d, 53, "small"); got != "r1 small" {
@@ -133,7 +237,6 @@ func TestFragmentedUDPNAT(t *testing.T) {
 	if n := after["ReasmOKs"] - before["ReasmOKs"]; n < 1 {
 		t.Errorf("client reassembled %d datagrams, want the fragmented answer", n)
 	}
-	stopAndCheck(t, d)
 }
 
 // TestAFXDPReassemblyTimeout: under --io afxdp the worker loop expires
@@ -211,4 +314,103 @@ func TestAFXDPReassemblyTimeout(t *testing.T) {
 		break
 	}
 	stopAndCheck(t, d)
+}
+
+// TestFragmentsEgressMTU: with a server LAN of MTU 1280 (the client's is
+// 1500) the director sends what is too big for it as the kernel would,
+// alike on TPACKET and AF_XDP: a reassembled 4000-byte datagram and its
+// answer leave in fragments of at most 1280 bytes; an unfragmented
+// 1400-byte datagram without DF is fragmented (every fragment sent, the
+// echo comes back); with DF the client gets ICMP fragmentation needed
+// with MTU 1280 (its route's path MTU drops to it).
+func TestFragmentsEgressMTU(t *testing.T) {
+	lab.Require(t)
+	opts := lab.Options{ServerMTU: 1280}
+	for _, io := range []string{"tpacket", "afxdp"} {
+		t.Run(io, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+			defer cancel()
+			var d *director
+			if io == "tpacket" {
+				d = startDirector(t, ctx, opts, fragmentedNATRules)
+			} else {
+				d = startXDPDirector(t, ctx, opts, fragmentedNATRules, nil, "--xdp-mode", "generic")
+				requireXDP(t, d, "generic")
+			}
+			fragmentedEcho(t, ctx, d)
+
+			msg := bytes.Repeat([]byte("m"), 1400)
+			c := dialPMTU(t, ctx, d, unix.IP_PMTUDISC_DONT)
+			defer c.Close()
+			buf := make([]byte, 4096)
+			var got []byte
+			for try := 0; try < 3 && got == nil; try++ {
+				if _, err := c.Write(msg); err != nil {
+					t.Fatal(err)
+				}
+				c.SetReadDeadline(time.Now().Add(2 * time.Second))
+				if n, err := c.Read(buf); err == nil {
+					got = buf[:n]
+				}
+			}
+			if want := append([]byte("r1 "), msg...); !bytes.Equal(got, want) {
+				t.Errorf("1400-byte datagram without DF: answer of %d bytes, want %d", len(got), len(want))
+			}
+
+			df := dialPMTU(t, ctx, d, unix.IP_PMTUDISC_DO)
+			defer df.Close()
+			mtu := 0
+			for try := 0; try < 3 && mtu != 1280; try++ {
+				if _, err := df.Write(msg); err != nil && !errors.Is(err, unix.EMSGSIZE) {
+					t.Fatal(err)
+				}
+				df.SetReadDeadline(time.Now().Add(time.Second))
+				df.Read(buf) // EMSGSIZE once the ICMP error came
+				mtu = ipMTU(t, df)
+			}
+			if mtu != 1280 {
+				t.Errorf("1400-byte datagram with DF: the client's path MTU is %d, want 1280 (ICMP fragmentation needed)", mtu)
+			}
+			stopAndCheck(t, d)
+		})
+	}
+}
+
+// dialPMTU dials the VIP's UDP port 53 from the client with
+// IP_MTU_DISCOVER set to pmtu.
+func dialPMTU(t *testing.T, ctx context.Context, d *director, pmtu int) *net.UDPConn {
+	t.Helper()
+	c, err := lab.Dial(ctx, d.l.Clients()[0].NS, "udp4", fmt.Sprintf("%s:53", d.l.VIP()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := c.(*net.UDPConn)
+	rc, err := u.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, pmtu)
+	}); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	return u
+}
+
+// ipMTU is the connected socket's path MTU (IP_MTU).
+func ipMTU(t *testing.T, c *net.UDPConn) int {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mtu int
+	var gerr error
+	if err := rc.Control(func(fd uintptr) {
+		mtu, gerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU)
+	}); err != nil || gerr != nil {
+		t.Fatal(err, gerr)
+	}
+	return mtu
 }

@@ -228,7 +228,7 @@ func PlanFor(k *FlowKey, out []byte, method uint8, ifindex, mtu int) (p FlowPlan
 // protocol (TCP or UDP); a miss jumps to miss with R6-R9 as they were. In
 // C:
 //
-//	if (ip.ver_ihl != 0x45 || ip.MF || eth.src & 1 || ip.ttl <= 1) goto miss;
+//	if (ip.ver_ihl != 0x45 || ip.frag_off & (MF|0x1fff) || eth.src & 1 || ip.ttl <= 1) goto miss;
 //	if (data + 14 + ip.tot_len > end) goto miss;
 //	TCP: tot_len >= 40, 20 <= doff*4 <= tot_len-20, ACK && !(SYN|FIN|RST)
 //	UDP: 8 <= ulen <= tot_len-20, csum != 0
@@ -272,8 +272,11 @@ func fastPath(flowsFD int, miss string) asm.Instructions {
 	p := asm.Instructions{
 		asm.LoadMem(asm.R1, asm.R7, ip, asm.Byte).WithSymbol("fast"),
 		asm.JNE.Imm(asm.R1, 0x45, miss),
-		asm.LoadMem(asm.R1, asm.R7, ip+6, asm.Byte),
-		asm.And.Imm(asm.R1, 0x20), // MF
+		// Unfragmented only: MF clear, offset 0 (the caller sends
+		// fragments to the pipeline before; kept as the fast path's own
+		// rule). Network order 0x3fff, loaded little-endian.
+		asm.LoadMem(asm.R1, asm.R7, ip+6, asm.Half),
+		asm.And.Imm(asm.R1, 0xff3f),
 		asm.JNE.Imm(asm.R1, 0, miss),
 		asm.LoadMem(asm.R1, asm.R7, 6, asm.Byte),
 		asm.And.Imm(asm.R1, 1), // a group source MAC: a martian

@@ -351,3 +351,71 @@ func TestFastPathDeclines(t *testing.T) {
 		}
 	}
 }
+
+// TestFastPathFragments: a flow with a fast-path plan still sends its
+// fragments (first, middle, last) to the AF_XDP socket, untouched and not
+// counted, for the pipeline's reassembly; only its unfragmented packets
+// take the fast path.
+func TestFastPathFragments(t *testing.T) {
+	ours := frames.MAC{0x02, 0, 0, 0, 0, 1}
+	bed := newFastBed(t, ours)
+	client, vip := netip.MustParseAddr("198.18.0.99"), netip.MustParseAddr("198.18.0.10")
+	if err := bed.progs[ours].SetRules([]Rule{
+		{Dst: true, Addr: vip, Proto: protoUDP, Port: 53},
+		{Frags: true, Dst: true, Addr: vip, Proto: protoUDP},
+	}, false); err != nil {
+		t.Fatal(err)
+	}
+	l2 := frames.L2{Src: frames.MAC{0x02, 0, 0, 0, 0, 9}, Dst: ours}
+	dgram := frames.UDP(l2, frames.IP{Src: client, Dst: vip, TTL: 64, ID: 77}, frames.UDPDgram{SrcPort: 5000, DstPort: 53, Payload: make([]byte, 64)})
+	key, steady, ok := FrameKey(dgram)
+	if !ok || !steady {
+		t.Fatal("a UDP datagram is a steady packet")
+	}
+	out := bytes.Clone(dgram)
+	copy(out[30:34], []byte{198, 19, 0, 2})
+	plan, ok := PlanFor(&key, out, FastNATIn, 7, 1500)
+	if !ok {
+		t.Fatal("no plan")
+	}
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	plan.Seen, plan.Timeout = uint64(ts.Nano()), uint64(time.Hour)
+	if _, err := bed.flows.Install(&key, &plan); err != nil {
+		t.Fatal(err)
+	}
+	packets := func() uint64 {
+		var p FlowPlan
+		if !bed.flows.Lookup(&key, &p) {
+			t.Fatal("plan gone")
+		}
+		return p.Packets
+	}
+	// The unfragmented datagram: the fast path's (rewritten, counted).
+	if v, x := bed.run(t, dgram); v != xdpRedirect || bytes.Equal(x[:len(dgram)], dgram) || packets() != 1 {
+		t.Fatalf("unfragmented datagram: verdict %d, rewritten %v, %d packets; want the fast path", v, !bytes.Equal(x[:len(dgram)], dgram), packets())
+	}
+	for _, c := range []struct {
+		name    string
+		mf      bool
+		off     uint16
+		trimUDP bool
+	}{
+		{"first fragment", true, 0, false},
+		{"middle fragment", true, 185, false},
+		{"last fragment", false, 370, false},
+		{"first fragment, short", true, 0, true},
+	} {
+		f := fragment(dgram, c.mf, c.off)
+		if c.trimUDP {
+			f = f[:36]
+		}
+		v, x := bed.run(t, f)
+		if v != xdpRedirect || !bytes.Equal(x[:len(f)], f) {
+			t.Errorf("%s: verdict %d, changed %v; want the socket's (redirect, untouched)", c.name, v, !bytes.Equal(x[:len(f)], f))
+		}
+	}
+	if n := packets(); n != 1 {
+		t.Errorf("the plan counted %d packets, want 1 (fragments are not the fast path's)", n)
+	}
+}

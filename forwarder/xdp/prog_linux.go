@@ -187,12 +187,20 @@ func (p *Program) Close() error {
 // any port). For ICMP only errors (destination unreachable, source quench,
 // time exceeded, parameter problem) match, and Port is ignored.
 //
+// A Frags rule selects IPv4 fragments instead (MF set or a fragment
+// offset, the first fragment included) of protocol Proto to (Dst) or from
+// Addr, whatever their ports: the pipeline reassembles them (the nftables
+// drops' Frags rules; the first fragment goes with the others, so that the
+// datagram is whole in one place). Port must be 0. Fragments match Frags
+// rules only, and never take the fast path.
+//
 // A Local rule names an address of the host: a source match addressed to
 // it is passed to the kernel (the nftables drops' "fib daddr type local"
 // exception).
 type Rule struct {
 	Local bool
 	Dst   bool
+	Frags bool
 	Addr  netip.Addr
 	Proto uint8
 	Port  uint16
@@ -204,6 +212,8 @@ const (
 	kindSrc     = 2
 	kindICMPAny = 3
 	kindLocal   = 4
+	kindFragDst = 5
+	kindFragSrc = 6
 )
 
 // ruleKey is the rules map's key, as the program builds it on its stack:
@@ -224,6 +234,15 @@ func (r Rule) key() (ruleKey, error) {
 	k := ruleKey{addr: a.As4(), proto: r.Proto, port: r.Port, kind: kindSrc}
 	if r.Dst {
 		k.kind = kindDst
+	}
+	if r.Frags {
+		if r.Port != 0 || r.Proto == 0 {
+			return ruleKey{}, fmt.Errorf("xdp: fragment rule for %v needs a protocol and no port", r.Addr)
+		}
+		k.kind = kindFragSrc
+		if r.Dst {
+			k.kind = kindFragDst
+		}
 	}
 	if r.Local {
 		k = ruleKey{addr: a.As4(), kind: kindLocal}
@@ -263,7 +282,11 @@ const (
 //
 //	if (data + 34 > end || eth.type != IPv4) return PASS;
 //	conf = lookup(conf, 0); if (!conf || eth.dst != conf.mac) return PASS;
-//	if (ip.frag_off & 0x1fff) return PASS;          // no ports, not ours to judge
+//	if (ip.frag_off & (MF|0x1fff)) {                 // a fragment, first or later
+//		if (lookup(rules, {ip.dst, 0, ip.proto, FRAG_DST})) goto redirect;
+//		if (lookup(rules, {ip.src, 0, ip.proto, FRAG_SRC})) goto srchit;
+//		return PASS;                            // never the fast path
+//	}
 //	if (ip.proto == ICMP) {
 //		if (l4 + 4 > end || !is_error(icmp.type)) return PASS;
 //		if (lookup(rules, {0, 0, 0, ICMP_ANY}) ||
@@ -354,11 +377,13 @@ func instructions(confFD, rulesFD, xsksFD, flowsFD int) asm.Instructions {
 		asm.LoadMem(asm.R1, asm.R7, 4, asm.Half),
 		asm.LoadMem(asm.R2, asm.R0, 4, asm.Half),
 		asm.JNE.Reg(asm.R1, asm.R2, pass),
-		// Fragment offset (network order 0x1fff: bytes 0x1f,0xff, loaded
-		// little-endian 0xff1f).
+		// MF and the fragment offset (network order 0x3fff: bytes
+		// 0x3f,0xff, loaded little-endian 0xff3f): a fragment is matched
+		// by address and protocol alone (frag), whole in the pipeline.
+		asm.LoadMem(asm.R9, asm.R7, ethHdrLen+9, asm.Byte),
 		asm.LoadMem(asm.R1, asm.R7, ethHdrLen+6, asm.Half),
-		asm.And.Imm(asm.R1, 0xff1f),
-		asm.JNE.Imm(asm.R1, 0, pass),
+		asm.And.Imm(asm.R1, 0xff3f),
+		asm.JNE.Imm(asm.R1, 0, "frag"),
 		// L4 header: R8 = data + 14 + IHL*4, checked against the end
 		// for 4 bytes (ports, or ICMP type and code).
 		asm.LoadMem(asm.R1, asm.R7, ethHdrLen, asm.Byte),
@@ -372,7 +397,6 @@ func instructions(confFD, rulesFD, xsksFD, flowsFD int) asm.Instructions {
 		asm.Mov.Reg(asm.R3, asm.R8),
 		asm.Add.Imm(asm.R3, 4),
 		asm.JGT.Reg(asm.R3, asm.R2, pass),
-		asm.LoadMem(asm.R9, asm.R7, ethHdrLen+9, asm.Byte),
 		asm.JEq.Imm(asm.R9, protoTCP, tcpUDP),
 		asm.JEq.Imm(asm.R9, protoUDP, tcpUDP),
 		asm.JNE.Imm(asm.R9, protoICMP, pass),
@@ -403,6 +427,14 @@ func instructions(confFD, rulesFD, xsksFD, flowsFD int) asm.Instructions {
 	p = append(p, key(ipSrc, 0, kindSrc)...)
 	p = append(p, lookupTo(srcHit)...)
 	p = append(p, key(ipSrc, -1, kindSrc)...)
+	p = append(p, lookupTo(srcHit)...)
+	p = append(p, asm.Ja.Label(pass))
+	// Fragments: destination, then source, by address and protocol.
+	frag := key(ipDst, -1, kindFragDst)
+	frag[0] = frag[0].WithSymbol("frag")
+	p = append(p, frag...)
+	p = append(p, lookup()...)
+	p = append(p, key(ipSrc, -1, kindFragSrc)...)
 	p = append(p, lookupTo(srcHit)...)
 	p = append(p, asm.Ja.Label(pass))
 	local := key(ipDst, -1, kindLocal)
