@@ -105,7 +105,9 @@ func (d *Daemon) openXDP(vip, dip LinkInfo) error {
 		x.progs[forwarder.DIPSide] = x.progs[forwarder.VIPSide]
 	}
 	// Worker k serves queues k, k+W, ... of each interface (W: the workers
-	// with a queue); the others idle.
+	// with a queue); the others idle. A queue has one worker, so the
+	// fragments of a datagram that the NIC puts on one queue meet in one
+	// reassembly pool (forwarder/defrag.go).
 	for k, w := range d.workers {
 		io := &xskIO{fast: x.fast}
 		if x.fast != nil {
@@ -241,26 +243,11 @@ func (d *Daemon) syncXDP(der Derived) error {
 		// pipeline decides every flow afresh.
 		x.fast.flush()
 	}
-	var rules [2][]xdp.Rule
-	side := func(ifname string) int {
-		if !d.oneArm && ifname == d.cfg.DIPIf {
-			return forwarder.DIPSide
-		}
-		return forwarder.VIPSide
+	dipIf := d.cfg.DIPIf
+	if d.oneArm {
+		dipIf = ""
 	}
-	for _, r := range der.Ingress {
-		s := side(r.Interface)
-		protos := []ipvs.Protocol{r.Proto}
-		if r.Proto == 0 {
-			protos = []ipvs.Protocol{ipvs.ProtoTCP, ipvs.ProtoUDP}
-		}
-		for _, p := range protos {
-			rules[s] = append(rules[s], xdp.Rule{Dst: r.Dir == kernel.MatchDst, Frags: r.Frags, Addr: r.Addr, Proto: uint8(p), Port: r.Port})
-		}
-	}
-	for _, a := range der.VIPs {
-		rules[forwarder.VIPSide] = append(rules[forwarder.VIPSide], xdp.Rule{Dst: true, Addr: a, Proto: 1})
-	}
+	rules := xdpRules(&der, dipIf)
 	// The host's own addresses: a real server answering the host itself
 	// is the host's (followed on address changes, hostAddrsChanged).
 	host, err := hostAddrs()
@@ -278,6 +265,32 @@ func (d *Daemon) syncXDP(der Derived) error {
 	return errors.Join(
 		x.progs[forwarder.VIPSide].SetRules(rules[forwarder.VIPSide], false),
 		x.progs[forwarder.DIPSide].SetRules(rules[forwarder.DIPSide], true))
+}
+
+// xdpRules are the XDP programs' rules (VIP side, DIP side) for der's
+// matches, the host's addresses aside: an ingress rule on dipIf ("": one
+// arm, every rule on the VIP side) is the DIP side's. A Frags rule stays
+// one (address and protocol, every fragment), never a port-0 rule: that
+// would take every port of the protocol on the address.
+func xdpRules(der *Derived, dipIf string) [2][]xdp.Rule {
+	var rules [2][]xdp.Rule
+	for _, r := range der.Ingress {
+		s := forwarder.VIPSide
+		if dipIf != "" && r.Interface == dipIf {
+			s = forwarder.DIPSide
+		}
+		protos := []ipvs.Protocol{r.Proto}
+		if r.Proto == 0 {
+			protos = []ipvs.Protocol{ipvs.ProtoTCP, ipvs.ProtoUDP}
+		}
+		for _, p := range protos {
+			rules[s] = append(rules[s], xdp.Rule{Dst: r.Dir == kernel.MatchDst, Frags: r.Frags, Addr: r.Addr, Proto: uint8(p), Port: r.Port})
+		}
+	}
+	for _, a := range der.VIPs {
+		rules[forwarder.VIPSide] = append(rules[forwarder.VIPSide], xdp.Rule{Dst: true, Addr: a, Proto: 1})
+	}
+	return rules
 }
 
 // xskIO is one worker's AF_XDP sockets: one per RX queue it serves on each

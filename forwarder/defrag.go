@@ -7,7 +7,12 @@
 //
 // The fragments of one datagram reach the same worker: the fanout hash of
 // a fragment (the kernel's flow dissector stops at the IPv4 header of any
-// fragment) covers its addresses and protocol only, never ports.
+// fragment) covers its addresses and protocol only, never ports. Under
+// AF_XDP a worker serves whole RX queues and the XDP program redirects
+// every fragment (first included) to its queue's socket: the fragments of
+// a datagram meet when the NIC's receive hash puts them on one queue, the
+// same condition as for the fanout hash, which is the NIC's hash when the
+// driver supplies one.
 //
 // Memory is bounded and allocated when the worker is made: a fixed number
 // of slots (Config.DefragSlots), each one buffer for a datagram of up to
