@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"gvs/ipvs"
 )
@@ -289,16 +290,17 @@ func (d *Defense) Tick(now int64) int {
 	return d.randomDropEntry(now)
 }
 
-// todropEntry is todrop_entry: a connection idle for at least 60 s (its
-// timer was last set at least 60 s ago) with 1..8 input packets is dropped
-// one time in n for n packets, so that connections with fewer packets go
-// first.
-func (d *Defense) todropEntry(e *entry, timeout, now int64) bool {
+// todropEntry is todrop_entry: an entry idle for at least 60 s (its timer
+// was last set at least 60 s ago; timeout is its cp->timeout) with 1..8
+// input packets is dropped one time in n for n packets, so that entries
+// with fewer packets go first. pkts is a connection's in_pkts, or the
+// in_pkts of a template (tmplPkts).
+func (d *Defense) todropEntry(e *entry, timeout int64, pkts uint32, now int64) bool {
 	// time_before(cp->timeout + jiffies, cp->timer.expires + 60*HZ)
 	if timeout+now < e.expires+int64(60e9) {
 		return false
 	}
-	i := int64(e.aux)
+	i := int64(pkts)
 	if i > 8 || i < 1 {
 		return false
 	}
@@ -310,19 +312,25 @@ func (d *Defense) todropEntry(e *entry, timeout, now int64) bool {
 	return true
 }
 
+// dropBatch is how many controlling templates randomDropEntry collects
+// under a shard's lock before it lets go of the lock to look at them.
+const dropBatch = 16
+
 // randomDropEntry is ip_vs_random_dropentry: 1/32 of every shard's slots
-// (at least one), from a random place, wrapping; see dropEntryVerdict for
-// what is dropped. A dropped connection's controlling template goes too
-// when it then controls nothing and is not ASSURED, as ip_vs_conn_del's
-// expiry does.
+// (at least one), from a random place, wrapping; see verdict for what is
+// dropped. A dropped connection's controlling template goes too when it
+// then controls nothing and is not ASSURED, as ip_vs_conn_del's expiry
+// does. Templates usually live in another shard, whose lock cannot be
+// taken while this one is held: they are collected, dropBatch at a time,
+// and looked at (dropIdleTemplate) with the shard unlocked, after which
+// the scan goes on where it stopped. It does not allocate.
 func (d *Defense) randomDropEntry(now int64) int {
 	t := d.t
 	n := 0
-	var tmpls [16]TemplateRef // controlling templates to look at after unlocking
+	var tmpls [dropBatch]TemplateRef // controlling templates to look at after unlocking
 	for i := range t.shards {
 		s := &t.shards[i]
 		r := d.rng.Uint64()
-		nt := 0
 		s.mu.Lock()
 		used := s.used
 		count := (used + 31) / 32
@@ -330,41 +338,49 @@ func (d *Defense) randomDropEntry(now int64) int {
 		if used > 0 {
 			start = uint32(r % uint64(used))
 		}
-		for j := uint32(0); j < count; j++ {
-			slot := (start + j) % used
-			e := s.at(slot)
-			if e.flags&fUsed == 0 || now >= e.expires || !d.verdict(t, e, now) {
-				continue
+		for j := uint32(0); ; {
+			nt := 0
+			for ; j < count && nt < len(tmpls); j++ {
+				slot := (start + j) % used
+				e := s.at(slot)
+				if e.flags&fUsed == 0 || now >= e.expires || !d.verdict(t, uint16(i), slot, e, now) {
+					continue
+				}
+				if e.flags&(fTemplate|fControlled) == fControlled {
+					tmpls[nt] = TemplateRef{shard: e.ctlShard, slot: e.ctl}
+					nt++
+				}
+				t.release(s, slot, e, true)
+				s.dropEntry++
+				n++
 			}
-			if e.flags&(fTemplate|fControlled) == fControlled && nt < len(tmpls) {
-				tmpls[nt] = TemplateRef{shard: e.ctlShard, slot: e.ctl}
-				nt++
+			s.mu.Unlock()
+			for _, r := range tmpls[:nt] {
+				n += d.dropIdleTemplate(r)
 			}
-			t.release(s, slot, e, true)
-			s.dropEntry++
-			n++
-		}
-		s.mu.Unlock()
-		for _, r := range tmpls[:nt] {
-			n += d.dropIdleTemplate(r)
+			if j >= count {
+				break
+			}
+			s.mu.Lock()
 		}
 	}
 	return n
 }
 
-// verdict is the body of ip_vs_random_dropentry's loop for one live entry:
-// templates that control connections and assured ones stay (templates of
-// one-packet services go by todrop_entry, which never drops them: they
-// count no packets); TCP SYN_RECV and SYNACK go; ESTABLISHED goes by
-// todrop_entry; other TCP states stay; UDP and other protocols go by
-// todrop_entry.
-func (d *Defense) verdict(t *Table, e *entry, now int64) bool {
+// verdict is the body of ip_vs_random_dropentry's loop for one live entry
+// e (slot of shard si, locked): templates that control connections stay;
+// a template of a one-packet service (ip_vs_conn_ops_mode) goes by
+// todrop_entry with its own in_pkts, which each datagram scheduled under
+// it raises (tmplPkts); other templates go unless ASSURED; TCP SYN_RECV
+// and SYNACK go; ESTABLISHED goes by todrop_entry; other TCP states stay;
+// UDP and other protocols go by todrop_entry.
+func (d *Defense) verdict(t *Table, si uint16, slot uint32, e *entry, now int64) bool {
 	if e.flags&fTemplate != 0 {
 		if busy(e) {
 			return false
 		}
 		if sv := e.dest.Svc; sv != nil && sv.State().Config.OnePacket() {
-			return false // todrop_entry: in_pkts is 0
+			return d.todropEntry(e, int64(e.aux)*int64(time.Second), t.tmplPkts(si, slot, e), now)
 		}
 		return atomic.LoadUint32(&e.ctl)&ctlAssured == 0
 	}
@@ -373,11 +389,11 @@ func (d *Defense) verdict(t *Table, e *entry, now int64) bool {
 		case StateSynRecv, StateSynAck:
 			return true
 		case StateEstablished:
-			return d.todropEntry(e, t.timeouts.tcp[StateEstablished].Load(), now)
+			return d.todropEntry(e, t.timeouts.tcp[StateEstablished].Load(), e.aux, now)
 		}
 		return false
 	}
-	return d.todropEntry(e, t.timeouts.udp.Load(), now)
+	return d.todropEntry(e, t.timeouts.udp.Load(), e.aux, now)
 }
 
 // dropIdleTemplate frees the template (r.shard, r.slot) if it is still a

@@ -12,7 +12,11 @@ import (
 // still control connections are extended by 60 s steps instead. Shards with
 // nothing due are skipped without taking their lock, so calling Expire
 // often (before every replayed frame) is cheap: the cost is O(shards) atomic
-// loads plus O(expired + wheel ticks passed).
+// loads plus O(expired + wheel ticks passed that have entries). Empty
+// ticks cost nothing: after a long idle gap (a director without traffic
+// for a day) Expire goes straight from one tick with entries to the next,
+// at most one step per tick with entries and per turn of the wheel (1099 s)
+// of each long-lived entry.
 //
 // Time is walked forward one wheel tick with something due at a time, as
 // the kernel's timers would have fired: within a step, connections are
@@ -38,7 +42,9 @@ func (t *Table) Expire(now int64) int {
 
 // nextStep is the time of Expire's next step towards now: the end of the
 // tick of the earliest deadline due in any shard, at most now; ok is false
-// when nothing is due by now.
+// when nothing is due by now. A shard's deadline (nextDue) is the start of
+// its next tick with entries, or its current tick's earliest expiry: ticks
+// without entries are never stepped through.
 func (t *Table) nextStep(now int64) (int64, bool) {
 	first := int64(maxInt64)
 	for i := range t.shards {
@@ -89,8 +95,12 @@ func (t *Table) expireAt(now int64) int {
 // the current tick's list if something in it may be due. With deferBusy, due
 // templates that control connections are left due (on the current tick's
 // list) for a second call; without, they are extended.
+//
+// The ticks passed are taken in order, but only those whose list has
+// entries (the filled bitmap): the others have nothing to process.
 func (t *Table) advance(s *shard, now int64, deferBusy bool) int {
 	s.start(now)
+	s.steps++
 	nt := now >> tickShift
 	n := 0
 	switch {
@@ -101,8 +111,13 @@ func (t *Table) advance(s *shard, now int64, deferBusy bool) int {
 		}
 		s.cur = nt
 		s.curMin = maxInt64
-		for tk := from; tk <= nt; tk++ {
-			n += t.processList(s, uint32(tk)&wheelMask, now, deferBusy)
+		for tk := from; tk <= nt && s.filledSum != 0; tk++ {
+			p := uint32(tk) & wheelMask
+			w := s.filledFrom(p)
+			if tk += int64((w - p) & wheelMask); tk > nt {
+				break
+			}
+			n += t.processList(s, w, now, deferBusy)
 		}
 	case s.curMin <= now:
 		s.curMin = maxInt64
@@ -123,6 +138,7 @@ func (t *Table) advance(s *shard, now int64, deferBusy bool) int {
 func (t *Table) processList(s *shard, w uint32, now int64, deferBusy bool) int {
 	slot := s.wheel[w]
 	s.wheel[w] = nilSlot
+	s.markEmpty(w)
 	n := 0
 	var tag uint32 // index tag of slot's connection, when ahead says so
 	ahead := false

@@ -2,6 +2,7 @@ package conntrack
 
 import (
 	"math"
+	"math/bits"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -191,11 +192,22 @@ type shard struct {
 	// (through the same cell), and templates by template key.
 	ix index
 
-	wheel   [wheelSize]uint32 // list heads by expiry tick
-	cur     int64             // current tick: every earlier tick is done
-	curMin  int64             // lower bound of expires in the current tick's list
-	started bool
-	nextDue atomic.Int64 // Expire may skip the shard while now < nextDue
+	wheel [wheelSize]uint32 // list heads by expiry tick
+	// filled has a bit per wheel list that is not empty, and filledSum a
+	// bit per word of filled that is not zero: nextFilled finds the next
+	// tick with entries in a few word operations, so that the wheel (and
+	// Expire) can jump over empty ticks.
+	filled    [wheelSize / 64]uint64
+	filledSum uint64
+	cur       int64 // current tick: every earlier tick is done
+	curMin    int64 // lower bound of expires in the current tick's list
+	started   bool
+	// nextDue is the earliest time something in the shard may be due:
+	// curMin, or the start of the next tick whose list has entries.
+	// Expire may skip the shard while now < nextDue.
+	nextDue atomic.Int64
+	due     int64  // the value last stored in nextDue (guarded by mu)
+	steps   uint64 // calls of advance (wheel steps), for tests
 
 	inserts, expired, removed, fullDrops uint64
 	evicted, dropEntry, dropPacket       uint64
@@ -214,6 +226,7 @@ func (s *shard) init() {
 		s.wheel[i] = nilSlot
 	}
 	s.curMin = maxInt64
+	s.due = maxInt64
 	s.nextDue.Store(maxInt64)
 }
 
@@ -263,21 +276,91 @@ func (s *shard) warmFree() {
 	}
 }
 
-// start sets the wheel's clock on first use.
+// start sets the wheel's clock on first use, and moves it to now when the
+// shard holds nothing: Expire does not step a shard with no entries, and
+// there is nothing to process on the way.
 func (s *shard) start(now int64) {
-	if !s.started {
+	nt := now >> tickShift
+	switch {
+	case !s.started:
 		s.started = true
-		s.cur = now >> tickShift
+		s.cur = nt
+		s.publishDue()
+	case nt > s.cur && s.filledSum == 0 && s.curMin == maxInt64:
+		s.cur = nt
 		s.publishDue()
 	}
 }
 
+// publishDue recomputes nextDue: the current tick's lower bound (curMin)
+// or the start of the next tick with entries, whichever comes first
+// (maxInt64 when the shard is empty).
 func (s *shard) publishDue() {
-	d := (s.cur + 1) << tickShift
-	if s.curMin < d {
-		d = s.curMin
+	d := s.curMin
+	if tk, ok := s.nextFilled(); ok && tk<<tickShift < d {
+		d = tk << tickShift
 	}
+	s.due = d
 	s.nextDue.Store(d)
+}
+
+// lowerDue makes nextDue at most d.
+func (s *shard) lowerDue(d int64) {
+	if d < s.due {
+		s.due = d
+		s.nextDue.Store(d)
+	}
+}
+
+// markFilled records that wheel list w has entries.
+func (s *shard) markFilled(w uint32) {
+	s.filled[w>>6] |= 1 << (w & 63)
+	s.filledSum |= 1 << (w >> 6)
+}
+
+// markEmpty records that wheel list w is empty.
+func (s *shard) markEmpty(w uint32) {
+	s.filled[w>>6] &^= 1 << (w & 63)
+	if s.filled[w>>6] == 0 {
+		s.filledSum &^= 1 << (w >> 6)
+	}
+}
+
+// visit is the tick at which the wheel next processes list w: the first
+// tick after the current one that maps to w (the current tick's own list
+// is visited again a whole turn later, cur+wheelSize).
+func (s *shard) visit(w uint32) int64 {
+	return s.cur + 1 + int64((w-uint32(s.cur+1))&wheelMask)
+}
+
+// nextFilled returns the first tick after the current one, at most a
+// whole turn later, whose list has entries; ok is false when every list
+// is empty. Every entry on that list expires at that tick or later (an
+// entry sits on the list of a tick no later than its expiry, and the list
+// of tick t also holds entries of t+wheelSize, t+2*wheelSize, ...), so
+// nothing in the shard but the current tick's list is due before it.
+func (s *shard) nextFilled() (int64, bool) {
+	if s.filledSum == 0 {
+		return 0, false
+	}
+	return s.visit(s.filledFrom(uint32(s.cur+1) & wheelMask)), true
+}
+
+// filledFrom returns the first list with entries at or after wheel
+// position p, going round; some list must have entries.
+func (s *shard) filledFrom(p uint32) uint32 {
+	wi := p >> 6
+	if m := s.filled[wi] >> (p & 63); m != 0 {
+		return p + uint32(bits.TrailingZeros64(m))
+	}
+	if m := s.filledSum >> wi >> 1; m != 0 {
+		i := wi + 1 + uint32(bits.TrailingZeros64(m))
+		return i<<6 + uint32(bits.TrailingZeros64(s.filled[i]))
+	}
+	// Round to the first list with entries from 0 on (possibly in word
+	// wi, below p).
+	i := uint32(bits.TrailingZeros64(s.filledSum))
+	return i<<6 + uint32(bits.TrailingZeros64(s.filled[i]))
 }
 
 // file puts the entry on the wheel list of its expiry tick (never earlier
@@ -297,6 +380,11 @@ func (s *shard) file(slot uint32, e *entry) {
 	e.next = head
 	if head != nilSlot {
 		s.at(head).prev = slot
+	} else {
+		s.markFilled(w)
+		if t > s.cur {
+			s.lowerDue(s.visit(w) << tickShift)
+		}
 	}
 	s.wheel[w] = slot
 }
@@ -304,7 +392,11 @@ func (s *shard) file(slot uint32, e *entry) {
 // unfile takes the entry off its wheel list.
 func (s *shard) unfile(e *entry) {
 	if e.prev&headMark != 0 {
-		s.wheel[e.prev&wheelMask] = e.next
+		w := e.prev & wheelMask
+		s.wheel[w] = e.next
+		if e.next == nilSlot {
+			s.markEmpty(w)
+		}
 	} else {
 		s.at(e.prev).next = e.next
 	}

@@ -22,11 +22,11 @@ import (
 // controlling template is considered next (SyncTemplate), as
 // ip_vs_sync_conn does.
 //
-// The two per-connection facts that do not fit the 96-byte entry
-// (old_state, sync_endtime, and a template's in_pkts) live in a side array
-// per shard, chunk by chunk parallel to the slab, allocated on first use
-// and tagged with the entry's generation, so a reused slot starts afresh
-// without any work on the create path.
+// The per-entry facts that do not fit the 96-byte entry (old_state,
+// sync_endtime, and a template's in_pkts, which drop_entry reads too)
+// live in a side array per shard, chunk by chunk parallel to the slab,
+// allocated on first use and tagged with the entry's generation, so a
+// reused slot starts afresh without any work on the create path.
 //
 // Backup side: Synced creates or updates a connection or template from a
 // received record, flagged FlagSync, as ip_vs_proc_conn does.
@@ -89,6 +89,24 @@ func (t *Table) facts(si uint16, slot uint32, e *entry) *syncFacts {
 		*f = syncFacts{gen: e.gen}
 	}
 	return f
+}
+
+// tmplPkts is the in_pkts of template e (slot of shard si, whose lock is
+// held): the datagrams of one-packet connections scheduled under it, the
+// packets SyncTemplate counted, or the sync_threshold a backup set. It
+// does not allocate: a template without sync facts has counted nothing.
+func (t *Table) tmplPkts(si uint16, slot uint32, e *entry) uint32 {
+	t.syncSide()
+	side := t.sync.side[si]
+	ci := int(slot >> chunkBits)
+	if ci >= len(side) {
+		return 0
+	}
+	f := &side[ci][slot&chunkMask]
+	if f.gen != e.gen {
+		return 0
+	}
+	return f.tpkts
 }
 
 // kernelState is the kernel's state number of an entry: the TCP states are
@@ -421,7 +439,8 @@ func (t *Table) syncedTemplate(sc *SyncedConn, dest *ipvs.Dest, _ State, timeout
 				atomic.OrUint32(&e.ctl, ctlAssured)
 			}
 			s.rearm(slot, e, now+int64(secs)*int64(time.Second))
-			t.facts(si, slot, e).oldState = sc.State
+			f := t.facts(si, slot, e)
+			f.oldState, f.tpkts = sc.State, sc.InPkts
 			return SyncUpdated, nil
 		}
 		if now >= e.expires && !busy(e) {
@@ -454,6 +473,7 @@ func (t *Table) syncedTemplate(sc *SyncedConn, dest *ipvs.Dest, _ State, timeout
 	s.file(slot, e)
 	s.ix.insert(uint32(h), ref(slot))
 	s.inserts++
-	t.facts(si, slot, e).oldState = sc.State
+	f := t.facts(si, slot, e)
+	f.oldState, f.tpkts = sc.State, sc.InPkts
 	return SyncCreated, nil
 }

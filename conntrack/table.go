@@ -636,9 +636,7 @@ func (t *Table) CreateOnePacket(k InKey, dest *ipvs.Dest, dport uint16, tmpl Tem
 	if dest == nil {
 		return ErrNoDest
 	}
-	if t.holdTemplate(tmpl, now) {
-		t.dropControl(tmpl.shard, tmpl.slot)
-	}
+	t.holdOnePacket(tmpl, now)
 	dest.Bind(false)
 	dest.Unbind(false, false)
 	*c = Conn{
@@ -698,6 +696,33 @@ func (t *Table) holdTemplate(r TemplateRef, now int64) bool {
 		s.rearm(r.slot, e, now+int64(e.aux)*int64(time.Second))
 	}
 	return true
+}
+
+// holdOnePacket is what a one-packet-scheduled datagram does to its
+// template r, if r still names it: the connection takes and releases
+// control of it at once (ip_vs_control_add, then the immediate expiry),
+// which re-arms it as holdTemplate does, and the datagram counts in the
+// template's in_pkts (ip_vs_in's atomic_inc(&cp->control->in_pkts); on a
+// master, ip_vs_sync_conn's, which sync_version 0 skips for one-packet
+// connections). drop_entry reads that count (Defense.verdict).
+func (t *Table) holdOnePacket(r TemplateRef, now int64) {
+	if r.gen == 0 || int(r.shard) >= len(t.shards) {
+		return
+	}
+	s := &t.shards[r.shard]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.refEntry(r)
+	if e == nil {
+		return
+	}
+	if e.flags&fUnhashed == 0 {
+		s.rearm(r.slot, e, now+int64(e.aux)*int64(time.Second))
+	}
+	if t.sync.settings.Load() == nil || t.sync.version.Load() != 0 {
+		t.syncSide()
+		t.facts(r.shard, r.slot, e).tpkts++
+	}
 }
 
 // dropControl lowers a template's n_control. It takes no lock: the template

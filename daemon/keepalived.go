@@ -288,11 +288,27 @@ func (m *keepalivedManager) prepareReload() (*kaPlan, error) {
 // whose configuration changed other than in weight are edited in place;
 // then the health engine takes the new configuration (Update: unchanged
 // checkers keep their state, failed real servers are not re-added).
+// Reload does the same with the table's part in its own transaction
+// (stageReload, then finishReload).
 func (m *keepalivedManager) applyReload(p *kaPlan) error {
+	old := m.current()
+	if err := m.table.Update(func(tx *ipvs.Tx) error { return m.stageReload(tx, old, p) }); err != nil {
+		return err
+	}
+	return m.finishReload(old, p)
+}
+
+// current is the plan in force.
+func (m *keepalivedManager) current() *kaPlan {
 	m.mu.Lock()
-	old := m.plan
-	m.mu.Unlock()
-	err := m.table.Update(func(tx *ipvs.Tx) error {
+	defer m.mu.Unlock()
+	return m.plan
+}
+
+// stageReload stages in tx the table's part of moving from plan old to p
+// (see applyReload). Its error names the keepalived.conf.
+func (m *keepalivedManager) stageReload(tx *ipvs.Tx, old, p *kaPlan) error {
+	err := func() error {
 		for k := range old.owned {
 			if !p.owned[k] {
 				if _, ok := tx.Service(k); ok {
@@ -334,14 +350,20 @@ func (m *keepalivedManager) applyReload(p *kaPlan) error {
 			tx.SetTimeouts(p.conf.Global.Timeouts)
 		}
 		return nil
-	})
+	}()
 	if err != nil {
 		return fmt.Errorf("%s: %w", m.path, err)
 	}
+	return nil
+}
+
+// finishReload makes p the plan in force once the table has been moved
+// from old to p, and hands it to the health engine.
+func (m *keepalivedManager) finishReload(old, p *kaPlan) error {
 	m.mu.Lock()
 	m.plan, m.prev = p, old
 	m.mu.Unlock()
-	err = m.eng.Update(p.health)
+	err := m.eng.Update(p.health)
 	m.mu.Lock()
 	m.prev = nil
 	m.mu.Unlock()

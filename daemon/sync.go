@@ -195,56 +195,92 @@ func (d *Daemon) filterProgs(fs [2]ring.Filter) (progs [2][]bpf.RawInstruction, 
 }
 
 // Reload re-reads the rules file and the keepalived.conf and makes the
-// table match them: the rules file in one atomic batch (see
-// ReloadChanges), leaving the keepalived.conf's services alone; then the
-// keepalived.conf's services and the health engine (keepalivedManager's
-// applyReload). Services and real servers present before and after keep
-// their objects, counters and connections. Both files are read and checked
-// before anything changes; on error nothing changes.
+// table match them in one transaction: the rules file's services (see
+// ReloadChanges), leaving the keepalived.conf's services alone, and the
+// keepalived.conf's services; then the health engine takes the new
+// keepalived.conf (keepalivedManager's finishReload). Services and real
+// servers present before and after keep their objects, counters and
+// connections. Both files are read and checked before anything changes;
+// on error nothing changes.
+//
+// The difference between the table and the files is computed from the
+// transaction's own view of the table and applied in that same
+// transaction, so a command that changes the table meanwhile (gvsadm on
+// the control socket) runs either wholly before or wholly after it: its
+// change is neither lost nor half undone, and it cannot make the reload
+// fail.
 func (d *Daemon) Reload() (err error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	if f := d.cfg.OnReload; f != nil {
 		defer func() { f(err) }()
 	}
+	if err := d.reloadTable(); err != nil {
+		return err
+	}
+	return d.Sync()
+}
+
+// reloadTable is Reload without the Sync: the table and the health engine
+// (d.reloadMu held).
+func (d *Daemon) reloadTable() error {
 	if d.cfg.RulesFile == "" && d.ka == nil {
 		return errNoReload
 	}
 	var ka *kaPlan
+	var kaOld *kaPlan
 	if d.ka != nil {
+		var err error
 		if ka, err = d.ka.prepareReload(); err != nil {
 			return err
 		}
+		kaOld = d.ka.current()
 	}
+	var next *ipvs.Table
+	var skip func(ipvs.ServiceKey) bool
 	if d.cfg.RulesFile != "" {
 		cmds, err := readRules(d.cfg.RulesFile)
 		if err != nil {
 			return err
 		}
-		var skip func(ipvs.ServiceKey) bool
-		if d.ka != nil {
-			skip = func(k ipvs.ServiceKey) bool { return d.ka.owns(k) || ka.owned[k.Norm()] }
-		}
-		batch, keys, err := reloadChanges(d.table, cmds, skip)
-		if err != nil {
+		var keys []ipvs.ServiceKey
+		if next, keys, err = rulesTable(cmds); err != nil {
 			return fmt.Errorf("%s: %w", d.cfg.RulesFile, err)
+		}
+		if ka != nil {
+			skip = func(k ipvs.ServiceKey) bool { k = k.Norm(); return kaOld.owned[k] || ka.owned[k] }
 		}
 		for _, k := range keys {
 			if skip != nil && skip(k) {
 				return fmt.Errorf("service %v is defined both in %s and in %s: define it in one of them", k.Norm(), d.cfg.RulesFile, d.cfg.KeepalivedConf)
 			}
 		}
-		if err := d.table.Apply(batch...); err != nil {
-			return fmt.Errorf("%s: %w", d.cfg.RulesFile, err)
+	}
+	var batch []ipvs.Change
+	err := d.table.Update(func(tx *ipvs.Tx) error {
+		if next != nil {
+			batch = diffRules(tx, next, skip)
+			for _, c := range batch {
+				if err := c.Apply(tx); err != nil {
+					return fmt.Errorf("%s: %w", d.cfg.RulesFile, err)
+				}
+			}
 		}
+		if ka != nil {
+			return d.ka.stageReload(tx, kaOld, ka)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if next != nil {
 		d.log.Info("rules reloaded", zap.String("file", d.cfg.RulesFile), zap.Int("commands", len(batch)))
 	}
 	if ka != nil {
-		if err := d.ka.applyReload(ka); err != nil {
-			return err
-		}
+		return d.ka.finishReload(kaOld, ka)
 	}
-	return d.Sync()
+	return nil
 }
 
 func readRules(path string) ([]*ipvsadm.Command, error) {
@@ -268,69 +304,118 @@ func readRules(path string) ([]*ipvsadm.Command, error) {
 // unchanged service keeps its counters (IPVS zeroes a re-created service's)
 // and scheduler state. Real servers added by the reload go after the kept
 // ones in scheduling order.
+//
+// The batch describes cur as it is now; applied later, it may meet changes
+// made meanwhile. Reload computes and applies it in one transaction
+// (diffRules inside Table.Update).
 func ReloadChanges(cur *ipvs.Table, cmds []*ipvsadm.Command) ([]ipvs.Change, error) {
 	batch, _, err := reloadChanges(cur, cmds, nil)
 	return batch, err
 }
 
+// errDryRun aborts the transaction reloadChanges only reads.
+var errDryRun = errors.New("dry run")
+
 // reloadChanges is ReloadChanges leaving alone the services skip reports
 // (the keepalived.conf's); it also returns the keys of the file's services.
+// It reads cur in a transaction that it abandons.
 func reloadChanges(cur *ipvs.Table, cmds []*ipvsadm.Command, skip func(ipvs.ServiceKey) bool) ([]ipvs.Change, []ipvs.ServiceKey, error) {
+	next, keys, err := rulesTable(cmds)
+	if err != nil {
+		return nil, nil, err
+	}
+	var batch []ipvs.Change
+	_ = cur.Update(func(tx *ipvs.Tx) error {
+		batch = diffRules(tx, next, skip)
+		return errDryRun
+	})
+	return batch, keys, nil
+}
+
+// rulesTable applies cmds to a scratch table (ipvsadm's errors are the
+// file's: a bad file changes nothing) and returns it with the keys of its
+// services.
+func rulesTable(cmds []*ipvsadm.Command) (*ipvs.Table, []ipvs.ServiceKey, error) {
 	next := ipvs.NewTable(scheduler.New)
 	if err := ipvsadm.ApplyAll(next, cmds); err != nil {
 		return nil, nil, err
 	}
 	var keys []ipvs.ServiceKey
+	next.Read(func(svcs []*ipvs.Service) {
+		for _, s := range svcs {
+			keys = append(keys, s.Config.ServiceKey)
+		}
+	})
+	return next, keys, nil
+}
+
+// diffRules returns the changes that make the services of tx (the staged
+// state of the live table) match those of next (a rules file's scratch
+// table), leaving alone the services skip reports. Reading the live table
+// only through tx, inside its Update, is what makes the result valid when
+// it is applied in that same transaction.
+func diffRules(tx *ipvs.Tx, next *ipvs.Table, skip func(ipvs.ServiceKey) bool) []ipvs.Change {
+	type svc struct {
+		cfg   ipvs.ServiceConfig
+		dests []ipvs.DestConfig // newest first
+	}
+	// The file's services in ipvsadm's order. next is private to the
+	// caller: nothing changes it while its services are read.
+	var want []svc
 	for _, s := range next.Services() {
-		keys = append(keys, s.Config.ServiceKey)
+		w := svc{cfg: s.Config}
+		for _, d := range s.Dests() {
+			w.dests = append(w.dests, d.Config())
+		}
+		want = append(want, w)
+	}
+	wanted := map[ipvs.ServiceKey]bool{}
+	for _, w := range want {
+		wanted[w.cfg.ServiceKey.Norm()] = true
 	}
 	var batch []ipvs.Change
-	want := map[ipvs.ServiceKey]*ipvs.Service{}
-	for _, s := range next.Services() {
-		want[s.Config.ServiceKey] = s
-	}
-	old := map[ipvs.ServiceKey]*ipvs.Service{}
-	for _, s := range cur.Services() {
-		k := s.Config.ServiceKey
+	for _, c := range tx.Services() {
+		k := c.ServiceKey.Norm()
 		if skip != nil && skip(k) {
 			continue
 		}
-		old[k] = s
-		if want[k] == nil {
+		if !wanted[k] {
 			batch = append(batch, ipvs.DeleteService{Key: k})
 		}
 	}
-	for _, ns := range next.Services() {
-		k := ns.Config.ServiceKey
-		prev := old[k]
-		if prev == nil {
-			batch = append(batch, ipvs.AddService{Config: ns.Config})
+	for _, w := range want {
+		k := w.cfg.ServiceKey
+		_, present := tx.Service(k)
+		if present && skip != nil && skip(k) {
+			present = false
+		}
+		if !present {
+			batch = append(batch, ipvs.AddService{Config: w.cfg})
 		} else {
-			batch = append(batch, ipvs.EditService{Config: ns.Config})
+			batch = append(batch, ipvs.EditService{Config: w.cfg})
 		}
 		have := map[netip.AddrPort]bool{}
-		if prev != nil {
+		if present {
 			keep := map[netip.AddrPort]bool{}
-			for _, d := range ns.Dests() {
+			for _, d := range w.dests {
 				keep[d.AddrPort()] = true
 			}
-			for _, d := range prev.Dests() {
+			for _, d := range tx.Dests(k) {
 				have[d.AddrPort()] = true
 				if !keep[d.AddrPort()] {
 					batch = append(batch, ipvs.DeleteDest{Service: k, Dest: d.AddrPort()})
 				}
 			}
 		}
-		// Dests() is newest first: add in file order.
-		ds := ns.Dests()
-		for i := len(ds) - 1; i >= 0; i-- {
-			if have[ds[i].AddrPort()] {
-				batch = append(batch, ipvs.EditDest{Service: k, Config: ds[i].Config()})
+		// Newest first: add in file order.
+		for i := len(w.dests) - 1; i >= 0; i-- {
+			if have[w.dests[i].AddrPort()] {
+				batch = append(batch, ipvs.EditDest{Service: k, Config: w.dests[i]})
 			} else {
-				batch = append(batch, ipvs.AddDest{Service: k, Config: ds[i].Config()})
+				batch = append(batch, ipvs.AddDest{Service: k, Config: w.dests[i]})
 			}
 		}
 	}
 	batch = append(batch, ipvs.SetTimeouts{Timeouts: next.Timeouts()})
-	return batch, keys, nil
+	return batch
 }

@@ -223,33 +223,65 @@ func LookupSysctl(name string) (Sysctl, bool) {
 // ready: use NewSettings. Reads are single atomic loads, cheap enough for
 // the data path's rare branches; writes come from the control plane, one
 // at a time (the caller serializes Set).
+//
+// Each sysctl is one atomic word. A two-valued one (sync_threshold, two
+// ints) keeps both values packed in its word (pack2), so that a reader
+// never sees half of a write: the new threshold with the old period.
 type Settings struct {
-	v [NumSysctls][2]atomic.Int64
+	v [NumSysctls]atomic.Int64
 	// hooks run after a value changed (under no lock: set them before
 	// the Settings are shared).
 	hooks []func(Sysctl)
+}
+
+// pack2 packs the two int32 values of a two-valued sysctl into one word
+// (check has bounded them to int32).
+func pack2(v [2]int64) int64 {
+	return int64(uint64(uint32(int32(v[0])))<<32 | uint64(uint32(int32(v[1]))))
+}
+
+// unpack2 is the inverse of pack2.
+func unpack2(w int64) [2]int64 { return [2]int64{int64(int32(w >> 32)), int64(int32(w))} }
+
+// word is what sysctl k's atomic word holds for the value v.
+func word(k Sysctl, v [2]int64) int64 {
+	if sysctls[k].Values == 2 {
+		return pack2(v)
+	}
+	return v[0]
 }
 
 // NewSettings returns settings at the kernel's defaults.
 func NewSettings() *Settings {
 	s := &Settings{}
 	for i := range sysctls {
-		s.v[i][0].Store(sysctls[i].Default[0])
-		s.v[i][1].Store(sysctls[i].Default[1])
+		s.v[i].Store(word(Sysctl(i), sysctls[i].Default))
 	}
 	return s
 }
 
 // Get returns sysctl k's (first) value. sync_qlen_max is an unsigned long:
 // read it with GetUint.
-func (s *Settings) Get(k Sysctl) int64 { return s.v[k][0].Load() }
+func (s *Settings) Get(k Sysctl) int64 {
+	w := s.v[k].Load()
+	if sysctls[k].Values == 2 {
+		return unpack2(w)[0]
+	}
+	return w
+}
 
 // GetUint returns sync_qlen_max (an unsigned long in the kernel).
-func (s *Settings) GetUint(k Sysctl) uint64 { return uint64(s.v[k][0].Load()) }
+func (s *Settings) GetUint(k Sysctl) uint64 { return uint64(s.v[k].Load()) }
 
-// Get2 returns both values of a two-valued sysctl (sync_threshold).
+// Get2 returns both values of a two-valued sysctl (sync_threshold), from
+// one load: always a pair some Set stored. A one-valued sysctl's second
+// value is 0.
 func (s *Settings) Get2(k Sysctl) [2]int64 {
-	return [2]int64{s.v[k][0].Load(), s.v[k][1].Load()}
+	w := s.v[k].Load()
+	if sysctls[k].Values == 2 {
+		return unpack2(w)
+	}
+	return [2]int64{w, 0}
 }
 
 // Set changes sysctl k after checking the value as the kernel's handler
@@ -265,9 +297,9 @@ func (s *Settings) Set(k Sysctl, v [2]int64) error {
 	if err != nil {
 		return err
 	}
-	old := s.v[k][0].Swap(v[0])
-	s.v[k][1].Store(v[1])
-	if sysctls[k].handler == hDefense && old == v[0] {
+	w := word(k, v)
+	old := s.v[k].Swap(w)
+	if sysctls[k].handler == hDefense && old == w {
 		return nil
 	}
 	for _, h := range s.hooks {
@@ -328,10 +360,10 @@ func check(k Sysctl, v [2]int64) ([2]int64, error) {
 
 // Rewrite sets k to new if it still holds old, without checks or change
 // hooks: update_defense_level's rewrites of the automatic modes (1 <-> 2),
-// which lose to a write that came in meanwhile.
+// which lose to a write that came in meanwhile. k must be one-valued.
 func (s *Settings) Rewrite(k Sysctl, old, new int64) {
-	if old != new {
-		s.v[k][0].CompareAndSwap(old, new)
+	if old != new && sysctls[k].Values == 1 {
+		s.v[k].CompareAndSwap(old, new)
 	}
 }
 

@@ -2,7 +2,10 @@ package ipvs
 
 import (
 	"errors"
+	"math"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -230,6 +233,88 @@ func TestSysctlHooksAndNotices(t *testing.T) {
 		}
 		if strings.Contains(n, "\n") {
 			t.Errorf("%s: notice %q is not one line", k, n)
+		}
+	}
+}
+
+// TestSysctlPairAtomic: a reader of sync_threshold never sees half of a
+// write (the new threshold with the old period). The writer stores pairs
+// (n, 2n+1); readers check every pair they see has that shape. Run it
+// with -race as well.
+func TestSysctlPairAtomic(t *testing.T) {
+	s := NewSettings()
+	if err := s.Set(SysSyncThreshold, [2]int64{0, 1}); err != nil {
+		t.Fatal(err)
+	}
+	const writes = 20000
+	done := make(chan struct{})
+	bad := make(chan [2]int64, 1)
+	var wg sync.WaitGroup
+	for r := 0; r < 2; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				v := s.Get2(SysSyncThreshold)
+				if v[1] != 2*v[0]+1 {
+					select {
+					case bad <- v:
+					default:
+					}
+					return
+				}
+				if f := s.Format(SysSyncThreshold); !validPairText(f) {
+					select {
+					case bad <- [2]int64{-1, -1}: // the /proc text was torn
+					default:
+					}
+					return
+				}
+			}
+		}()
+	}
+	for n := int64(1); n <= writes; n++ {
+		if err := s.Set(SysSyncThreshold, [2]int64{n, 2*n + 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(done)
+	wg.Wait()
+	select {
+	case v := <-bad:
+		t.Fatalf("read a torn sync_threshold pair %v (every write is (n, 2n+1))", v)
+	default:
+	}
+	if got := s.Get2(SysSyncThreshold); got != [2]int64{writes, 2*writes + 1} {
+		t.Fatalf("final pair %v", got)
+	}
+	if got := s.Get(SysSyncThreshold); got != writes {
+		t.Fatalf("Get: %d, want the threshold %d", got, writes)
+	}
+}
+
+// validPairText reports whether a formatted sync_threshold is a pair
+// (n, 2n+1).
+func validPairText(f string) bool {
+	a, b, ok := strings.Cut(f, "\t")
+	if !ok {
+		return false
+	}
+	x, err1 := strconv.ParseInt(a, 10, 64)
+	y, err2 := strconv.ParseInt(b, 10, 64)
+	return err1 == nil && err2 == nil && y == 2*x+1
+}
+
+// Negative values and the int32 extremes survive the packing of a pair.
+func TestSysctlPairPacking(t *testing.T) {
+	for _, v := range [][2]int64{{0, 0}, {3, 50}, {-1, 7}, {math.MaxInt32, math.MinInt32}, {math.MinInt32, -1}} {
+		if got := unpack2(pack2(v)); got != v {
+			t.Errorf("pack2/unpack2 %v: %v", v, got)
 		}
 	}
 }

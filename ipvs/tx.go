@@ -158,6 +158,52 @@ func (tx *Tx) Dest(k ServiceKey, ap netip.AddrPort) (DestConfig, bool) {
 	return DestConfig{}, false
 }
 
+// present reports whether service k (normalized) exists in the staged
+// state, without staging it.
+func (tx *Tx) present(k ServiceKey) bool {
+	if s := tx.svcs[k]; s != nil {
+		return s.present
+	}
+	return !tx.cleared && tx.t.byKey[k] != nil
+}
+
+// Services returns the staged configurations of every service, in
+// creation order (the order of Table.Read): what the table will hold if
+// the transaction commits now. Reading it inside Update is consistent with
+// the changes the transaction then makes: nothing else changes the table
+// meanwhile.
+func (tx *Tx) Services() []ServiceConfig {
+	var out []ServiceConfig
+	for _, svc := range tx.t.svcs {
+		k := svc.Config.ServiceKey.Norm()
+		if tx.present(k) {
+			c, _ := tx.Service(k)
+			out = append(out, c)
+		}
+	}
+	for _, k := range tx.newOrder {
+		if s := tx.svcs[k]; s.present && s.obj == nil {
+			out = append(out, s.cfg)
+		}
+	}
+	return out
+}
+
+// Dests returns the staged configurations of a service's destinations,
+// newest first (the order of Service.Dests); nil when the service does
+// not exist.
+func (tx *Tx) Dests(k ServiceKey) []DestConfig {
+	s := tx.get(k.Norm())
+	if !s.present {
+		return nil
+	}
+	out := make([]DestConfig, len(s.dests))
+	for i, d := range s.dests {
+		out[len(out)-1-i] = d
+	}
+	return out
+}
+
 // Flush deletes every service (ipvsadm -C).
 func (tx *Tx) Flush() {
 	tx.cleared = true
