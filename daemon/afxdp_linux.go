@@ -271,7 +271,8 @@ func (d *Daemon) syncXDP(der Derived) error {
 // matches, the host's addresses aside: an ingress rule on dipIf ("": one
 // arm, every rule on the VIP side) is the DIP side's. A Frags rule stays
 // one (address and protocol, every fragment), never a port-0 rule: that
-// would take every port of the protocol on the address.
+// would take every port of the protocol on the address. A port range
+// (PortMax: an FTP service's data ports) stays a range.
 func xdpRules(der *Derived, dipIf string) [2][]xdp.Rule {
 	var rules [2][]xdp.Rule
 	for _, r := range der.Ingress {
@@ -284,7 +285,7 @@ func xdpRules(der *Derived, dipIf string) [2][]xdp.Rule {
 			protos = []ipvs.Protocol{ipvs.ProtoTCP, ipvs.ProtoUDP}
 		}
 		for _, p := range protos {
-			rules[s] = append(rules[s], xdp.Rule{Dst: r.Dir == kernel.MatchDst, Frags: r.Frags, Addr: r.Addr, Proto: uint8(p), Port: r.Port})
+			rules[s] = append(rules[s], xdp.Rule{Dst: r.Dir == kernel.MatchDst, Frags: r.Frags, Addr: r.Addr, Proto: uint8(p), Port: r.Port, PortMax: r.PortMax})
 		}
 	}
 	for _, a := range der.VIPs {

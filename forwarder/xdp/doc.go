@@ -8,8 +8,9 @@
 // The program is assembled in Go (github.com/cilium/ebpf/asm): no C
 // compiler at build time. Its rules mirror the nftables ingress drops the
 // daemon derives from the service table (VIP:port per service on the VIP
-// interface, a masqueraded real server's address:port as source on the DIP
-// interface, and every fragment of a service's protocol to the VIP or from
+// interface, with an FTP (port-21) service its data ports 1024-65535, a
+// masqueraded real server's address:port as source on the DIP interface,
+// and every fragment of a service's protocol to the VIP or from
 // the real server, by address and protocol, for the pipeline's
 // reassembly), plus ICMP errors: a frame redirected to AF_XDP never reaches
 // the kernel's stack, so the program must select exactly what the

@@ -20,16 +20,19 @@ const (
 )
 
 // Program is the XDP program attached to one interface, with its maps: the
-// XSKMAP (RX queue -> AF_XDP socket), the rules (which frames are gvs's) and
-// the interface's own MAC.
+// XSKMAP (RX queue -> AF_XDP socket), the rules (which frames are gvs's:
+// exact and any ports in a hash map, port ranges in an LPM trie,
+// ranges_linux.go) and the interface's own MAC.
 type Program struct {
-	prog  *ebpf.Program
-	xsks  *ebpf.Map
-	rules *ebpf.Map
-	conf  *ebpf.Map
-	link  link.Link
-	mode  Mode
-	have  map[ruleKey]bool
+	prog       *ebpf.Program
+	xsks       *ebpf.Map
+	rules      *ebpf.Map
+	ranges     *ebpf.Map
+	conf       *ebpf.Map
+	link       link.Link
+	mode       Mode
+	have       map[ruleKey]bool
+	haveRanges map[rangeKey]bool
 }
 
 // AttachConfig says how to attach a Program.
@@ -75,7 +78,7 @@ func Attach(cfg AttachConfig) (*Program, error) {
 // load creates the maps and loads the program (withXSK false: the
 // program returns XDP_REDIRECT itself, for tests).
 func load(mac [6]byte, withXSK bool, flows *FlowMap) (*Program, error) {
-	p := &Program{have: map[ruleKey]bool{}}
+	p := &Program{have: map[ruleKey]bool{}, haveRanges: map[rangeKey]bool{}}
 	var err error
 	if p.xsks, err = ebpf.NewMap(&ebpf.MapSpec{Name: "gvs_xsks", Type: ebpf.XSKMap, KeySize: 4, ValueSize: 4, MaxEntries: MaxQueues}); err != nil {
 		return nil, fmt.Errorf("xdp: XSKMAP: %w", err)
@@ -83,6 +86,10 @@ func load(mac [6]byte, withXSK bool, flows *FlowMap) (*Program, error) {
 	if p.rules, err = ebpf.NewMap(&ebpf.MapSpec{Name: "gvs_rules", Type: ebpf.Hash, KeySize: 8, ValueSize: 1, MaxEntries: MaxRules}); err != nil {
 		p.Close()
 		return nil, fmt.Errorf("xdp: rules map: %w", err)
+	}
+	if p.ranges, err = ebpf.NewMap(rangeMapSpec()); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("xdp: port range map: %w", err)
 	}
 	if p.conf, err = ebpf.NewMap(&ebpf.MapSpec{Name: "gvs_conf", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1}); err != nil {
 		p.Close()
@@ -102,7 +109,7 @@ func load(mac [6]byte, withXSK bool, flows *FlowMap) (*Program, error) {
 		Name:         "gvs_xdp",
 		Type:         ebpf.XDP,
 		License:      "GPL",
-		Instructions: instructions(p.conf.FD(), p.rules.FD(), xsks, flows.fd()),
+		Instructions: instructions(p.conf.FD(), p.rules.FD(), p.ranges.FD(), xsks, flows.fd()),
 	})
 	if err != nil {
 		p.Close()
@@ -125,7 +132,18 @@ func (p *Program) SetSocket(queue, fd int) error {
 // whether every ICMP error addressed to the interface is redirected.
 func (p *Program) SetRules(rules []Rule, icmpErrors bool) error {
 	want := make(map[ruleKey]bool, len(rules)+1)
+	wantRanges := map[rangeKey]bool{}
 	for _, r := range rules {
+		if r.PortMax != 0 {
+			ks, err := r.rangeKeys()
+			if err != nil {
+				return err
+			}
+			for _, k := range ks {
+				wantRanges[k] = true
+			}
+			continue
+		}
 		k, err := r.key()
 		if err != nil {
 			return err
@@ -138,7 +156,19 @@ func (p *Program) SetRules(rules []Rule, icmpErrors bool) error {
 	if len(want) > MaxRules {
 		return fmt.Errorf("xdp: %d rules, at most %d", len(want), MaxRules)
 	}
+	if len(wantRanges) > MaxRangePrefixes {
+		return fmt.Errorf("xdp: port ranges of %d blocks, at most %d", len(wantRanges), MaxRangePrefixes)
+	}
 	var errs []error
+	for k := range wantRanges {
+		if !p.haveRanges[k] {
+			if err := p.ranges.Put(k.bytes(), uint8(1)); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			p.haveRanges[k] = true
+		}
+	}
 	for k := range want {
 		if !p.have[k] {
 			if err := p.rules.Put(k.bytes(), uint8(1)); err != nil {
@@ -157,6 +187,15 @@ func (p *Program) SetRules(rules []Rule, icmpErrors bool) error {
 			delete(p.have, k)
 		}
 	}
+	for k := range p.haveRanges {
+		if !wantRanges[k] {
+			if err := p.ranges.Delete(k.bytes()); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				errs = append(errs, err)
+				continue
+			}
+			delete(p.haveRanges, k)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -166,7 +205,7 @@ func (p *Program) Close() error {
 	if p.link != nil {
 		errs = append(errs, p.link.Close())
 	}
-	for _, c := range []interface{ Close() error }{p.prog, p.xsks, p.rules, p.conf} { // not the flow map: shared
+	for _, c := range []interface{ Close() error }{p.prog, p.xsks, p.rules, p.ranges, p.conf} { // not the flow map: shared
 		switch v := c.(type) {
 		case *ebpf.Program:
 			if v != nil {
@@ -184,8 +223,10 @@ func (p *Program) Close() error {
 // Rule selects frames for the AF_XDP sockets: IPv4 frames whose destination
 // (Dst) or source address is Addr, of protocol Proto (6 TCP, 17 UDP, 1
 // ICMP) and, for TCP and UDP, destination (Dst) or source port Port (0:
-// any port). For ICMP only errors (destination unreachable, source quench,
-// time exceeded, parameter problem) match, and Port is ignored.
+// any port), or, with PortMax set, a port in Port..PortMax (the nftables
+// drops' ranges: an FTP service's data ports). For ICMP only errors
+// (destination unreachable, source quench, time exceeded, parameter
+// problem) match, and Port is ignored.
 //
 // A Frags rule selects IPv4 fragments instead (MF set or a fragment
 // offset, the first fragment included) of protocol Proto to (Dst) or from
@@ -204,6 +245,9 @@ type Rule struct {
 	Addr  netip.Addr
 	Proto uint8
 	Port  uint16
+	// PortMax, if not 0, is the last port of the range Port..PortMax
+	// (Port at least 1, PortMax not below it); TCP and UDP only.
+	PortMax uint16
 }
 
 // Rule kinds, the key's last byte.
@@ -296,8 +340,13 @@ const (
 //	}
 //	if (ip.proto != TCP && ip.proto != UDP || l4 + 4 > end) return PASS;
 //	if (lookup(rules, {ip.dst, dport, proto, DST}) || lookup(rules, {ip.dst, 0, proto, DST})) goto redirect;
-//	if (lookup(rules, {ip.src, sport, proto, SRC}) || lookup(rules, {ip.src, 0, proto, SRC})) goto srchit;
+//	if (lookup(rules, {ip.src, sport, proto, SRC}) || lookup(rules, {ip.src, 0, proto, SRC})) goto srchitports;
+//	if (lookup(ranges, {64, ip.dst, proto, DST, dport})) goto redirect;  // port ranges, last
+//	if (lookup(ranges, {64, ip.src, proto, SRC, sport})) goto srchit;
 //	return PASS;
+//	srchitports: if (!lookup(rules, {ip.dst, 0, 0, LOCAL})) goto redirect;
+//		if (lookup(ranges, {64, ip.dst, proto, DST, dport})) goto redirect;  // a destination match first
+//		return PASS;
 //	srchit: if (lookup(rules, {ip.dst, 0, 0, LOCAL})) return PASS;  // the host's own connection
 //	redirect: return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
 //
@@ -305,7 +354,7 @@ const (
 // +14), R8 the L4 header, R9 the protocol. With xsksFD < 0 (tests) the
 // program returns XDP_REDIRECT itself instead of calling the helper. With
 // flowsFD >= 0, TCP and UDP frames try the fast path (fastPath) first.
-func instructions(confFD, rulesFD, xsksFD, flowsFD int) asm.Instructions {
+func instructions(confFD, rulesFD, rangesFD, xsksFD, flowsFD int) asm.Instructions {
 	const (
 		pass     = "pass"
 		redirect = "redirect"
@@ -417,7 +466,12 @@ func instructions(confFD, rulesFD, xsksFD, flowsFD int) asm.Instructions {
 	p = append(p, key(ipSrc, -1, kindSrc)...)
 	p = append(p, lookupTo(srcHit)...)
 	p = append(p, asm.Ja.Label(pass))
-	// TCP, UDP: exact port, then any port; destination, then source.
+	// TCP, UDP: exact port, then any port; destination, then source;
+	// then the port ranges (ranges_linux.go), after every hash lookup so
+	// that those cost what they did. A source hit goes to srcHitPorts,
+	// which asks the destination ranges before passing a frame to a
+	// local address: a destination match wins.
+	const srcHitPorts = "srchitports"
 	ports := key(ipDst, 2, kindDst)
 	ports[0] = ports[0].WithSymbol("ports")
 	p = append(p, ports...)
@@ -425,9 +479,24 @@ func instructions(confFD, rulesFD, xsksFD, flowsFD int) asm.Instructions {
 	p = append(p, key(ipDst, -1, kindDst)...)
 	p = append(p, lookup()...)
 	p = append(p, key(ipSrc, 0, kindSrc)...)
-	p = append(p, lookupTo(srcHit)...)
+	p = append(p, lookupTo(srcHitPorts)...)
 	p = append(p, key(ipSrc, -1, kindSrc)...)
-	p = append(p, lookupTo(srcHit)...)
+	p = append(p, lookupTo(srcHitPorts)...)
+	p = append(p, rangeLookup(rangesFD, ipDst, 2, kindDst, redirect)...)
+	p = append(p, rangeLookup(rangesFD, ipSrc, 0, kindSrc, srcHit)...)
+	p = append(p, asm.Ja.Label(pass))
+	localPorts := key(ipDst, -1, kindLocal)
+	localPorts[0] = localPorts[0].WithSymbol(srcHitPorts)
+	localPorts = append(localPorts, asm.StoreImm(asm.R10, -2, 0, asm.Byte)) // any protocol
+	p = append(p, localPorts...)
+	p = append(p,
+		asm.LoadMapPtr(asm.R1, rulesFD),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, -8),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, redirect),
+	)
+	p = append(p, rangeLookup(rangesFD, ipDst, 2, kindDst, redirect)...)
 	p = append(p, asm.Ja.Label(pass))
 	// Fragments: destination, then source, by address and protocol.
 	frag := key(ipDst, -1, kindFragDst)

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -151,4 +152,174 @@ func fragment(frame []byte, mf bool, off uint16) []byte {
 	}
 	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
 	return f
+}
+
+// TestProgramPortRanges: a rule's port range (a persistent FTP service's
+// data ports, 1024-65535) matches every port in it, its edges included,
+// and none outside; exact-port and any-port rules beside it keep working,
+// and a changed or removed range leaves nothing of the old one behind.
+func TestProgramPortRanges(t *testing.T) {
+	ours := frames.MAC{0x02, 0, 0, 0, 0, 1}
+	other := frames.MAC{0x02, 0, 0, 0, 0, 9}
+	p := needBPF(t, ours)
+	vip := netip.MustParseAddr("198.18.0.21")
+	vip2 := netip.MustParseAddr("198.18.0.22") // also the host's own (one arm)
+	rip := netip.MustParseAddr("198.19.0.2")
+	client := netip.MustParseAddr("198.18.0.99")
+	ftp := []Rule{
+		{Dst: true, Addr: vip, Proto: protoTCP, Port: 21},
+		{Dst: true, Addr: vip, Proto: protoTCP, Port: 20},
+		{Dst: true, Addr: vip, Proto: protoTCP, Port: 1024, PortMax: 65535},
+		{Dst: true, Addr: vip, Proto: protoUDP, Port: 5000, PortMax: 5010},
+		{Dst: true, Addr: vip, Proto: protoUDP, Port: 5003}, // inside the range too
+		{Dst: true, Addr: vip2, Proto: protoTCP, Port: 1024, PortMax: 65535},
+		{Addr: rip, Proto: protoTCP, Port: 8080},
+		{Addr: rip, Proto: protoUDP, Port: 30000, PortMax: 30009},
+		{Local: true, Addr: vip2},
+	}
+	if err := p.SetRules(ftp, false); err != nil {
+		t.Fatal(err)
+	}
+	l2 := frames.L2{Src: other, Dst: ours}
+	tcpTo := func(dst netip.Addr, port uint16) []byte {
+		return frames.TCP(l2, frames.IP{Src: client, Dst: dst}, frames.TCPSeg{SrcPort: 40000, DstPort: port, SYN: true})
+	}
+	udpTo := func(dst netip.Addr, port uint16) []byte {
+		return frames.UDP(l2, frames.IP{Src: client, Dst: dst}, frames.UDPDgram{SrcPort: 40000, DstPort: port})
+	}
+	udpFrom := func(sport uint16, dst netip.Addr) []byte {
+		return frames.UDP(l2, frames.IP{Src: rip, Dst: dst}, frames.UDPDgram{SrcPort: sport, DstPort: 40000})
+	}
+	tcpFrom := func(sport uint16, dst netip.Addr, dport uint16) []byte {
+		return frames.TCP(l2, frames.IP{Src: rip, Dst: dst}, frames.TCPSeg{SrcPort: sport, DstPort: dport, ACK: true})
+	}
+	type verdictCase struct {
+		name  string
+		frame []byte
+		want  uint32
+	}
+	run := func(cases []verdictCase) {
+		t.Helper()
+		for _, c := range cases {
+			got, err := p.prog.Run(&ebpf.RunOptions{Data: c.frame})
+			if err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+			if got != c.want {
+				t.Errorf("%s: verdict %d, want %d", c.name, got, c.want)
+			}
+		}
+	}
+	run([]verdictCase{
+		{"tcp to vip:21", tcpTo(vip, 21), xdpRedirect},
+		{"tcp to vip:20", tcpTo(vip, 20), xdpRedirect},
+		{"tcp to vip:22", tcpTo(vip, 22), xdpPass},
+		{"tcp to vip:1023, below the range", tcpTo(vip, 1023), xdpPass},
+		{"tcp to vip:1024, its first port", tcpTo(vip, 1024), xdpRedirect},
+		{"tcp to vip:1025", tcpTo(vip, 1025), xdpRedirect},
+		{"tcp to vip:2047", tcpTo(vip, 2047), xdpRedirect},
+		{"tcp to vip:2048", tcpTo(vip, 2048), xdpRedirect},
+		{"tcp to vip:40000", tcpTo(vip, 40000), xdpRedirect},
+		{"tcp to vip:65534", tcpTo(vip, 65534), xdpRedirect},
+		{"tcp to vip:65535, its last port", tcpTo(vip, 65535), xdpRedirect},
+		{"udp to vip:1024, tcp-only range", udpTo(vip, 1024), xdpPass},
+		{"tcp to another address:40000", tcpTo(client, 40000), xdpPass},
+		{"udp to vip:4999, below", udpTo(vip, 4999), xdpPass},
+		{"udp to vip:5000, first", udpTo(vip, 5000), xdpRedirect},
+		{"udp to vip:5003, exact too", udpTo(vip, 5003), xdpRedirect},
+		{"udp to vip:5007", udpTo(vip, 5007), xdpRedirect},
+		{"udp to vip:5010, last", udpTo(vip, 5010), xdpRedirect},
+		{"udp to vip:5011, above", udpTo(vip, 5011), xdpPass},
+		{"udp from rip:29999, below", udpFrom(29999, client), xdpPass},
+		{"udp from rip:30000, first", udpFrom(30000, client), xdpRedirect},
+		{"udp from rip:30009, last", udpFrom(30009, client), xdpRedirect},
+		{"udp from rip:30010, above", udpFrom(30010, client), xdpPass},
+		{"udp from rip:30005 to the host's own address", udpFrom(30005, vip2), xdpPass},
+		{"tcp from rip:8080 to the host's own address", tcpFrom(8080, vip2, 80), xdpPass},
+		// A source match to a local address still goes to gvs when the
+		// destination matches a range: destination rules come first.
+		{"tcp from rip:8080 to vip2:3000 (local, in its range)", tcpFrom(8080, vip2, 3000), xdpRedirect},
+		{"tcp from rip:22 to vip2:3000", tcpFrom(22, vip2, 3000), xdpRedirect},
+		{"tcp from rip:8080 to a client", tcpFrom(8080, client, 40000), xdpRedirect},
+		{"tcp to vip:40000, another host's MAC", frames.TCP(frames.L2{Src: other, Dst: other}, frames.IP{Src: client, Dst: vip}, frames.TCPSeg{SrcPort: 1, DstPort: 40000, SYN: true}), xdpPass},
+	})
+
+	// The range shrinks: the ports it no longer has go to the kernel.
+	ftp[2].PortMax = 2047
+	if err := p.SetRules(ftp, false); err != nil {
+		t.Fatal(err)
+	}
+	run([]verdictCase{
+		{"shrunk: tcp to vip:1024", tcpTo(vip, 1024), xdpRedirect},
+		{"shrunk: tcp to vip:2047", tcpTo(vip, 2047), xdpRedirect},
+		{"shrunk: tcp to vip:2048", tcpTo(vip, 2048), xdpPass},
+		{"shrunk: tcp to vip:65535", tcpTo(vip, 65535), xdpPass},
+		{"shrunk: tcp to vip2:65535", tcpTo(vip2, 65535), xdpRedirect},
+	})
+	if err := p.SetRules(nil, false); err != nil {
+		t.Fatal(err)
+	}
+	run([]verdictCase{
+		{"removed: tcp to vip:1024", tcpTo(vip, 1024), xdpPass},
+		{"removed: udp to vip:5007", udpTo(vip, 5007), xdpPass},
+		{"removed: udp from rip:30000", udpFrom(30000, client), xdpPass},
+	})
+
+	for _, r := range []Rule{
+		{Dst: true, Addr: vip, Proto: protoTCP, Port: 2000, PortMax: 1999},
+		{Dst: true, Addr: vip, Proto: protoTCP, Port: 0, PortMax: 1999},
+		{Dst: true, Addr: vip, Proto: protoICMP, Port: 1, PortMax: 2},
+		{Frags: true, Dst: true, Addr: vip, Proto: protoTCP, PortMax: 2},
+	} {
+		if err := p.SetRules([]Rule{r}, false); err == nil {
+			t.Errorf("SetRules accepted %+v", r)
+		}
+	}
+}
+
+// BenchmarkProgramRules: the program's run time (BPF_PROG_TEST_RUN,
+// repeated in the kernel) per verdict path, with an FTP service's range
+// beside exact-port rules: exact hits must cost what they did before the
+// ranges (which are looked up only after the hash lookups miss).
+func BenchmarkProgramRules(b *testing.B) {
+	ours := frames.MAC{0x02, 0, 0, 0, 0, 1}
+	p, err := load(ours, false, nil)
+	if err != nil {
+		b.Skipf("cannot load the XDP program: %v", err)
+	}
+	defer p.Close()
+	vip := netip.MustParseAddr("198.18.0.10")
+	rip := netip.MustParseAddr("198.19.0.2")
+	client := netip.MustParseAddr("198.18.0.99")
+	if err := p.SetRules([]Rule{
+		{Dst: true, Addr: vip, Proto: protoTCP, Port: 80},
+		{Dst: true, Addr: vip, Proto: protoTCP, Port: 21},
+		{Dst: true, Addr: vip, Proto: protoTCP, Port: 1024, PortMax: 65535},
+		{Addr: rip, Proto: protoTCP, Port: 8080},
+	}, false); err != nil {
+		b.Fatal(err)
+	}
+	l2 := frames.L2{Src: frames.MAC{0x02, 0, 0, 0, 0, 9}, Dst: ours}
+	for _, c := range []struct {
+		name  string
+		frame []byte
+	}{
+		{"exact-dst", frames.TCP(l2, frames.IP{Src: client, Dst: vip}, frames.TCPSeg{SrcPort: 40000, DstPort: 80, ACK: true})},
+		{"exact-src", frames.TCP(l2, frames.IP{Src: rip, Dst: client}, frames.TCPSeg{SrcPort: 8080, DstPort: 40000, ACK: true})},
+		{"range-dst", frames.TCP(l2, frames.IP{Src: client, Dst: vip}, frames.TCPSeg{SrcPort: 40000, DstPort: 40000, ACK: true})},
+		{"miss", frames.TCP(l2, frames.IP{Src: client, Dst: rip}, frames.TCPSeg{SrcPort: 40000, DstPort: 22, ACK: true})},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			const repeat = 100000
+			var total time.Duration
+			for b.Loop() {
+				_, d, err := p.prog.Benchmark(c.frame, repeat, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				total += d
+			}
+			b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/run")
+		})
+	}
 }
