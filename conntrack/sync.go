@@ -20,7 +20,8 @@ import (
 // (old_state) and its sync_endtime, under the shard lock; Conn.Sync
 // reports the verdict and the caller hands a record to the sender. The
 // controlling template is considered next (SyncTemplate), as
-// ip_vs_sync_conn does.
+// ip_vs_sync_conn does; a one-packet connection (CreateOnePacket) is never
+// synced itself, but its template is, in sync_version 1, at each datagram.
 //
 // The per-entry facts that do not fit the 96-byte entry (old_state,
 // sync_endtime, and a template's in_pkts, which drop_entry reads too)
@@ -177,10 +178,14 @@ func (t *Table) syncIn(si uint16, slot uint32, e *entry, now int64, c *Conn) {
 }
 
 // SyncTemplate is the second half of ip_vs_sync_conn for the connection c
-// (as In, InLive or Create filled it): when c is controlled by a template
-// (and, in sync_version 0, only when c itself was synced), it raises the
+// (as In, InLive, Create or CreateOnePacket filled it): when c is
+// controlled by a template (and, in sync_version 0, only when c itself was
+// synced, which a one-packet connection never is), it raises the
 // template's in_pkts, runs the sync-needed rule for it and, when a record
-// is due, fills tc with the template and returns true.
+// is due, fills tc with the template and returns true. For a one-packet
+// connection this is the whole of ip_vs_sync_conn in sync_version 1: the
+// connection itself is never synced, its template is considered at every
+// datagram.
 func (t *Table) SyncTemplate(c *Conn, now int64, tc *Conn) bool {
 	ss := t.sync.settings.Load()
 	if ss == nil || c.Flags&FlagControlled == 0 || int(c.ctlShard) >= len(t.shards) {
@@ -196,7 +201,8 @@ func (t *Table) SyncTemplate(c *Conn, now int64, tc *Conn) bool {
 		return false
 	}
 	e := s.at(c.ctl)
-	if e.flags&(fUsed|fTemplate) != fUsed|fTemplate || now >= e.expires {
+	if e.flags&(fUsed|fTemplate) != fUsed|fTemplate || now >= e.expires ||
+		(c.ctlGen != 0 && e.gen != c.ctlGen) {
 		return false
 	}
 	f := t.facts(c.ctlShard, c.ctl, e)

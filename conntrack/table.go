@@ -137,6 +137,10 @@ type Conn struct {
 
 	ctlShard uint16 // the controlling template (FlagControlled)
 	ctl      uint32
+	// ctlGen is the controlling template's generation for a one-packet
+	// connection, which holds no n_control on it (0: a stored connection,
+	// whose n_control keeps the template's slot).
+	ctlGen   uint32
 	tmplSecs uint32 // a template's timeout in seconds
 }
 
@@ -366,7 +370,7 @@ func fill(e *entry, c *Conn) {
 	c.DAddr, c.DPort = addrOf(e.daddr), e.dport
 	c.Dest, c.Method, c.State, c.Flags = e.dest, e.method, e.state, flags
 	c.Expires, c.InPkts, c.NControl, c.Assured = e.expires, inPkts, nControl, assured
-	c.Sync, c.ctlShard, c.ctl, c.tmplSecs = false, e.ctlShard, ctlSlot, tmplSecs
+	c.Sync, c.ctlShard, c.ctl, c.ctlGen, c.tmplSecs = false, e.ctlShard, ctlSlot, 0, tmplSecs
 }
 
 // transition runs one packet through a connection: TCP state machine (with
@@ -631,18 +635,25 @@ func (t *Table) create(k InKey, dest *ipvs.Dest, dport uint16, tmpl TemplateRef,
 // CreateOnePacket handles a one-packet-scheduled (-o) datagram: the
 // connection is bound and unbound at once and never stored, as IPVS does
 // with IP_VS_CONN_F_ONE_PACKET; a non-zero tmpl is re-armed as for Create.
-// c describes the would-be connection, with FlagOnePacket.
+// c describes the would-be connection, with FlagOnePacket, and, when tmpl
+// still names its template, FlagControlled: a master then hands the
+// template to SyncTemplate, as ip_vs_sync_conn goes from a one-packet
+// connection straight to its controller.
 func (t *Table) CreateOnePacket(k InKey, dest *ipvs.Dest, dport uint16, tmpl TemplateRef, now int64, c *Conn) error {
 	if dest == nil {
 		return ErrNoDest
 	}
-	t.holdOnePacket(tmpl, now)
+	held := t.holdOnePacket(tmpl, now)
 	dest.Bind(false)
 	dest.Unbind(false, false)
 	*c = Conn{
 		Proto: k.Proto, CAddr: addrOf(k.CAddr), CPort: k.CPort, VAddr: addrOf(k.VAddr), VPort: k.VPort,
 		DAddr: dest.Addr, DPort: dport, Dest: dest, Method: dest.Method(), State: StateUDP,
 		Flags: FlagOnePacket | FlagInactive, Expires: now, InPkts: 1,
+	}
+	if held {
+		c.Flags |= FlagControlled
+		c.ctlShard, c.ctl, c.ctlGen = tmpl.shard, tmpl.slot, tmpl.gen
 	}
 	if k.Proto == ipvs.ProtoTCP {
 		c.State = StateNone
@@ -699,30 +710,33 @@ func (t *Table) holdTemplate(r TemplateRef, now int64) bool {
 }
 
 // holdOnePacket is what a one-packet-scheduled datagram does to its
-// template r, if r still names it: the connection takes and releases
-// control of it at once (ip_vs_control_add, then the immediate expiry),
-// which re-arms it as holdTemplate does, and the datagram counts in the
-// template's in_pkts (ip_vs_in's atomic_inc(&cp->control->in_pkts); on a
-// master, ip_vs_sync_conn's, which sync_version 0 skips for one-packet
-// connections). drop_entry reads that count (Defense.verdict).
-func (t *Table) holdOnePacket(r TemplateRef, now int64) {
+// template r, if r still names it (reported): the connection takes and
+// releases control of it at once (ip_vs_control_add, then the immediate
+// expiry), which re-arms it as holdTemplate does. Without a master sync
+// daemon the datagram counts in the template's in_pkts here (ip_vs_in's
+// atomic_inc(&cp->control->in_pkts)); on a master it is ip_vs_sync_conn
+// that counts it (SyncTemplate, sync_version 1), or nothing does
+// (sync_version 0 returns at once for a one-packet connection).
+// drop_entry reads that count (Defense.verdict).
+func (t *Table) holdOnePacket(r TemplateRef, now int64) bool {
 	if r.gen == 0 || int(r.shard) >= len(t.shards) {
-		return
+		return false
 	}
 	s := &t.shards[r.shard]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.refEntry(r)
 	if e == nil {
-		return
+		return false
 	}
 	if e.flags&fUnhashed == 0 {
 		s.rearm(r.slot, e, now+int64(e.aux)*int64(time.Second))
 	}
-	if t.sync.settings.Load() == nil || t.sync.version.Load() != 0 {
+	if t.sync.settings.Load() == nil {
 		t.syncSide()
 		t.facts(r.shard, r.slot, e).tpkts++
 	}
+	return true
 }
 
 // dropControl lowers a template's n_control. It takes no lock: the template

@@ -52,7 +52,8 @@ func (p *Pipeline) Workers() int { return int(p.workers.Load()) }
 
 // syncConn queues the records the input packet that just filled c makes
 // due: the connection's (c.Sync, decided by the table under its lock) and
-// its controlling template's (ip_vs_sync_conn's second step). A full queue
+// its controlling template's (ip_vs_sync_conn's second step; for a
+// one-packet connection, never synced itself, the only one). A full queue
 // drops the record and counts it (lvssync.Producer); nothing blocks and
 // nothing allocates.
 func (w *Worker) syncConn(c *conntrack.Conn, now int64) {
