@@ -21,9 +21,10 @@ import (
 // expires or changes its target. The XDP program looks every steady
 // packet up; a hit is rewritten in the driver exactly as the pipeline
 // would (MACs, TTL-1 with the RFC 1624 header checksum update, NAT's
-// address and port with incremental L3/L4 checksum updates) and
-// redirected to the egress interface; anything else (a miss, an unusual
-// packet) goes the AF_XDP way to the pipeline. Each entry counts its
+// address and port with incremental L3/L4 checksum updates, TUN's IPIP
+// outer header in new headroom) and redirected to the egress interface;
+// anything else (a miss, an unusual packet) goes the AF_XDP way to the
+// pipeline. Each entry counts its
 // packets and bytes (atomic adds) and the last time it was used
 // (bpf_ktime_get_ns, CLOCK_MONOTONIC), which the daemon folds into the
 // statistics and the connection's timer.
