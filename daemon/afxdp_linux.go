@@ -92,7 +92,16 @@ func (d *Daemon) openXDP(vip, dip LinkInfo) error {
 		if d.oneArm {
 			ifx[forwarder.DIPSide] = vip.Index
 		}
-		x.fast = newFastPath(flows, d.env, d.conns, ifx, d.Clock, d.log)
+		x.fast = newFastPath(flows, d.env, d.conns, d.cfg.Settings, ifx, d.Clock, d.log)
+		// TUN's outer IPv4 IDs: the program draws them from the
+		// counter of the worker that serves the RX queue (below).
+		ids, err := flows.IDCounters(queues)
+		if err != nil {
+			return err
+		}
+		for k, w := range d.workers[:min(queues, len(d.workers))] {
+			w.fw.ShareIPID(ids[k])
+		}
 	}
 	for side, l := range links {
 		p, err := xdp.Attach(xdp.AttachConfig{Ifindex: l.Index, MAC: l.MAC, Modes: d.cfg.XDPModes, Flows: flows})
@@ -217,11 +226,14 @@ func (d *Daemon) closeXDP() error {
 	for _, io := range x.ios {
 		errs = append(errs, io.close())
 	}
-	if x.fast != nil {
-		errs = append(errs, x.fast.flows.Close())
-	}
 	for _, w := range d.workers {
 		w.xsk = nil
+		if w.fw != nil {
+			w.fw.ShareIPID(nil) // before the counters' map goes
+		}
+	}
+	if x.fast != nil {
+		errs = append(errs, x.fast.flows.Close())
 	}
 	return errors.Join(errs...)
 }

@@ -72,7 +72,7 @@ type Config struct {
 	IO       IOMode
 	XDPModes []xdp.Mode
 	// XDPFastPath (with IOAFXDP) forwards the steady packets of
-	// established NAT and DR connections in the XDP program, from a flow
+	// established NAT, DR and TUN connections in the XDP program, from a flow
 	// map the daemon keeps (fastpath_linux.go).
 	XDPFastPath bool
 	// StatsInterval, if positive, logs Stats at debug level that often.

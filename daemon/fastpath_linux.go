@@ -21,16 +21,20 @@ import (
 // the authority; the daemon keeps the program's flow map in step with it:
 //
 //   - install: after the pipeline transmitted a steady packet (TCP ACK
-//     without SYN, FIN, RST; UDP) of an ESTABLISHED (or UDP) NAT or DR
-//     connection, the flow's plan is made from the transmitted frame
+//     without SYN, FIN, RST; UDP) of an ESTABLISHED (or UDP) NAT, DR or
+//     TUN connection, the flow's plan is made from the transmitted frame
 //     (xdp.PlanFor) and installed; later packets of the flow are rewritten
-//     and redirected in the driver;
+//     (TUN: encapsulated, with IPv4 IDs from the counter of the worker
+//     that serves the RX queue, shared with it) and redirected in the
+//     driver;
 //   - remove: when the pipeline sees the connection leave the steady state
 //     (both NAT directions), or a new connection take the tuple; when the
 //     fold finds the connection gone, changed (another real server) or its
 //     real server removed; when the services change (all entries); an
 //     entry idle for longer than its connection's timeout (less
 //     fastMargin) is not used by the program any more and is removed too;
+//     a TUN entry is removed when net.ipv4.vs.pmtu_disc changed (the
+//     outer DF it copies or clears);
 //   - egress check: a flow is installed only when its egress interface
 //     takes redirected frames (the kernel reports NETDEV_XDP_ACT_NDO_XMIT
 //     for it; a veth has it only while its peer has NAPI on: GRO or an
@@ -64,6 +68,7 @@ type fastPath struct {
 	flows   *xdp.FlowMap
 	env     forwarder.Env
 	conns   *conntrack.Table
+	set     *ipvs.Settings
 	ifindex [2]int
 	// redirect[side]: the side's interface takes redirected frames
 	// (refreshed by the fold; read by the workers).
@@ -82,6 +87,8 @@ type fastShard struct {
 
 type fastEntry struct {
 	out   bool
+	flags uint8 // the plan's (xdp.FlagCopyDF)
+	tun   bool
 	side  int // the egress side
 	dest  *ipvs.Dest
 	pkts  uint64 // folded so far
@@ -102,8 +109,8 @@ type fastRecent [256]struct {
 	at int64
 }
 
-func newFastPath(flows *xdp.FlowMap, env forwarder.Env, conns *conntrack.Table, ifindex [2]int, clock func() int64, log *zap.Logger) *fastPath {
-	f := &fastPath{flows: flows, env: env, conns: conns, ifindex: ifindex, log: log}
+func newFastPath(flows *xdp.FlowMap, env forwarder.Env, conns *conntrack.Table, set *ipvs.Settings, ifindex [2]int, clock func() int64, log *zap.Logger) *fastPath {
+	f := &fastPath{flows: flows, env: env, conns: conns, set: set, ifindex: ifindex, log: log}
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	f.mono0 = ts.Nano() - clock()
@@ -191,8 +198,19 @@ func fastMethod(r *forwarder.Result) uint8 {
 		return xdp.FastNATIn
 	case r.Method == ipvs.Route && !r.Out:
 		return xdp.FastDR
+	case r.Method == ipvs.Tunnel && !r.Out:
+		return xdp.FastTUN
 	}
 	return 0
+}
+
+// flags are the plan flags the settings give (xdp.FlagCopyDF: IPVS's
+// tunnel copies the inner DF only with pmtu_disc).
+func (f *fastPath) flags() uint8 {
+	if f.set != nil && f.set.Get(ipvs.SysPmtuDisc) == 0 {
+		return 0
+	}
+	return xdp.FlagCopyDF
 }
 
 // after keeps the map in step with the pipeline's Result for a frame of
@@ -243,7 +261,8 @@ func (f *fastPath) after(k *xdp.FlowKey, steady bool, r *forwarder.Result, now i
 	if timeout -= fastMargin; timeout <= 0 {
 		return
 	}
-	plan, ok := xdp.PlanFor(k, r.Frame, m, f.ifindex[r.Link], hop.MTU)
+	flags := f.flags()
+	plan, ok := xdp.PlanFor(k, r.Frame, m, f.ifindex[r.Link], hop.MTU, flags)
 	if !ok {
 		return
 	}
@@ -255,7 +274,7 @@ func (f *fastPath) after(k *xdp.FlowKey, steady bool, r *forwarder.Result, now i
 		return
 	}
 	if ok, err := f.flows.Install(k, &plan); ok && err == nil {
-		s.m[*k] = &fastEntry{out: r.Out, side: r.Link, dest: r.Dest, seen: plan.Seen}
+		s.m[*k] = &fastEntry{out: r.Out, flags: flags, tun: m == xdp.FastTUN, side: r.Link, dest: r.Dest, seen: plan.Seen}
 	}
 }
 
@@ -310,6 +329,7 @@ func (f *fastPath) fold(now int64) {
 		s.mu.Unlock()
 	}
 	f.scratch = items
+	planFlags := f.flags()
 	for i := range items {
 		k, e := &items[i].k, items[i].e
 		var v xdp.FlowPlan
@@ -341,7 +361,7 @@ func (f *fastPath) fold(now int64) {
 			alive = f.conns.PeekIn(conntrack.InKeyV4(proto, k.Src, sp, k.Dst, dp), now, &c)
 		}
 		idle := now+f.mono0-int64(v.Seen) > int64(v.Timeout)
-		if !alive || idle || c.Dest != e.dest || !c.Dest.Available() ||
+		if !alive || idle || c.Dest != e.dest || !c.Dest.Available() || e.tun && e.flags != planFlags ||
 			c.State != conntrack.StateEstablished && c.State != conntrack.StateUDP {
 			f.remove(k)
 		}

@@ -127,8 +127,7 @@ func (w *Worker) tunICMP(pk *packet) *Result {
 		res.Action, res.Reason = Drop, NoRoute
 		return w.count(res)
 	}
-	w.ipid++
-	out, ok := rewrite.ICMPRelay(w.icmpBuf(p.L3, tx.mtu), frame, p, o, p.ICMPType, p.ICMPCode, rest, ip.Dst(), tx.macs, w.ipid)
+	out, ok := rewrite.ICMPRelay(w.icmpBuf(p.L3, tx.mtu), frame, p, o, p.ICMPType, p.ICMPCode, rest, ip.Dst(), tx.macs, w.nextID())
 	res.Reason = TunICMP
 	if !ok {
 		res.Action = Drop

@@ -118,11 +118,12 @@ type Worker struct {
 	routes   [routeCacheSize]routeEntry
 	flows    [flowCacheSize]flowEntry
 	res      Result
-	pkt      packet // the frame being processed
-	tx       txPlan // the plan of a packet whose flow is not cached
-	ipid     uint16
-	rstTAT   int64 // the RST rate limit's theoretical arrival time (GCRA)
-	icmpTAT  int64 // the ICMP global rate limit's (allowICMP)
+	pkt      packet  // the frame being processed
+	tx       txPlan  // the plan of a packet whose flow is not cached
+	ipid     uint16  // the IPv4 ID counter (nextID), unless ids
+	ids      *uint32 // a shared IPv4 ID counter (ShareIPID)
+	rstTAT   int64   // the RST rate limit's theoretical arrival time (GCRA)
+	icmpTAT  int64   // the ICMP global rate limit's (allowICMP)
 	scratch  [rewrite.ICMPErrorMaxFrame]byte
 	sync     syncScratch  // syncrec.go
 	large    *workerLarge // rarely used, large state: kept out of the Worker's cache lines
@@ -167,6 +168,32 @@ func (p *Pipeline) NewWorker() *Worker {
 		panic("forwarder: more than ipvs.MaxWorkers workers")
 	}
 	return &Worker{p: p, id: id, ipid: uint16(id) << 12, large: new(workerLarge), defrag: newDefragPool(p.defrags)}
+}
+
+// nextID is the IPv4 ID of the next packet the worker builds (an IPIP
+// outer header, an ICMP error): one counter per worker, shared with the
+// XDP fast path when ShareIPID gave one.
+func (w *Worker) nextID() uint16 {
+	if w.ids != nil {
+		return uint16(atomic.AddUint32(w.ids, 1))
+	}
+	w.ipid++
+	return w.ipid
+}
+
+// ShareIPID makes the worker draw its IPv4 IDs from the counter at ids,
+// which it sets to the worker's current one: another writer adding to it
+// atomically (the XDP fast path's TUN encapsulation on the worker's RX
+// queues) draws from the same sequence, as if the worker had built those
+// packets. ShareIPID(nil) takes the counter back into the worker. It must
+// not be called while the worker runs.
+func (w *Worker) ShareIPID(ids *uint32) {
+	if w.ids != nil {
+		w.ipid = uint16(atomic.LoadUint32(w.ids))
+	}
+	if w.ids = ids; ids != nil {
+		atomic.StoreUint32(ids, uint32(w.ipid))
+	}
 }
 
 // Result is the outcome of one frame.

@@ -152,24 +152,24 @@ func (w *Worker) icmpError(pk *packet, why Reason, res *Result, src [4]byte, mtu
 	var out []byte
 	var ok bool
 	var typ, code uint8
-	w.ipid++
+	id := w.nextID()
 	buf := w.icmpBuf(p.L3, w.p.env.Links()[link].MTU)
 	switch why {
 	case TTLExceeded:
 		typ = rewrite.ICMPTimeExceeded
-		out, ok = rewrite.TimeExceeded(buf, frame, p, src, m, w.ipid)
+		out, ok = rewrite.TimeExceeded(buf, frame, p, src, m, id)
 	case FragTimeout: // defrag.go's Expire: about the first fragment
 		typ, code = rewrite.ICMPTimeExceeded, rewrite.ICMPCodeFragTime
-		out, ok = rewrite.FragTimeExceeded(buf, frame, p, src, m, w.ipid)
+		out, ok = rewrite.FragTimeExceeded(buf, frame, p, src, m, id)
 	case FragNeeded:
 		typ, code = rewrite.ICMPDestUnreach, rewrite.ICMPCodeFragNeeded
-		out, ok = rewrite.FragNeeded(buf, frame, p, src, uint16(mtu), m, w.ipid)
+		out, ok = rewrite.FragNeeded(buf, frame, p, src, uint16(mtu), m, id)
 	case HostUnreach:
 		typ, code = rewrite.ICMPDestUnreach, rewrite.ICMPCodeHostUnreach
-		out, ok = rewrite.HostUnreachable(buf, frame, p, src, m, w.ipid)
+		out, ok = rewrite.HostUnreachable(buf, frame, p, src, m, id)
 	default: // NoDest
 		typ, code = rewrite.ICMPDestUnreach, rewrite.ICMPCodePortUnreach
-		out, ok = rewrite.PortUnreachable(buf, frame, p, src, m, w.ipid)
+		out, ok = rewrite.PortUnreachable(buf, frame, p, src, m, id)
 	}
 	res.Reason = why
 	if !ok {

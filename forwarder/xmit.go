@@ -54,8 +54,7 @@ func (w *Worker) xmitIn(pk *packet, c *conntrack.Conn, tx *txPlan) *Result {
 		if c.Dest.TunType() != ipvs.TunIPIP {
 			return w.connDrop(pk, c, false, TunTypeUnsupported)
 		}
-		w.ipid++
-		out, ok = rewrite.TUN(pk.buf[:pk.off+pk.n], pk.off, p, tx.src, c.DAddr.As4(), w.ipid, tx.macs, pk.partial)
+		out, ok = rewrite.TUN(pk.buf[:pk.off+pk.n], pk.off, p, tx.src, c.DAddr.As4(), w.nextID(), tx.macs, pk.partial)
 		if ok && p.DF && w.p.set.Get(ipvs.SysPmtuDisc) == 0 {
 			// ip_vs_tunnel_xmit copies the inner DF only with pmtu_disc.
 			rewrite.ClearDF(rewrite.IPv4(out[p.L3:]))

@@ -4,10 +4,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"golang.org/x/sys/unix"
 )
 
 // The fast path for established flows (gvsd --xdp-fastpath). The Go
@@ -18,9 +21,10 @@ import (
 // expires or changes its target. The XDP program looks every steady
 // packet up; a hit is rewritten in the driver exactly as the pipeline
 // would (MACs, TTL-1 with the RFC 1624 header checksum update, NAT's
-// address and port with incremental L3/L4 checksum updates) and
-// redirected to the egress interface; anything else (a miss, an unusual
-// packet) goes the AF_XDP way to the pipeline. Each entry counts its
+// address and port with incremental L3/L4 checksum updates, TUN's IPIP
+// outer header in new headroom) and redirected to the egress interface;
+// anything else (a miss, an unusual packet) goes the AF_XDP way to the
+// pipeline. Each entry counts its
 // packets and bytes (atomic adds) and the last time it was used
 // (bpf_ktime_get_ns, CLOCK_MONOTONIC), which the daemon folds into the
 // statistics and the connection's timer.
@@ -36,6 +40,16 @@ const (
 	FastNATOut = 2
 	// FastDR: MACs and TTL only.
 	FastDR = 3
+	// FastTUN: IPIP to the real server (rewrite.TUN): the inner TTL-1,
+	// then an outer IPv4 header in 20 bytes of new headroom.
+	FastTUN = 4
+)
+
+// FlowPlan.Flags.
+const (
+	// FlagCopyDF (FastTUN): the outer header copies the inner DF flag
+	// (net.ipv4.vs.pmtu_disc on); without it the outer DF is clear.
+	FlagCopyDF = 1
 )
 
 // FlowKey is a flow's tuple as it lies in the frame (addresses and ports
@@ -59,8 +73,11 @@ func (k *FlowKey) Ports() (sport, dport uint16) {
 
 // FlowPlan is a flow's rewrite plan and counters: the fast-path map's
 // value. Addr and Port (network order) replace the destination (NATIn) or
-// the source (NATOut); Ifindex is the egress interface; MTU the largest
-// IPv4 total length forwarded (a larger packet is the pipeline's).
+// the source (NATOut); for TUN, Addr is the outer destination (the real
+// server) and Src the outer source (the director's address towards it).
+// Ifindex is the egress interface; MTU the largest IPv4 total length
+// forwarded (a larger packet is the pipeline's; for TUN the inner packet's,
+// the egress MTU less the outer header).
 // Packets, Bytes (IPv4 total lengths) and Seen (CLOCK_MONOTONIC ns, the
 // daemon's install time at first) are the program's. A packet more than
 // Timeout ns after the entry's last one is the pipeline's: its connection
@@ -71,10 +88,10 @@ type FlowPlan struct {
 	Addr           [4]byte
 	Port           [2]byte
 	Method         uint8
-	_              uint8
+	Flags          uint8
 	Ifindex        uint32
 	MTU            uint32
-	_              uint32
+	Src            [4]byte
 	Packets        uint64
 	Bytes          uint64
 	Seen           uint64
@@ -86,8 +103,10 @@ const (
 	fpAddr    = 12
 	fpPort    = 16
 	fpMethod  = 18
+	fpFlags   = 19
 	fpIfindex = 20
 	fpMTU     = 24
+	fpSrc     = 28
 	fpPackets = 32
 	fpBytes   = 40
 	fpSeen    = 48
@@ -98,6 +117,7 @@ func init() {
 	var p FlowPlan
 	if unsafe.Sizeof(FlowKey{}) != 16 || unsafe.Sizeof(p) != 64 || unsafe.Offsetof(p.Addr) != fpAddr ||
 		unsafe.Offsetof(p.Port) != fpPort || unsafe.Offsetof(p.Method) != fpMethod ||
+		unsafe.Offsetof(p.Flags) != fpFlags || unsafe.Offsetof(p.Src) != fpSrc ||
 		unsafe.Offsetof(p.Ifindex) != fpIfindex || unsafe.Offsetof(p.MTU) != fpMTU ||
 		unsafe.Offsetof(p.Packets) != fpPackets || unsafe.Offsetof(p.Bytes) != fpBytes ||
 		unsafe.Offsetof(p.Seen) != fpSeen || unsafe.Offsetof(p.Timeout) != fpTimeout {
@@ -106,18 +126,59 @@ func init() {
 }
 
 // FlowMap is the fast path's map, shared by the programs of both
-// interfaces.
+// interfaces, with the IPv4 ID counters TUN encapsulation draws from.
+//
+// The ID counters are the workers' own (forwarder.Worker.ShareIPID): an
+// outer header the program builds for a packet that arrived on RX queue q
+// takes its ID from the counter of the worker that serves q (slot q mod
+// the slots in use, as the daemon assigns queues), exactly as that worker
+// would have. They live in a one-element array map (BPF_F_MMAPABLE) that
+// the workers address in memory: word 0 is the number of slots in use,
+// words 1..MaxQueues the counters.
 type FlowMap struct {
-	m *ebpf.Map
+	m     *ebpf.Map
+	ids   *ebpf.Map
+	idMem []byte // ids, mapped
 }
 
-// NewFlowMap creates the map.
+// NewFlowMap creates the maps.
 func NewFlowMap() (*FlowMap, error) {
 	m, err := ebpf.NewMap(&ebpf.MapSpec{Name: "gvs_flows", Type: ebpf.Hash, KeySize: 16, ValueSize: 64, MaxEntries: MaxFlows})
 	if err != nil {
 		return nil, fmt.Errorf("xdp: flow map: %w", err)
 	}
-	return &FlowMap{m: m}, nil
+	f := &FlowMap{m: m}
+	f.ids, err = ebpf.NewMap(&ebpf.MapSpec{Name: "gvs_ipids", Type: ebpf.Array, KeySize: 4, ValueSize: idsSize,
+		MaxEntries: 1, Flags: unix.BPF_F_MMAPABLE})
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("xdp: IPv4 ID map: %w", err)
+	}
+	size := (idsSize + os.Getpagesize() - 1) &^ (os.Getpagesize() - 1)
+	if f.idMem, err = unix.Mmap(f.ids.FD(), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
+		f.idMem = nil
+		f.Close()
+		return nil, fmt.Errorf("xdp: IPv4 ID map: mmap: %w", err)
+	}
+	return f, nil
+}
+
+// idsSize is the ID map's value: the slots in use and MaxQueues counters.
+const idsSize = 4 * (1 + MaxQueues)
+
+// IDCounters sets the number of ID slots in use (the workers that serve RX
+// queues: worker k serves queues k, k+n, ...) and returns their counters,
+// for the workers' ShareIPID.
+func (f *FlowMap) IDCounters(n int) ([]*uint32, error) {
+	if n < 1 || n > MaxQueues {
+		return nil, fmt.Errorf("xdp: %d IPv4 ID slots, want 1..%d", n, MaxQueues)
+	}
+	c := make([]*uint32, n)
+	for i := range c {
+		c[i] = (*uint32)(unsafe.Pointer(&f.idMem[4+4*i]))
+	}
+	atomic.StoreUint32((*uint32)(unsafe.Pointer(&f.idMem[0])), uint32(n))
+	return c, nil
 }
 
 func (f *FlowMap) fd() int {
@@ -125,6 +186,13 @@ func (f *FlowMap) fd() int {
 		return -1
 	}
 	return f.m.FD()
+}
+
+func (f *FlowMap) idsFD() int {
+	if f == nil {
+		return -1
+	}
+	return f.ids.FD()
 }
 
 // Install adds a flow's plan unless the flow has one (installed reports
@@ -148,12 +216,22 @@ func (f *FlowMap) Remove(k *FlowKey, p *FlowPlan) bool {
 	return f.m.LookupAndDelete(unsafe.Pointer(k), unsafe.Pointer(p)) == nil
 }
 
-// Close releases the map.
+// Close releases the maps. The counters IDCounters returned must not be
+// used any more.
 func (f *FlowMap) Close() error {
 	if f == nil {
 		return nil
 	}
-	return f.m.Close()
+	var errs []error
+	if f.idMem != nil {
+		errs = append(errs, unix.Munmap(f.idMem))
+		f.idMem = nil
+	}
+	if f.ids != nil {
+		errs = append(errs, f.ids.Close())
+	}
+	errs = append(errs, f.m.Close())
+	return errors.Join(errs...)
 }
 
 // FrameKey reads the key of a frame the fast path could take: untagged
@@ -188,17 +266,46 @@ func FrameKey(frame []byte) (k FlowKey, steady, ok bool) {
 
 // PlanFor makes the plan of flow k from out, the frame the pipeline
 // transmitted for a packet of it, for method (FastNATIn, FastNATOut,
-// FastDR): the MACs and the new address and port are out's, so that the
-// program's rewrite of the flow's next packets is the pipeline's. ok is
-// false when out does not fit the method (not the flow's packet).
-func PlanFor(k *FlowKey, out []byte, method uint8, ifindex, mtu int) (p FlowPlan, ok bool) {
-	ok2 := false
-	ok2 = len(out) >= ethHdrLen+ipv4MinHdrLen+8 && out[12] == 0x08 && out[13] == 0 && out[14] == 0x45 && out[23] == k.Proto
+// FastDR, FastTUN) with flags (FlagCopyDF: TUN's outer header copies the
+// inner DF, net.ipv4.vs.pmtu_disc): the MACs and the new address and port
+// (TUN: the outer addresses) are out's, so that the program's rewrite of
+// the flow's next packets is the pipeline's. mtu is the egress MTU. ok is
+// false when out does not fit the method (not the flow's packet, or an
+// outer DF that contradicts flags) or a TUN packet could not be forwarded
+// within mtu.
+func PlanFor(k *FlowKey, out []byte, method uint8, ifindex, mtu int, flags uint8) (p FlowPlan, ok bool) {
+	proto := k.Proto
+	if method == FastTUN {
+		proto = protoIPIP
+	}
+	ok2 := len(out) >= ethHdrLen+ipv4MinHdrLen+8 && out[12] == 0x08 && out[13] == 0 && out[14] == 0x45 && out[23] == proto
 	if !ok2 || ifindex <= 0 || mtu <= 0 {
 		return p, false
 	}
 	copy(p.DstMAC[:], out[0:6])
 	copy(p.SrcMAC[:], out[6:12])
+	if method == FastTUN {
+		const in = ethHdrLen + ipv4MinHdrLen // the inner header
+		if len(out) < in+ipv4MinHdrLen+8 || out[in] != 0x45 || out[in+9] != k.Proto ||
+			[4]byte(out[in+12:in+16]) != k.Src || [4]byte(out[in+16:in+20]) != k.Dst ||
+			[2]byte(out[in+20:in+22]) != k.SrcPort || [2]byte(out[in+22:in+24]) != k.DstPort {
+			return p, false
+		}
+		// An inner DF shows what the pipeline does with it.
+		innerDF, outerDF := out[in+6]&0x40 != 0, out[ethHdrLen+6]&0x40 != 0
+		if innerDF && outerDF != (flags&FlagCopyDF != 0) {
+			return p, false
+		}
+		// The pipeline's xmitIn: larger than the MTU less the outer
+		// header is fragmented or answered with fragmentation needed;
+		// below 68 it is dropped.
+		if mtu -= ipv4MinHdrLen; mtu < 68 {
+			return p, false
+		}
+		p.Src, p.Addr = [4]byte(out[26:30]), [4]byte(out[30:34])
+		p.Method, p.Flags, p.Ifindex, p.MTU = method, flags&FlagCopyDF, uint32(ifindex), uint32(mtu)
+		return p, true
+	}
 	src, dst := [4]byte(out[26:30]), [4]byte(out[30:34])
 	sport, dport := [2]byte(out[34:36]), [2]byte(out[36:38])
 	switch method {
@@ -239,12 +346,16 @@ func PlanFor(k *FlowKey, out []byte, method uint8, ifindex, mtu int) (p FlowPlan
 //	eth.dst, eth.src = v.macs; ip.ttl--;
 //	NAT: address, port := v.addr, v.port; checksums updated (RFC 1624)
 //	trim the Ethernet padding (bpf_xdp_adjust_tail);
+//	TUN: bpf_xdp_adjust_head(-20); eth = {v.macs, IPv4};
+//	     outer = {0x45, inner.tos (CE -> ECT(0)), tot_len+20,
+//	              ++ids[rx_queue % ids.slots], v.flags & COPY_DF ? inner.DF : 0,
+//	              inner.ttl, IPIP, csum, v.src, v.addr};
 //	return bpf_redirect(v.ifindex, 0);
 //
 // Checksum arithmetic works on 16-bit words loaded little-endian: the
 // one's complement sum is byte-order independent (RFC 1071), so the
 // results are the network-order ones, byte-swapped, as stored.
-func fastPath(flowsFD int, miss string) asm.Instructions {
+func fastPath(flowsFD, idsFD int, miss string) asm.Instructions {
 	const (
 		tcp        = "fast_tcp"
 		udp        = "fast_udp"
@@ -256,6 +367,12 @@ func fastPath(flowsFD int, miss string) asm.Instructions {
 		csStore    = "fast_csstore"
 		send       = "fast_send"
 		redirect   = "fast_redirect"
+		xmit       = "fast_xmit"
+		aborted    = "fast_aborted"
+		tos        = "fast_tos"
+		idMod      = "fast_idmod"
+		idSlot     = "fast_idslot"
+		outerDF    = "fast_df"
 		xdpAborted = 0
 		ip         = ethHdrLen
 	)
@@ -268,6 +385,21 @@ func fastPath(flowsFD int, miss string) asm.Instructions {
 				asm.And.Imm(r, 0xffff), asm.Add.Reg(r, t))
 		}
 		return ins
+	}
+	// sum20 sums the 20-byte header at R7+off into R3 (as 16-bit words,
+	// folded), with R4 as scratch.
+	sum20 := func(off int16) asm.Instructions {
+		ins := asm.Instructions{asm.LoadMem(asm.R3, asm.R7, off, asm.Word)}
+		for o := off + 4; o < off+20; o += 4 {
+			ins = append(ins, asm.LoadMem(asm.R4, asm.R7, o, asm.Word), asm.Add.Reg(asm.R3, asm.R4))
+		}
+		ins = append(ins,
+			asm.Mov.Reg(asm.R4, asm.R3),
+			asm.RSh.Imm(asm.R4, 32),
+			asm.Mov.Reg32(asm.R3, asm.R3),
+			asm.Add.Reg(asm.R3, asm.R4))
+		ins = append(ins, fold(asm.R3, asm.R4)...)
+		return append(ins, fold(asm.R3, asm.R4)...) // a 33-bit sum needs a third
 	}
 	p := asm.Instructions{
 		asm.LoadMem(asm.R1, asm.R7, ip, asm.Byte).WithSymbol("fast"),
@@ -323,18 +455,10 @@ func fastPath(flowsFD int, miss string) asm.Instructions {
 		asm.JEq.Imm(asm.R3, 0, miss),
 		// The IPv4 header checksum must verify (the pipeline drops a
 		// header that does not).
-		asm.LoadMem(asm.R3, asm.R7, ip, asm.Word).WithSymbol(key),
 	}
-	for off := int16(4); off < 20; off += 4 {
-		p = append(p, asm.LoadMem(asm.R4, asm.R7, ip+off, asm.Word), asm.Add.Reg(asm.R3, asm.R4))
-	}
-	p = append(p,
-		asm.Mov.Reg(asm.R4, asm.R3),
-		asm.RSh.Imm(asm.R4, 32),
-		asm.Mov.Reg32(asm.R3, asm.R3),
-		asm.Add.Reg(asm.R3, asm.R4))
-	p = append(p, fold(asm.R3, asm.R4)...)
-	p = append(p, fold(asm.R3, asm.R4)...) // a 33-bit sum needs a third
+	verify := sum20(ip)
+	verify[0] = verify[0].WithSymbol(key)
+	p = append(p, verify...)
 	p = append(p,
 		asm.JNE.Imm(asm.R3, 0xffff, miss),
 		// The key at fp-16.
@@ -387,6 +511,7 @@ func fastPath(flowsFD int, miss string) asm.Instructions {
 		asm.Mov.Imm(asm.R5, 0), // R5: the address and port terms, for L4
 		asm.LoadMem(asm.R1, asm.R6, fpMethod, asm.Byte),
 		asm.JEq.Imm(asm.R1, FastDR, ipDone),
+		asm.JEq.Imm(asm.R1, FastTUN, ipDone), // the inner header's TTL
 		asm.JEq.Imm(asm.R1, FastNATOut, natOut),
 	)
 	// nat replaces the address at IPv4 offset addrOff and the port at L4
@@ -428,7 +553,8 @@ func fastPath(flowsFD int, miss string) asm.Instructions {
 		asm.Xor.Imm(asm.R2, 0xffff),
 		asm.StoreMem(asm.R7, ip+10, asm.R2, asm.Half),
 		asm.LoadMem(asm.R1, asm.R6, fpMethod, asm.Byte),
-		asm.JEq.Imm(asm.R1, FastDR, send), // DR: the L4 checksum stands
+		asm.JEq.Imm(asm.R1, FastDR, send), // DR, TUN: the L4 checksum stands
+		asm.JEq.Imm(asm.R1, FastTUN, send),
 		// The L4 checksum: TCP at +16, UDP at +6 (not 0: checked).
 		asm.JEq.Imm(asm.R9, protoUDP, udpCs),
 		asm.LoadMem(asm.R1, asm.R8, 16, asm.Half),
@@ -462,9 +588,90 @@ func fastPath(flowsFD int, miss string) asm.Instructions {
 		asm.LoadMem(asm.R1, asm.R10, -32, asm.DWord),
 		asm.FnXdpAdjustTail.Call(),
 		asm.JEq.Imm(asm.R0, 0, redirect),
-		asm.Mov.Imm(asm.R0, xdpAborted),
+		asm.Mov.Imm(asm.R0, xdpAborted).WithSymbol(aborted),
 		asm.Return(),
-		asm.LoadMem(asm.R1, asm.R6, fpIfindex, asm.Word).WithSymbol(redirect),
+		asm.LoadMem(asm.R1, asm.R6, fpMethod, asm.Byte).WithSymbol(redirect),
+		asm.JNE.Imm(asm.R1, FastTUN, xmit),
+	)
+	// TUN (rewrite.TUN): 20 bytes of headroom for the outer header, the
+	// Ethernet header in front of it, the inner packet where it was.
+	const (
+		outer = ethHdrLen
+		inner = ethHdrLen + ipv4MinHdrLen
+	)
+	p = append(p,
+		asm.LoadMem(asm.R1, asm.R10, -32, asm.DWord),
+		asm.Mov.Imm(asm.R2, -ipv4MinHdrLen),
+		asm.FnXdpAdjustHead.Call(),
+		asm.JNE.Imm(asm.R0, 0, aborted),
+		asm.LoadMem(asm.R1, asm.R10, -32, asm.DWord),
+		asm.LoadMem(asm.R7, asm.R1, mdData, asm.Word),
+		asm.LoadMem(asm.R2, asm.R1, mdDataEnd, asm.Word),
+		asm.Mov.Reg(asm.R3, asm.R7),
+		asm.Add.Imm(asm.R3, inner+ipv4MinHdrLen),
+		asm.JGT.Reg(asm.R3, asm.R2, aborted),
+		// Ethernet: the plan's MACs, IPv4.
+		asm.LoadMem(asm.R1, asm.R6, 0, asm.Word),
+		asm.StoreMem(asm.R7, 0, asm.R1, asm.Word),
+		asm.LoadMem(asm.R1, asm.R6, 4, asm.Word),
+		asm.StoreMem(asm.R7, 4, asm.R1, asm.Word),
+		asm.LoadMem(asm.R1, asm.R6, 8, asm.Word),
+		asm.StoreMem(asm.R7, 8, asm.R1, asm.Word),
+		asm.StoreImm(asm.R7, 12, 0x0008, asm.Half), // 0x0800, little-endian
+		asm.StoreImm(asm.R7, outer, 0x45, asm.Byte),
+		// TOS: the inner one, ECN CE as ECT(0) (INET_ECN_encapsulate).
+		asm.LoadMem(asm.R1, asm.R7, inner+1, asm.Byte),
+		asm.Mov.Reg(asm.R2, asm.R1),
+		asm.And.Imm(asm.R2, 0x03),
+		asm.JNE.Imm(asm.R2, 0x03, tos),
+		asm.Xor.Imm(asm.R1, 0x01),
+		asm.StoreMem(asm.R7, outer+1, asm.R1, asm.Byte).WithSymbol(tos),
+		// Total length.
+		asm.LoadMem(asm.R1, asm.R10, -24, asm.DWord),
+		asm.Add.Imm(asm.R1, ipv4MinHdrLen),
+		asm.HostTo(asm.BE, asm.R1, asm.Half),
+		asm.StoreMem(asm.R7, outer+2, asm.R1, asm.Half),
+		// ID: the next of the counter of the worker that serves the RX
+		// queue (slot rx_queue % slots; slot 0 while no slots are set).
+		asm.LoadMapValue(asm.R1, idsFD, 0),
+		asm.LoadMem(asm.R2, asm.R1, 0, asm.Word),
+		asm.LoadMem(asm.R3, asm.R10, -32, asm.DWord),
+		asm.LoadMem(asm.R3, asm.R3, mdRxQueue, asm.Word),
+		asm.JNE.Imm(asm.R2, 0, idMod),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.Ja.Label(idSlot),
+		asm.Mod.Reg32(asm.R3, asm.R2).WithSymbol(idMod),
+		asm.And.Imm(asm.R3, MaxQueues-1).WithSymbol(idSlot),
+		asm.LSh.Imm(asm.R3, 2),
+		asm.Add.Reg(asm.R1, asm.R3),
+		asm.Mov.Imm(asm.R2, 1),
+		fetchAdd(asm.R1, asm.R2, asm.Word, 4),
+		asm.Add.Imm(asm.R2, 1),
+		asm.HostTo(asm.BE, asm.R2, asm.Half),
+		asm.StoreMem(asm.R7, outer+4, asm.R2, asm.Half),
+		// Flags and fragment offset: the inner DF with FlagCopyDF.
+		asm.LoadMem(asm.R1, asm.R7, inner+6, asm.Byte),
+		asm.And.Imm(asm.R1, 0x40),
+		asm.LoadMem(asm.R2, asm.R6, fpFlags, asm.Byte),
+		asm.And.Imm(asm.R2, FlagCopyDF),
+		asm.JNE.Imm(asm.R2, 0, outerDF),
+		asm.Mov.Imm(asm.R1, 0),
+		asm.StoreMem(asm.R7, outer+6, asm.R1, asm.Half).WithSymbol(outerDF), // little-endian: DF in the first byte
+		// TTL: the inner one (decremented), protocol IPIP, addresses.
+		asm.LoadMem(asm.R1, asm.R7, inner+8, asm.Byte),
+		asm.StoreMem(asm.R7, outer+8, asm.R1, asm.Byte),
+		asm.StoreImm(asm.R7, outer+9, protoIPIP, asm.Byte),
+		asm.StoreImm(asm.R7, outer+10, 0, asm.Half),
+		asm.LoadMem(asm.R1, asm.R6, fpSrc, asm.Word),
+		asm.StoreMem(asm.R7, outer+12, asm.R1, asm.Word),
+		asm.LoadMem(asm.R1, asm.R6, fpAddr, asm.Word),
+		asm.StoreMem(asm.R7, outer+16, asm.R1, asm.Word),
+	)
+	p = append(p, sum20(outer)...)
+	p = append(p,
+		asm.Xor.Imm(asm.R3, 0xffff),
+		asm.StoreMem(asm.R7, outer+10, asm.R3, asm.Half),
+		asm.LoadMem(asm.R1, asm.R6, fpIfindex, asm.Word).WithSymbol(xmit),
 		asm.Mov.Imm(asm.R2, 0),
 		asm.FnRedirect.Call(),
 		asm.Return(),
@@ -473,4 +680,14 @@ func fastPath(flowsFD int, miss string) asm.Instructions {
 		asm.Ja.Label(miss),
 	)
 	return p
+}
+
+// fetchAdd is asm.FetchAdd.Mem with the operation also in the immediate:
+// cilium/ebpf v0.22.0's Instruction.Marshal takes the immediate before it
+// moves an atomic operation there, so FetchAdd would be encoded as a plain
+// atomic add (imm 0) and leave src as it was.
+func fetchAdd(dst, src asm.Register, size asm.Size, off int16) asm.Instruction {
+	ins := asm.FetchAdd.Mem(dst, src, size, off)
+	ins.Constant = int64(asm.FetchAdd >> 8) // BPF_ADD | BPF_FETCH
+	return ins
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,6 +34,7 @@ const replayDir = "../../testdata/replay"
 type fastBed struct {
 	flows *FlowMap
 	progs map[[6]byte]*Program
+	ids   *uint32 // the worker's IPv4 ID counter (one slot)
 }
 
 func newFastBed(t *testing.T, macs ...[6]byte) *fastBed {
@@ -45,7 +47,11 @@ func newFastBed(t *testing.T, macs ...[6]byte) *fastBed {
 		t.Skipf("cannot create the flow map: %v", err)
 	}
 	t.Cleanup(func() { f.Close() })
-	b := &fastBed{flows: f, progs: map[[6]byte]*Program{}}
+	ids, err := f.IDCounters(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &fastBed{flows: f, progs: map[[6]byte]*Program{}, ids: ids[0]}
 	for _, mac := range macs {
 		if b.progs[mac] != nil {
 			continue
@@ -89,6 +95,8 @@ func fastMethod(r *forwarder.Result) uint8 {
 		return FastNATIn
 	case r.Method == ipvs.Route && !r.Out:
 		return FastDR
+	case r.Method == ipvs.Tunnel && !r.Out:
+		return FastTUN
 	}
 	return 0
 }
@@ -114,16 +122,60 @@ func TestFastPathGolden(t *testing.T) {
 			t.Logf("%d frames took the fast path", hits[name])
 		})
 	}
-	// The cases about steady NAT and DR traffic must exercise the fast
-	// path, in both NAT directions.
-	for _, c := range []string{"nat-tcp", "nat-udp", "dr-tcp"} {
+	// The cases about steady NAT, DR and TUN traffic must exercise the
+	// fast path, in both NAT directions.
+	for _, c := range []string{"nat-tcp", "nat-udp", "dr-tcp", "tun-tcp"} {
 		if hits[c] == 0 {
 			t.Errorf("%s: no frame took the fast path", c)
 		}
 	}
 }
 
+// fastFrame is a frame of a case: its bytes, arrival time and link.
+type fastFrame struct {
+	data []byte
+	now  int64
+	link int
+}
+
 func fastCase(t *testing.T, dir string) (hits int) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, "in.pcapng"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ng, err := pcapgo.NewNgReader(bytes.NewReader(raw), pcapgo.DefaultNgReaderOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in []fastFrame
+	var names []string
+	for {
+		data, ci, err := ng.ReadPacketData()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := ""
+		if intf, err := ng.Interface(ci.InterfaceIndex); err == nil {
+			name = intf.Name
+		}
+		names = append(names, name)
+		in = append(in, fastFrame{data: data, now: ci.Timestamp.UnixNano(), link: ci.InterfaceIndex})
+	}
+	hits, _ = fastReplay(t, dir, ipvs.NewSettings(), in, names)
+	return hits
+}
+
+// fastReplay runs frames (with the names of the interfaces they arrived
+// on, "" when unknown) through the pipeline and the program for case dir
+// (its rules, facts.json, conn-capacity) with settings set. hits counts
+// the frames the program forwarded (the frame a plan was made from, run
+// again, included); fwd[i] tells whether frame i was forwarded as it came.
+func fastReplay(t *testing.T, dir string, set *ipvs.Settings, frames []fastFrame, ifnames []string) (hits int, fwd []bool) {
+	t.Helper()
 	table, err := replay.LoadRules(filepath.Join(dir, "rules"))
 	if err != nil {
 		t.Fatal(err)
@@ -147,26 +199,22 @@ func fastCase(t *testing.T, dir string) (hits int) {
 	links := env.Links()
 	bed := newFastBed(t, links[0].MAC, links[1].MAC)
 	conns := conntrack.New(conntrack.Config{Seed: replay.Seed, Capacity: capacity, Shards: 16})
-	pl := forwarder.New(forwarder.Config{Env: env, Services: table, Conns: conns, Settings: ipvs.NewSettings()})
+	pl := forwarder.New(forwarder.Config{Env: env, Services: table, Conns: conns, Settings: set})
 	w := pl.NewWorker()
+	// The program draws TUN's IPv4 IDs from the worker's counter.
+	w.ShareIPID(bed.ids)
+	flags := uint8(FlagCopyDF)
+	if set.Get(ipvs.SysPmtuDisc) == 0 {
+		flags = 0
+	}
 
-	raw, err := os.ReadFile(filepath.Join(dir, "in.pcapng"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ng, err := pcapgo.NewNgReader(bytes.NewReader(raw), pcapgo.DefaultNgReaderOptions)
-	if err != nil {
-		t.Fatal(err)
-	}
 	linkOf := func(i int) int {
-		if intf, err := ng.Interface(i); err == nil {
-			for side := range links {
-				if intf.Name != "" && intf.Name == links[side].Name {
-					return side
-				}
+		for side := range links {
+			if ifnames[i] != "" && ifnames[i] == links[side].Name {
+				return side
 			}
 		}
-		if i == forwarder.DIPSide {
+		if frames[i].link == forwarder.DIPSide {
 			return forwarder.DIPSide
 		}
 		return forwarder.VIPSide
@@ -185,15 +233,9 @@ func fastCase(t *testing.T, dir string) (hits int) {
 		}
 	}
 	buf := make([]byte, forwarder.Headroom+65536)
-	for i := 0; ; i++ {
-		data, ci, err := ng.ReadPacketData()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		now := ci.Timestamp.UnixNano()
+	fwd = make([]bool, len(frames))
+	for i, f := range frames {
+		data, now := f.data, f.now
 		conns.Expire(now)
 		// The daemon's fold: an entry whose connection expired or left
 		// the steady state goes.
@@ -212,13 +254,27 @@ func fastCase(t *testing.T, dir string) (hits int) {
 		}
 		in := bytes.Clone(data)
 		key, steady, keyOK := FrameKey(in)
+		// The program, then the pipeline, from the same IPv4 ID counter:
+		// a frame the program forwards must take the IDs the pipeline
+		// takes for it.
+		id0 := atomic.LoadUint32(bed.ids)
 		verdict, xout := bed.run(t, in)
+		idX := atomic.LoadUint32(bed.ids)
+		atomic.StoreUint32(bed.ids, id0)
 		n := copy(buf[forwarder.Headroom:], data)
-		r := w.Process(buf, forwarder.Headroom, n, linkOf(ci.InterfaceIndex), false, now)
+		r := w.Process(buf, forwarder.Headroom, n, linkOf(i), false, now)
+		id1 := atomic.LoadUint32(bed.ids)
+		if verdict != xdpRedirect && idX != id0 {
+			t.Fatalf("frame %d: the program did not forward it but took IPv4 IDs %d..%d", i, id0, idX)
+		}
+		if verdict == xdpRedirect && idX != id1 {
+			t.Fatalf("frame %d: the program took IPv4 IDs up to %d, the pipeline up to %d", i, idX, id1)
+		}
 		if verdict == xdpRedirect {
 			// The fast path took it: it must be the pipeline's
 			// transmission, byte for byte.
 			hits++
+			fwd[i] = true
 			if r.Action != forwarder.Transmit || r.Frags != 0 {
 				t.Fatalf("frame %d: the fast path forwarded it, the pipeline's action is %v (%v)", i, r.Action, r.Reason)
 			}
@@ -266,7 +322,7 @@ func fastCase(t *testing.T, dir string) (hits int) {
 		if !ok {
 			t.Fatalf("frame %d: no route to %v", i, dst)
 		}
-		plan, ok := PlanFor(&key, r.Frame, m, r.Link+1, hop.MTU)
+		plan, ok := PlanFor(&key, r.Frame, m, r.Link+1, hop.MTU, flags)
 		if !ok {
 			t.Fatalf("frame %d: no plan from the pipeline's output %x", i, r.Frame)
 		}
@@ -281,12 +337,16 @@ func fastCase(t *testing.T, dir string) (hits int) {
 		installed[key] = plan
 		entries[key] = entry{out: r.Out, dest: r.Dest}
 		// The frame the plan came from, through the program: the same
-		// bytes, or (a packet the fast path leaves to the pipeline,
-		// such as a UDP datagram without a checksum) untouched.
+		// bytes (and IPv4 IDs), or (a packet the fast path leaves to
+		// the pipeline, such as a UDP datagram without a checksum)
+		// untouched.
+		atomic.StoreUint32(bed.ids, id0)
 		verdict, xout = bed.run(t, in)
+		idX = atomic.LoadUint32(bed.ids)
+		atomic.StoreUint32(bed.ids, id1)
 		switch {
-		case verdict == xdpPass && bytes.Equal(xout[:len(in)], in):
-		case verdict != xdpRedirect || !bytes.Equal(xout, r.Frame):
+		case verdict == xdpPass && bytes.Equal(xout[:len(in)], in) && idX == id0:
+		case verdict != xdpRedirect || !bytes.Equal(xout, r.Frame) || idX != id1:
 			t.Fatalf("frame %d: after install, verdict %d and frame\nxdp  %x\ngo   %x", i, verdict, xout, r.Frame)
 		default:
 			var got FlowPlan
@@ -297,7 +357,7 @@ func fastCase(t *testing.T, dir string) (hits int) {
 			hits++
 		}
 	}
-	return hits
+	return hits, fwd
 }
 
 // TestFastPathDeclines: a hit the pipeline must handle (idle past its
@@ -314,7 +374,7 @@ func TestFastPathDeclines(t *testing.T) {
 	}
 	out := bytes.Clone(ack)
 	copy(out[30:34], []byte{198, 19, 0, 2})
-	plan, ok := PlanFor(&key, out, FastNATIn, 7, 1500)
+	plan, ok := PlanFor(&key, out, FastNATIn, 7, 1500, 0)
 	if !ok {
 		t.Fatal("no plan")
 	}
@@ -374,7 +434,7 @@ func TestFastPathFragments(t *testing.T) {
 	}
 	out := bytes.Clone(dgram)
 	copy(out[30:34], []byte{198, 19, 0, 2})
-	plan, ok := PlanFor(&key, out, FastNATIn, 7, 1500)
+	plan, ok := PlanFor(&key, out, FastNATIn, 7, 1500, 0)
 	if !ok {
 		t.Fatal("no plan")
 	}
@@ -417,5 +477,99 @@ func TestFastPathFragments(t *testing.T) {
 	}
 	if n := packets(); n != 1 {
 		t.Errorf("the plan counted %d packets, want 1 (fragments are not the fast path's)", n)
+	}
+}
+
+// TestFastPathTUN: the outer header of TUN's encapsulation in the program
+// is the pipeline's for what the golden cases do not vary: the inner TOS
+// with ECN CE (carried as ECT(0)) and without, the inner DF copied with
+// net.ipv4.vs.pmtu_disc and cleared without it, IDs from the worker's
+// counter interleaved with IDs the pipeline takes (an ICMP time exceeded),
+// the largest packet that fits the MTU after encapsulation (forwarded) and
+// the smallest that does not (the pipeline's: fragmentation needed or
+// fragments), TTL 2, and UDP. Byte for byte, through fastReplay.
+func TestFastPathTUN(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(replayDir, "tun-tcp", "in.pcapng"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ng, err := pcapgo.NewNgReader(bytes.NewReader(raw), pcapgo.DefaultNgReaderOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syn, _, err := ng.ReadPacketData() // the case's SYN: the client's MAC and addresses
+	if err != nil || len(syn) < 34 {
+		t.Fatalf("tun-tcp's first frame: %v", err)
+	}
+	l2 := frames.L2{Src: frames.MAC(syn[6:12]), Dst: frames.MAC(syn[0:6])}
+	client, vip := netip.AddrFrom4([4]byte(syn[26:30])), netip.AddrFrom4([4]byte(syn[30:34]))
+	dir := t.TempDir()
+	rules := "-A -t " + vip.String() + ":80 -s rr\n-a -t " + vip.String() + ":80 -r 198.18.2.11:80 -i -w 1\n" +
+		"-A -u " + vip.String() + ":53 -s rr\n-a -u " + vip.String() + ":53 -r 198.18.2.12:53 -i -w 1\n"
+	if err := os.WriteFile(filepath.Join(dir, "rules"), []byte(rules), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A payload that makes a TCP/IPv4 packet (20+20 bytes of headers) n
+	// bytes long.
+	data := func(n int) []byte { return bytes.Repeat([]byte{0x5a}, n-40) }
+	const mtu = 1500
+	seq := uint32(1000)
+	tcp := func(tos uint8, df bool, ttl uint8, size int, syn bool) []byte {
+		s := frames.TCPSeg{SrcPort: 40001, DstPort: 80, Seq: seq, Ack: 1, SYN: syn, ACK: !syn}
+		if size > 40 {
+			s.Payload = data(size)
+		}
+		seq += uint32(len(s.Payload))
+		return frames.TCP(l2, frames.IP{Src: client, Dst: vip, TTL: ttl, TOS: tos, DF: df}, s)
+	}
+	udp := func(tos uint8, df bool) []byte {
+		return frames.UDP(l2, frames.IP{Src: client, Dst: vip, TOS: tos, DF: df}, frames.UDPDgram{SrcPort: 40002, DstPort: 53, Payload: []byte("query")})
+	}
+	type step struct {
+		name  string
+		frame []byte
+		fast  bool // the program must forward it
+	}
+	for _, pmtu := range []int64{1, 0} {
+		t.Run("pmtu_disc="+strconv.FormatInt(pmtu, 10), func(t *testing.T) {
+			seq = 1000
+			steps := []step{
+				{"syn", tcp(0, true, 64, 40, true), false},
+				{"ack (installs)", tcp(0, true, 64, 40, false), false},
+				{"ack", tcp(0, true, 64, 40, false), true},
+				{"ECN CE, DF", tcp(0x03, true, 64, 40, false), true},
+				{"ECN ECT(1), no DF", tcp(0x01, false, 64, 40, false), true},
+				{"DSCP and CE, no DF", tcp(0xbb, false, 64, 40, false), true},
+				{"DSCP and ECT(0), DF", tcp(0xba, true, 64, 40, false), true},
+				{"MTU-20 bytes, DF", tcp(0, true, 64, mtu-20, false), true},
+				{"MTU-19 bytes, DF", tcp(0, true, 64, mtu-19, false), false},
+				{"MTU-19 bytes, no DF", tcp(0, false, 64, mtu-19, false), false},
+				{"TTL 1 (time exceeded: an ID)", tcp(0, true, 1, 40, false), false},
+				{"TTL 2", tcp(0, true, 2, 40, false), true},
+				{"after an ID the pipeline took", tcp(0x02, false, 64, 100, false), true},
+				{"udp (new)", udp(0, false), false},
+				{"udp (installs)", udp(0, true), false},
+				{"udp, DF, CE", udp(0x03, true), true},
+				{"udp, no DF", udp(0, false), true},
+			}
+			in := make([]fastFrame, len(steps))
+			names := make([]string, len(steps))
+			for i, s := range steps {
+				in[i] = fastFrame{data: s.frame, now: int64(i+1) * int64(time.Millisecond), link: forwarder.VIPSide}
+			}
+			set := ipvs.NewSettings()
+			if err := set.Set(ipvs.SysPmtuDisc, [2]int64{pmtu}); err != nil {
+				t.Fatal(err)
+			}
+			_, fwd := fastReplay(t, dir, set, in, names)
+			for i, s := range steps {
+				if s.fast && !fwd[i] {
+					t.Errorf("frame %d (%s): the program did not forward it", i, s.name)
+				}
+				if !s.fast && fwd[i] {
+					t.Errorf("frame %d (%s): the program forwarded it", i, s.name)
+				}
+			}
+		})
 	}
 }
