@@ -188,6 +188,13 @@ func (b *bench) setupLab(ctx context.Context) error {
 	if err := b.setPeerGRO(false); err != nil {
 		return err
 	}
+	if b.o.clientXDPPass {
+		l, err := b.attachClientXDPPass()
+		if err != nil {
+			return err
+		}
+		b.clientXDP = l
+	}
 	// The sink: UDP benchmark frames and IPIP frames die at the real
 	// servers' ingress, after the interface has counted them; ARP, the
 	// echo service and HTTP pass.

@@ -102,6 +102,7 @@ type options struct {
 	gvsdArgs              []string
 	cpuDMALatency         int // µs; < 0: leave the CPUs' idle states alone
 	perf                  bool
+	clientXDPPass         bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -141,6 +142,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.pingDur, "ping-duration", 3*time.Second, "latency run length per load level")
 	fs.IntVar(&o.cpuDMALatency, "cpu-dma-latency", -1, "hold /dev/cpu_dma_latency at this many µs for the whole run (0: idle CPUs poll instead of halting, as tuned's latency-performance profile does; -1: leave alone)")
 	fs.BoolVar(&o.perf, "perf", false, "cpu case: profile the whole machine in each load run's first (tick-sampled) window with perf record -a -g and perf stat of skb/NAPI/XDP tracepoints, into the output's logs/perf-CONTENDER-RATE.{data,txt} (diagnostic; needs perf)")
+	fs.BoolVar(&o.clientXDPPass, "client-xdp-pass", false, "attach an XDP_PASS program to the client's bridge port: veth copies each generator frame into a buffer with XDP headroom there, for every contender and the baseline alike, as a NIC's receive buffer has it (the director's native XDP then needs no copy of its own)")
 	ct := fs.String("conntrack-sizes", "1M,10M", "connection table sizes")
 	fs.DurationVar(&o.ctDur, "conntrack-duration", time.Second, "lookup measurement per size")
 	if err := fs.Parse(args); err != nil {
@@ -285,14 +287,15 @@ type sample struct {
 
 // bench is one run.
 type bench struct {
-	o       options
-	self    string
-	l       *lab.Lab
-	client  lab.Client
-	dir     lab.Director
-	servers []lab.Server
-	legsUp  bool
-	peerGRO bool // GRO on the director's veth peers (xdp.go)
+	o         options
+	self      string
+	l         *lab.Lab
+	client    lab.Client
+	dir       lab.Director
+	servers   []lab.Server
+	legsUp    bool
+	peerGRO   bool      // GRO on the director's veth peers (xdp.go)
+	clientXDP io.Closer // -client-xdp-pass's program link
 
 	tmp, logDir string
 	trafgenCfg  string
@@ -467,6 +470,9 @@ func run(o options, stdout io.Writer) error {
 		stop := b.l.CloseOnSignal()
 		defer func() {
 			stop()
+			if b.clientXDP != nil {
+				_ = b.clientXDP.Close()
+			}
 			if err := b.l.Close(); err != nil {
 				b.logf("closing the lab: %v", err)
 			}
@@ -630,7 +636,7 @@ func (o options) describe() map[string]string {
 		"rate": fmt.Sprint(o.rate), "cpu_rates": fmt.Sprint(o.cpuRates), "spin_threshold": o.spinThreshold.String(), "budget_rps": o.budgetRPS, "cases": strings.Join(o.cases, ","), "gen_cpu": o.genCPU,
 		"director_cpu": o.dirCPU, "rps": o.rps, "endpoint_rps": o.endpointRPS, "cps_duration": o.cpsDur.String(), "cps_conns": fmt.Sprint(o.cpsConns), "cps_rate": fmt.Sprint(o.cpsRate),
 		"ping_rate": fmt.Sprint(o.pingRate), "ping_duration": o.pingDur.String(),
-		"cpu_dma_latency_us": fmt.Sprint(o.cpuDMALatency),
+		"cpu_dma_latency_us": fmt.Sprint(o.cpuDMALatency), "client_xdp_pass": fmt.Sprint(o.clientXDPPass),
 	}
 }
 
