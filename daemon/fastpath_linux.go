@@ -78,18 +78,19 @@ type fastPath struct {
 	ifindex [2]int
 	// redirect[side]: the side's interface takes redirected frames
 	// (refreshed by the fold; read by the workers).
-	redirect [2]atomic.Bool
-	log      *zap.Logger
-	checked  bool  // checkEgress ran
-	mono0    int64 // CLOCK_MONOTONIC at the daemon clock's zero
-	shards   [fastShards]fastShard
-	scratch  []fastItem // the fold's, reused
-	keys     []xdp.FlowKey
-	plans    []xdp.FlowPlan // the fold's read of the map (ReadAll), reused
-	gen      uint64         // fold generation: the entries the last read found
-	noBatch  bool           // the kernel has no batch lookup: one Lookup per entry
-	tick     uint32         // folds so far (which quarter of the entries is due)
-	sums     []fastSum      // the fold's counter deltas per real server and direction
+	redirect   [2]atomic.Bool
+	log        *zap.Logger
+	checked    bool  // checkEgress ran
+	mono0      int64 // CLOCK_MONOTONIC at the daemon clock's zero
+	shards     [fastShards]fastShard
+	scratch    []fastItem // the fold's, reused
+	keys       []xdp.FlowKey
+	plans      []xdp.FlowPlan // the fold's read of the map (ReadAll), reused
+	gen        uint64         // fold generation: the entries the last read found
+	noBatch    bool           // the kernel has no batch lookup: one Lookup per entry
+	readWarned bool           // a batch read failed (logged once)
+	tick       uint32         // folds so far (which quarter of the entries is due)
+	sums       []fastSum      // the fold's counter deltas per real server and direction
 }
 
 // fastSum is what one fold adds to a real server's (and its service's)
@@ -369,8 +370,9 @@ func (f *fastPath) fold(now int64) {
 		}
 		if errors.Is(err, xdp.ErrNoBatch) {
 			f.noBatch = true
-		} else if f.log != nil {
-			f.log.Warn("XDP fast path: reading the flow map", zap.Error(err))
+		} else if !f.readWarned && f.log != nil {
+			f.readWarned = true
+			f.log.Warn("XDP fast path: reading the flow map in batches failed; reading it entry by entry", zap.Error(err))
 		}
 	}
 	for i := range items {
