@@ -92,8 +92,8 @@ BENCH_APT_CMDS := trafgen wrk haproxy nginx nft conntrack ip taskset
 bench-deps:
 	$(call apt_install,benchmark tools,$(BENCH_APT_CMDS),$(BENCH_APT_PKGS))
 
-# bench: gvs side by side with nftables DNAT, HAProxy and a no-op ring forwarder on the lab (root;
-# about 25 minutes; BENCH_FLAGS=-quick for about 5). Results in out/bench/, the fair view (exact
+# bench: gvs (TPACKET, AF_XDP, the XDP fast path) side by side with nftables DNAT, HAProxy and a no-op ring forwarder on the lab (root;
+# about 33 minutes; BENCH_FLAGS=-quick for about 6). Results in out/bench/, the fair view (exact
 # CPU per packet and per connection, rate at an equal CPU budget) first (see docs/PERFORMANCE.md).
 # Run it on a quiet machine: the exact CPU figures charge everything the machine does.
 BENCH_FLAGS ?=

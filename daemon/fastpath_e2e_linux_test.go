@@ -244,3 +244,89 @@ func dumpFastPathState(t *testing.T, d *director) {
 	o, _ = d.l.Run(ctx, d.l.Clients()[0].NS, "nstat", "-az", "TcpInSegs", "TcpInCsumErrors")
 	t.Logf("client: nstat\n%s", o)
 }
+
+// TestXDPFastPathKeepsConnection: a UDP flow the fast path forwards for
+// longer than its connection's timeout keeps its one connection. The
+// pipeline sees only its first packets; the fold re-arms the connection's
+// timer from the flow map's last-seen time (for each entry every few
+// ticks). Without that the connection expires after the timeout, the fold
+// removes the entry and the next datagram makes a second connection.
+func TestXDPFastPathKeepsConnection(t *testing.T) {
+	lab.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	d := startXDPDirector(t, ctx, lab.Options{}, natRules, func(d *director) {
+		for _, name := range []string{"dv-" + d.l.Suffix(), "dd-" + d.l.Suffix()} {
+			err := lab.Do(d.l.BridgeNS(), func() error {
+				e, err := ethtool.NewEthtool()
+				if err != nil {
+					return err
+				}
+				defer e.Close()
+				return e.Change(name, map[string]bool{"rx-gro": true})
+			})
+			if err != nil {
+				t.Fatalf("GRO on %s: %v", name, err)
+			}
+		}
+	}, "--xdp-fastpath", "--xdp-mode", "native")
+	requireXDP(t, d, "native")
+	// UDP timeout 3 s: the program takes a flow for 2 s after its last
+	// packet (fastMargin), the connection lives 3 s after the last re-arm.
+	if out, err := d.l.Run(ctx, d.l.Director().NS, adminBin, "--set", "0", "0", "3"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	udpConns := func() (conns, pkts uint64) {
+		t.Helper()
+		stats, err := d.l.Run(ctx, d.l.Director().NS, adminBin, "-Ln", "--stats", "--exact")
+		if err != nil {
+			t.Fatalf("%v: %s", err, stats)
+		}
+		for _, line := range strings.Split(stats, "\n") {
+			f := strings.Fields(line)
+			if len(f) >= 7 && f[0] == "UDP" && strings.HasSuffix(f[1], ":53") {
+				conns, _ = strconv.ParseUint(f[2], 10, 64)
+				in, _ := strconv.ParseUint(f[3], 10, 64)
+				out, _ := strconv.ParseUint(f[4], 10, 64)
+				return conns, in + out
+			}
+		}
+		t.Fatalf("no UDP :53 service in\n%s", stats)
+		return 0, 0
+	}
+	c, err := lab.Dial(ctx, d.l.Clients()[0].NS, "udp4", d.l.VIP().String()+":53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 512)
+	time.Sleep(1200 * time.Millisecond) // gvsd's first stats line
+	_, _, rx0 := fastPathCounts(t, ctx, d, "") // rx only
+	const period, total = 100 * time.Millisecond, 7 * time.Second // more than twice the timeout
+	sent, answered := 0, 0
+	for start := time.Now(); time.Since(start) < total; {
+		if _, err := c.Write([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		sent++
+		c.SetReadDeadline(time.Now().Add(period))
+		if n, err := c.Read(buf); err == nil && n > 0 {
+			answered++
+		}
+		time.Sleep(period / 2)
+	}
+	time.Sleep(300 * time.Millisecond) // a fold
+	conns, pkts := udpConns()
+	_, _, rx1 := fastPathCounts(t, ctx, d, "") // rx only
+	t.Logf("%d of %d datagrams answered; UDP :53 Conns %d, packets %d; gvsd's sockets received %d", answered, sent, conns, pkts, rx1-rx0)
+	if conns != 1 {
+		t.Errorf("one flow for %v with a 3 s UDP timeout made %d connections, want 1 (the fold did not keep its timer)", total, conns)
+	}
+	if answered < sent*9/10 {
+		t.Errorf("only %d of %d datagrams answered", answered, sent)
+	}
+	if (rx1-rx0)*4 > pkts {
+		t.Errorf("gvsd's sockets received %d of %d packets: the fast path did not take the flow", rx1-rx0, pkts)
+	}
+	stopAndCheck(t, d)
+}

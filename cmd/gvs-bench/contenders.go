@@ -31,7 +31,16 @@ type contender struct {
 	method   string // gvs: nat, dr, tun
 	workers  int    // gvs: data-path workers
 	busyPoll bool   // gvs: run gvsd with --busy-poll (-busy-poll)
-	cases    []string
+	// gvs: --io afxdp (native XDP on the director's veths), and with
+	// fastPath --xdp-fastpath.
+	afxdp, fastPath bool
+	// peerGRO: GRO on the director's veth peers (the bridge's ports dv-*
+	// and dd-*) while the contender runs. veth takes redirected XDP frames
+	// only while its peer has NAPI (GRO or an XDP program): the fast path
+	// needs it. The kernel contender's twin with the same setting shows
+	// what the setting alone does to the kernel's cost.
+	peerGRO bool
+	cases   []string
 }
 
 // takes reports whether the contender runs in case c.
@@ -57,6 +66,9 @@ func allContenders() []contender {
 		{Name: "haproxy", kind: kindHAProxy, cases: []string{"cps"}},
 		{Name: "gvs-nat-2w", kind: kindGVS, method: "nat", workers: 2, cases: []string{"scaling"}},
 		{Name: "gvs-nat-bp", kind: kindGVS, method: "nat", workers: 1, busyPoll: true, cases: []string{"latency"}},
+		{Name: "gvs-nat-afxdp", kind: kindGVS, method: "nat", workers: 1, afxdp: true, peerGRO: true, cases: []string{"pps", "cpu", "budget"}},
+		{Name: "gvs-nat-xdpfast", kind: kindGVS, method: "nat", workers: 1, afxdp: true, fastPath: true, peerGRO: true, cases: []string{"pps", "cpu", "budget"}},
+		{Name: "nft-dnat-gro", kind: kindNFT, peerGRO: true, cases: []string{"cpu", "budget"}},
 	}
 }
 
@@ -94,6 +106,9 @@ func (b *bench) start(ctx context.Context, c contender, round int) (*running, er
 	// Legs up: DR and TUN replies go straight to the client, and the
 	// generator contender's latency case talks to a real server directly.
 	if err := b.setLegs(ctx, c.kind == kindGVS && c.method != "nat" || c.kind == kindGen); err != nil {
+		return nil, err
+	}
+	if err := b.setPeerGRO(c.peerGRO); err != nil {
 		return nil, err
 	}
 	fwd := "0"
@@ -165,6 +180,12 @@ func (b *bench) start(ctx context.Context, c contender, round int) (*running, er
 			"--vip-if", lab.DirectorVIPIf, "--dip-if", lab.DirectorDIPIf, "--rules", rules,
 			"--workers", fmt.Sprint(c.workers), "--socket", "gvsbench-" + b.l.Suffix(),
 			"--log-format", "console", "--log-level", "debug", "--stats-interval", "2s"}
+		if c.afxdp {
+			args = append(args, "--io", "afxdp", "--xdp-mode", "native")
+		}
+		if c.fastPath {
+			args = append(args, "--xdp-fastpath")
+		}
 		args = append(args, b.o.gvsdArgs...)
 		if c.busyPoll {
 			args = append(args, "--busy-poll", b.o.busyPoll.String())
@@ -172,6 +193,9 @@ func (b *bench) start(ctx context.Context, c contender, round int) (*running, er
 		p, err := b.l.Start(d.NS, "taskset", args...)
 		if err == nil {
 			_, err = p.WaitFor(ctx, "gvsd ready")
+		}
+		if err == nil && c.afxdp {
+			err = checkXDP(c, p.Output())
 		}
 		stop := func() {
 			if p != nil {

@@ -37,7 +37,7 @@ const spinSettle = 300 * time.Millisecond
 // warm-up, one window with /proc/stat's tick samples (no spinners: they
 // would fill every CPU's idle time with user ticks), then one with the
 // idle-priority spinners (exact).
-func (b *bench) measureCPU(ctx context.Context, rate float64, proc *lab.Proc) (cpuWindows, error) {
+func (b *bench) measureCPU(ctx context.Context, c contender, rate float64, proc *lab.Proc) (cpuWindows, error) {
 	var m cpuWindows
 	total := b.o.warmup + 2*b.o.window + spinSettle + 2*time.Second
 	g, err := b.trafgen(rate, uint64(rate*total.Seconds()), total)
@@ -60,6 +60,12 @@ func (b *bench) measureCPU(ctx context.Context, rate float64, proc *lab.Proc) (c
 	case <-ctx.Done():
 		return m, ctx.Err()
 	}
+	var perf *perfRun
+	if b.o.perf {
+		if perf, err = b.startPerf(fmt.Sprintf("%s-%.0f", c.Name, rate), b.o.window); err != nil {
+			return m, err
+		}
+	}
 	pa, _ := procTicks(proc)
 	s0, err := b.snap()
 	if err != nil {
@@ -72,6 +78,9 @@ func (b *bench) measureCPU(ctx context.Context, rate float64, proc *lab.Proc) (c
 	}
 	pb, _ := procTicks(proc)
 	m.ticks, m.pticks = diff(s0, s1), pb-pa
+	if err := perf.wait(); err != nil {
+		return m, fmt.Errorf("perf: %w", err)
+	}
 
 	sp, err := startSpin(b.self, b.o.spinThreshold, b.logDir)
 	if err != nil {
@@ -182,7 +191,7 @@ func (b *bench) caseCPU(ctx context.Context, c contender, r *running, round int)
 		b.logf("  %-10s cpu, no traffic: %.3f CPUs busy (exact)", c.Name, bg)
 	}
 	for _, rate := range b.o.cpuRates {
-		m, err := b.measureCPU(ctx, rate, r.proc)
+		m, err := b.measureCPU(ctx, c, rate, r.proc)
 		if err != nil {
 			return fmt.Errorf("at %s/s: %w", formatValue(rate), err)
 		}
@@ -336,6 +345,10 @@ const budgetReach = 1.5e6
 // every contender. The client's path to the director stays on the
 // generator's CPU, alike for all. So each contender has one CPU for its
 // forwarding, and the rate it sustains is the rate at an equal CPU budget.
+// RPS does not move native XDP (veth runs it in the receiving interface's
+// NAPI poll, on the sender's CPU): for the AF_XDP contenders the
+// director's interfaces run threaded NAPI with the threads pinned to the
+// director's CPU (directorNAPI).
 //
 // Flat-out trafgen stops on "Flushing TX_RING failed" in this placement,
 // so every trial uses the paced generator, whose reach the generator
@@ -349,6 +362,22 @@ func (b *bench) caseBudget(ctx context.Context, c contender, r *running, round i
 			b.logf("  budget: restoring RPS: %v", err)
 		}
 	}()
+	if c.afxdp {
+		// RPS does not reach native XDP: veth runs the program in the
+		// receiving interface's NAPI poll, on the sender's CPU. Threaded
+		// NAPI pinned to the director's CPU puts it (and what it sends on)
+		// there.
+		n, err := b.directorNAPI(ctx, true)
+		defer func() {
+			if _, err := b.directorNAPI(ctx, false); err != nil {
+				b.logf("  budget: threaded NAPI off: %v", err)
+			}
+		}()
+		if err != nil {
+			return fmt.Errorf("budget: %w", err)
+		}
+		b.logf("  %-10s budget: %d NAPI threads of the director's interfaces pinned to CPU %s", c.Name, n, b.o.dirCPU)
+	}
 	if c.kind == kindGen {
 		t, err := b.trial(ctx, budgetReach)
 		if err != nil {

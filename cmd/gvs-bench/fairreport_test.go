@@ -77,6 +77,29 @@ func TestTargets(t *testing.T) {
 			t.Errorf("%s: %s", what, met)
 		}
 	}
+	// The AF_XDP variants get targets of their own when the run has them.
+	if _, ok := got["gvs NAT with the XDP fast path CPU per packet ≤ nftables DNAT's, at 60.0k pps"]; ok {
+		t.Errorf("a target for a contender the run does not have: %v", got)
+	}
+	fast := report{Samples: append(fairSamples(),
+		sample{Case: "cpu", Contender: "gvs-nat-xdpfast", Round: 1, Rate: 60000, Metric: "exact_net_ns_per_pkt", Value: 800},
+		sample{Case: "cpu", Contender: "gvs-nat-xdpfast", Round: 2, Rate: 60000, Metric: "exact_net_ns_per_pkt", Value: 1200},
+		sample{Case: "budget", Contender: "gvs-nat-xdpfast", Round: 1, Metric: "budget_lossfree_pps", Value: 150e3},
+	)}
+	gotFast := map[string]string{}
+	for _, tg := range fast.targets() {
+		gotFast[tg.What] = tg.Met()
+	}
+	for what, want := range map[string]string{
+		"gvs NAT with the XDP fast path CPU per packet ≤ nftables DNAT's, at 60.0k pps":                                     "yes", // 0.73 and 1.09 ×: median 0.91
+		"gvs NAT with the XDP fast path CPU per packet ≤ nftables DNAT's, at 150k pps":                                      "not measured",
+		"gvs NAT with the XDP fast path loss-free rate at an equal CPU budget (RPS, threaded NAPI) ≥ 1.5 × nftables DNAT's": "**no**", // 0.75 ×
+		"gvs NAT CPU per packet ≤ nftables DNAT's, at 60.0k pps":                                                            "**no**",
+	} {
+		if gotFast[what] != want {
+			t.Errorf("%s: %q, want %q (all: %v)", what, gotFast[what], want, gotFast)
+		}
+	}
 	empty := report{}
 	for _, tg := range empty.targets() {
 		if tg.Met() != "not measured" {

@@ -182,6 +182,19 @@ func (b *bench) setupLab(ctx context.Context) error {
 	if err := b.staticFDB(ctx); err != nil {
 		return err
 	}
+	// GRO off on the director's veth peers (the veth default, made sure
+	// of); the AF_XDP contenders turn it on for their turn.
+	b.peerGRO = true
+	if err := b.setPeerGRO(false); err != nil {
+		return err
+	}
+	if b.o.clientXDPPass {
+		l, err := b.attachClientXDPPass()
+		if err != nil {
+			return err
+		}
+		b.clientXDP = l
+	}
 	// The sink: UDP benchmark frames and IPIP frames die at the real
 	// servers' ingress, after the interface has counted them; ARP, the
 	// echo service and HTTP pass.

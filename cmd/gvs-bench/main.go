@@ -6,14 +6,18 @@
 //   - pps: 64-byte UDP frames over 10k flows from trafgen to the VIP; the
 //     rate forwarded at overload and the loss-free rate (bounded search).
 //     Contenders: the generator alone (sink at the director), a no-op ring
-//     forwarder (the ceiling of gvs's I/O design), gvs NAT, DR and TUN, and
-//     the kernel's nftables DNAT with conntrack.
+//     forwarder (the ceiling of gvs's I/O design), gvs NAT, DR and TUN, gvs
+//     NAT on AF_XDP with and without the XDP fast path (GRO on the
+//     director's veth peers, which the fast path's redirect needs), and
+//     the kernel's nftables DNAT with conntrack (also with that GRO, to
+//     show what the setting alone does).
 //   - cpu: all the CPU the machine spends per forwarded packet at fixed
 //     rates (60k, 150k pps), wherever it runs, measured exactly by
 //     idle-priority spinners on every CPU (spin.go), net of the generator
 //     alone at the same rate: the headline comparison.
 //   - budget: the loss-free rate with all of the director's work on the
-//     director's CPU (RPS), the paced generator offering every trial.
+//     director's CPU (RPS; threaded NAPI pinned there for native XDP), the
+//     paced generator offering every trial.
 //   - cps: HTTP connections per second (wrk, Connection: close) to nginx
 //     real servers: gvs NAT, nftables DNAT, HAProxy in TCP mode; and the
 //     exact CPU per connection at a fixed connection rate, net of the
@@ -97,6 +101,8 @@ type options struct {
 	busyPoll              time.Duration
 	gvsdArgs              []string
 	cpuDMALatency         int // µs; < 0: leave the CPUs' idle states alone
+	perf                  bool
+	clientXDPPass         bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -135,6 +141,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&o.pingRate, "ping-rate", 1000, "latency requests per second")
 	fs.DurationVar(&o.pingDur, "ping-duration", 3*time.Second, "latency run length per load level")
 	fs.IntVar(&o.cpuDMALatency, "cpu-dma-latency", -1, "hold /dev/cpu_dma_latency at this many µs for the whole run (0: idle CPUs poll instead of halting, as tuned's latency-performance profile does; -1: leave alone)")
+	fs.BoolVar(&o.perf, "perf", false, "cpu case: profile the whole machine in each load run's first (tick-sampled) window with perf record -a -g and perf stat of skb/NAPI/XDP tracepoints, into the output's logs/perf-CONTENDER-RATE.{data,txt} (diagnostic; needs perf)")
+	fs.BoolVar(&o.clientXDPPass, "client-xdp-pass", false, "attach an XDP_PASS program to the client's bridge port: veth copies each generator frame into a buffer with XDP headroom there, for every contender and the baseline alike, as a NIC's receive buffer has it (the director's native XDP then needs no copy of its own)")
 	ct := fs.String("conntrack-sizes", "1M,10M", "connection table sizes")
 	fs.DurationVar(&o.ctDur, "conntrack-duration", time.Second, "lookup measurement per size")
 	if err := fs.Parse(args); err != nil {
@@ -279,13 +287,15 @@ type sample struct {
 
 // bench is one run.
 type bench struct {
-	o       options
-	self    string
-	l       *lab.Lab
-	client  lab.Client
-	dir     lab.Director
-	servers []lab.Server
-	legsUp  bool
+	o         options
+	self      string
+	l         *lab.Lab
+	client    lab.Client
+	dir       lab.Director
+	servers   []lab.Server
+	legsUp    bool
+	peerGRO   bool      // GRO on the director's veth peers (xdp.go)
+	clientXDP io.Closer // -client-xdp-pass's program link
 
 	tmp, logDir string
 	trafgenCfg  string
@@ -380,8 +390,11 @@ func main() {
 }
 
 // needTools checks the external programs the selected cases use.
-func needTools(cases []string) error {
+func needTools(cases []string, perf bool) error {
 	need := []string{"ip", "nft", "taskset"}
+	if perf {
+		need = append(need, "perf")
+	}
 	for _, c := range cases {
 		switch c {
 		case "pps", "cpu", "latency", "scaling", "gc":
@@ -436,7 +449,7 @@ func run(o options, stdout io.Writer) error {
 		if err := lab.Check(); err != nil {
 			return err
 		}
-		if err := needTools(labCases); err != nil {
+		if err := needTools(labCases, o.perf); err != nil {
 			return err
 		}
 		for _, bin := range []string{"gvsd", "gvs-testsrv"} {
@@ -457,6 +470,9 @@ func run(o options, stdout io.Writer) error {
 		stop := b.l.CloseOnSignal()
 		defer func() {
 			stop()
+			if b.clientXDP != nil {
+				_ = b.clientXDP.Close()
+			}
 			if err := b.l.Close(); err != nil {
 				b.logf("closing the lab: %v", err)
 			}
@@ -620,7 +636,7 @@ func (o options) describe() map[string]string {
 		"rate": fmt.Sprint(o.rate), "cpu_rates": fmt.Sprint(o.cpuRates), "spin_threshold": o.spinThreshold.String(), "budget_rps": o.budgetRPS, "cases": strings.Join(o.cases, ","), "gen_cpu": o.genCPU,
 		"director_cpu": o.dirCPU, "rps": o.rps, "endpoint_rps": o.endpointRPS, "cps_duration": o.cpsDur.String(), "cps_conns": fmt.Sprint(o.cpsConns), "cps_rate": fmt.Sprint(o.cpsRate),
 		"ping_rate": fmt.Sprint(o.pingRate), "ping_duration": o.pingDur.String(),
-		"cpu_dma_latency_us": fmt.Sprint(o.cpuDMALatency),
+		"cpu_dma_latency_us": fmt.Sprint(o.cpuDMALatency), "client_xdp_pass": fmt.Sprint(o.clientXDPPass),
 	}
 }
 

@@ -108,7 +108,7 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 	fs.DurationVar(&o.cfg.StatsInterval, "stats-interval", 10*time.Second, "log data-path counters at debug level this often (0: never)")
 	fs.IntVar(&o.adminGID, "admin-gid", -1, "group (primary GID of the caller) allowed to change the daemon besides root; -1: root only")
 	ioMode := fs.String("io", "tpacket", "packet I/O: tpacket (AF_PACKET rings) or afxdp (AF_XDP sockets and an XDP program; falls back to tpacket, with a log line, where XDP cannot attach)")
-	xdpFast := fs.Bool("xdp-fastpath", false, "with --io afxdp: forward the steady packets of established NAT, DR and TUN connections in the XDP program (the pipeline installs and expires them; statistics and timers are folded in every 100 ms)")
+	xdpFast := fs.Bool("xdp-fastpath", false, "with --io afxdp: forward the steady packets of established NAT, DR and TUN connections in the XDP program (the pipeline installs and expires them; statistics are folded in every 100 ms, connection timers every 400 ms)")
 	xdpMode := fs.String("xdp-mode", "auto", "with --io afxdp: XDP attach mode auto (native, else generic), native or generic")
 	fs.StringVar(&o.arp, "arp", "auto", "answer ARP for VIPs: auto (those the host does not hold and has not held since start, followed live), on (all), off (none)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")

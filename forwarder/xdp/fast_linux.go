@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync/atomic"
 	"unsafe"
 
@@ -214,6 +215,37 @@ func (f *FlowMap) Lookup(k *FlowKey, p *FlowPlan) bool {
 // there was none).
 func (f *FlowMap) Remove(k *FlowKey, p *FlowPlan) bool {
 	return f.m.LookupAndDelete(unsafe.Pointer(k), unsafe.Pointer(p)) == nil
+}
+
+// readChunk is how many entries one BPF_MAP_LOOKUP_BATCH call reads.
+const readChunk = 1024
+
+// ErrNoBatch is ReadAll's error where the kernel has no batch lookup for
+// hash maps (before Linux 5.6): read the entries one by one instead.
+var ErrNoBatch = errors.New("xdp: the kernel has no batch map lookup")
+
+// ReadAll appends every entry of the map to keys and plans (of equal
+// length: pairwise) and returns them: a few BPF_MAP_LOOKUP_BATCH calls, where a Lookup per
+// entry costs a system call each (the daemon's fold reads the whole map
+// every 100 ms). An entry added or removed while it reads may or may not
+// be in the result; every entry present throughout is, once.
+func (f *FlowMap) ReadAll(keys []FlowKey, plans []FlowPlan) ([]FlowKey, []FlowPlan, error) {
+	var cursor ebpf.MapBatchCursor
+	for {
+		n0 := len(keys)
+		keys = slices.Grow(keys, readChunk)[:n0+readChunk]
+		plans = slices.Grow(plans[:n0], readChunk)[:n0+readChunk]
+		n, err := f.m.BatchLookup(&cursor, keys[n0:], plans[n0:], nil)
+		keys, plans = keys[:n0+n], plans[:n0+n]
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			return keys, plans, nil
+		case errors.Is(err, ebpf.ErrNotSupported):
+			return keys[:0], plans[:0], ErrNoBatch
+		case err != nil:
+			return keys, plans, err
+		}
+	}
 }
 
 // Close releases the maps. The counters IDCounters returned must not be
