@@ -257,10 +257,18 @@ func (f Filter) program(dst, src []uint32) []bpf.Instruction {
 	//	    ldb [x+9];  jne #6 -> notsyn                 (TCP)
 	//	    ldh [x+6];  jset #0x1fff -> notsyn           (first fragment)
 	//	    ldb [x+0]; and #0xf; lsh #2; add x; tax      (X: TCP header)
+	//	    ld len; jge x else notsyn                    (flags in the frame:
+	//	    sub x; jge #14 else notsyn                    len >= X + 14)
 	//	    ldb [x+13]; and #0x12; jne #0x02 -> notsyn   (SYN, no ACK)
 	//	    ret #SYN verdict
 	//	notsyn:
 	//	    ret #other verdict
+	//
+	// A TCP packet whose flags lie beyond the frame (a header cut short, an
+	// IHL beyond the packet, a tiny first fragment) is not an opening: it
+	// goes to the established ring, where the pipeline drops it with its
+	// reason (truncated_tcp, bad_ihl...). Loading the flags unchecked would
+	// end the program and drop it in the kernel, uncounted by gvs.
 	if len(dst) > 0 {
 		p = append(p, bpf.LoadIndirect{Off: ipv4DstOff, Size: 4})
 	}
@@ -284,14 +292,18 @@ func (f Filter) program(dst, src []uint32) []bpf.Instruction {
 	}
 	return append(p,
 		bpf.LoadIndirect{Off: ipv4ProtoOff, Size: 1},
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: ipProtoTCP, SkipTrue: 11},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: ipProtoTCP, SkipTrue: 15},
 		bpf.LoadIndirect{Off: ipv4FragOff, Size: 2},
-		bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: fragOffMask, SkipTrue: 9},
+		bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: fragOffMask, SkipTrue: 13},
 		bpf.LoadIndirect{Off: 0, Size: 1},
 		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xf},
 		bpf.ALUOpConstant{Op: bpf.ALUOpShiftLeft, Val: 2},
 		bpf.ALUOpX{Op: bpf.ALUOpAdd},
 		bpf.TAX{},
+		bpf.LoadExtension{Num: bpf.ExtLen},
+		bpf.JumpIfX{Cond: bpf.JumpGreaterOrEqual, SkipFalse: 6},
+		bpf.ALUOpX{Op: bpf.ALUOpSub},
+		bpf.JumpIf{Cond: bpf.JumpGreaterOrEqual, Val: tcpFlagsOff + 1, SkipFalse: 4},
 		bpf.LoadIndirect{Off: tcpFlagsOff, Size: 1},
 		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: tcpSYN | tcpACK},
 		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: tcpSYN, SkipTrue: 1},
