@@ -272,8 +272,9 @@ func (d *Daemon) linkChanged(a *netlink.LinkAttrs) bool {
 }
 
 // reconcileLinks reads the configured interfaces and brings the data path
-// to them: new rings when one has another index than the rings' (logged
-// "rings re-opened"), new link data (MAC, MTU, address) otherwise. An
+// to them: new rings when one has another index than the rings', or an MTU
+// that needs other ring slots (logged "rings re-opened"), new link data
+// (MAC, MTU, address) otherwise. An
 // interface that cannot be read (absent, no IPv4 address yet) is an error.
 func (d *Daemon) reconcileLinks() error {
 	vip, err := ReadLink(d.cfg.VIPIf)
@@ -290,7 +291,12 @@ func (d *Daemon) reconcileLinks() error {
 	cur := d.links
 	d.mu.Unlock()
 	switch {
-	case vip.Index != cur[forwarder.VIPSide].Index || dip.Index != cur[forwarder.DIPSide].Index:
+	case vip.Index != cur[forwarder.VIPSide].Index || dip.Index != cur[forwarder.DIPSide].Index ||
+		// The rings' slots are sized for the MTU: a frame of a larger
+		// one would be cut short in them (oversize), so they are
+		// opened again, as for a re-created interface.
+		ringFrameSize(vip.MTU) != ringFrameSize(cur[forwarder.VIPSide].MTU) ||
+		ringFrameSize(dip.MTU) != ringFrameSize(cur[forwarder.DIPSide].MTU):
 		start := time.Now()
 		if err := d.reopenRings(vip, dip); err != nil {
 			return fmt.Errorf("reopening the rings: %w", err)
