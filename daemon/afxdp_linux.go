@@ -241,7 +241,7 @@ func (d *Daemon) syncXDP(der Derived) error {
 	}
 	var rules [2][]xdp.Rule
 	side := func(ifname string) int {
-		if !d.oneArm && ifname == d.cfg.DIPIf {
+		if !d.oneArm && ifname == d.ifNames[forwarder.DIPSide] {
 			return forwarder.DIPSide
 		}
 		return forwarder.VIPSide

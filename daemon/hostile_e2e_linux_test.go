@@ -469,3 +469,69 @@ func TestPriorityTagged(t *testing.T) {
 	}
 	stopAndCheck(t, d)
 }
+
+// kernelTCPOutRsts reads the Tcp OutRsts counter of namespace ns.
+func kernelTCPOutRsts(t *testing.T, ctx context.Context, d *director, ns string) int {
+	t.Helper()
+	out, err := d.l.Output(ctx, ns, "cat", "/proc/net/snmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Tcp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "OutRsts" && i < len(f) {
+				var v int
+				fmt.Sscan(f[i], &v)
+				return v
+			}
+		}
+	}
+	t.Fatalf("no Tcp OutRsts in /proc/net/snmp:\n%s", out)
+	return 0
+}
+
+// TestVIPInterfaceRenamed: with the VIP on the director's lo (the
+// README's setup), the VIP interface is renamed while gvsd runs. New
+// connections are still served, and the director's kernel answers none of
+// the VIP traffic (no RST): the ingress table keeps covering the
+// interface under its new name.
+func TestVIPInterfaceRenamed(t *testing.T) {
+	lab.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	d := startDirector(t, ctx, lab.Options{VIPOnDirector: true}, natRules)
+	ns := d.l.Director().NS
+	if seen := serverNames(t, ctx, d, 3); len(seen) != 3 {
+		t.Fatalf("3 GETs through the VIP: %v", seen)
+	}
+	rsts := kernelTCPOutRsts(t, ctx, d, ns)
+	ipIn(t, ctx, d, ns, "link", "set", lab.DirectorVIPIf, "down")
+	ipIn(t, ctx, d, ns, "link", "set", lab.DirectorVIPIf, "name", "vipx")
+	ipIn(t, ctx, d, ns, "link", "set", "vipx", "up")
+	if err := lab.WaitCarrier(ns, "vipx", time.Now().Add(3*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	servedWithin(t, ctx, d, 10*time.Second)
+	seen := serverNames(t, ctx, d, 3)
+	if after := kernelTCPOutRsts(t, ctx, d, ns); after != rsts {
+		t.Errorf("VIP interface renamed: the director's kernel sent %d RSTs for VIP traffic (GETs answered by %v)", after-rsts, seen)
+	}
+	ipIn(t, ctx, d, ns, "link", "set", "vipx", "down")
+	ipIn(t, ctx, d, ns, "link", "set", "vipx", "name", lab.DirectorVIPIf)
+	ipIn(t, ctx, d, ns, "link", "set", lab.DirectorVIPIf, "up")
+	if err := lab.WaitCarrier(ns, lab.DirectorVIPIf, time.Now().Add(3*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	servedWithin(t, ctx, d, 10*time.Second)
+	stopAndCheck(t, d)
+}
