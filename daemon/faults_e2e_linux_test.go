@@ -8,6 +8,7 @@ package daemon_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -54,12 +55,13 @@ func keepRound(c net.Conn, br *bufio.Reader, timeout time.Duration) (string, err
 	return string(b), err
 }
 
-// startKeeper opens the connection from client c and starts its rounds.
-func startKeeper(t *testing.T, d *director, c lab.Client, interval time.Duration) *keeper {
+// startKeeper opens the connection from client c to the VIP's port and
+// starts its rounds.
+func startKeeper(t *testing.T, d *director, c lab.Client, port int, interval time.Duration) *keeper {
 	t.Helper()
 	k := &keeper{}
 	err := lab.Do(c.NS, func() error {
-		conn, err := net.DialTimeout("tcp4", d.l.VIP().String()+":80", 2*time.Second)
+		conn, err := net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", d.l.VIP(), port), 2*time.Second)
 		k.conn = conn
 		return err
 	})
@@ -179,31 +181,75 @@ func garp(t *testing.T, s lab.Server, mac net.HardwareAddr) {
 	}
 }
 
+// servedOn retries GETs to the VIP's port until a real server answers,
+// for at most wait, and returns how long it took.
+func servedOn(t *testing.T, ctx context.Context, d *director, port int, wait time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	url := fmt.Sprintf("http://%s:%d/", d.l.VIP(), port)
+	var lastErr error
+	for time.Since(start) < wait {
+		actx, acancel := context.WithTimeout(ctx, time.Second)
+		body, err := httpGet(actx, d.l.Clients()[0].NS, url)
+		acancel()
+		if err == nil && strings.HasPrefix(body, "name=r") {
+			return time.Since(start)
+		}
+		lastErr = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("no GET of %s answered within %v (last error: %v)", url, wait, lastErr)
+	return 0
+}
+
+func drRules(vip string) string {
+	return fmt.Sprintf(`-A -t %[1]s:8080 -s rr
+-a -t %[1]s:8080 -r 198.18.2.11 -g
+-a -t %[1]s:8080 -r 198.18.2.12 -g
+-a -t %[1]s:8080 -r 198.18.2.13 -g
+`, vip)
+}
+
 // TestFaultSequences: faults an operator or the network inflicts while an
-// established connection does a round every 50 ms through a NAT director:
-// a storm of SIGHUPs, gvsadm -C then a reload, SIGSTOP for 3 s then
-// SIGCONT, the real server's MAC changed (announced by gratuitous ARP), the
-// route to the real servers removed and restored, the VIP side's address
-// removed and re-added, the DIP interface renamed and renamed back, its MTU
-// lowered and restored. After each, gvsd is up, the connection does a
-// round again within recoverWithin, new connections are served, and gvsd
-// is idle once the traffic is light.
+// established connection does a round every 50 ms through a NAT and a DR
+// director: a storm of SIGHUPs, gvsadm -C then a reload, SIGSTOP for 3 s
+// then SIGCONT, the real server's MAC changed (announced by gratuitous
+// ARP), the route to the real servers removed and restored, the VIP side's
+// address removed and re-added, the DIP interface renamed and renamed
+// back, its MTU lowered and restored. After each, gvsd is up, the
+// connection does a round again within recoverWithin, new connections are
+// served, and gvsd is idle once the traffic is light.
 func TestFaultSequences(t *testing.T) {
+	for _, m := range []struct {
+		name  string
+		opts  lab.Options
+		rules func(string) string
+		port  int
+	}{
+		{"NAT", lab.Options{}, natRules, 80},
+		{"DR", lab.Options{VIPOnServers: true, ClientLegOnServers: true}, drRules, 8080},
+	} {
+		t.Run(m.name, func(t *testing.T) { faultSequences(t, m.opts, m.rules, m.port) })
+	}
+}
+
+func faultSequences(t *testing.T, opts lab.Options, rules func(string) string, port int) {
 	lab.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
-	d := startDirector(t, ctx, lab.Options{}, natRules)
+	d := startDirector(t, ctx, opts, rules)
 	ns, pid := d.l.Director().NS, d.gvsd.Pid()
+	nat := port == 80
 	defer syscall.Kill(pid, syscall.SIGCONT)
-	if seen := serverNames(t, ctx, d, 3); len(seen) != 3 {
-		t.Fatalf("3 GETs through the VIP: %v", seen)
+	if served := servedOn(t, ctx, d, port, 5*time.Second); served > serveWithin {
+		t.Fatalf("first GET took %v", served)
 	}
-	k := startKeeper(t, d, d.l.Clients()[0], 50*time.Millisecond)
+	k := startKeeper(t, d, d.l.Clients()[0], port, 50*time.Millisecond)
 	check := func(what string, end time.Time) {
 		t.Helper()
 		alive(t, d, what)
 		took := k.recovered(t, what, end, recoverWithin)
-		served := servedWithin(t, ctx, d, 10*time.Second)
+		served := servedOn(t, ctx, d, port, 10*time.Second)
 		t.Logf("%s: established connection's next round %v after, a new connection served in %v", what, took.Round(time.Millisecond), served.Round(time.Millisecond))
 		if served > serveWithin {
 			t.Errorf("%s: a new connection took %v, want at most %v", what, served, serveWithin)
@@ -280,15 +326,17 @@ func TestFaultSequences(t *testing.T) {
 	check("DIP interface renamed", time.Now())
 	idle(t, d, "DIP interface renamed")
 	// A change of the rules while the interface has another name: the
-	// ingress table is rebuilt for interfaces of the configured names.
-	vip55 := d.l.VIP().String() + ":55"
-	for _, args := range [][]string{{"-A", "-u", vip55, "-s", "rr"}, {"-a", "-u", vip55, "-r", "198.18.2.13:9000", "-m"}} {
-		if out, err := d.l.Run(ctx, ns, adminBin, args...); err != nil {
-			t.Errorf("gvsadm %v while the DIP interface is renamed: %v: %s", args, err, out)
+	// ingress table is rebuilt under the current names.
+	if nat {
+		vip55 := d.l.VIP().String() + ":55"
+		for _, args := range [][]string{{"-A", "-u", vip55, "-s", "rr"}, {"-a", "-u", vip55, "-r", "198.18.2.13:9000", "-m"}} {
+			if out, err := d.l.Run(ctx, ns, adminBin, args...); err != nil {
+				t.Errorf("gvsadm %v while the DIP interface is renamed: %v: %s", args, err, out)
+			}
 		}
-	}
-	if got := udpEcho(t, ctx, d, 55, "while renamed"); got != "r3 while renamed" {
-		t.Errorf("UDP echo of a service added while the DIP interface is renamed: %q", got)
+		if got := udpEcho(t, ctx, d, 55, "while renamed"); got != "r3 while renamed" {
+			t.Errorf("UDP echo of a service added while the DIP interface is renamed: %q", got)
+		}
 	}
 	ipIn(t, ctx, d, ns, "link", "set", "dipx", "down")
 	ipIn(t, ctx, d, ns, "link", "set", "dipx", "name", lab.DirectorDIPIf)
@@ -298,14 +346,16 @@ func TestFaultSequences(t *testing.T) {
 	}
 	check("DIP interface renamed back", time.Now())
 	// A change of the rules installs the ingress table on the interface.
-	vipPort := d.l.VIP().String() + ":54"
-	for _, args := range [][]string{{"-A", "-u", vipPort, "-s", "rr"}, {"-a", "-u", vipPort, "-r", "198.18.2.12:9000", "-m"}} {
-		if out, err := d.l.Run(ctx, ns, adminBin, args...); err != nil {
-			t.Fatalf("gvsadm %v after the renames: %v: %s", args, err, out)
+	if nat {
+		vipPort := d.l.VIP().String() + ":54"
+		for _, args := range [][]string{{"-A", "-u", vipPort, "-s", "rr"}, {"-a", "-u", vipPort, "-r", "198.18.2.12:9000", "-m"}} {
+			if out, err := d.l.Run(ctx, ns, adminBin, args...); err != nil {
+				t.Fatalf("gvsadm %v after the renames: %v: %s", args, err, out)
+			}
 		}
-	}
-	if got := udpEcho(t, ctx, d, 54, "renamed"); got != "r2 renamed" {
-		t.Errorf("UDP echo of a service added after the renames: %q", got)
+		if got := udpEcho(t, ctx, d, 54, "renamed"); got != "r2 renamed" {
+			t.Errorf("UDP echo of a service added after the renames: %q", got)
+		}
 	}
 
 	// The DIP MTU lowered to 1400 and restored while forwarding.

@@ -62,7 +62,7 @@ func TestHostileFloods(t *testing.T) {
 	legit, flooder := d.l.Clients()[0], d.l.Clients()[1]
 	vip := d.l.VIP()
 	dirMAC := frames.MAC(d.l.Director().VIPSide.MAC)
-	k := startKeeper(t, d, legit, 20*time.Millisecond)
+	k := startKeeper(t, d, legit, 80, 20*time.Millisecond)
 	s := newRawSender(t, flooder)
 	rnd := rand.New(rand.NewPCG(1, 2))
 	randMAC := func() frames.MAC {
