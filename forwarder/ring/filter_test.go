@@ -99,12 +99,22 @@ func refMatch(f Filter, b []byte, pkttype uint32) bool {
 	default:
 		return false
 	}
-	if f.ICMP {
+	if f.SYN != SYNOnly {
 		if len(b) < l3+10 {
 			return false
 		}
 		if b[l3+9] == 1 {
-			return true
+			// Only unfragmented errors of types 3, 4, 11 (or too short
+			// to tell: the pipeline counts those).
+			if binary.BigEndian.Uint16(b[l3+6:])&0x3fff != 0 {
+				return false
+			}
+			if at := l3 + int(b[l3]&0xf)*4; at < len(b) && b[at] != 3 && b[at] != 4 && b[at] != 11 {
+				return false
+			}
+			if f.ICMP {
+				return true
+			}
 		}
 	}
 	in := func(set []netip.Addr, off int) (match, short bool) {
@@ -319,7 +329,7 @@ func TestFilterLarge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := len(raw), 17+1+2*600+1; got != want { // head 6, vlan 4, accept 1, ldx/ja/ldx 3, pkttype 3
+	if got, want := len(raw), 17+18+1+2*600+1; got != want { // head 6, vlan 4, accept 1, ldx/ja/ldx 3, pkttype 3, ICMP 18
 		t.Errorf("program length %d, want %d (duplicates folded)", got, want)
 	}
 	for _, i := range []int{0, 1, 255, 256, 599} {
@@ -599,5 +609,57 @@ func TestFilterSYN(t *testing.T) {
 	}
 	if est.Equal(syn) || est.Equal(base) || !syn.Equal(Filter{DstAddrs: base.DstAddrs, SrcAddrs: base.SrcAddrs, ICMP: true, SYN: SYNOnly}) {
 		t.Error("Equal ignores SYN")
+	}
+}
+
+// TestFilterICMPErrorsOnly: of ICMP, the rings take only unfragmented
+// errors the pipeline relates to connections (types 3, 4, 11); echo and
+// other types, and fragments, which it would leave to the kernel, stay
+// out (an ICMP flood costs the worker nothing). An ICMP frame too short
+// for its type goes on as an error (the pipeline counts it malformed).
+func TestFilterICMPErrorsOnly(t *testing.T) {
+	vipSide := Filter{DstAddrs: []netip.Addr{vip1}, SYN: SYNExclude}
+	dipSide := Filter{SrcAddrs: []netip.Addr{rs1}, ICMP: true}
+	icmp := func(dst netip.Addr, typ uint8) frameSpec {
+		return frameSpec{src: other, dst: dst, ipProto: 1, sport: uint16(typ)<<8 | 1}
+	}
+	frag := func(s frameSpec, off uint16) frameSpec { s.fragOff = off; return s }
+	tests := []struct {
+		name     string
+		frame    []byte
+		vip, dip bool
+	}{
+		{"unreachable to VIP", buildFrame(icmp(vip1, 3)), true, true},
+		{"source quench to VIP", buildFrame(icmp(vip1, 4)), true, true},
+		{"time exceeded to VIP", buildFrame(icmp(vip1, 11)), true, true},
+		{"time exceeded to a client", buildFrame(icmp(client, 11)), false, true},
+		{"echo request to VIP", buildFrame(icmp(vip1, 8)), false, false},
+		{"echo reply to VIP", buildFrame(icmp(vip1, 0)), false, false},
+		{"redirect to VIP", buildFrame(icmp(vip1, 5)), false, false},
+		{"first fragment of an unreachable", buildFrame(frag(icmp(vip1, 3), 0x2000)), false, false},
+		{"later fragment", buildFrame(frag(icmp(vip1, 3), 0x0005)), false, false},
+		{"tagged echo to VIP", func() []byte { s := icmp(vip1, 8); s.vlanTCI = 4; return buildFrame(s) }(), false, false},
+		{"tagged unreachable to VIP", func() []byte { s := icmp(vip1, 3); s.vlanTCI = 4; return buildFrame(s) }(), true, true},
+		{"to VIP, cut before the type", buildFrame(icmp(vip1, 8))[:14+20], true, true},
+		{"to VIP, IHL beyond the frame", func() []byte { f := buildFrame(icmp(vip1, 8)); f[14] = 0x4f; return f }(), true, true},
+	}
+	for _, f := range []struct {
+		name string
+		f    Filter
+		want func(vip, dip bool) bool
+	}{{"vip side", vipSide, func(v, _ bool) bool { return v }}, {"dip side", dipSide, func(_, d bool) bool { return d }}} {
+		prog, err := f.f.Assemble()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tt := range tests {
+			want := f.want(tt.vip, tt.dip)
+			if got := runFilter(t, prog, tt.frame); got != want {
+				t.Errorf("%s, %s: accepted %v, want %v", f.name, tt.name, got, want)
+			}
+			if ref := refMatch(f.f, tt.frame, pktHost); ref != want {
+				t.Errorf("%s, %s: reference %v, want %v", f.name, tt.name, ref, want)
+			}
+		}
 	}
 }
