@@ -354,7 +354,9 @@ func TestHostileFramesCounted(t *testing.T) {
 // runs (director and real server). A 4000-byte UDP datagram from the
 // client (three fragments on the client LAN) must then reach the real
 // server's echo, and its 4003-byte answer, one frame on the server LAN,
-// must come back: gvsd's rings must take frames of the new MTU.
+// must come back: gvsd's rings must take frames of the new MTU. Then the
+// VIP side's MTU goes to 9000 too, and an 8000-byte datagram crosses the
+// director whole both ways.
 func TestMTURaised(t *testing.T) {
 	lab.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
@@ -409,8 +411,38 @@ func TestMTURaised(t *testing.T) {
 	if got := udpEcho(t, ctx, d, 53, "small again"); got != "r1 small again" {
 		t.Errorf("small datagram after the MTU change: %q", got)
 	}
+
+	// The VIP side too (director, client): an 8000-byte datagram then
+	// crosses the director whole both ways.
+	c0 := d.l.Clients()[0]
+	reopened := strings.Count(d.gvsd.Output(), `"rings re-opened"`)
+	ipIn(t, ctx, d, bns, "link", "set", "dv-"+sfx, "mtu", "9000")
+	ipIn(t, ctx, d, bns, "link", "set", "c1-"+sfx, "mtu", "9000")
+	ipIn(t, ctx, d, c0.NS, "link", "set", c0.Name, "mtu", "9000")
+	ipIn(t, ctx, d, d.l.Director().NS, "link", "set", lab.DirectorVIPIf, "mtu", "9000")
+	for deadline := time.Now().Add(3 * time.Second); strings.Count(d.gvsd.Output(), `"rings re-opened"`) == reopened; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Error("gvsd did not re-open its rings within 3 s of the VIP side's MTU change")
+			break
+		}
+	}
+	big := make([]byte, 8000)
+	got = -1
+	for try := 0; try < 3 && got < 0; try++ {
+		if _, err := c.Write(big); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if n, err := c.Read(buf); err == nil {
+			got = n
+		}
+	}
+	if got != 8003 {
+		st := freshStats(t, ctx, d)
+		t.Errorf("8000-byte datagram with MTU 9000 on both sides: answer of %d bytes, want 8003 (gvsd: oversize %d, reasons %v)", got, st.Oversize, st.Reasons)
+	}
 	if seen := serverNames(t, ctx, d, 3); len(seen) != 3 {
-		t.Errorf("3 GETs after the MTU change: %v", seen)
+		t.Errorf("3 GETs after the MTU changes: %v", seen)
 	}
 	stopAndCheck(t, d)
 }
