@@ -31,7 +31,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: all build test unit race deps demo demo-ha golden fuzz bench bench-go bench-deps soak clean vet check-root install
+.PHONY: all build test unit race deps demo demo-ha golden fuzz bench bench-go bench-deps soak hostile clean vet check-root install
 
 MODE  ?= nat
 SCHED ?= rr
@@ -109,6 +109,15 @@ SOAK_DURATION ?= 5m
 SOAK_FLAGS ?=
 soak: check-root build
 	$(BIN)/gvs-soak -bin $(BIN) -out out/soak -duration $(SOAK_DURATION) $(SOAK_FLAGS)
+
+# hostile: the attacks and faults too long for make test (about 3 minutes, root): floods of SYNs
+# (random and single source), ACKs, RSTs, UDP, ICMP and never-completed fragments from a raw
+# AF_PACKET sender, and SIGHUP storms, gvsadm -C + reload, SIGSTOP/SIGCONT, a real server's MAC
+# change, route and address removal, interface renames and MTU changes under an established
+# connection, and the established traffic's share delivered under full-rate ACK, RST, UDP and ICMP
+# floods from a TX ring (logged) (daemon/*_e2e_linux_test.go, build tag hostile).
+hostile: check-root
+	$(GO) test -count=1 -tags hostile -run 'TestHostileFloods|TestFaultSequences|TestEstablishedUnderFloods' -v -timeout 10m ./daemon/
 
 check-root:
 	@if [ "$$(id -u)" != 0 ]; then echo "this target needs root (network namespaces)"; exit 1; fi

@@ -255,7 +255,7 @@ func (d *Daemon) syncXDP(der Derived) error {
 		// pipeline decides every flow afresh.
 		x.fast.flush()
 	}
-	dipIf := d.cfg.DIPIf
+	dipIf := d.ifNames[forwarder.DIPSide]
 	if d.oneArm {
 		dipIf = ""
 	}

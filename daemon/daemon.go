@@ -143,9 +143,12 @@ type Daemon struct {
 
 	defense *conntrack.Defense // IPVS's defenses on conns (defend, every second)
 
-	mu       sync.Mutex // serializes Sync, Reload and reopenRings; guards the fields below
-	closed   bool
-	links    [2]LinkInfo // the links the rings are open on: VIP side, DIP side
+	mu     sync.Mutex // serializes Sync, Reload and reopenRings; guards the fields below
+	closed bool
+	links  [2]LinkInfo // the links the rings are open on: VIP side, DIP side
+	// ifNames are the interfaces' current names, VIP side and DIP side:
+	// Config.VIPIf and DIPIf until one is renamed (watchLinks).
+	ifNames  [2]string
 	synced   bool
 	derived  Derived
 	filters  [2]ring.Filter
@@ -177,7 +180,7 @@ func New(cfg Config) (d *Daemon, err error) {
 	if cfg.Settings == nil {
 		cfg.Settings = ipvs.NewSettings()
 	}
-	d = &Daemon{cfg: cfg, log: cfg.Logger, start: time.Now(), oneArm: cfg.VIPIf == cfg.DIPIf}
+	d = &Daemon{cfg: cfg, log: cfg.Logger, start: time.Now(), oneArm: cfg.VIPIf == cfg.DIPIf, ifNames: [2]string{cfg.VIPIf, cfg.DIPIf}}
 	defer func() {
 		if err != nil {
 			d.close()
@@ -595,7 +598,7 @@ func (d *Daemon) reopenRings(vip, dip LinkInfo) error {
 // the old one's socket is bound to the removed device), gives it the
 // current addresses with a gratuitous ARP each, and runs it. d.mu is held.
 func (d *Daemon) replaceARP() error {
-	arp, err := kernel.NewARPResponder(d.cfg.VIPIf, d.log.Named("arp"))
+	arp, err := kernel.NewARPResponder(d.ifNames[forwarder.VIPSide], d.log.Named("arp"))
 	if err != nil {
 		return err
 	}

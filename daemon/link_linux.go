@@ -140,8 +140,10 @@ type linkState struct {
 func (d *Daemon) watchLinks(ctx context.Context) {
 	names := d.interfaces()
 	state := make(map[string]*linkState, len(names))
+	cur := make(map[string]string, len(names)) // configured name -> current name
 	for _, n := range names {
 		state[n] = &linkState{}
+		cur[n] = n
 	}
 	var links chan netlink.LinkUpdate
 	var addrs chan netlink.AddrUpdate
@@ -211,7 +213,22 @@ func (d *Daemon) watchLinks(ctx context.Context) {
 				continue
 			}
 			a := u.Attrs()
-			st := state[a.Name]
+			// An interface keeps its index when renamed: the one the
+			// rings are on is found by index first, by configured name
+			// otherwise (not seen yet, removed, or re-created).
+			var st *linkState
+			name := a.Name // the configured name
+			for n, s := range state {
+				if s.index != 0 && s.index == a.Index && !s.gone {
+					st, name = s, n
+					break
+				}
+			}
+			if st == nil {
+				if s := state[a.Name]; s != nil && cur[a.Name] == a.Name {
+					st = s
+				}
+			}
 			if st == nil {
 				continue
 			}
@@ -220,8 +237,20 @@ func (d *Daemon) watchLinks(ctx context.Context) {
 					st.gone, st.up = true, false
 					d.log.Warn("interface removed: not forwarding on it until an interface of that name is back",
 						zap.String("interface", a.Name), zap.Int("ifindex", a.Index))
+					if cur[name] != name { // it had been renamed: the configured name is awaited
+						cur[name] = name
+						d.renameLink(a.Name, name)
+					}
 				}
 				continue
+			}
+			renamed := !st.gone && st.index == a.Index && a.Name != cur[name]
+			if renamed {
+				d.log.Info("interface renamed: forwarding on it and hiding its traffic from the kernel under its new name",
+					zap.String("interface", cur[name]), zap.String("new_name", a.Name), zap.Int("ifindex", a.Index))
+				old := cur[name]
+				cur[name] = a.Name
+				d.renameLink(old, a.Name)
 			}
 			recreated := st.gone || st.index != 0 && st.index != a.Index
 			if recreated {
@@ -238,7 +267,7 @@ func (d *Daemon) watchLinks(ctx context.Context) {
 						zap.String("oper_state", a.OperState.String()))
 				}
 			}
-			if recreated || pending || d.linkChanged(a) {
+			if recreated || renamed || pending || d.linkChanged(a) {
 				reconcile()
 			}
 		case u, ok := <-addrs:
@@ -258,6 +287,24 @@ func (d *Daemon) watchLinks(ctx context.Context) {
 	}
 }
 
+// renameLink records that the interface named old is now named name
+// (renamed, or removed after a rename: the configured name again) and
+// syncs what refers to interfaces by name: the nftables ingress chains,
+// which the kernel hooks to a device by its name, so that the renamed
+// interface's VIP traffic stays hidden from the kernel's own stack.
+func (d *Daemon) renameLink(old, name string) {
+	d.mu.Lock()
+	for i := range d.ifNames {
+		if d.ifNames[i] == old {
+			d.ifNames[i] = name
+		}
+	}
+	d.mu.Unlock()
+	if err := d.Sync(); err != nil {
+		d.log.Warn("syncing after an interface rename", zap.String("interface", name), zap.Error(err))
+	}
+}
+
 // linkChanged reports whether a notification shows another MAC or MTU than
 // the links the data path uses.
 func (d *Daemon) linkChanged(a *netlink.LinkAttrs) bool {
@@ -272,17 +319,21 @@ func (d *Daemon) linkChanged(a *netlink.LinkAttrs) bool {
 }
 
 // reconcileLinks reads the configured interfaces and brings the data path
-// to them: new rings when one has another index than the rings' (logged
-// "rings re-opened"), new link data (MAC, MTU, address) otherwise. An
+// to them: new rings when one has another index than the rings', or an MTU
+// that needs other ring slots (logged "rings re-opened"), new link data
+// (MAC, MTU, address) otherwise. An
 // interface that cannot be read (absent, no IPv4 address yet) is an error.
 func (d *Daemon) reconcileLinks() error {
-	vip, err := ReadLink(d.cfg.VIPIf)
+	d.mu.Lock()
+	names := d.ifNames
+	d.mu.Unlock()
+	vip, err := ReadLink(names[forwarder.VIPSide])
 	if err != nil {
 		return err
 	}
 	dip := vip
 	if !d.oneArm {
-		if dip, err = ReadLink(d.cfg.DIPIf); err != nil {
+		if dip, err = ReadLink(names[forwarder.DIPSide]); err != nil {
 			return err
 		}
 	}
@@ -290,7 +341,12 @@ func (d *Daemon) reconcileLinks() error {
 	cur := d.links
 	d.mu.Unlock()
 	switch {
-	case vip.Index != cur[forwarder.VIPSide].Index || dip.Index != cur[forwarder.DIPSide].Index:
+	case vip.Index != cur[forwarder.VIPSide].Index || dip.Index != cur[forwarder.DIPSide].Index ||
+		// The rings' slots are sized for the MTU: a frame of a larger
+		// one would be cut short in them (oversize), so they are
+		// opened again, as for a re-created interface.
+		ringFrameSize(vip.MTU) != ringFrameSize(cur[forwarder.VIPSide].MTU) ||
+		ringFrameSize(dip.MTU) != ringFrameSize(cur[forwarder.DIPSide].MTU):
 		start := time.Now()
 		if err := d.reopenRings(vip, dip); err != nil {
 			return fmt.Errorf("reopening the rings: %w", err)

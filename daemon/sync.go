@@ -29,7 +29,7 @@ func (d *Daemon) Sync() error {
 	if d.closed {
 		return errors.New("daemon closed")
 	}
-	der := Derive(d.table, d.cfg.VIPIf, d.cfg.DIPIf)
+	der := Derive(d.table, d.ifNames[forwarder.VIPSide], d.ifNames[forwarder.DIPSide])
 	var errs []error
 
 	to := d.table.Timeouts()

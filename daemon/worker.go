@@ -51,8 +51,9 @@ type WorkerCounters struct {
 	// TXError counts frames the TX ring refused (should not happen after
 	// the length check; counted to be seen).
 	TXError atomic.Uint64
-	// VLAN counts frames that arrived with a stripped 802.1Q tag: they
-	// belong to a VLAN interface on top of ours and are left to the kernel.
+	// VLAN counts frames that arrived with a stripped 802.1Q tag of a
+	// VLAN (not a priority tag, VLAN 0): they belong to a VLAN interface
+	// on top of ours and are left to the kernel.
 	VLAN atomic.Uint64
 	// Sleeps counts the times the worker found every RX ring empty and
 	// went to sleep in poll(2): frames per sleep is the batching it got.
@@ -252,7 +253,7 @@ func (w *worker) handle(frame []byte, meta ring.Meta, side int, now int64) {
 		w.c.Oversize.Add(1)
 		return
 	}
-	if meta.Status&ring.StatusVLANValid != 0 {
+	if meta.Status&ring.StatusVLANValid != 0 && !priorityTagged(frame, meta) {
 		w.c.VLAN.Add(1)
 		return
 	}
@@ -285,6 +286,19 @@ func (w *worker) handle(frame []byte, meta ring.Meta, side int, now int64) {
 		}
 	}
 	w.send(res.Link, res.Frame)
+}
+
+// priorityTagged reports a frame whose stripped outer tag has VLAN ID 0
+// (an 802.1p priority tag) and that carries no further tag: the kernel's
+// receive path clears such a tag and takes the frame as untagged
+// (__netif_receive_skb_core), so IPVS would see it, while gvs's ingress
+// table, which runs before that, keeps it from the kernel. It is gvs's.
+func priorityTagged(frame []byte, meta ring.Meta) bool {
+	if meta.VLANTCI&0x0fff != 0 || len(frame) < 14 {
+		return false
+	}
+	et := uint16(frame[12])<<8 | uint16(frame[13])
+	return et != 0x8100 && et != 0x88a8
 }
 
 // send copies frame into the TX ring of side.

@@ -278,6 +278,11 @@ func (p *Parsed) decode(frame []byte) Verdict {
 	if !headerSumOK(rest[:ihl]) {
 		return p.bad(BadIPChecksum)
 	}
+	if ihl > IPv4MinLen {
+		if r := checkOptions(rest[IPv4MinLen:ihl]); r != ReasonNone {
+			return p.bad(r)
+		}
+	}
 	p.IHL = ihl
 	p.End = p.L3 + total
 	p.TOS = ip.TOS()
@@ -378,6 +383,91 @@ func (p *Parsed) decodeInner(frame []byte) Reason {
 		in.Ports = true
 		in.SrcPort = binary.BigEndian.Uint16(frame[in.L4+l4SrcPort:])
 		in.DstPort = binary.BigEndian.Uint16(frame[in.L4+l4DstPort:])
+	}
+	return ReasonNone
+}
+
+// IPv4 option types checkOptions looks into.
+const (
+	ipoptEnd   = 0
+	ipoptNoop  = 1
+	ipoptRR    = 7
+	ipoptTS    = 68
+	ipoptLSRR  = 131
+	ipoptCIPSO = 134
+	ipoptSSRR  = 137
+	ipoptRA    = 148
+)
+
+// checkOptions checks a received packet's IPv4 options as the kernel's
+// ip_rcv_options does before IPVS sees the packet (net/ipv4/ip_input.c,
+// ip_options_compile in net/ipv4/ip_options.c). Malformed (BadIPOptions;
+// the kernel drops them, counted in InHdrErrors): an option cut short or
+// longer than the header; record route, timestamp, source route and
+// router alert options with impossible lengths or pointers; a second
+// source route, record route or timestamp; a timestamp whose overflow
+// counter is full; CIPSO (no DOI is configured for gvs's traffic). A
+// well-formed loose or strict source route is dropped too while
+// accept_source_route is 0, the kernel's default (SourceRoute). Other
+// options pass, as the kernel lets them through on input. The common
+// path never gets here: decodeCommon takes only IHL 5.
+func checkOptions(opts []byte) Reason {
+	var srr, rr, ts bool
+	for i := 0; i < len(opts); {
+		t := opts[i]
+		if t == ipoptEnd {
+			break
+		}
+		if t == ipoptNoop {
+			i++
+			continue
+		}
+		if len(opts)-i < 2 {
+			return BadIPOptions
+		}
+		l := int(opts[i+1])
+		if l < 2 || l > len(opts)-i {
+			return BadIPOptions
+		}
+		o := opts[i : i+l]
+		switch t {
+		case ipoptLSRR, ipoptSSRR:
+			if l < 3 || o[2] < 4 || srr {
+				return BadIPOptions
+			}
+			srr = true
+		case ipoptRR:
+			if rr || l < 3 || o[2] < 4 || int(o[2]) <= l && int(o[2])+3 > l {
+				return BadIPOptions
+			}
+			rr = true
+		case ipoptTS:
+			if ts || l < 4 || o[2] < 5 {
+				return BadIPOptions
+			}
+			ts = true
+			if int(o[2]) <= l {
+				need := 3 // a timestamp
+				if f := o[3] & 0xf; f == 1 || f == 3 {
+					need = 7 // an address and a timestamp
+				}
+				if int(o[2])+need > l {
+					return BadIPOptions
+				}
+			} else if o[3]>>4 == 15 {
+				return BadIPOptions
+			}
+		case ipoptRA:
+			if l < 4 {
+				return BadIPOptions
+			}
+		case ipoptCIPSO:
+			return BadIPOptions
+		}
+		i += l
+	}
+	if srr {
+		return SourceRoute
 	}
 	return ReasonNone
 }

@@ -232,6 +232,8 @@ func malformedCorpus(t testing.TB) []struct {
 		{"icmp error quotes header + 7", unreach(quote(t, udpReq, 27)), TruncatedICMPEmbedded},
 		{"icmp error quotes ipv6", unreach(v6), BadICMPEmbedded},
 		{"icmp error quotes ihl 4", unreach(ihl4), BadICMPEmbedded},
+		{"ip option beyond the header", withIPOpts(tcp, []byte{7, 11, 4, 0}), BadIPOptions},
+		{"loose source route", withIPOpts(tcp, []byte{131, 7, 4, 198, 18, 2, 11, 0}), SourceRoute},
 	}
 }
 

@@ -55,6 +55,8 @@ const (
 	BadICMPChecksum                     // ICMP error with a wrong checksum
 	TruncatedICMPEmbedded               // ICMP error quoting less than an IPv4 header (+ 8 bytes for TCP/UDP)
 	BadICMPEmbedded                     // ICMP error quoting something that is not IPv4
+	BadIPOptions                        // IPv4 options ip_options_compile rejects
+	SourceRoute                         // a source route option (accept_source_route is 0)
 
 	// NumReasons is the number of Reason values, for counter arrays.
 	NumReasons
@@ -77,6 +79,8 @@ var reasonNames = [NumReasons]string{
 	BadICMPChecksum:       "bad_icmp_checksum",
 	TruncatedICMPEmbedded: "truncated_icmp_embedded",
 	BadICMPEmbedded:       "bad_icmp_embedded",
+	BadIPOptions:          "bad_ip_options",
+	SourceRoute:           "source_route",
 }
 
 // String returns the reason's counter name, e.g. "bad_ip_checksum".

@@ -12,9 +12,12 @@ import (
 // Filter describes the frames an RX ring accepts: IPv4 frames whose
 // destination is in DstAddrs (the VIPs), IPv4 frames whose source is in
 // SrcAddrs (real servers answering through a NAT director), every IPv4
-// ICMP frame if ICMP is set (errors about connections, which may come from
+// ICMP error if ICMP is set (errors about connections, which may come from
 // any router), and ARP frames if ARP is set. Anything else is dropped in
-// the kernel, before it is copied into the ring.
+// the kernel, before it is copied into the ring. Of ICMP, only unfragmented
+// errors the pipeline relates to connections (destination unreachable,
+// source quench, time exceeded) are ever accepted: it leaves every other
+// ICMP packet (echo...) to the kernel, which has its own copy.
 //
 // IPv4 frames are accepted only when they were addressed to the
 // interface's own MAC (the kernel's packet type PACKET_HOST): a bridge or
@@ -176,8 +179,7 @@ func ipv4Keys(addrs []netip.Addr) ([]uint32, error) {
 //	ip:
 //	    ld pkttype                   (SKF_AD_PKTTYPE)
 //	    jeq #PACKET_HOST, skip 1; ret #0
-//	    ldb [x+9]                    (protocol; only with ICMP)
-//	    jne #1, skip 1; ret #acceptLen
+//	    (ICMP: appendICMP; not with SYNOnly)
 //	    ld [x+16]                    (destination; only with DstAddrs)
 //	    jne #addr, skip 1; ret #acceptLen      (per address)
 //	    ld [x+12]                    (source; only with SrcAddrs)
@@ -235,12 +237,8 @@ func (f Filter) program(dst, src []uint32) []bpf.Instruction {
 		bpf.JumpIf{Cond: bpf.JumpEqual, Val: packetHost, SkipTrue: 1},
 		bpf.RetConstant{Val: 0},
 	)
-	if f.ICMP {
-		p = append(p,
-			bpf.LoadIndirect{Off: ipv4ProtoOff, Size: 1},
-			bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: ipProtoICMP, SkipTrue: 1},
-			bpf.RetConstant{Val: acceptLen},
-		)
+	if f.SYN != SYNOnly {
+		p = appendICMP(p, f.ICMP)
 	}
 	if f.SYN == SYNAll {
 		p = appendMatch(p, ipv4DstOff, dst)
@@ -257,10 +255,18 @@ func (f Filter) program(dst, src []uint32) []bpf.Instruction {
 	//	    ldb [x+9];  jne #6 -> notsyn                 (TCP)
 	//	    ldh [x+6];  jset #0x1fff -> notsyn           (first fragment)
 	//	    ldb [x+0]; and #0xf; lsh #2; add x; tax      (X: TCP header)
+	//	    ld len; jge x else notsyn                    (flags in the frame:
+	//	    sub x; jge #14 else notsyn                    len >= X + 14)
 	//	    ldb [x+13]; and #0x12; jne #0x02 -> notsyn   (SYN, no ACK)
 	//	    ret #SYN verdict
 	//	notsyn:
 	//	    ret #other verdict
+	//
+	// A TCP packet whose flags lie beyond the frame (a header cut short, an
+	// IHL beyond the packet, a tiny first fragment) is not an opening: it
+	// goes to the established ring, where the pipeline drops it with its
+	// reason (truncated_tcp, bad_ihl...). Loading the flags unchecked would
+	// end the program and drop it in the kernel, uncounted by gvs.
 	if len(dst) > 0 {
 		p = append(p, bpf.LoadIndirect{Off: ipv4DstOff, Size: 4})
 	}
@@ -284,20 +290,88 @@ func (f Filter) program(dst, src []uint32) []bpf.Instruction {
 	}
 	return append(p,
 		bpf.LoadIndirect{Off: ipv4ProtoOff, Size: 1},
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: ipProtoTCP, SkipTrue: 11},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: ipProtoTCP, SkipTrue: 15},
 		bpf.LoadIndirect{Off: ipv4FragOff, Size: 2},
-		bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: fragOffMask, SkipTrue: 9},
+		bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: fragOffMask, SkipTrue: 13},
 		bpf.LoadIndirect{Off: 0, Size: 1},
 		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xf},
 		bpf.ALUOpConstant{Op: bpf.ALUOpShiftLeft, Val: 2},
 		bpf.ALUOpX{Op: bpf.ALUOpAdd},
 		bpf.TAX{},
+		bpf.LoadExtension{Num: bpf.ExtLen},
+		bpf.JumpIfX{Cond: bpf.JumpGreaterOrEqual, SkipFalse: 6},
+		bpf.ALUOpX{Op: bpf.ALUOpSub},
+		bpf.JumpIf{Cond: bpf.JumpGreaterOrEqual, Val: tcpFlagsOff + 1, SkipFalse: 4},
 		bpf.LoadIndirect{Off: tcpFlagsOff, Size: 1},
 		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: tcpSYN | tcpACK},
 		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: tcpSYN, SkipTrue: 1},
 		bpf.RetConstant{Val: synVerdict},
 		bpf.RetConstant{Val: otherVerdict},
 	)
+}
+
+// ICMP types the pipeline relates to a connection (rewrite's
+// isRelatedError): destination unreachable, source quench, time exceeded.
+const (
+	icmpDestUnreach  = 3
+	icmpSourceQuench = 4
+	icmpTimeExceeded = 11
+	ipv4MFAndOffMask = 0x3fff
+)
+
+// appendICMP keeps out of the ring every ICMP frame the pipeline would
+// leave to the kernel anyway (Pass): anything but an unfragmented error of
+// a type it relates to a connection (echo requests and replies, other
+// types, fragments). An ICMP flood (pings to a VIP) then costs the worker
+// nothing and cannot crowd out the established traffic in its ring. An
+// error is accepted when accept is set (Filter.ICMP), else it goes on to
+// the address matches with X restored; so is an ICMP frame too short for
+// its type byte (the pipeline counts it malformed). (X is stored before
+// the first jump to the drop: the kernel's check that scratch memory is
+// written before it is read follows the program in order, across a ret.)
+//
+//	    ldb [x+9]; jne #1 -> rest
+//	    stx M[0]
+//	    ldh [x+6]; jset #0x3fff -> drop          (MF or an offset: Pass)
+//	    ldb [x+0]; and #0xf; lsh #2; add x; tax  (X: ICMP header)
+//	    ld len; jgt x else error                 (type byte in the frame)
+//	    ldb [x+0]; jeq #3 -> error; jeq #4 -> error; jeq #11 -> error
+//	drop:
+//	    ret #0
+//	error:
+//	    ret #acceptLen                           (accept)
+//	    ldx M[0]                                 (else)
+//	rest:
+func appendICMP(p []bpf.Instruction, accept bool) []bpf.Instruction {
+	return append(p,
+		bpf.LoadIndirect{Off: ipv4ProtoOff, Size: 1},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: ipProtoICMP, SkipTrue: 16},
+		bpf.StoreScratch{Src: bpf.RegX, N: 0},
+		bpf.LoadIndirect{Off: ipv4FragOff, Size: 2},
+		bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: ipv4MFAndOffMask, SkipTrue: 11},
+		bpf.LoadIndirect{Off: 0, Size: 1},
+		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xf},
+		bpf.ALUOpConstant{Op: bpf.ALUOpShiftLeft, Val: 2},
+		bpf.ALUOpX{Op: bpf.ALUOpAdd},
+		bpf.TAX{},
+		bpf.LoadExtension{Num: bpf.ExtLen},
+		bpf.JumpIfX{Cond: bpf.JumpGreaterThan, SkipFalse: 5},
+		bpf.LoadIndirect{Off: 0, Size: 1},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: icmpDestUnreach, SkipTrue: 3},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: icmpSourceQuench, SkipTrue: 2},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: icmpTimeExceeded, SkipTrue: 1},
+		bpf.RetConstant{Val: 0},
+		icmpErrorVerdict(accept),
+	)
+}
+
+// icmpErrorVerdict is appendICMP's last instruction: accept, or restore X
+// for the address matches.
+func icmpErrorVerdict(accept bool) bpf.Instruction {
+	if accept {
+		return bpf.RetConstant{Val: acceptLen}
+	}
+	return bpf.LoadScratch{Dst: bpf.RegX, N: 0}
 }
 
 // appendMatch loads the 32-bit word at X+off and accepts when it equals

@@ -44,6 +44,9 @@ func vmFor(tb testing.TB, raw []bpf.RawInstruction, pkttype uint32) *bpf.VM {
 	}
 	for i, in := range insns {
 		if ext, ok := in.(bpf.LoadExtension); ok {
+			if ext.Num == bpf.ExtLen { // the VM's own
+				continue
+			}
 			if ext.Num != bpf.ExtType {
 				tb.Fatalf("instruction %d: unexpected ancillary load %v", i, ext)
 			}
@@ -96,12 +99,22 @@ func refMatch(f Filter, b []byte, pkttype uint32) bool {
 	default:
 		return false
 	}
-	if f.ICMP {
+	if f.SYN != SYNOnly {
 		if len(b) < l3+10 {
 			return false
 		}
 		if b[l3+9] == 1 {
-			return true
+			// Only unfragmented errors of types 3, 4, 11 (or too short
+			// to tell: the pipeline counts those).
+			if binary.BigEndian.Uint16(b[l3+6:])&0x3fff != 0 {
+				return false
+			}
+			if at := l3 + int(b[l3]&0xf)*4; at < len(b) && b[at] != 3 && b[at] != 4 && b[at] != 11 {
+				return false
+			}
+			if f.ICMP {
+				return true
+			}
 		}
 	}
 	in := func(set []netip.Addr, off int) (match, short bool) {
@@ -138,15 +151,17 @@ func refMatch(f Filter, b []byte, pkttype uint32) bool {
 }
 
 // refSYN reports whether the IPv4 packet at b[l3:] opens a TCP connection:
-// TCP, not a fragment after the first, SYN set and ACK clear. short: the
-// flags lie beyond the frame (the kernel drops the frame).
+// TCP, not a fragment after the first, SYN set and ACK clear. Flags that
+// lie beyond the frame make no opening (the established ring takes the
+// frame and the pipeline counts it malformed). short is never set: the
+// frame's destination, read before, proves the bytes up to it there.
 func refSYN(b []byte, l3 int) (syn, short bool) {
 	if b[l3+9] != 6 || binary.BigEndian.Uint16(b[l3+6:])&0x1fff != 0 {
 		return false, false
 	}
 	at := l3 + int(b[l3]&0xf)*4 + 13
 	if at >= len(b) {
-		return false, true
+		return false, false
 	}
 	return b[at]&0x12 == 0x02, false
 }
@@ -314,7 +329,7 @@ func TestFilterLarge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := len(raw), 17+1+2*600+1; got != want { // head 6, vlan 4, accept 1, ldx/ja/ldx 3, pkttype 3
+	if got, want := len(raw), 17+18+1+2*600+1; got != want { // head 6, vlan 4, accept 1, ldx/ja/ldx 3, pkttype 3, ICMP 18
 		t.Errorf("program length %d, want %d (duplicates folded)", got, want)
 	}
 	for _, i := range []int{0, 1, 255, 256, 599} {
@@ -552,6 +567,32 @@ func TestFilterSYN(t *testing.T) {
 			t.Errorf("%s: reference SYN %v, want %v", tt.name, ref, tt.syn)
 		}
 	}
+	// TCP frames to a VIP whose flags lie beyond the frame are malformed,
+	// not openings: the established ring takes them (the pipeline counts
+	// them: truncated_tcp, bad_ihl), where reading the flags would end the
+	// program and drop them in the kernel, uncounted.
+	cut := map[string][]byte{
+		"SYN cut before its flags":         buildFrame(tcp(vip1, 0x02))[:14+20+13],
+		"SYN without a TCP header":         buildFrame(tcp(vip1, 0x02))[:14+20],
+		"SYN with an IHL beyond the frame": func() []byte { f := buildFrame(tcp(vip1, 0x02)); f[14] = 0x4f; return f }(),
+		"tagged SYN cut before its flags": func() []byte {
+			s := tcp(vip1, 0x02)
+			s.vlanTCI = 10
+			return buildFrame(s)[:18+20+13]
+		}(),
+	}
+	for name, f := range cut {
+		if !runFilter(t, estProg, f) || runFilter(t, synProg, f) {
+			t.Errorf("%s: established ring %v, SYN ring %v; want true, false", name, runFilter(t, estProg, f), runFilter(t, synProg, f))
+		}
+		if !refMatch(est, f, pktHost) || refMatch(syn, f, pktHost) {
+			t.Errorf("%s: reference established %v, SYN %v; want true, false", name, refMatch(est, f, pktHost), refMatch(syn, f, pktHost))
+		}
+	}
+	// Just long enough: the flags are the frame's last byte.
+	if f := buildFrame(tcp(vip1, 0x02))[:14+20+14]; runFilter(t, estProg, f) || !runFilter(t, synProg, f) {
+		t.Error("SYN ending with its flags byte: not in the SYN ring alone")
+	}
 	// Many addresses: the jump to the SYN test spans more than 255
 	// instructions.
 	var many []netip.Addr
@@ -568,5 +609,57 @@ func TestFilterSYN(t *testing.T) {
 	}
 	if est.Equal(syn) || est.Equal(base) || !syn.Equal(Filter{DstAddrs: base.DstAddrs, SrcAddrs: base.SrcAddrs, ICMP: true, SYN: SYNOnly}) {
 		t.Error("Equal ignores SYN")
+	}
+}
+
+// TestFilterICMPErrorsOnly: of ICMP, the rings take only unfragmented
+// errors the pipeline relates to connections (types 3, 4, 11); echo and
+// other types, and fragments, which it would leave to the kernel, stay
+// out (an ICMP flood costs the worker nothing). An ICMP frame too short
+// for its type goes on as an error (the pipeline counts it malformed).
+func TestFilterICMPErrorsOnly(t *testing.T) {
+	vipSide := Filter{DstAddrs: []netip.Addr{vip1}, SYN: SYNExclude}
+	dipSide := Filter{SrcAddrs: []netip.Addr{rs1}, ICMP: true}
+	icmp := func(dst netip.Addr, typ uint8) frameSpec {
+		return frameSpec{src: other, dst: dst, ipProto: 1, sport: uint16(typ)<<8 | 1}
+	}
+	frag := func(s frameSpec, off uint16) frameSpec { s.fragOff = off; return s }
+	tests := []struct {
+		name     string
+		frame    []byte
+		vip, dip bool
+	}{
+		{"unreachable to VIP", buildFrame(icmp(vip1, 3)), true, true},
+		{"source quench to VIP", buildFrame(icmp(vip1, 4)), true, true},
+		{"time exceeded to VIP", buildFrame(icmp(vip1, 11)), true, true},
+		{"time exceeded to a client", buildFrame(icmp(client, 11)), false, true},
+		{"echo request to VIP", buildFrame(icmp(vip1, 8)), false, false},
+		{"echo reply to VIP", buildFrame(icmp(vip1, 0)), false, false},
+		{"redirect to VIP", buildFrame(icmp(vip1, 5)), false, false},
+		{"first fragment of an unreachable", buildFrame(frag(icmp(vip1, 3), 0x2000)), false, false},
+		{"later fragment", buildFrame(frag(icmp(vip1, 3), 0x0005)), false, false},
+		{"tagged echo to VIP", func() []byte { s := icmp(vip1, 8); s.vlanTCI = 4; return buildFrame(s) }(), false, false},
+		{"tagged unreachable to VIP", func() []byte { s := icmp(vip1, 3); s.vlanTCI = 4; return buildFrame(s) }(), true, true},
+		{"to VIP, cut before the type", buildFrame(icmp(vip1, 8))[:14+20], true, true},
+		{"to VIP, IHL beyond the frame", func() []byte { f := buildFrame(icmp(vip1, 8)); f[14] = 0x4f; return f }(), true, true},
+	}
+	for _, f := range []struct {
+		name string
+		f    Filter
+		want func(vip, dip bool) bool
+	}{{"vip side", vipSide, func(v, _ bool) bool { return v }}, {"dip side", dipSide, func(_, d bool) bool { return d }}} {
+		prog, err := f.f.Assemble()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tt := range tests {
+			want := f.want(tt.vip, tt.dip)
+			if got := runFilter(t, prog, tt.frame); got != want {
+				t.Errorf("%s, %s: accepted %v, want %v", f.name, tt.name, got, want)
+			}
+			if ref := refMatch(f.f, tt.frame, pktHost); ref != want {
+				t.Errorf("%s, %s: reference %v, want %v", f.name, tt.name, ref, want)
+			}
+		}
 	}
 }

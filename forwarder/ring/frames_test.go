@@ -26,6 +26,8 @@ type frameSpec struct {
 	seq            uint32
 	// tcpFlags are written at the TCP flags' offset when ipProto is 6
 	// (over a marker byte); fragOff is the IPv4 fragment offset field.
+	// An ICMP frame (ipProto 1) is a destination unreachable, or of the
+	// type and code in sport's two bytes when sport is not 0.
 	tcpFlags uint8
 	fragOff  uint16
 }
@@ -95,6 +97,9 @@ func buildFrame(s frameSpec) []byte {
 	}
 	if et == etherTypeIPv4 && s.ipProto == 6 {
 		l3[20+13] = s.tcpFlags
+	}
+	if et == etherTypeIPv4 && s.ipProto == 1 && s.sport == 0 {
+		l3[20] = 3 // ICMP: destination unreachable unless sport says otherwise
 	}
 	if et == etherTypeIPv4 && s.fragOff != 0 {
 		binary.BigEndian.PutUint16(l3[6:], s.fragOff)
