@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/safchain/ethtool"
 	"golang.org/x/sys/unix"
 
 	"gvs/internal/frames"
@@ -452,12 +453,26 @@ func TestMTURaised(t *testing.T) {
 // served: the kernel treats such a frame as untagged (the receive path
 // clears a tag of VLAN 0), so IPVS would schedule it, and gvs's ingress
 // table keeps it from the kernel. A tag with another VLAN ID, which the
-// kernel drops without a VLAN device, stays the kernel's (counter vlan).
+// kernel drops without a VLAN device, stays the kernel's (counter vlan;
+// under AF_XDP the XDP program passes it). Alike on TPACKET and AF_XDP
+// (native and generic XDP).
 func TestPriorityTagged(t *testing.T) {
 	lab.Require(t)
+	for _, io := range []string{"tpacket", "afxdp-native", "afxdp-generic"} {
+		t.Run(io, func(t *testing.T) { testPriorityTagged(t, io) })
+	}
+}
+
+func testPriorityTagged(t *testing.T, io string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
-	d := startDirector(t, ctx, lab.Options{}, natRules)
+	var d *director
+	if mode, ok := strings.CutPrefix(io, "afxdp-"); ok {
+		d = startXDPDirector(t, ctx, lab.Options{}, natRules, nil, "--xdp-mode", mode)
+		requireXDP(t, d, mode)
+	} else {
+		d = startDirector(t, ctx, lab.Options{}, natRules)
+	}
 	c := d.l.Clients()[0]
 	l2 := frames.L2{Src: frames.MAC(c.MAC), Dst: frames.MAC(d.l.Director().VIPSide.MAC)}
 	udpConns := func() string {
@@ -473,6 +488,20 @@ func TestPriorityTagged(t *testing.T) {
 		}
 		t.Fatalf("no UDP service line in:\n%s", out)
 		return ""
+	}
+	// The tag on the wire: the director's bridge port inserts it in the
+	// frame (as a switch does), not in the skb's metadata (veth's VLAN
+	// transmit offload), where XDP would not see it.
+	port := "dv-" + d.l.Suffix()
+	if err := lab.Do(d.l.BridgeNS(), func() error {
+		e, err := ethtool.NewEthtool()
+		if err != nil {
+			return err
+		}
+		defer e.Close()
+		return e.Change(port, map[string]bool{"tx-vlan-hw-insert": false})
+	}); err != nil {
+		t.Fatalf("VLAN transmit offload off on %s: %v", port, err)
 	}
 	// tagged inserts an 802.1Q tag with tci into an untagged frame.
 	tagged := func(f []byte, tci uint16) []byte {

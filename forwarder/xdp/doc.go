@@ -14,7 +14,11 @@
 // the real server, by address and protocol, for the pipeline's
 // reassembly), plus ICMP errors: a frame redirected to AF_XDP never reaches
 // the kernel's stack, so the program must select exactly what the
-// pipeline handles.
+// pipeline handles. A frame with an 802.1p priority tag (VLAN ID 0) is
+// matched like an untagged one and reaches the socket untagged, as the
+// pipeline sees it in TPACKET mode; other VLANs are the kernel's. The
+// program sees a tag only in the frame: one the driver moved into the
+// skb's metadata (VLAN offload; veth keeps its peer's) is invisible to it.
 //
 // Sockets, rings and UMEM use golang.org/x/sys/unix only.
 package xdp

@@ -480,6 +480,56 @@ func TestFastPathFragments(t *testing.T) {
 	}
 }
 
+// TestFastPathPriorityTagged: a priority-tagged frame (VLAN ID 0) of a
+// flow with a fast-path plan goes to the socket, untagged and otherwise
+// untouched, and is not counted: the fast path rewrites untagged frames
+// only. Passed to the kernel (no rule), it keeps its tag.
+func TestFastPathPriorityTagged(t *testing.T) {
+	ours := frames.MAC{0x02, 0, 0, 0, 0, 1}
+	bed := newFastBed(t, ours)
+	client, vip := netip.MustParseAddr("198.18.0.99"), netip.MustParseAddr("198.18.0.10")
+	l2 := frames.L2{Src: frames.MAC{0x02, 0, 0, 0, 0, 9}, Dst: ours}
+	ack := frames.TCP(l2, frames.IP{Src: client, Dst: vip, TTL: 64}, frames.TCPSeg{SrcPort: 40000, DstPort: 80, ACK: true, Payload: make([]byte, 32)})
+	key, steady, ok := FrameKey(ack)
+	if !ok || !steady {
+		t.Fatal("an ACK is a steady packet")
+	}
+	out := bytes.Clone(ack)
+	copy(out[30:34], []byte{198, 19, 0, 2})
+	plan, ok := PlanFor(&key, out, FastNATIn, 7, 1500, 0)
+	if !ok {
+		t.Fatal("no plan")
+	}
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	plan.Seen, plan.Timeout = uint64(ts.Nano()), uint64(time.Hour)
+	if _, err := bed.flows.Install(&key, &plan); err != nil {
+		t.Fatal(err)
+	}
+	packets := func() uint64 {
+		var p FlowPlan
+		if !bed.flows.Lookup(&key, &p) {
+			t.Fatal("plan gone")
+		}
+		return p.Packets
+	}
+	tagged := withTag(ack, 0x8100, 5<<13)
+	// No rule: the kernel's, tag and all.
+	if v, x := bed.run(t, tagged); v != xdpPass || !bytes.Equal(x, tagged) || packets() != 0 {
+		t.Errorf("priority-tagged ACK, no rule: verdict %d, changed %v, %d packets; want passed untouched", v, !bytes.Equal(x, tagged), packets())
+	}
+	if err := bed.progs[ours].SetRules([]Rule{{Dst: true, Addr: vip, Proto: protoTCP, Port: 80}}, false); err != nil {
+		t.Fatal(err)
+	}
+	if v, x := bed.run(t, tagged); v != xdpRedirect || !bytes.Equal(x, ack) || packets() != 0 {
+		t.Errorf("priority-tagged ACK: verdict %d, untagged and untouched %v, %d packets; want the socket's", v, bytes.Equal(x, ack), packets())
+	}
+	// The untagged frame of the same flow is the fast path's.
+	if v, x := bed.run(t, ack); v != xdpRedirect || bytes.Equal(x[:len(ack)], ack) || packets() != 1 {
+		t.Errorf("untagged ACK: verdict %d, rewritten %v, %d packets; want the fast path", v, !bytes.Equal(x[:len(ack)], ack), packets())
+	}
+}
+
 // TestFastPathTUN: the outer header of TUN's encapsulation in the program
 // is the pipeline's for what the golden cases do not vary: the inner TOS
 // with ECN CE (carried as ECT(0)) and without, the inner DF copied with

@@ -314,19 +314,34 @@ const (
 
 // XDP return codes and struct xdp_md offsets.
 const (
+	xdpAborted    = 0
 	xdpPass       = 2
 	xdpRedirect   = 4
 	mdData        = 0
 	mdDataEnd     = 4
 	mdRxQueue     = 16
 	ethHdrLen     = 14
+	vlanTagLen    = 4
 	ipv4MinHdrLen = 20
 )
 
 // instructions assembles the program. In C it would read:
 //
-//	if (data + 34 > end || eth.type != IPv4) return PASS;
+//	if (data + 34 > end) return PASS;
+//	if (eth.type != IPv4) goto tagged;
 //	conf = lookup(conf, 0); if (!conf || eth.dst != conf.mac) return PASS;
+//	match(data, fast, redirect);                  // matchIPv4
+//	redirect: return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+//	tagged:                                       // an 802.1p priority tag
+//	if (eth.type != 0x8100 && eth.type != 0x88a8 || data + 38 > end ||
+//	    tag.tci & 0x0fff || tag.type != IPv4) return PASS;
+//	conf = lookup(conf, 0); if (!conf || eth.dst != conf.mac) return PASS;
+//	match(data + 4, ports_tag, redirect_tag);     // never the fast path
+//	redirect_tag: memmove(data + 4, data, 12); bpf_xdp_adjust_head(ctx, 4); goto redirect;
+//
+// where match(data, tcpudp, redirect) reads (tcpudp: the fast path, which
+// falls back to ports, or ports itself):
+//
 //	if (ip.frag_off & (MF|0x1fff)) {                 // a fragment, first or later
 //		if (lookup(rules, {ip.dst, 0, ip.proto, FRAG_DST})) goto redirect;
 //		if (lookup(rules, {ip.src, 0, ip.proto, FRAG_SRC})) goto srchit;
@@ -340,6 +355,8 @@ const (
 //		return PASS;
 //	}
 //	if (ip.proto != TCP && ip.proto != UDP || l4 + 4 > end) return PASS;
+//	goto tcpudp;
+//	ports:
 //	if (lookup(rules, {ip.dst, dport, proto, DST}) || lookup(rules, {ip.dst, 0, proto, DST})) goto redirect;
 //	if (lookup(rules, {ip.src, sport, proto, SRC}) || lookup(rules, {ip.src, 0, proto, SRC})) goto srchitports;
 //	if (lookup(ranges, {64, ip.dst, proto, DST, dport})) goto redirect;  // port ranges, last
@@ -349,21 +366,126 @@ const (
 //		if (lookup(ranges, {64, ip.dst, proto, DST, dport})) goto redirect;  // a destination match first
 //		return PASS;
 //	srchit: if (lookup(rules, {ip.dst, 0, 0, LOCAL})) return PASS;  // the host's own connection
-//	redirect: return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+//		goto redirect;
 //
 // Registers kept across helper calls: R6 ctx, R7 data (IPv4 header at
-// +14), R8 the L4 header, R9 the protocol. With xsksFD < 0 (tests) the
+// +14; a priority-tagged frame's data+4), R8 the L4 header, R9 the protocol. With xsksFD < 0 (tests) the
 // program returns XDP_REDIRECT itself instead of calling the helper. With
 // flowsFD >= 0, TCP and UDP frames try the fast path (fastPath) first.
 func instructions(confFD, rulesFD, rangesFD, xsksFD, flowsFD, idsFD int) asm.Instructions {
 	const (
-		pass     = "pass"
-		redirect = "redirect"
+		pass        = "pass"
+		redirect    = "redirect"
+		redirectTag = "redirect-tag"
 	)
+	// macCheck compares the frame's destination MAC (at R7) with the
+	// interface's (conf[0..6]).
+	macCheck := func() asm.Instructions {
+		return asm.Instructions{
+			asm.StoreImm(asm.R10, -4, 0, asm.Word),
+			asm.LoadMapPtr(asm.R1, confFD),
+			asm.Mov.Reg(asm.R2, asm.R10),
+			asm.Add.Imm(asm.R2, -4),
+			asm.FnMapLookupElem.Call(),
+			asm.JEq.Imm(asm.R0, 0, pass),
+			asm.LoadMem(asm.R1, asm.R7, 0, asm.Word),
+			asm.LoadMem(asm.R2, asm.R0, 0, asm.Word),
+			asm.JNE.Reg(asm.R1, asm.R2, pass),
+			asm.LoadMem(asm.R1, asm.R7, 4, asm.Half),
+			asm.LoadMem(asm.R2, asm.R0, 4, asm.Half),
+			asm.JNE.Reg(asm.R1, asm.R2, pass),
+		}
+	}
+	p := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.LoadMem(asm.R7, asm.R6, mdData, asm.Word),
+		asm.LoadMem(asm.R2, asm.R6, mdDataEnd, asm.Word),
+		asm.Mov.Reg(asm.R3, asm.R7),
+		asm.Add.Imm(asm.R3, ethHdrLen+ipv4MinHdrLen),
+		asm.JGT.Reg(asm.R3, asm.R2, pass),
+		// EtherType 0x0800, loaded little-endian; anything else may be
+		// a priority tag (tagged, out of line).
+		asm.LoadMem(asm.R3, asm.R7, 12, asm.Half),
+		asm.JNE.Imm(asm.R3, 0x0008, "tagged"),
+	}
+	p = append(p, macCheck()...)
 	tcpUDP := "ports"
 	if flowsFD >= 0 {
 		tcpUDP = "fast"
 	}
+	p = append(p, matchIPv4(rulesFD, rangesFD, "", tcpUDP, redirect)...)
+	p = append(p,
+		asm.Mov.Imm(asm.R0, xdpPass).WithSymbol(pass),
+		asm.Return(),
+	)
+	if xsksFD < 0 {
+		// Tests: the verdict itself, without a socket behind it.
+		p = append(p, asm.Mov.Imm(asm.R0, xdpRedirect).WithSymbol(redirect), asm.Return())
+	} else {
+		p = append(p,
+			asm.LoadMapPtr(asm.R1, xsksFD).WithSymbol(redirect),
+			asm.LoadMem(asm.R2, asm.R6, mdRxQueue, asm.Word),
+			asm.Mov.Imm(asm.R3, xdpPass),
+			asm.FnRedirectMap.Call(),
+			asm.Return(),
+		)
+	}
+	// An 802.1p priority tag: an 802.1Q (or 802.1ad) tag of VLAN ID 0
+	// followed by IPv4 (R2 still data_end, R3 the EtherType). The kernel
+	// takes such a frame as untagged (__netif_receive_skb_core clears
+	// the tag; TPACKET mode's worker forwards it, priorityTagged), so it
+	// is matched like one, with R7 at data+4: the Ethernet header's
+	// EtherType and the IPv4 header where the rules expect them. It never
+	// takes the fast path; redirected, it loses its tag (redirectTag), as
+	// the pipeline sees it in TPACKET mode; passed, it keeps it. Any other
+	// VLAN is the kernel's (a VLAN device's).
+	p = append(p,
+		asm.JEq.Imm(asm.R3, 0x0081, "tag").WithSymbol("tagged"), // 0x8100
+		asm.JNE.Imm(asm.R3, 0xa888, pass),                       // 0x88a8
+		asm.Mov.Reg(asm.R3, asm.R7).WithSymbol("tag"),
+		asm.Add.Imm(asm.R3, ethHdrLen+vlanTagLen+ipv4MinHdrLen),
+		asm.JGT.Reg(asm.R3, asm.R2, pass),
+		// The TCI's VLAN ID (network order 0x0fff: loaded little-endian
+		// 0xff0f), then the inner EtherType.
+		asm.LoadMem(asm.R3, asm.R7, 14, asm.Half),
+		asm.And.Imm(asm.R3, 0xff0f),
+		asm.JNE.Imm(asm.R3, 0, pass),
+		asm.LoadMem(asm.R3, asm.R7, 16, asm.Half),
+		asm.JNE.Imm(asm.R3, 0x0008, pass),
+	)
+	p = append(p, macCheck()...)
+	p = append(p, asm.Add.Imm(asm.R7, vlanTagLen))
+	p = append(p, matchIPv4(rulesFD, rangesFD, "-tag", "ports-tag", redirectTag)...)
+	// Redirected: the MAC addresses move 4 bytes up over the tag (from
+	// the end: the regions overlap), and the head follows them.
+	p = append(p,
+		asm.LoadMem(asm.R1, asm.R7, 4, asm.Word).WithSymbol(redirectTag),
+		asm.StoreMem(asm.R7, 8, asm.R1, asm.Word),
+		asm.LoadMem(asm.R1, asm.R7, 0, asm.Word),
+		asm.StoreMem(asm.R7, 4, asm.R1, asm.Word),
+		asm.LoadMem(asm.R1, asm.R7, -4, asm.Word),
+		asm.StoreMem(asm.R7, 0, asm.R1, asm.Word),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, vlanTagLen),
+		asm.FnXdpAdjustHead.Call(),
+		asm.JEq.Imm(asm.R0, 0, redirect),
+		asm.Mov.Imm(asm.R0, xdpAborted), // cannot fail: the frame is longer than 14 bytes
+		asm.Return(),
+	)
+	if flowsFD >= 0 {
+		p = append(p, fastPath(flowsFD, idsFD, "ports")...)
+	}
+	return p
+}
+
+// matchIPv4 emits the rule matching of an IPv4 frame whose destination MAC
+// is the interface's: R6 ctx, R7 the frame (the IPv4 header at +14, the
+// first 20 bytes of it checked), sets R8 and R9 and jumps to pass or
+// redirect. TCP and UDP go to tcpUDP first (the fast path, or the labels
+// "ports"+sfx). Its labels end in sfx: the program has it twice, for
+// untagged frames and for priority-tagged ones.
+func matchIPv4(rulesFD, rangesFD int, sfx, tcpUDP, redirect string) asm.Instructions {
+	const pass = "pass"
 	// lookup emits a rules-map lookup of the key at fp-8 and a jump to
 	// redirect when found.
 	lookupTo := func(found string) asm.Instructions {
@@ -379,7 +501,7 @@ func instructions(confFD, rulesFD, rangesFD, xsksFD, flowsFD, idsFD int) asm.Ins
 	// A source match (a real server's reply) addressed to one of the
 	// host's own addresses is the host's (its health check, an
 	// administrator's curl): srcHit passes it.
-	const srcHit = "srchit"
+	srcHit := "srchit" + sfx
 	// key stores a key at fp-8: the address word (from R7+addrOff), port
 	// (the u16 at R8+portOff, or 0 when portOff < 0), protocol (R9) and
 	// kind.
@@ -405,35 +527,13 @@ func instructions(confFD, rulesFD, rangesFD, xsksFD, flowsFD, idsFD int) asm.Ins
 		ipDst = ethHdrLen + 16
 	)
 	p := asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.LoadMem(asm.R7, asm.R6, mdData, asm.Word),
-		asm.LoadMem(asm.R2, asm.R6, mdDataEnd, asm.Word),
-		asm.Mov.Reg(asm.R3, asm.R7),
-		asm.Add.Imm(asm.R3, ethHdrLen+ipv4MinHdrLen),
-		asm.JGT.Reg(asm.R3, asm.R2, pass),
-		// EtherType 0x0800, loaded little-endian.
-		asm.LoadMem(asm.R3, asm.R7, 12, asm.Half),
-		asm.JNE.Imm(asm.R3, 0x0008, pass),
-		// The interface's MAC (conf[0..6]).
-		asm.StoreImm(asm.R10, -4, 0, asm.Word),
-		asm.LoadMapPtr(asm.R1, confFD),
-		asm.Mov.Reg(asm.R2, asm.R10),
-		asm.Add.Imm(asm.R2, -4),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, pass),
-		asm.LoadMem(asm.R1, asm.R7, 0, asm.Word),
-		asm.LoadMem(asm.R2, asm.R0, 0, asm.Word),
-		asm.JNE.Reg(asm.R1, asm.R2, pass),
-		asm.LoadMem(asm.R1, asm.R7, 4, asm.Half),
-		asm.LoadMem(asm.R2, asm.R0, 4, asm.Half),
-		asm.JNE.Reg(asm.R1, asm.R2, pass),
 		// MF and the fragment offset (network order 0x3fff: bytes
 		// 0x3f,0xff, loaded little-endian 0xff3f): a fragment is matched
 		// by address and protocol alone (frag), whole in the pipeline.
 		asm.LoadMem(asm.R9, asm.R7, ethHdrLen+9, asm.Byte),
 		asm.LoadMem(asm.R1, asm.R7, ethHdrLen+6, asm.Half),
 		asm.And.Imm(asm.R1, 0xff3f),
-		asm.JNE.Imm(asm.R1, 0, "frag"),
+		asm.JNE.Imm(asm.R1, 0, "frag"+sfx),
 		// L4 header: R8 = data + 14 + IHL*4, checked against the end
 		// for 4 bytes (ports, or ICMP type and code).
 		asm.LoadMem(asm.R1, asm.R7, ethHdrLen, asm.Byte),
@@ -452,12 +552,12 @@ func instructions(confFD, rulesFD, rangesFD, xsksFD, flowsFD, idsFD int) asm.Ins
 		asm.JNE.Imm(asm.R9, protoICMP, pass),
 		// ICMP: errors only.
 		asm.LoadMem(asm.R1, asm.R8, 0, asm.Byte),
-		asm.JEq.Imm(asm.R1, 3, "icmperr"),  // destination unreachable
-		asm.JEq.Imm(asm.R1, 4, "icmperr"),  // source quench
-		asm.JEq.Imm(asm.R1, 11, "icmperr"), // time exceeded
-		asm.JEq.Imm(asm.R1, 12, "icmperr"), // parameter problem
+		asm.JEq.Imm(asm.R1, 3, "icmperr"+sfx),  // destination unreachable
+		asm.JEq.Imm(asm.R1, 4, "icmperr"+sfx),  // source quench
+		asm.JEq.Imm(asm.R1, 11, "icmperr"+sfx), // time exceeded
+		asm.JEq.Imm(asm.R1, 12, "icmperr"+sfx), // parameter problem
 		asm.Ja.Label(pass),
-		asm.StoreImm(asm.R10, -8, 0, asm.Word).WithSymbol("icmperr"),
+		asm.StoreImm(asm.R10, -8, 0, asm.Word).WithSymbol("icmperr" + sfx),
 		asm.StoreImm(asm.R10, -4, 0, asm.Word),
 		asm.StoreImm(asm.R10, -1, kindICMPAny, asm.Byte),
 	}
@@ -472,9 +572,9 @@ func instructions(confFD, rulesFD, rangesFD, xsksFD, flowsFD, idsFD int) asm.Ins
 	// that those cost what they did. A source hit goes to srcHitPorts,
 	// which asks the destination ranges before passing a frame to a
 	// local address: a destination match wins.
-	const srcHitPorts = "srchitports"
+	srcHitPorts := "srchitports" + sfx
 	ports := key(ipDst, 2, kindDst)
-	ports[0] = ports[0].WithSymbol("ports")
+	ports[0] = ports[0].WithSymbol("ports" + sfx)
 	p = append(p, ports...)
 	p = append(p, lookup()...)
 	p = append(p, key(ipDst, -1, kindDst)...)
@@ -501,7 +601,7 @@ func instructions(confFD, rulesFD, rangesFD, xsksFD, flowsFD, idsFD int) asm.Ins
 	p = append(p, asm.Ja.Label(pass))
 	// Fragments: destination, then source, by address and protocol.
 	frag := key(ipDst, -1, kindFragDst)
-	frag[0] = frag[0].WithSymbol("frag")
+	frag[0] = frag[0].WithSymbol("frag" + sfx)
 	p = append(p, frag...)
 	p = append(p, lookup()...)
 	p = append(p, key(ipSrc, -1, kindFragSrc)...)
@@ -513,24 +613,5 @@ func instructions(confFD, rulesFD, rangesFD, xsksFD, flowsFD, idsFD int) asm.Ins
 	p = append(p, local...)
 	p = append(p, lookupTo(pass)...)
 	p = append(p, asm.Ja.Label(redirect))
-	p = append(p,
-		asm.Mov.Imm(asm.R0, xdpPass).WithSymbol(pass),
-		asm.Return(),
-	)
-	if xsksFD < 0 {
-		// Tests: the verdict itself, without a socket behind it.
-		p = append(p, asm.Mov.Imm(asm.R0, xdpRedirect).WithSymbol(redirect), asm.Return())
-	} else {
-		p = append(p,
-			asm.LoadMapPtr(asm.R1, xsksFD).WithSymbol(redirect),
-			asm.LoadMem(asm.R2, asm.R6, mdRxQueue, asm.Word),
-			asm.Mov.Imm(asm.R3, xdpPass),
-			asm.FnRedirectMap.Call(),
-			asm.Return(),
-		)
-	}
-	if flowsFD >= 0 {
-		p = append(p, fastPath(flowsFD, idsFD, "ports")...)
-	}
 	return p
 }

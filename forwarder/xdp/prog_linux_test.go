@@ -323,3 +323,94 @@ func BenchmarkProgramRules(b *testing.B) {
 		})
 	}
 }
+
+// withTag inserts an 802.1Q-style tag (tpid, tci) after the MAC addresses
+// of an untagged frame.
+func withTag(frame []byte, tpid, tci uint16) []byte {
+	f := append([]byte(nil), frame[:12]...)
+	f = binary.BigEndian.AppendUint16(f, tpid)
+	f = binary.BigEndian.AppendUint16(f, tci)
+	return append(f, frame[12:]...)
+}
+
+// TestProgramPriorityTagged: a frame with an 802.1p priority tag (VLAN ID
+// 0, 802.1Q or 802.1ad) followed by IPv4 is matched like the untagged
+// frame (the kernel takes it as untagged, and TPACKET mode forwards it);
+// redirected, it reaches the socket without its tag, as the pipeline sees
+// it in TPACKET mode; passed, the kernel gets it as it came. Any other
+// VLAN, and a priority tag followed by another tag, are the kernel's.
+func TestProgramPriorityTagged(t *testing.T) {
+	ours := frames.MAC{0x02, 0, 0, 0, 0, 1}
+	other := frames.MAC{0x02, 0, 0, 0, 0, 9}
+	p := needBPF(t, ours)
+	vip := netip.MustParseAddr("198.18.0.10")
+	rip := netip.MustParseAddr("198.19.0.2")
+	client := netip.MustParseAddr("198.18.0.99")
+	hostAddr := netip.MustParseAddr("198.19.0.1")
+	if err := p.SetRules([]Rule{
+		{Dst: true, Addr: vip, Proto: protoTCP, Port: 80},
+		{Dst: true, Addr: vip, Proto: protoUDP, Port: 53},
+		{Dst: true, Addr: vip, Proto: protoICMP},
+		{Dst: true, Addr: vip, Proto: protoTCP, Port: 1024, PortMax: 65535},
+		{Addr: rip, Proto: protoTCP, Port: 8080},
+		{Local: true, Addr: hostAddr},
+		{Frags: true, Dst: true, Addr: vip, Proto: protoUDP},
+	}, false); err != nil {
+		t.Fatal(err)
+	}
+	l2 := frames.L2{Src: other, Dst: ours}
+	pay := make([]byte, 64)
+	syn80 := frames.TCP(l2, frames.IP{Src: client, Dst: vip}, frames.TCPSeg{SrcPort: 40000, DstPort: 80, SYN: true})
+	syn22 := frames.TCP(l2, frames.IP{Src: client, Dst: vip}, frames.TCPSeg{SrcPort: 40000, DstPort: 22, SYN: true})
+	syn3000 := frames.TCP(l2, frames.IP{Src: client, Dst: vip}, frames.TCPSeg{SrcPort: 40000, DstPort: 3000, SYN: true})
+	udp53 := frames.UDP(l2, frames.IP{Src: client, Dst: vip, ID: 7}, frames.UDPDgram{SrcPort: 5000, DstPort: 53, Payload: pay})
+	reply := frames.TCP(l2, frames.IP{Src: rip, Dst: client}, frames.TCPSeg{SrcPort: 8080, DstPort: 40000, ACK: true})
+	toHost := frames.TCP(l2, frames.IP{Src: rip, Dst: hostAddr}, frames.TCPSeg{SrcPort: 8080, DstPort: 40000, ACK: true})
+	about := frames.TCP(frames.L2{}, frames.IP{Src: vip, Dst: client}, frames.TCPSeg{SrcPort: 80, DstPort: 40000})[14:]
+	icmpErr := frames.ICMPError(l2, frames.IP{Src: client, Dst: vip}, 3, 4, 1400, about)
+	echo := frames.ICMPEcho(l2, frames.IP{Src: client, Dst: vip}, 1, 1)
+	elsewhere := frames.TCP(frames.L2{Src: other, Dst: other}, frames.IP{Src: client, Dst: vip}, frames.TCPSeg{SrcPort: 40000, DstPort: 80, SYN: true})
+	const prio5 = 5 << 13
+	cases := []struct {
+		name  string
+		frame []byte
+		want  uint32
+		out   []byte // the frame after the program
+	}{
+		{"untagged tcp to vip:80", syn80, xdpRedirect, syn80},
+		{"priority-tagged tcp to vip:80", withTag(syn80, 0x8100, prio5), xdpRedirect, syn80},
+		{"priority-tagged (priority 0) tcp to vip:80", withTag(syn80, 0x8100, 0), xdpRedirect, syn80},
+		{"priority-tagged (DEI) tcp to vip:80", withTag(syn80, 0x8100, 1<<12), xdpRedirect, syn80},
+		{"802.1ad priority-tagged tcp to vip:80", withTag(syn80, 0x88a8, prio5), xdpRedirect, syn80},
+		{"vlan 5 tcp to vip:80", withTag(syn80, 0x8100, prio5|5), xdpPass, withTag(syn80, 0x8100, prio5|5)},
+		{"vlan 256 tcp to vip:80", withTag(syn80, 0x8100, 256), xdpPass, withTag(syn80, 0x8100, 256)},
+		{"vlan 4095 tcp to vip:80", withTag(syn80, 0x8100, 0x0fff), xdpPass, withTag(syn80, 0x8100, 0x0fff)},
+		{"802.1ad vlan 5 tcp to vip:80", withTag(syn80, 0x88a8, 5), xdpPass, withTag(syn80, 0x88a8, 5)},
+		{"priority tag, then vlan 5", withTag(withTag(syn80, 0x8100, 5), 0x8100, prio5), xdpPass, withTag(withTag(syn80, 0x8100, 5), 0x8100, prio5)},
+		{"priority tag, then a second priority tag", withTag(withTag(syn80, 0x8100, 0), 0x88a8, 0), xdpPass, withTag(withTag(syn80, 0x8100, 0), 0x88a8, 0)},
+		{"priority-tagged tcp to vip:22", withTag(syn22, 0x8100, prio5), xdpPass, withTag(syn22, 0x8100, prio5)},
+		{"priority-tagged tcp to vip:3000 (range)", withTag(syn3000, 0x8100, prio5), xdpRedirect, syn3000},
+		{"priority-tagged udp to vip:53", withTag(udp53, 0x8100, prio5), xdpRedirect, udp53},
+		{"priority-tagged udp fragment to vip", withTag(fragment(udp53, false, 185), 0x8100, prio5), xdpRedirect, fragment(udp53, false, 185)},
+		{"priority-tagged nat reply from rip:8080", withTag(reply, 0x8100, prio5), xdpRedirect, reply},
+		{"priority-tagged rip:8080 to the host's own address", withTag(toHost, 0x8100, prio5), xdpPass, withTag(toHost, 0x8100, prio5)},
+		{"priority-tagged icmp error to vip", withTag(icmpErr, 0x8100, prio5), xdpRedirect, icmpErr},
+		{"priority-tagged icmp echo to vip", withTag(echo, 0x8100, prio5), xdpPass, withTag(echo, 0x8100, prio5)},
+		{"priority-tagged, another host's MAC", withTag(elsewhere, 0x8100, prio5), xdpPass, withTag(elsewhere, 0x8100, prio5)},
+		{"priority-tagged arp", withTag(frames.ARPRequest(other, client, vip), 0x8100, prio5), xdpPass, withTag(frames.ARPRequest(other, client, vip), 0x8100, prio5)},
+		{"priority-tagged, 19 bytes of IPv4 header", withTag(syn80, 0x8100, prio5)[:37], xdpPass, withTag(syn80, 0x8100, prio5)[:37]},
+	}
+	for _, c := range cases {
+		opts := &ebpf.RunOptions{Data: c.frame, DataOut: make([]byte, len(c.frame)+64)}
+		got, err := p.prog.Run(opts)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if got != c.want {
+			t.Errorf("%s: verdict %d, want %d", c.name, got, c.want)
+		}
+		if !bytes.Equal(opts.DataOut, c.out) {
+			t.Errorf("%s: frame after the program\n% x\nwant\n% x", c.name, opts.DataOut, c.out)
+		}
+	}
+}
