@@ -113,8 +113,15 @@ func TestARPResponderInNetNS(t *testing.T) {
 	})
 	defer p.conn.Close()
 
-	// A request for a VIP gets a unicast reply with our MAC.
-	dst, reply, ok := p.ask(vip1, time.Second)
+	// A request for a VIP gets a unicast reply with our MAC. Run opens its
+	// socket in its goroutine: on a busy machine the first requests can
+	// come before it listens, so ask again for a while.
+	var dst [6]byte
+	var reply arpPacket
+	ok := false
+	for try := 0; try < 5 && !ok; try++ {
+		dst, reply, ok = p.ask(vip1, time.Second)
+	}
 	if !ok {
 		t.Fatalf("no ARP reply for %v", vip1)
 	}
