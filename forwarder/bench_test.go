@@ -88,7 +88,9 @@ func BenchmarkNewConnection(b *testing.B) {
 // BenchmarkNoConnectionACK: every packet is an ACK to the service that
 // matches no connection (an ACK flood's forged segments, which the RX
 // filter cannot tell from established traffic): the lookup misses and the
-// packet is dropped. Compare with BenchmarkEstablishedNAT: the flood's
+// pipeline answers with an RST (reason no_conn), as the kernel's stack
+// does behind IPVS, or drops it when its answers are over their rate.
+// Compare with BenchmarkEstablishedNAT: the flood's
 // per-frame cost in the worker.
 func BenchmarkNoConnectionACK(b *testing.B) {
 	h := newHarness(b, "-A -t 198.51.100.10:80 -s wlc\n-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m\n")
