@@ -132,6 +132,7 @@ type Daemon struct {
 	ringMu  sync.Mutex // guards rxs, txs and retired: Stats reads them while rings are reopened
 	rxs     []*ring.RX
 	synRxs  []*ring.RX // the workers' rings of connection openings
+	udpRxs  []*ring.RX // the workers' rings of UDP to the VIPs
 	txs     []*ring.TX
 	retired ringTotals // the counters of rings closed by reopenRings
 	xdp     *xdpIO     // the AF_XDP data path (nil: TPACKET rings)
@@ -270,7 +271,7 @@ func New(cfg Config) (d *Daemon, err error) {
 	if err != nil {
 		return d, err
 	}
-	if err := d.openRings(vip, dip, [2][]bpf.RawInstruction{drop, drop}, drop); err != nil {
+	if err := d.openRings(vip, dip, [2][]bpf.RawInstruction{drop, drop}, drop, drop); err != nil {
 		return d, err
 	}
 	phases.mark("rings")
@@ -374,8 +375,12 @@ func ringFrameSize(mtu int) int {
 // VIP side's filter leaves out (see worker.poll). It is in a fanout group
 // of its own, joined in the same worker order as the VIP side's group:
 // with as many members and the same (symmetric) flow hash, a flow's SYN and
-// its later packets reach the same worker.
-func (d *Daemon) openRings(vip, dip LinkInfo, progs [2][]bpf.RawInstruction, synProg []bpf.RawInstruction) error {
+// its later packets reach the same worker. Likewise a ring of the UDP
+// frames to the VIPs, with filter udpProg (see ring.UDPOnly): a UDP flood
+// overflows it, not the ring of the established TCP traffic. Each ring is
+// one socket and RingFrames frames of memory: a worker holds at most four
+// RX rings (two sides, SYN, UDP) and two TX rings.
+func (d *Daemon) openRings(vip, dip LinkInfo, progs [2][]bpf.RawInstruction, synProg, udpProg []bpf.RawInstruction) error {
 	if d.tryXDP(vip, dip) {
 		return nil
 	}
@@ -440,18 +445,26 @@ func (d *Daemon) openRings(vip, dip LinkInfo, progs [2][]bpf.RawInstruction, syn
 			w.tx[forwarder.DIPSide] = w.tx[forwarder.VIPSide]
 			w.rxSide[0] = forwarder.DIPSide // one wire: the side does not matter
 		}
-		if err := d.openSYNRing(w, vip, pid, synProg); err != nil {
+		if err := d.openSYNRing(w, vip, pid, synProg, false); err != nil {
+			return err
+		}
+		if err := d.openSYNRing(w, vip, pid, udpProg, true); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// openSYNRing opens w's ring of connection openings on the VIP link.
-func (d *Daemon) openSYNRing(w *worker, vip LinkInfo, pid int, prog []bpf.RawInstruction) error {
+// openSYNRing opens w's ring of connection openings on the VIP link, or
+// its UDP ring (udp).
+func (d *Daemon) openSYNRing(w *worker, vip LinkInfo, pid int, prog []bpf.RawInstruction, udp bool) error {
 	var fanout *ring.Fanout
 	if d.cfg.Workers > 1 {
-		fanout = &ring.Fanout{Group: uint16(pid<<2 | 2), Mode: ring.FanoutHash, NoDefrag: true}
+		group := pid<<2 | 2
+		if udp {
+			group = pid<<2 | 3
+		}
+		fanout = &ring.Fanout{Group: uint16(group), Mode: ring.FanoutHash, NoDefrag: true}
 	}
 	rx, err := ring.OpenRX(vip.Index, &ring.RXConfig{
 		FrameSize:  ringFrameSize(vip.MTU),
@@ -459,19 +472,30 @@ func (d *Daemon) openSYNRing(w *worker, vip LinkInfo, pid int, prog []bpf.RawIns
 		Fanout:     fanout,
 		Filter:     prog,
 	})
+	if err != nil && udp {
+		return fmt.Errorf("%s: UDP ring: %w", vip.Name, err)
+	}
 	if err != nil {
 		return fmt.Errorf("%s: SYN ring: %w", vip.Name, err)
 	}
 	d.ringMu.Lock()
-	d.synRxs = append(d.synRxs, rx)
+	if udp {
+		d.udpRxs = append(d.udpRxs, rx)
+	} else {
+		d.synRxs = append(d.synRxs, rx)
+	}
 	d.ringMu.Unlock()
-	w.addSYN(rx, w.rxSide[0])
+	if udp {
+		w.addUDP(rx, w.rxSide[0])
+	} else {
+		w.addSYN(rx, w.rxSide[0])
+	}
 	return nil
 }
 
 // ringTotals are the Stats counters of closed rings.
 type ringTotals struct {
-	drops, synDrops, again, nobufs, kicks uint64
+	drops, synDrops, udpDrops, again, nobufs, kicks uint64
 }
 
 // closeRings closes every ring (the workers must be stopped), keeping
@@ -492,6 +516,12 @@ func (d *Daemon) closeRings() error {
 		}
 		errs = append(errs, r.Close())
 	}
+	for _, r := range d.udpRxs {
+		if rs, err := r.Stats(); err == nil {
+			d.retired.udpDrops += rs.Drops
+		}
+		errs = append(errs, r.Close())
+	}
 	for _, t := range d.txs {
 		_ = t.Flush()
 		ts := t.Stats()
@@ -500,7 +530,7 @@ func (d *Daemon) closeRings() error {
 		d.retired.kicks += ts.Kicks
 		errs = append(errs, t.Close())
 	}
-	d.rxs, d.synRxs, d.txs = nil, nil, nil
+	d.rxs, d.synRxs, d.udpRxs, d.txs = nil, nil, nil, nil
 	errs = append(errs, d.closeXDP())
 	return errors.Join(errs...)
 }
@@ -548,12 +578,12 @@ func (d *Daemon) reopenRings(vip, dip LinkInfo) error {
 	if err := d.closeRings(); err != nil {
 		d.log.Debug("closing the old rings", zap.Error(err))
 	}
-	progs, synProg := d.filterProgs(d.filters)
+	progs, synProg, udpProg := d.filterProgs(d.filters)
 	if !d.synced {
 		drop, _ := ring.Filter{}.Assemble()
-		progs, synProg = [2][]bpf.RawInstruction{drop, drop}, drop
+		progs, synProg, udpProg = [2][]bpf.RawInstruction{drop, drop}, drop, drop
 	}
-	if err := d.openRings(vip, dip, progs, synProg); err != nil {
+	if err := d.openRings(vip, dip, progs, synProg, udpProg); err != nil {
 		// Whatever opened is closed again: a worker must not run on half
 		// its rings.
 		_ = d.closeRings()

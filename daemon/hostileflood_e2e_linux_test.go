@@ -212,9 +212,12 @@ func txFlood(t *testing.T, c lab.Client, tmpl [][]byte, dur time.Duration) int {
 // floods that share the established traffic's ring: ACKs and RSTs of no
 // connection, UDP to a UDP service and ICMP echo to the VIP, each from a
 // TX ring as fast as this lab sends, for 4 s, while 8 connections do a
-// round every 20 ms. It logs the share delivered and fails only when a
-// connection breaks (a measurement: the cBPF filter cannot tell an
-// established ACK from a forged one).
+// round every 20 ms. It logs the share delivered and the ring drops by
+// ring. ACK, RST and ICMP floods fail it only when a connection breaks (a
+// measurement: the cBPF filter cannot tell an established ACK from a
+// forged one); the UDP flood, which has a ring of its own, must leave at
+// least 95 % of the rounds in time and overflow its own ring, not the
+// established rings.
 func TestEstablishedUnderFloods(t *testing.T) {
 	lab.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
@@ -234,18 +237,19 @@ func TestEstablishedUnderFloods(t *testing.T) {
 	const variants = 4096
 	kinds := []struct {
 		name  string
+		udp   bool // to the UDP ring: asserted, not only logged
 		frame func(i int) []byte
 	}{
-		{"ACK, no connection", func(i int) []byte {
+		{"ACK, no connection", false, func(i int) []byte {
 			return frames.TCP(own, frames.IP{Src: flooder.Addr(), Dst: vip}, frames.TCPSeg{SrcPort: uint16(20000 + i), DstPort: 80, Seq: uint32(i), Ack: 1, ACK: true})
 		}},
-		{"RST, no connection", func(i int) []byte {
+		{"RST, no connection", false, func(i int) []byte {
 			return frames.TCP(own, frames.IP{Src: flooder.Addr(), Dst: vip}, frames.TCPSeg{SrcPort: uint16(20000 + i), DstPort: 80, Seq: uint32(i), RST: true})
 		}},
-		{"UDP to the UDP service", func(i int) []byte {
+		{"UDP to the UDP service", true, func(i int) []byte {
 			return frames.UDP(own, frames.IP{Src: flooder.Addr(), Dst: vip}, frames.UDPDgram{SrcPort: uint16(20000 + i), DstPort: 53, Payload: []byte("flood")})
 		}},
-		{"ICMP echo to the VIP", func(i int) []byte {
+		{"ICMP echo to the VIP", false, func(i int) []byte {
 			return frames.ICMPEcho(own, frames.IP{Src: flooder.Addr(), Dst: vip}, uint16(i), 1)
 		}},
 	}
@@ -255,6 +259,7 @@ func TestEstablishedUnderFloods(t *testing.T) {
 			tmpl[i] = kind.frame(i)
 		}
 		before := freshStats(t, ctx, d)
+		st0 := lastStats(d.gvsd.Output())
 		r0 := make([]int, len(ks))
 		for i, k := range ks {
 			k.mu.Lock()
@@ -280,9 +285,26 @@ func TestEstablishedUnderFloods(t *testing.T) {
 		}
 		after := freshStats(t, ctx, d)
 		st := lastStats(d.gvsd.Output())
-		t.Logf("%s: %d frames in %v (%.0f/s); established: %d rounds, %d late: %.2f %% in time; gvsd rx %d, ring drops so far %d (SYN ring %d)",
+		delta := func(k string) uint64 { return st[k] - st0[k] }
+		udpDrops := delta("udp_ring_drops")
+		estDrops := delta("ring_drops") - delta("syn_ring_drops") - udpDrops
+		t.Logf("%s: %d frames in %v (%.0f/s); established: %d rounds, %d late: %.2f %% in time; gvsd rx %d, ring drops: established rings %d, UDP ring %d, SYN ring %d; tx_full %d",
 			kind.name, sent, took.Round(time.Millisecond), float64(sent)/took.Seconds(), rounds, late,
-			100*float64(rounds-late)/float64(max(rounds, 1)), after.RX-before.RX, st["ring_drops"], st["syn_ring_drops"])
+			100*float64(rounds-late)/float64(max(rounds, 1)), after.RX-before.RX, estDrops, udpDrops, delta("syn_ring_drops"), delta("tx_full"))
+		if !kind.udp {
+			continue
+		}
+		// UDP to the VIPs has a ring of its own (ring.UDPOnly): the flood
+		// overflows it, and the established TCP rings keep up. (With UDP
+		// in the established ring, 72-85 % of the rounds were in time and
+		// every ring drop was the established ring's.) The bound is below
+		// finding 5's 99 % to leave room for a loaded lab's scheduling.
+		if inTime := float64(rounds-late) / float64(max(rounds, 1)); inTime < 0.95 {
+			t.Errorf("%s: %.2f %% of the established rounds in time, want at least 95 %%", kind.name, 100*inTime)
+		}
+		if udpDrops+estDrops > 0 && estDrops*100 > udpDrops+estDrops {
+			t.Errorf("%s: the established rings dropped %d frames, the UDP ring %d: the flood is not kept to its ring", kind.name, estDrops, udpDrops)
+		}
 	}
 	stopAndCheck(t, d)
 }

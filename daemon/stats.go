@@ -16,10 +16,11 @@ type Stats struct {
 	RX, TX, Oversize, TXFull, TXError, VLAN, Sleeps uint64
 	// RingDrops counts frames the kernel dropped because an RX ring was
 	// full (PACKET_STATISTICS), all rings; SYNRingDrops those of the SYN
-	// rings (connection openings: see worker.poll), included in RingDrops.
+	// rings (connection openings: see worker.poll), UDPRingDrops those of
+	// the UDP rings, both included in RingDrops.
 	// TXAgain and TXNoBufs count TX kicks the kernel refused for the
 	// moment (the frames stay queued).
-	RingDrops, SYNRingDrops, TXAgain, TXNoBufs uint64
+	RingDrops, SYNRingDrops, UDPRingDrops, TXAgain, TXNoBufs uint64
 	// SYNBudget counts connection openings dropped by the per-source
 	// budget (Config.SYNRate).
 	SYNBudget uint64
@@ -49,7 +50,7 @@ func (d *Daemon) Stats() Stats {
 	d.ringMu.Lock()
 	defer d.ringMu.Unlock()
 	s.RingDrops, s.TXAgain, s.TXNoBufs, s.TXKicks = d.retired.drops, d.retired.again, d.retired.nobufs, d.retired.kicks
-	s.SYNRingDrops = d.retired.synDrops
+	s.SYNRingDrops, s.UDPRingDrops = d.retired.synDrops, d.retired.udpDrops
 	for _, r := range d.rxs {
 		if rs, err := r.Stats(); err == nil {
 			s.RingDrops += rs.Drops
@@ -60,7 +61,12 @@ func (d *Daemon) Stats() Stats {
 			s.SYNRingDrops += rs.Drops
 		}
 	}
-	s.RingDrops += s.SYNRingDrops
+	for _, r := range d.udpRxs {
+		if rs, err := r.Stats(); err == nil {
+			s.UDPRingDrops += rs.Drops
+		}
+	}
+	s.RingDrops += s.SYNRingDrops + s.UDPRingDrops
 	for _, t := range d.txs {
 		ts := t.Stats()
 		s.TXAgain += ts.Again
@@ -107,7 +113,7 @@ func (s Stats) Fields() []zap.Field {
 	return []zap.Field{
 		zap.Uint64("rx", s.RX), zap.Uint64("tx", s.TX), zap.Uint64("oversize", s.Oversize),
 		zap.Uint64("tx_full", s.TXFull), zap.Uint64("tx_error", s.TXError), zap.Uint64("vlan", s.VLAN),
-		zap.Uint64("ring_drops", s.RingDrops), zap.Uint64("syn_ring_drops", s.SYNRingDrops), zap.Uint64("syn_budget", s.SYNBudget),
+		zap.Uint64("ring_drops", s.RingDrops), zap.Uint64("syn_ring_drops", s.SYNRingDrops), zap.Uint64("udp_ring_drops", s.UDPRingDrops), zap.Uint64("syn_budget", s.SYNBudget),
 		zap.Uint64("tx_again", s.TXAgain), zap.Uint64("tx_nobufs", s.TXNoBufs),
 		zap.Uint64("sleeps", s.Sleeps), zap.Uint64("tx_kicks", s.TXKicks),
 		zap.Uint64("go_allocs", s.GoAllocs), zap.Uint64("go_gc_cycles", s.GoGCCycles),

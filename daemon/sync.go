@@ -136,7 +136,7 @@ func (d *Daemon) setFilters(vf, df ring.Filter) error {
 	if d.synced && want[0].Equal(d.filters[0]) && want[1].Equal(d.filters[1]) {
 		return nil
 	}
-	progs, synProg := d.filterProgs(want)
+	progs, synProg, udpProg := d.filterProgs(want)
 	var errs []error
 	for _, w := range d.workers {
 		// The SYN ring first: the frames it takes over are not lost
@@ -144,6 +144,11 @@ func (d *Daemon) setFilters(vf, df ring.Filter) error {
 		if w.syn != nil {
 			if err := w.syn.SetFilter(synProg); err != nil {
 				errs = append(errs, fmt.Errorf("SYN ring filter: %w", err))
+			}
+		}
+		if w.udp != nil {
+			if err := w.udp.SetFilter(udpProg); err != nil {
+				errs = append(errs, fmt.Errorf("UDP ring filter: %w", err))
 			}
 		}
 		for i, r := range w.rx {
@@ -158,16 +163,17 @@ func (d *Daemon) setFilters(vf, df ring.Filter) error {
 	return errors.Join(errs...)
 }
 
-// filterProgs assembles the filters of both sides and of the SYN rings:
-// the connection openings to the VIPs go to the SYN rings
-// (ring.SYNOnly), the sides' rings take the rest (ring.SYNExclude). A
-// filter too large for the kernel becomes none (nil: every frame is
-// copied), and then the SYN rings take nothing.
-func (d *Daemon) filterProgs(fs [2]ring.Filter) (progs [2][]bpf.RawInstruction, syn []bpf.RawInstruction) {
+// filterProgs assembles the filters of both sides, of the SYN rings and
+// of the UDP rings: the connection openings to the VIPs go to the SYN rings
+// (ring.SYNOnly), the UDP frames to the VIPs to the UDP rings
+// (ring.UDPOnly), the sides' rings take the rest (ring.SYNExclude with
+// SplitUDP). A filter too large for the kernel becomes none (nil: every
+// frame is copied), and then the SYN and UDP rings take nothing.
+func (d *Daemon) filterProgs(fs [2]ring.Filter) (progs [2][]bpf.RawInstruction, syn, udp []bpf.RawInstruction) {
 	drop, _ := ring.Filter{}.Assemble()
 	split := true
 	for side, f := range fs {
-		f.SYN = ring.SYNExclude
+		f.SYN, f.SplitUDP = ring.SYNExclude, true
 		p, err := f.Assemble()
 		if err != nil {
 			// The same filter without the split, or none.
@@ -182,16 +188,18 @@ func (d *Daemon) filterProgs(fs [2]ring.Filter) (progs [2][]bpf.RawInstruction, 
 	}
 	sf := ring.Filter{DstAddrs: fs[forwarder.VIPSide].DstAddrs, SYN: ring.SYNOnly}
 	syn, err := sf.Assemble()
-	if err != nil || !split {
+	uf := ring.Filter{DstAddrs: fs[forwarder.VIPSide].DstAddrs, SYN: ring.UDPOnly}
+	udp, uerr := uf.Assemble()
+	if err != nil || uerr != nil || !split {
 		// The SYNs stay in the sides' rings.
 		for side, f := range fs {
 			if p, err := f.Assemble(); err == nil {
 				progs[side] = p
 			}
 		}
-		syn = drop
+		syn, udp = drop, drop
 	}
-	return progs, syn
+	return progs, syn, udp
 }
 
 // Reload re-reads the rules file and the keepalived.conf and makes the

@@ -185,7 +185,7 @@ func tail(s string, n int) string {
 	return s
 }
 
-var statsField = regexp.MustCompile(`"(ring_drops|syn_ring_drops|syn_budget|rx|tx|tx_full)":(\d+)`)
+var statsField = regexp.MustCompile(`"(ring_drops|syn_ring_drops|udp_ring_drops|syn_budget|rx|tx|tx_full)":(\d+)`)
 
 // lastStats returns the counters of gvsd's last "stats" log line.
 func lastStats(out string) map[string]uint64 {

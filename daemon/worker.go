@@ -88,6 +88,13 @@ type worker struct {
 	// established traffic's.
 	syn     rxRing
 	synSide int
+	// udp is the ring of the UDP frames to the VIPs (nil: none), which the
+	// rx rings' filters leave out too. It gets a batch after the rx rings
+	// in each round of a turn: UDP flows get their share of the worker,
+	// while a UDP flood overflows this ring, in the kernel, and not the
+	// established TCP traffic's.
+	udp     rxRing
+	udpSide int
 	budget  synBudget
 	tx      [2]txRing // per egress side; the same ring twice when one-armed
 	batch   int
@@ -126,10 +133,16 @@ func (w *worker) addSYN(r rxRing, side int) {
 	w.pfds = append(w.pfds, unix.PollFd{Fd: int32(r.Fd()), Events: unix.POLLIN | unix.POLLERR})
 }
 
+// addUDP sets the ring of UDP to the VIPs, receiving on side.
+func (w *worker) addUDP(r rxRing, side int) {
+	w.udp, w.udpSide = r, side
+	w.pfds = append(w.pfds, unix.PollFd{Fd: int32(r.Fd()), Events: unix.POLLIN | unix.POLLERR})
+}
+
 // clearRings forgets the worker's rings (they are being replaced).
 func (w *worker) clearRings() {
 	w.rx, w.rxSide, w.pfds = w.rx[:0], w.rxSide[:0], w.pfds[:0]
-	w.syn = nil
+	w.syn, w.udp = nil, nil
 	w.tx = [2]txRing{}
 }
 
@@ -189,17 +202,22 @@ func (w *worker) expire() {
 	}
 }
 
-// poll drains the established rings (a batch from each in turn, until
-// they are empty or maxDrainBatches), then takes one batch from the SYN
-// ring, flushing the TX rings after each batch, and returns the number of
-// frames taken. Under a SYN flood the SYN ring fills and the kernel drops
-// there, while the established rings are emptied every turn.
+// poll drains the established rings and the UDP ring (a batch from each
+// in turn, the UDP ring last, until they are empty or maxDrainBatches),
+// then takes one batch from the SYN ring, flushing the TX rings after each
+// batch, and returns the number of frames taken. Under a SYN flood the SYN
+// ring fills and the kernel drops there, while the established rings are
+// emptied every turn; under a UDP flood the UDP ring fills, and the
+// established rings are looked at between any two of its batches.
 func (w *worker) poll() int {
 	total := 0
 	for range maxDrainBatches {
 		got := 0
 		for i, r := range w.rx {
 			got += w.take(r, w.rxSide[i], false)
+		}
+		if w.udp != nil {
+			got += w.take(w.udp, w.udpSide, false)
 		}
 		total += got
 		if got == 0 {
@@ -353,6 +371,27 @@ func (w *worker) flushOne(tx txRing) {
 	}
 }
 
+// takeError takes the pending error of the ring of w.pfds[i] (the rx
+// rings, then the SYN ring, then the UDP ring, in the order they were
+// added).
+func (w *worker) takeError(i int) {
+	if i < len(w.rx) {
+		_ = w.rx[i].TakeError()
+		return
+	}
+	i -= len(w.rx)
+	if w.syn != nil {
+		if i == 0 {
+			_ = w.syn.TakeError()
+			return
+		}
+		i--
+	}
+	if w.udp != nil && i == 0 {
+		_ = w.udp.TakeError()
+	}
+}
+
 // wait sleeps until an RX ring has a frame, or briefly when TX frames are
 // still queued (EAGAIN/ENOBUFS on the last kick), or up to pollTimeout.
 func (w *worker) wait() {
@@ -362,7 +401,7 @@ func (w *worker) wait() {
 		w.flush()
 		timeout = time.Millisecond
 	}
-	if len(w.rx) == 1 && w.syn == nil {
+	if len(w.rx) == 1 && w.syn == nil && w.udp == nil {
 		_ = w.rx[0].Wait(timeout)
 		return
 	}
@@ -377,11 +416,7 @@ func (w *worker) wait() {
 			// down or away) keeps POLLERR raised until it is taken: left
 			// there, every poll returns at once and the worker spins. The
 			// daemon's link watcher logs the transition.
-			if i < len(w.rx) {
-				_ = w.rx[i].TakeError()
-			} else if w.syn != nil {
-				_ = w.syn.TakeError()
-			}
+			w.takeError(i)
 		}
 	}
 }

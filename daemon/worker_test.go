@@ -449,3 +449,38 @@ func TestWorkerSYNBudget(t *testing.T) {
 		t.Errorf("after a second: syn_budget %d, want still 40", got)
 	}
 }
+
+// TestWorkerUDPRing: the UDP ring gets a batch after the established rings
+// in each round of a turn, up to maxDrainBatches, and the SYN ring still
+// its batch: a UDP flood is taken at the worker's pace while the
+// established ring is emptied at every round, and the rest of the flood
+// waits (and overflows) in its own ring.
+func TestWorkerUDPRing(t *testing.T) {
+	w, _ := testWorker(t)
+	l2 := frames.L2{Src: frames.DerivedMAC(testClient), Dst: frames.DerivedMAC(netip.MustParseAddr("198.18.1.1"))}
+	udpFrames := func(n int) *fakeRX {
+		rx := &fakeRX{}
+		for i := 0; i < n; i++ {
+			f := frames.UDP(l2, frames.IP{Src: testClient, Dst: testVIP}, frames.UDPDgram{SrcPort: uint16(1000 + i), DstPort: 53})
+			rx.frames = append(rx.frames, f)
+			rx.metas = append(rx.metas, ring.Meta{Len: uint32(len(f)), Snap: uint32(len(f))})
+		}
+		return rx
+	}
+	est := synFrames(testClient, 0)
+	w.addRX(est, forwarder.VIPSide)
+	syn := synFrames(netip.MustParseAddr("198.18.3.3"), 300)
+	w.addSYN(syn, forwarder.VIPSide)
+	flood := udpFrames(maxDrainBatches*DefaultBatch + 1000)
+	w.addUDP(flood, forwarder.VIPSide)
+	if n := w.poll(); flood.released != maxDrainBatches*DefaultBatch || syn.released != DefaultBatch || n != flood.released+syn.released {
+		t.Fatalf("turn took %d (UDP %d, SYN %d), want %d UDP and a batch of SYNs", n, flood.released, syn.released, maxDrainBatches*DefaultBatch)
+	}
+	if len(w.pfds) != 3 {
+		t.Errorf("%d poll entries, want 3 (established, SYN, UDP)", len(w.pfds))
+	}
+	w.clearRings()
+	if w.udp != nil || w.syn != nil || len(w.pfds) != 0 {
+		t.Error("clearRings keeps the SYN or UDP ring")
+	}
+}

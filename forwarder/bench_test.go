@@ -84,3 +84,28 @@ func BenchmarkNewConnection(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkNoConnectionACK: every packet is an ACK to the service that
+// matches no connection (an ACK flood's forged segments, which the RX
+// filter cannot tell from established traffic): the lookup misses and the
+// pipeline answers with an RST (reason no_conn), as the kernel's stack
+// does behind IPVS, or drops it when its answers are over their rate.
+// Compare with BenchmarkEstablishedNAT: the flood's
+// per-frame cost in the worker.
+func BenchmarkNoConnectionACK(b *testing.B) {
+	h := newHarness(b, "-A -t 198.51.100.10:80 -s wlc\n-a -t 198.51.100.10:80 -r 198.18.2.11:8080 -m\n")
+	const flows = 1 << 12
+	fs := make([][]byte, flows)
+	for i := range fs {
+		c := netip.AddrFrom4([4]byte{198, 18, byte(100 + i>>10), byte(i >> 2)})
+		fs[i] = frames.TCP(frames.L2{Src: frames.DerivedMAC(c), Dst: frames.DerivedMAC(netip.MustParseAddr("198.18.1.1"))},
+			frames.IP{Src: c, Dst: vip, DF: true}, frames.TCPSeg{SrcPort: uint16(1024 + i), DstPort: 80, Seq: uint32(i), Ack: 1, ACK: true})
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if r := h.send(fs[i%flows], forwarder.VIPSide); r.Action == forwarder.Transmit || r.New {
+			b.Fatal("forwarded", r.Action, r.Reason)
+		}
+	}
+}

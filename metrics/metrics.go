@@ -86,9 +86,9 @@ type Source struct {
 	Workers []Worker
 	// RingDrops, if not nil, returns the frames the kernel dropped because
 	// an RX ring was full, summed over the established traffic's rings and
-	// over the rings of connection openings (label ring="established",
-	// "syn").
-	RingDrops func() (established, syn uint64)
+	// over the rings of connection openings and over the rings of UDP to
+	// the VIPs (label ring="established", "syn", "udp").
+	RingDrops func() (established, syn, udp uint64)
 	// Reloads counts config reloads; nil: no gvs_config_* metrics.
 	Reloads *Reloads
 	// Health is the health-check engine; nil: no health metrics, and the
@@ -216,7 +216,7 @@ var (
 	descDrops     = desc("gvs_dataplane_drops_total", "Frames not forwarded, by reason: dropped, or answered with an ICMP error (ttl_exceeded, no_dest, frag_needed).", "worker", "reason")
 	descRX        = desc("gvs_dataplane_rx_packets_total", "Frames taken from the RX rings.", "worker")
 	descTX        = desc("gvs_dataplane_tx_packets_total", "Frames committed to the TX rings.", "worker")
-	descRingDrops = desc("gvs_dataplane_ring_drops_total", "Frames the kernel dropped because an RX ring was full, by ring: established traffic, or connection openings (syn).", "ring")
+	descRingDrops = desc("gvs_dataplane_ring_drops_total", "Frames the kernel dropped because an RX ring was full, by ring: established traffic, connection openings (syn), or UDP to the VIPs (udp).", "ring")
 
 	descReloads    = desc("gvs_config_reloads_total", "Configuration reloads (SIGHUP), by result.", "result")
 	descLastReload = desc("gvs_config_last_reload_success_timestamp_seconds", "Time of the last successful configuration load (start or reload), in seconds since the Unix epoch.")
@@ -409,9 +409,10 @@ func (c *Collector) collectWorkers(ch chan<- prometheus.Metric) {
 		}
 	}
 	if c.src.RingDrops != nil {
-		est, syn := c.src.RingDrops()
+		est, syn, udp := c.src.RingDrops()
 		ch <- prometheus.MustNewConstMetric(descRingDrops, prometheus.CounterValue, float64(est), "established")
 		ch <- prometheus.MustNewConstMetric(descRingDrops, prometheus.CounterValue, float64(syn), "syn")
+		ch <- prometheus.MustNewConstMetric(descRingDrops, prometheus.CounterValue, float64(udp), "udp")
 	}
 }
 

@@ -275,7 +275,7 @@ func TestConntrackWorkersReloadsBuild(t *testing.T) {
 			{Pipeline: &p0, RX: &rx0, TX: &tx0, Oversize: &over0, TXFull: &full0, TXError: &err0},
 			{Pipeline: &p1},
 		},
-		RingDrops: func() (uint64, uint64) { return 12, 3 },
+		RingDrops: func() (uint64, uint64, uint64) { return 12, 3, 5 },
 		Reloads:   rel,
 	})
 	const want = `
@@ -324,10 +324,11 @@ gvs_dataplane_rx_packets_total{worker="0"} 1010
 # HELP gvs_dataplane_tx_packets_total Frames committed to the TX rings.
 # TYPE gvs_dataplane_tx_packets_total counter
 gvs_dataplane_tx_packets_total{worker="0"} 998
-# HELP gvs_dataplane_ring_drops_total Frames the kernel dropped because an RX ring was full, by ring: established traffic, or connection openings (syn).
+# HELP gvs_dataplane_ring_drops_total Frames the kernel dropped because an RX ring was full, by ring: established traffic, connection openings (syn), or UDP to the VIPs (udp).
 # TYPE gvs_dataplane_ring_drops_total counter
 gvs_dataplane_ring_drops_total{ring="established"} 12
 gvs_dataplane_ring_drops_total{ring="syn"} 3
+gvs_dataplane_ring_drops_total{ring="udp"} 5
 # HELP gvs_config_reloads_total Configuration reloads (SIGHUP), by result.
 # TYPE gvs_config_reloads_total counter
 gvs_config_reloads_total{result="failure"} 2

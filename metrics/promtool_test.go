@@ -33,7 +33,7 @@ func fullSource(t testing.TB) Source {
 		Table:     tab,
 		Conns:     &fakeConns{conntrack.Stats{Live: 3, Inserts: 4, Expired: 1}},
 		Workers:   []Worker{{Pipeline: &p, RX: &rx, TX: &tx, Oversize: &over, TXFull: &full, TXError: &txErr}, {Pipeline: new(forwarder.Counters)}},
-		RingDrops: func() (uint64, uint64) { return 0, 0 },
+		RingDrops: func() (uint64, uint64, uint64) { return 0, 0, 0 },
 		Reloads:   NewReloads(time.Unix(1700000000, 0)),
 		Health:    fakeHealth(fixtureHealth()),
 		NodeIPVS:  true,

@@ -52,12 +52,17 @@ func rssBound(capacity int, ringBytes int64) int64 {
 }
 
 // ringBytes is the memory of gvsd's packet rings: per worker an RX and a TX
-// ring on each of its two interfaces, frames × frameSize bytes each. The
-// kernel maps the rings' pages into the process, where they count as
-// resident.
+// ring on each of its two interfaces, and on the VIP interface the RX
+// rings of connection openings and of UDP (six rings), frames × frameSize
+// bytes each. The kernel maps the rings' pages into the process, where
+// they count as resident.
 func ringBytes(workers, frames, frameSize int) int64 {
-	return int64(workers) * 2 * 2 * int64(frames) * int64(frameSize)
+	return int64(workers) * ringsPerWorker * int64(frames) * int64(frameSize)
 }
+
+// ringsPerWorker is the number of packet rings a worker holds (see
+// ringBytes).
+const ringsPerWorker = 2*2 + 2
 
 // parseVmRSS returns VmRSS from the text of /proc/PID/status, in bytes.
 func parseVmRSS(status []byte) (int64, error) {

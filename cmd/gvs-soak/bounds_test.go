@@ -9,13 +9,14 @@ import (
 
 func TestRSSBound(t *testing.T) {
 	// 1M entries: 115 B each, twice for the GC, 32 MiB, and one worker's
-	// four rings of 2048 frames of 2 KiB (16 MiB).
+	// six rings of 2048 frames of 2 KiB (24 MiB: RX and TX on both
+	// interfaces, the SYN and UDP rings).
 	rings := ringBytes(1, 2048, 2048)
-	if rings != 16<<20 {
-		t.Fatalf("ringBytes(1, 2048, 2048) = %d, want 16 MiB", rings)
+	if rings != 24<<20 {
+		t.Fatalf("ringBytes(1, 2048, 2048) = %d, want 24 MiB", rings)
 	}
 	got := rssBound(1<<20, rings)
-	want := int64(1<<20)*230 + 32<<20 + 16<<20
+	want := int64(1<<20)*230 + 32<<20 + 24<<20
 	if got != want {
 		t.Fatalf("rssBound(1M) = %d, want %d", got, want)
 	}

@@ -15,12 +15,15 @@ import (
 // table and workers' counters, reloads counted by rel.
 func metricsSource(d *daemon.Daemon, rel *metrics.Reloads, nodeIPVS bool) metrics.Source {
 	src := metrics.Source{
-		Table:     d.Table(),
-		Conns:     d.Conns(),
-		Reloads:   rel,
-		NodeIPVS:  nodeIPVS,
-		RingDrops: func() (uint64, uint64) { s := d.Stats(); return s.RingDrops - s.SYNRingDrops, s.SYNRingDrops },
-		Health:    d.Health(),
+		Table:    d.Table(),
+		Conns:    d.Conns(),
+		Reloads:  rel,
+		NodeIPVS: nodeIPVS,
+		RingDrops: func() (uint64, uint64, uint64) {
+			s := d.Stats()
+			return s.RingDrops - s.SYNRingDrops - s.UDPRingDrops, s.SYNRingDrops, s.UDPRingDrops
+		},
+		Health: d.Health(),
 	}
 	pipes, loops := d.WorkerCounters()
 	for i := range pipes {

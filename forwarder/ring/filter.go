@@ -34,13 +34,17 @@ import (
 //
 // SYN splits the frames to DstAddrs by whether they open a TCP connection
 // (see SYNMode), so that a second ring can take the new connections apart
-// from the established traffic.
+// from the established traffic. With SYNExclude, SplitUDP also leaves out
+// every UDP frame to DstAddrs (fragments included), which a third ring
+// takes (UDPOnly): a UDP flood then overflows that ring, not the ring of
+// the established TCP traffic.
 type Filter struct {
 	DstAddrs []netip.Addr
 	SrcAddrs []netip.Addr
 	ICMP     bool
 	ARP      bool
 	SYN      SYNMode
+	SplitUDP bool
 }
 
 // SYNMode selects frames to the DstAddrs by whether they are connection
@@ -58,6 +62,11 @@ const (
 	// and nothing else: SrcAddrs, ICMP and ARP are ignored. The new
 	// connections' ring.
 	SYNOnly
+	// UDPOnly accepts only the UDP frames to DstAddrs (every fragment of
+	// a datagram: the IP header's protocol), and nothing else: SrcAddrs,
+	// ICMP and ARP are ignored. The UDP ring, paired with SYNExclude and
+	// SplitUDP.
+	UDPOnly
 )
 
 // Equal reports whether f and g are the same filter: the same ICMP and ARP
@@ -66,7 +75,7 @@ const (
 // rejects is equal to no filter, so a caller comparing the filter it wants
 // with the one it attached always tries again.
 func (f Filter) Equal(g Filter) bool {
-	if f.ICMP != g.ICMP || f.ARP != g.ARP || f.SYN != g.SYN {
+	if f.ICMP != g.ICMP || f.ARP != g.ARP || f.SYN != g.SYN || f.SplitUDP != g.SplitUDP {
 		return false
 	}
 	d1, e1 := ipv4Keys(f.DstAddrs)
@@ -97,6 +106,7 @@ const (
 	taggedL3Start   = 18
 	ipProtoICMP     = 1
 	ipProtoTCP      = 6
+	ipProtoUDP      = 17
 	ipv4FragOff     = 6
 	tcpFlagsOff     = 13
 	tcpSYN          = 0x02
@@ -186,8 +196,11 @@ func ipv4Keys(addrs []netip.Addr) ([]uint32, error) {
 //	    jne #addr, skip 1; ret #acceptLen      (per address)
 //	    ret #0
 func (f Filter) program(dst, src []uint32) []bpf.Instruction {
-	if f.SYN == SYNOnly {
+	if f.SYN == SYNOnly || f.SYN == UDPOnly {
 		f.ICMP, f.ARP, src = false, false, nil
+	}
+	if f.SYN != SYNExclude {
+		f.SplitUDP = false
 	}
 	arp := 0
 	if f.ARP {
@@ -237,7 +250,7 @@ func (f Filter) program(dst, src []uint32) []bpf.Instruction {
 		bpf.JumpIf{Cond: bpf.JumpEqual, Val: packetHost, SkipTrue: 1},
 		bpf.RetConstant{Val: 0},
 	)
-	if f.SYN != SYNOnly {
+	if f.SYN != SYNOnly && f.SYN != UDPOnly {
 		p = appendICMP(p, f.ICMP)
 	}
 	if f.SYN == SYNAll {
@@ -284,12 +297,27 @@ func (f Filter) program(dst, src []uint32) []bpf.Instruction {
 	for _, j := range jumps {
 		p[j] = bpf.Jump{Skip: uint32(syn - j - 1)}
 	}
+	if f.SYN == UDPOnly {
+		//	syn:
+		//	    ldb [x+9]; jeq #17 -> accept; ret #0
+		return append(p,
+			bpf.LoadIndirect{Off: ipv4ProtoOff, Size: 1},
+			bpf.JumpIf{Cond: bpf.JumpEqual, Val: ipProtoUDP, SkipTrue: 1},
+			bpf.RetConstant{Val: 0},
+			bpf.RetConstant{Val: acceptLen},
+		)
+	}
 	synVerdict, otherVerdict := uint32(0), uint32(acceptLen)
 	if f.SYN == SYNOnly {
 		synVerdict, otherVerdict = acceptLen, 0
 	}
-	return append(p,
-		bpf.LoadIndirect{Off: ipv4ProtoOff, Size: 1},
+	p = append(p, bpf.LoadIndirect{Off: ipv4ProtoOff, Size: 1})
+	if f.SplitUDP {
+		// UDP (any fragment) goes to the UDP ring: past the 16
+		// instructions of the TCP test and its two verdicts, to a drop.
+		p = append(p, bpf.JumpIf{Cond: bpf.JumpEqual, Val: ipProtoUDP, SkipTrue: 17})
+	}
+	p = append(p,
 		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: ipProtoTCP, SkipTrue: 15},
 		bpf.LoadIndirect{Off: ipv4FragOff, Size: 2},
 		bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: fragOffMask, SkipTrue: 13},
@@ -308,6 +336,10 @@ func (f Filter) program(dst, src []uint32) []bpf.Instruction {
 		bpf.RetConstant{Val: synVerdict},
 		bpf.RetConstant{Val: otherVerdict},
 	)
+	if f.SplitUDP {
+		p = append(p, bpf.RetConstant{Val: 0})
+	}
+	return p
 }
 
 // ICMP types the pipeline relates to a connection (rewrite's

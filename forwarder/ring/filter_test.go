@@ -76,7 +76,8 @@ func runFilterType(tb testing.TB, raw []bpf.RawInstruction, frame []byte, pkttyp
 // kernel's rule that a load beyond the frame drops it, for frames of
 // packet type pkttype.
 func refMatch(f Filter, b []byte, pkttype uint32) bool {
-	if f.SYN == SYNOnly {
+	only := f.SYN == SYNOnly || f.SYN == UDPOnly
+	if only {
 		f.ICMP, f.ARP, f.SrcAddrs = false, false, nil
 	}
 	if len(b) < 14 {
@@ -99,7 +100,7 @@ func refMatch(f Filter, b []byte, pkttype uint32) bool {
 	default:
 		return false
 	}
-	if f.SYN != SYNOnly {
+	if !only {
 		if len(b) < l3+10 {
 			return false
 		}
@@ -133,6 +134,13 @@ func refMatch(f Filter, b []byte, pkttype uint32) bool {
 			if f.SYN == SYNAll {
 				return true
 			}
+			udp := b[l3+9] == 17 // read before the destination: present
+			if f.SYN == UDPOnly {
+				return udp
+			}
+			if udp && f.SplitUDP && f.SYN == SYNExclude {
+				return false
+			}
 			syn, short := refSYN(b, l3)
 			if short {
 				return false
@@ -140,7 +148,7 @@ func refMatch(f Filter, b []byte, pkttype uint32) bool {
 			return syn == (f.SYN == SYNOnly)
 		}
 	}
-	if f.SYN == SYNOnly {
+	if only {
 		return false
 	}
 	if len(f.SrcAddrs) > 0 {
@@ -432,6 +440,8 @@ func FuzzFilter(f *testing.F) {
 		{SrcAddrs: []netip.Addr{rs1}, ICMP: true},
 		{DstAddrs: []netip.Addr{vip1, vip2}, SrcAddrs: []netip.Addr{rs1}, ICMP: true, SYN: SYNExclude},
 		{DstAddrs: []netip.Addr{vip1, vip2}, SrcAddrs: []netip.Addr{rs1}, ICMP: true, ARP: true, SYN: SYNOnly},
+		{DstAddrs: []netip.Addr{vip1, vip2}, SrcAddrs: []netip.Addr{rs1}, ICMP: true, ARP: true, SYN: SYNExclude, SplitUDP: true},
+		{DstAddrs: []netip.Addr{vip1, vip2}, SrcAddrs: []netip.Addr{rs1}, ICMP: true, ARP: true, SYN: UDPOnly},
 	}
 	// which picks the filter (low 3 bits) and the packet type (next 2).
 	vms := make([][4]*bpf.VM, len(filters))
@@ -609,6 +619,98 @@ func TestFilterSYN(t *testing.T) {
 	}
 	if est.Equal(syn) || est.Equal(base) || !syn.Equal(Filter{DstAddrs: base.DstAddrs, SrcAddrs: base.SrcAddrs, ICMP: true, SYN: SYNOnly}) {
 		t.Error("Equal ignores SYN")
+	}
+}
+
+// TestFilterUDPRing: with SplitUDP the established ring's filter leaves
+// the UDP frames to the VIPs (every fragment) to the UDP ring's (UDPOnly),
+// so that a UDP flood overflows that ring and not the established TCP
+// traffic's; the SYN ring keeps the TCP openings alone.
+func TestFilterUDPRing(t *testing.T) {
+	base := Filter{DstAddrs: []netip.Addr{vip1, vip2}, SrcAddrs: []netip.Addr{rs1}, ICMP: true, ARP: true}
+	est, syn, udp := base, base, base
+	est.SYN, est.SplitUDP = SYNExclude, true
+	syn.SYN, udp.SYN = SYNOnly, UDPOnly
+	var progs [3][]bpf.RawInstruction
+	for i, f := range []Filter{est, syn, udp} {
+		p, err := f.Assemble()
+		if err != nil {
+			t.Fatal(err)
+		}
+		progs[i] = p
+	}
+	tcp := func(dst netip.Addr, flags uint8) frameSpec {
+		return frameSpec{src: client, dst: dst, sport: 40000, dport: 80, ipProto: 6, tcpFlags: flags}
+	}
+	u := func(dst netip.Addr) frameSpec {
+		return frameSpec{src: client, dst: dst, sport: 1, dport: 53, ipProto: 17}
+	}
+	const E, S, U = 1, 2, 4 // the rings accepting a frame
+	tests := []struct {
+		name  string
+		s     frameSpec
+		rings int
+	}{
+		{"UDP to VIP", u(vip1), U},
+		{"UDP to second VIP", u(vip2), U},
+		{"tagged UDP to VIP", func() frameSpec { s := u(vip1); s.vlanTCI = 10; return s }(), U},
+		{"UDP first fragment", func() frameSpec { s := u(vip1); s.fragOff = 0x2000; return s }(), U},
+		{"UDP later fragment", func() frameSpec { s := u(vip1); s.fragOff = 0x0003; return s }(), U},
+		{"UDP to another address", u(other), 0},
+		{"UDP from a real server (NAT)", frameSpec{src: rs1, dst: client, sport: 53, dport: 1, ipProto: 17}, E},
+		{"SYN to VIP", tcp(vip1, 0x02), S},
+		{"ACK to VIP", tcp(vip1, 0x10), E},
+		{"later TCP fragment", func() frameSpec { s := tcp(vip1, 0x02); s.fragOff = 0x2003; return s }(), E},
+		{"SCTP to VIP", frameSpec{src: client, dst: vip1, ipProto: 132}, E},
+		{"ICMP error", frameSpec{src: other, dst: client, ipProto: 1}, E},
+		{"ARP", frameSpec{etherType: etherTypeARP, src: client, dst: vip1}, E},
+	}
+	names := [3]string{"established", "SYN", "UDP"}
+	for _, tt := range tests {
+		f := buildFrame(tt.s)
+		for i, flt := range []Filter{est, syn, udp} {
+			want := tt.rings&(1<<i) != 0
+			if got := runFilter(t, progs[i], f); got != want {
+				t.Errorf("%s: %s ring accepts %v, want %v", tt.name, names[i], got, want)
+			}
+			if ref := refMatch(flt, f, pktHost); ref != want {
+				t.Errorf("%s: reference %s ring %v, want %v", tt.name, names[i], ref, want)
+			}
+		}
+	}
+	// Without SplitUDP the established ring keeps UDP (the daemon's
+	// fallback when the UDP ring cannot be had).
+	noSplit := est
+	noSplit.SplitUDP = false
+	p, err := noSplit.Assemble()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !runFilter(t, p, buildFrame(u(vip1))) {
+		t.Error("SYNExclude without SplitUDP drops UDP to a VIP")
+	}
+	if noSplit.Equal(est) {
+		t.Error("Equal ignores SplitUDP")
+	}
+	// Many addresses: the jumps span more than 255 instructions.
+	var many []netip.Addr
+	for i := range 500 {
+		many = append(many, netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}))
+	}
+	for _, tt := range []struct {
+		f        Filter
+		udp, ack bool
+	}{
+		{Filter{DstAddrs: many, SYN: UDPOnly}, true, false},
+		{Filter{DstAddrs: many, SYN: SYNExclude, SplitUDP: true}, false, true},
+	} {
+		prog, err := tt.f.Assemble()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if runFilter(t, prog, buildFrame(u(many[499]))) != tt.udp || runFilter(t, prog, buildFrame(tcp(many[0], 0x10))) != tt.ack {
+			t.Errorf("500 addresses, mode %d: UDP/ACK not told apart", tt.f.SYN)
+		}
 	}
 }
 
