@@ -300,8 +300,8 @@ func TestXDPFastPathKeepsConnection(t *testing.T) {
 	}
 	defer c.Close()
 	buf := make([]byte, 512)
-	time.Sleep(1200 * time.Millisecond) // gvsd's first stats line
-	_, _, rx0 := fastPathCounts(t, ctx, d, "") // rx only
+	time.Sleep(1200 * time.Millisecond)                           // gvsd's first stats line
+	_, _, rx0 := fastPathCounts(t, ctx, d, "")                    // rx only
 	const period, total = 100 * time.Millisecond, 7 * time.Second // more than twice the timeout
 	sent, answered := 0, 0
 	for start := time.Now(); time.Since(start) < total; {
