@@ -315,7 +315,12 @@ func (f *fastPath) after(k *xdp.FlowKey, steady bool, r *forwarder.Result, now i
 		return
 	}
 	plan.Timeout = uint64(timeout)
-	seen := uint64(now + f.mono0)
+	f.install(k, &plan, &fastEntry{out: r.Out, flags: flags, tun: m == xdp.FastTUN, side: r.Link, dest: r.Dest}, uint64(now+f.mono0))
+}
+
+// install installs flow k's plan with entry e (its out, flags, tun, side
+// and dest set), seen at seen (CLOCK_MONOTONIC), in a free counter slot.
+func (f *fastPath) install(k *xdp.FlowKey, plan *xdp.FlowPlan, e *fastEntry, seen uint64) {
 	s := &f.shards[hashFlowKey(k).shard()]
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -336,11 +341,10 @@ func (f *fastPath) after(k *xdp.FlowKey, steady bool, r *forwarder.Result, now i
 	// The slot's counters go on from where they are (a late add of the
 	// slot's previous flow is lost to the statistics, not added twice).
 	c := f.flows.Counters(plan.Slot)
-	e := &fastEntry{k: *k, out: r.Out, flags: flags, tun: m == xdp.FastTUN, side: r.Link, slot: plan.Slot,
-		dest: r.Dest, timeout: plan.Timeout, seen: seen,
-		pkts: atomic.LoadUint64(&c.Packets), bytes: atomic.LoadUint64(&c.Bytes)}
+	e.k, e.slot, e.timeout, e.seen = *k, plan.Slot, plan.Timeout, seen
+	e.pkts, e.bytes = atomic.LoadUint64(&c.Packets), atomic.LoadUint64(&c.Bytes)
 	atomic.StoreUint64(&c.Seen, seen)
-	if ok, err := f.flows.Install(k, &plan); ok && err == nil {
+	if ok, err := f.flows.Install(k, plan); ok && err == nil {
 		s.m[*k] = e
 		s.slots[j] = e
 		return
@@ -404,6 +408,11 @@ func (f *fastPath) count(e *fastEntry) {
 // re-arm (the due quarter of them) cost more than that.
 func (f *fastPath) fold(now int64) {
 	f.checkEgress()
+	f.foldSlots(now)
+}
+
+// foldSlots is fold after the egress check.
+func (f *fastPath) foldSlots(now int64) {
 	f.planFlags = f.flags()
 	f.tick++
 	mono := uint64(now + f.mono0)
