@@ -225,7 +225,14 @@ func hashFlowKey(k *xdp.FlowKey) fastKeyHash {
 	h := uint32(k.Src[0])<<24 | uint32(k.Src[1])<<16 | uint32(k.Src[2])<<8 | uint32(k.Src[3])
 	h ^= uint32(k.Dst[0])<<24 | uint32(k.Dst[1])<<16 | uint32(k.Dst[2])<<8 | uint32(k.Dst[3])
 	h ^= uint32(k.SrcPort[0])<<24 | uint32(k.SrcPort[1])<<16 | uint32(k.DstPort[0])<<8 | uint32(k.DstPort[1])
-	h *= 0x9e3779b1
+	// murmur3's finalizer: every bit of the tuple reaches the low bits
+	// (the shard, the recent slot, the due tick), so that flows differing
+	// only in a port spread over the shards (and their counter slots).
+	h ^= h >> 16
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h *= 0xc2b2ae35
+	h ^= h >> 16
 	return fastKeyHash(h >> 8)
 }
 
