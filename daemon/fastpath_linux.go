@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"errors"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -43,17 +42,27 @@ import (
 //     drops the frame. The fold re-reads the bit every tick: when an
 //     interface loses it, its entries are removed and the pipeline
 //     forwards those flows again (AF_XDP), until it is back;
-//   - fold: every housekeeping tick (100 ms) the entries' packet and byte
-//     counters are added to the real servers' and services' statistics
-//     and an entry whose real server is gone or that is idle past its
-//     timeout is removed; every fastDue-th tick (a quarter of the entries
-//     each tick, by key hash) an entry's connection is looked up: a flow
-//     seen since re-arms its connection's timer at the time it was last
-//     seen (the state machine applies an ACK, as for a packet of the
-//     flow), and a connection gone or changed removes the entry. The
-//     lookups were most of the fold's cost (with 10k flows, all looked
-//     up every tick, the fold cost more CPU than the fast path saved at
-//     60 kpps).
+//   - counter slots: each entry has its own slot in the program's counter
+//     array (xdp.FlowMap.Counters, mapped memory), from its shard's range
+//     of slots (MaxFlows/fastShards each; a full shard installs nothing
+//     more). A removed entry's slot is reused only after two folds (at
+//     least one tick), when no program run that found the entry can
+//     still be adding to it;
+//   - fold: every housekeeping tick (100 ms) the fold walks each shard's
+//     slots in order, in memory (no system call, no walk of the hash
+//     map's buckets, no Go map lookup): the packet and byte counters are
+//     added to the real servers' and services' statistics and an entry
+//     whose real server is gone or that is idle past its timeout is
+//     removed. Only a flow seen since its last re-arm costs more: every
+//     fastDue-th tick (a quarter of the slots each tick) its connection
+//     is looked up and its timer re-armed at the time it was last seen
+//     (the state machine applies an ACK, as for a packet of the flow); a
+//     connection gone or changed removes the entry. An entry not seen is
+//     not looked up: the program forwards nothing for it, and its next
+//     packet has it looked up within fastDue ticks. (Reading the whole
+//     hash map every tick, in batches, cost ~8 % of a CPU with 10k flows;
+//     the connection lookups, done for all entries every tick, more than
+//     the fast path saved at 60 kpps.)
 //
 // Staleness: `-Ln --stats` lags the fast path's packets by at most a tick
 // (~100 ms) and the `-Lnc` expire column by at most fastDue ticks
@@ -73,6 +82,8 @@ const (
 	// fastDue: the fold looks an entry's connection up every fastDue-th
 	// tick. fastDue ticks and the fold's own lag stay below fastMargin.
 	fastDue = 4
+	// fastSlots is a shard's range of counter slots.
+	fastSlots = xdp.MaxFlows / fastShards
 )
 
 type fastPath struct {
@@ -83,20 +94,15 @@ type fastPath struct {
 	ifindex [2]int
 	// redirect[side]: the side's interface takes redirected frames
 	// (refreshed by the fold; read by the workers).
-	redirect   [2]atomic.Bool
-	log        *zap.Logger
-	checked    bool  // checkEgress ran
-	mono0      int64 // CLOCK_MONOTONIC at the daemon clock's zero
-	shards     [fastShards]fastShard
-	scratch    []fastItem // the fold's, reused
-	keys       []xdp.FlowKey
-	plans      []xdp.FlowPlan // the fold's read of the map (ReadAll), reused
-	gen        uint64         // fold generation: the entries the last read found
-	noBatch    bool           // the kernel has no batch lookup: one Lookup per entry
-	readWarned bool           // a batch read failed (logged once)
-	tick       uint32         // folds so far (which quarter of the entries is due)
-	planFlags  uint8          // the plan flags (pmtu_disc) of this fold: TUN entries installed under others go
-	sums       []fastSum      // the fold's counter deltas per real server and direction
+	redirect  [2]atomic.Bool
+	log       *zap.Logger
+	checked   bool  // checkEgress ran
+	mono0     int64 // CLOCK_MONOTONIC at the daemon clock's zero
+	shards    [fastShards]fastShard
+	scratch   []fastItem // the fold's, reused
+	tick      uint32     // folds so far (which quarter of the slots is due)
+	planFlags uint8      // the plan flags (pmtu_disc) of this fold: TUN entries installed under others go
+	sums      []fastSum  // the fold's counter deltas per real server and direction
 }
 
 // fastSum is what one fold adds to a real server's (and its service's)
@@ -108,26 +114,38 @@ type fastSum struct {
 	pkts, bytes uint64
 }
 
+// fastShard: slot base+j (xdp.FlowMap.Counters) is slots[j]'s.
 type fastShard struct {
-	mu sync.Mutex
-	m  map[xdp.FlowKey]*fastEntry
+	mu    sync.Mutex
+	m     map[xdp.FlowKey]*fastEntry
+	base  uint32
+	slots []*fastEntry // by slot - base; nil: free
+	free  []uint32     // slots - base free for reuse
+	// removed: slots - base of entries removed since the last fold;
+	// cooling: those of the fold before, free at the next fold.
+	removed, cooling []uint32
 }
 
 type fastEntry struct {
-	out   bool
-	flags uint8 // the plan's (xdp.FlagCopyDF)
-	tun   bool
-	side  int // the egress side
-	dest  *ipvs.Dest
-	pkts  uint64 // folded so far
-	bytes uint64
-	seen  uint64 // the last Seen folded (CLOCK_MONOTONIC)
-	gen   uint64 // the fold that last found it in the map
+	k       xdp.FlowKey
+	out     bool
+	flags   uint8 // the plan's (xdp.FlagCopyDF)
+	tun     bool
+	side    int // the egress side
+	slot    uint32
+	dest    *ipvs.Dest
+	timeout uint64 // the plan's
+	pkts    uint64 // folded so far
+	bytes   uint64
+	seen    uint64 // the last Seen the connection's timer was re-armed at (CLOCK_MONOTONIC)
 }
 
+// fastItem is an entry the fold acts on outside the shard's lock: remove
+// it (drop) or re-arm its connection's timer at seen.
 type fastItem struct {
-	k xdp.FlowKey
-	e *fastEntry
+	e    *fastEntry
+	seen uint64
+	drop bool
 }
 
 // fastRecent is a worker's memory of its latest install attempts
@@ -145,6 +163,7 @@ func newFastPath(flows *xdp.FlowMap, env forwarder.Env, conns *conntrack.Table, 
 	f.mono0 = ts.Nano() - clock()
 	for i := range f.shards {
 		f.shards[i].m = map[xdp.FlowKey]*fastEntry{}
+		f.shards[i].base = uint32(i * fastSlots)
 	}
 	f.checkEgress()
 	return f
@@ -206,7 +225,14 @@ func hashFlowKey(k *xdp.FlowKey) fastKeyHash {
 	h := uint32(k.Src[0])<<24 | uint32(k.Src[1])<<16 | uint32(k.Src[2])<<8 | uint32(k.Src[3])
 	h ^= uint32(k.Dst[0])<<24 | uint32(k.Dst[1])<<16 | uint32(k.Dst[2])<<8 | uint32(k.Dst[3])
 	h ^= uint32(k.SrcPort[0])<<24 | uint32(k.SrcPort[1])<<16 | uint32(k.DstPort[0])<<8 | uint32(k.DstPort[1])
-	h *= 0x9e3779b1
+	// murmur3's finalizer: every bit of the tuple reaches the low bits
+	// (the shard, the recent slot, the due tick), so that flows differing
+	// only in a port spread over the shards (and their counter slots).
+	h ^= h >> 16
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h *= 0xc2b2ae35
+	h ^= h >> 16
 	return fastKeyHash(h >> 8)
 }
 
@@ -295,39 +321,78 @@ func (f *fastPath) after(k *xdp.FlowKey, steady bool, r *forwarder.Result, now i
 	if !ok {
 		return
 	}
-	plan.Seen, plan.Timeout = uint64(now+f.mono0), uint64(timeout)
+	plan.Timeout = uint64(timeout)
+	f.install(k, &plan, &fastEntry{out: r.Out, flags: flags, tun: m == xdp.FastTUN, side: r.Link, dest: r.Dest}, uint64(now+f.mono0))
+}
+
+// install installs flow k's plan with entry e (its out, flags, tun, side
+// and dest set), seen at seen (CLOCK_MONOTONIC), in a free counter slot.
+func (f *fastPath) install(k *xdp.FlowKey, plan *xdp.FlowPlan, e *fastEntry, seen uint64) {
 	s := &f.shards[hashFlowKey(k).shard()]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.m[*k]; ok {
 		return
 	}
-	if ok, err := f.flows.Install(k, &plan); ok && err == nil {
-		s.m[*k] = &fastEntry{out: r.Out, flags: flags, tun: m == xdp.FastTUN, side: r.Link, dest: r.Dest, seen: plan.Seen}
+	var j uint32
+	if n := len(s.free); n > 0 {
+		j = s.free[n-1]
+		s.free = s.free[:n-1]
+	} else if len(s.slots) < fastSlots {
+		j = uint32(len(s.slots))
+		s.slots = append(s.slots, nil)
+	} else {
+		return // the shard's slots are all in use
 	}
+	plan.Slot = s.base + j
+	// The slot's counters go on from where they are (a late add of the
+	// slot's previous flow is lost to the statistics, not added twice).
+	c := f.flows.Counters(plan.Slot)
+	e.k, e.slot, e.timeout, e.seen = *k, plan.Slot, plan.Timeout, seen
+	e.pkts, e.bytes = atomic.LoadUint64(&c.Packets), atomic.LoadUint64(&c.Bytes)
+	atomic.StoreUint64(&c.Seen, seen)
+	if ok, err := f.flows.Install(k, plan); ok && err == nil {
+		s.m[*k] = e
+		s.slots[j] = e
+		return
+	}
+	s.free = append(s.free, j)
 }
 
 // remove deletes flow k's entry, folding its last counters.
-func (f *fastPath) remove(k *xdp.FlowKey) {
+func (f *fastPath) remove(k *xdp.FlowKey) { f.removeEntry(k, nil) }
+
+// removeEntry deletes flow k's entry if it is e (nil: any), folding its
+// last counters.
+func (f *fastPath) removeEntry(k *xdp.FlowKey, e *fastEntry) {
 	s := &f.shards[hashFlowKey(k).shard()]
 	s.mu.Lock()
-	e := s.m[*k]
+	cur := s.m[*k]
+	if cur == nil || e != nil && cur != e {
+		s.mu.Unlock()
+		return
+	}
 	delete(s.m, *k)
+	s.slots[cur.slot-s.base] = nil
 	s.mu.Unlock()
 	var v xdp.FlowPlan
-	if f.flows.Remove(k, &v) && e != nil {
-		f.count(e, &v)
-	}
+	f.flows.Remove(k, &v)
+	f.count(cur)
+	s.mu.Lock()
+	s.removed = append(s.removed, cur.slot-s.base)
+	s.mu.Unlock()
 }
 
 // count adds what the entry forwarded since the last fold to its real
 // server's and service's statistics (slot 0: the adds are atomic).
-func (f *fastPath) count(e *fastEntry, v *xdp.FlowPlan) {
-	dp, db := v.Packets-e.pkts, v.Bytes-e.bytes
+func (f *fastPath) count(e *fastEntry) {
+	c := f.flows.Counters(e.slot)
+	pkts, bytes := atomic.LoadUint64(&c.Packets), atomic.LoadUint64(&c.Bytes)
+	dp, db := pkts-e.pkts, bytes-e.bytes
 	if dp == 0 {
 		return
 	}
-	e.pkts, e.bytes = v.Packets, v.Bytes
+	e.pkts, e.bytes = pkts, bytes
 	ds, ss := &e.dest.Stats[0], &e.dest.Svc.Stats[0]
 	if e.out {
 		ds.OutPkts.Add(dp)
@@ -345,82 +410,63 @@ func (f *fastPath) count(e *fastEntry, v *xdp.FlowPlan) {
 // fold folds every entry's counters and last-seen time into the
 // statistics and the connection table, and removes the entries whose
 // connection is gone, changed or idle past the program's timeout; now is
-// the daemon clock. It reads the map in a few batch lookups (ReadAll)
-// where the kernel has them, one lookup per entry otherwise: with 10k
-// flows, the lookups one by one cost more CPU than the fast path saved at
-// 60 kpps.
+// the daemon clock. It reads the counter slots in memory, shard by shard,
+// in slot order; only entries to remove and flows seen since their last
+// re-arm (the due quarter of them) cost more than that.
 func (f *fastPath) fold(now int64) {
 	f.checkEgress()
+	f.foldSlots(now)
+}
+
+// foldSlots is fold after the egress check.
+func (f *fastPath) foldSlots(now int64) {
+	f.planFlags = f.flags()
+	f.tick++
+	mono := uint64(now + f.mono0)
 	items := f.scratch[:0]
 	for i := range f.shards {
 		s := &f.shards[i]
 		s.mu.Lock()
-		for k, e := range s.m {
-			items = append(items, fastItem{k, e})
+		// Slots removed two folds ago: no program run still uses them.
+		s.free = append(s.free, s.cooling...)
+		s.cooling, s.removed = s.removed, s.cooling[:0]
+		for j, e := range s.slots {
+			if e == nil {
+				continue
+			}
+			c := f.flows.Counters(e.slot)
+			seen := atomic.LoadUint64(&c.Seen)
+			if pkts := atomic.LoadUint64(&c.Packets); pkts != e.pkts {
+				bytes := atomic.LoadUint64(&c.Bytes)
+				f.sum(e, pkts-e.pkts, bytes-e.bytes)
+				e.pkts, e.bytes = pkts, bytes
+			}
+			switch {
+			case int64(mono-seen) > int64(e.timeout) || !e.dest.Available() || e.tun && e.flags != f.planFlags:
+				items = append(items, fastItem{e: e, drop: true})
+			case seen > e.seen && (uint32(j)+f.tick)%fastDue == 0:
+				items = append(items, fastItem{e: e, seen: seen})
+			}
 		}
 		s.mu.Unlock()
 	}
-	f.scratch = items
-	f.planFlags = f.flags()
-	defer clear(items)
-	f.tick++
-	defer f.addSums()
-	if !f.noBatch {
-		keys, plans, err := f.flows.ReadAll(f.keys[:0], f.plans[:0])
-		f.keys, f.plans = keys, plans
-		if err == nil {
-			f.gen++
-			for i := range keys {
-				k := &keys[i]
-				s := &f.shards[hashFlowKey(k).shard()]
-				s.mu.Lock()
-				e := s.m[*k]
-				s.mu.Unlock()
-				if e != nil {
-					e.gen = f.gen
-					f.foldEntry(k, e, &plans[i], now)
-				}
-			}
-			// Listed before the read, not in the map: gone.
-			for i := range items {
-				if items[i].e.gen != f.gen {
-					f.remove(&items[i].k)
-				}
-			}
-			return
-		}
-		if errors.Is(err, xdp.ErrNoBatch) {
-			f.noBatch = true
-		} else if !f.readWarned && f.log != nil {
-			f.readWarned = true
-			f.log.Warn("XDP fast path: reading the flow map in batches failed; reading it entry by entry", zap.Error(err))
-		}
-	}
+	f.addSums()
 	for i := range items {
-		k, e := &items[i].k, items[i].e
-		var v xdp.FlowPlan
-		if !f.flows.Lookup(k, &v) {
-			f.remove(k)
-			continue
+		if items[i].drop {
+			f.removeEntry(&items[i].e.k, items[i].e)
+		} else {
+			f.rearm(items[i].e, items[i].seen, now)
 		}
-		f.foldEntry(k, e, &v, now)
 	}
+	clear(items)
+	f.scratch = items[:0]
 }
 
-// foldEntry folds one entry's counters v (read from the map) and removes
-// it when it is idle or its real server gone; when the entry is due
-// (fastDue), it re-arms the connection's timer or, the connection gone or
-// changed, removes the entry.
-func (f *fastPath) foldEntry(k *xdp.FlowKey, e *fastEntry, v *xdp.FlowPlan, now int64) {
-	f.sum(e, v)
-	idle := now+f.mono0-int64(v.Seen) > int64(v.Timeout)
-	if idle || !e.dest.Available() || e.tun && e.flags != f.planFlags {
-		f.remove(k)
-		return
-	}
-	if (uint32(hashFlowKey(k))+f.tick)%fastDue != 0 {
-		return
-	}
+// rearm re-arms the timer of entry e's connection at seen (the flow's
+// latest packet, CLOCK_MONOTONIC), or removes the entry when the
+// connection is gone or changed.
+func (f *fastPath) rearm(e *fastEntry, seen uint64, now int64) {
+	k := &e.k
 	sp, dp := k.Ports()
 	proto := ipvs.Protocol(k.Proto)
 	var flags uint8
@@ -428,35 +474,23 @@ func (f *fastPath) foldEntry(k *xdp.FlowKey, e *fastEntry, v *xdp.FlowPlan, now 
 		flags = rewrite.TCPAck
 	}
 	var c conntrack.Conn
-	alive := false
-	if v.Seen > e.seen {
-		// Seen since the last fold: the flow's packet at that time.
-		e.seen = v.Seen
-		at := min(int64(v.Seen)-f.mono0, now)
-		if e.out {
-			alive = f.conns.Out(conntrack.ReplyKeyV4(proto, k.Src, sp, k.Dst, dp), flags, at, &c)
-		} else {
-			alive, _ = f.conns.InLive(conntrack.InKeyV4(proto, k.Src, sp, k.Dst, dp), flags, at, &c)
-		}
-	} else if e.out {
-		alive = f.conns.PeekOut(conntrack.ReplyKeyV4(proto, k.Src, sp, k.Dst, dp), now, &c)
+	var alive bool
+	e.seen = seen
+	at := min(int64(seen)-f.mono0, now)
+	if e.out {
+		alive = f.conns.Out(conntrack.ReplyKeyV4(proto, k.Src, sp, k.Dst, dp), flags, at, &c)
 	} else {
-		alive = f.conns.PeekIn(conntrack.InKeyV4(proto, k.Src, sp, k.Dst, dp), now, &c)
+		alive, _ = f.conns.InLive(conntrack.InKeyV4(proto, k.Src, sp, k.Dst, dp), flags, at, &c)
 	}
 	if !alive || c.Dest != e.dest || !c.Dest.Available() ||
 		c.State != conntrack.StateEstablished && c.State != conntrack.StateUDP {
-		f.remove(k)
+		f.removeEntry(k, e)
 	}
 }
 
-// sum adds what entry e forwarded since the last fold (v: its counters
-// now) to the fold's sums.
-func (f *fastPath) sum(e *fastEntry, v *xdp.FlowPlan) {
-	dp, db := v.Packets-e.pkts, v.Bytes-e.bytes
-	if dp == 0 {
-		return
-	}
-	e.pkts, e.bytes = v.Packets, v.Bytes
+// sum adds what entry e forwarded since the last fold (dp packets, db
+// bytes) to the fold's sums.
+func (f *fastPath) sum(e *fastEntry, dp, db uint64) {
 	for i := range f.sums {
 		if s := &f.sums[i]; s.dest == e.dest && s.out == e.out {
 			s.pkts += dp

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"sync/atomic"
 	"unsafe"
 
@@ -27,8 +26,10 @@ import (
 // anything else (a miss, an unusual packet) goes the AF_XDP way to the
 // pipeline. Each entry counts its
 // packets and bytes (atomic adds) and the last time it was used
-// (bpf_ktime_get_ns, CLOCK_MONOTONIC), which the daemon folds into the
-// statistics and the connection's timer.
+// (bpf_ktime_get_ns, CLOCK_MONOTONIC) in its counter slot (FlowPlan.Slot)
+// of a second map, an array the daemon reads in memory (BPF_F_MMAPABLE):
+// the daemon folds them into the statistics and the connection's timer
+// without a system call or a walk of the hash map's buckets.
 
 // MaxFlows bounds the fast path's map.
 const MaxFlows = 1 << 18
@@ -79,11 +80,11 @@ func (k *FlowKey) Ports() (sport, dport uint16) {
 // Ifindex is the egress interface; MTU the largest IPv4 total length
 // forwarded (a larger packet is the pipeline's; for TUN the inner packet's,
 // the egress MTU less the outer header).
-// Packets, Bytes (IPv4 total lengths) and Seen (CLOCK_MONOTONIC ns, the
-// daemon's install time at first) are the program's. A packet more than
-// Timeout ns after the entry's last one is the pipeline's: its connection
-// may have expired (the daemon sets the connection's timeout less a margin
-// for its own lag in folding Seen into the connection's timer).
+// Slot (< MaxFlows) is the flow's counter slot (FlowMap.Counters): no two
+// entries share one. A packet more than Timeout ns after the slot's Seen
+// is the pipeline's: its connection may have expired (the daemon sets the
+// connection's timeout less a margin for its own lag in folding Seen into
+// the connection's timer). The program does not write the plan.
 type FlowPlan struct {
 	DstMAC, SrcMAC [6]byte
 	Addr           [4]byte
@@ -93,10 +94,19 @@ type FlowPlan struct {
 	Ifindex        uint32
 	MTU            uint32
 	Src            [4]byte
-	Packets        uint64
-	Bytes          uint64
-	Seen           uint64
+	Slot           uint32
+	_              uint32
 	Timeout        uint64
+}
+
+// FlowCounters is a flow's counter slot: Packets, Bytes (IPv4 total
+// lengths) and Seen (CLOCK_MONOTONIC ns, set by the daemon at install) are
+// the program's, which adds to them atomically (it may run on several CPUs
+// at once) and stores Seen. Read them with atomic loads.
+type FlowCounters struct {
+	Packets uint64
+	Bytes   uint64
+	Seen    uint64
 }
 
 // Value offsets the program uses.
@@ -108,20 +118,25 @@ const (
 	fpIfindex = 20
 	fpMTU     = 24
 	fpSrc     = 28
-	fpPackets = 32
-	fpBytes   = 40
-	fpSeen    = 48
-	fpTimeout = 56
+	fpSlot    = 32
+	fpTimeout = 40
+
+	ctrPackets = 0
+	ctrBytes   = 8
+	ctrSeen    = 16
+	ctrSize    = 24
 )
 
 func init() {
 	var p FlowPlan
-	if unsafe.Sizeof(FlowKey{}) != 16 || unsafe.Sizeof(p) != 64 || unsafe.Offsetof(p.Addr) != fpAddr ||
+	var c FlowCounters
+	if unsafe.Sizeof(FlowKey{}) != 16 || unsafe.Sizeof(p) != 48 || unsafe.Offsetof(p.Addr) != fpAddr ||
 		unsafe.Offsetof(p.Port) != fpPort || unsafe.Offsetof(p.Method) != fpMethod ||
 		unsafe.Offsetof(p.Flags) != fpFlags || unsafe.Offsetof(p.Src) != fpSrc ||
 		unsafe.Offsetof(p.Ifindex) != fpIfindex || unsafe.Offsetof(p.MTU) != fpMTU ||
-		unsafe.Offsetof(p.Packets) != fpPackets || unsafe.Offsetof(p.Bytes) != fpBytes ||
-		unsafe.Offsetof(p.Seen) != fpSeen || unsafe.Offsetof(p.Timeout) != fpTimeout {
+		unsafe.Offsetof(p.Slot) != fpSlot || unsafe.Offsetof(p.Timeout) != fpTimeout ||
+		unsafe.Sizeof(c) != ctrSize || unsafe.Offsetof(c.Packets) != ctrPackets ||
+		unsafe.Offsetof(c.Bytes) != ctrBytes || unsafe.Offsetof(c.Seen) != ctrSeen {
 		panic("xdp: FlowPlan layout")
 	}
 }
@@ -136,15 +151,20 @@ func init() {
 // would have. They live in a one-element array map (BPF_F_MMAPABLE) that
 // the workers address in memory: word 0 is the number of slots in use,
 // words 1..MaxQueues the counters.
+//
+// The flows' counters (FlowCounters) are an array map of MaxFlows slots
+// (BPF_F_MMAPABLE), mapped too: reading them costs no system call.
 type FlowMap struct {
-	m     *ebpf.Map
-	ids   *ebpf.Map
-	idMem []byte // ids, mapped
+	m      *ebpf.Map
+	ids    *ebpf.Map
+	idMem  []byte // ids, mapped
+	ctrs   *ebpf.Map
+	ctrMem []byte // ctrs, mapped
 }
 
 // NewFlowMap creates the maps.
 func NewFlowMap() (*FlowMap, error) {
-	m, err := ebpf.NewMap(&ebpf.MapSpec{Name: "gvs_flows", Type: ebpf.Hash, KeySize: 16, ValueSize: 64, MaxEntries: MaxFlows})
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Name: "gvs_flows", Type: ebpf.Hash, KeySize: 16, ValueSize: 48, MaxEntries: MaxFlows})
 	if err != nil {
 		return nil, fmt.Errorf("xdp: flow map: %w", err)
 	}
@@ -161,7 +181,24 @@ func NewFlowMap() (*FlowMap, error) {
 		f.Close()
 		return nil, fmt.Errorf("xdp: IPv4 ID map: mmap: %w", err)
 	}
+	f.ctrs, err = ebpf.NewMap(&ebpf.MapSpec{Name: "gvs_flowctrs", Type: ebpf.Array, KeySize: 4, ValueSize: ctrSize,
+		MaxEntries: MaxFlows, Flags: unix.BPF_F_MMAPABLE})
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("xdp: flow counter map: %w", err)
+	}
+	if f.ctrMem, err = unix.Mmap(f.ctrs.FD(), 0, ctrSize*MaxFlows, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
+		f.ctrMem = nil
+		f.Close()
+		return nil, fmt.Errorf("xdp: flow counter map: mmap: %w", err)
+	}
 	return f, nil
+}
+
+// Counters is counter slot i (< MaxFlows) in memory, shared with the
+// program: use atomic loads and stores.
+func (f *FlowMap) Counters(i uint32) *FlowCounters {
+	return (*FlowCounters)(unsafe.Pointer(&f.ctrMem[uintptr(i%MaxFlows)*ctrSize]))
 }
 
 // idsSize is the ID map's value: the slots in use and MaxQueues counters.
@@ -196,6 +233,13 @@ func (f *FlowMap) idsFD() int {
 	return f.ids.FD()
 }
 
+func (f *FlowMap) ctrsFD() int {
+	if f == nil {
+		return -1
+	}
+	return f.ctrs.FD()
+}
+
 // Install adds a flow's plan unless the flow has one (installed reports
 // a new entry). It does not allocate.
 func (f *FlowMap) Install(k *FlowKey, p *FlowPlan) (installed bool, err error) {
@@ -206,46 +250,15 @@ func (f *FlowMap) Install(k *FlowKey, p *FlowPlan) (installed bool, err error) {
 	return err == nil, err
 }
 
-// Lookup reads a flow's plan and counters.
+// Lookup reads a flow's plan.
 func (f *FlowMap) Lookup(k *FlowKey, p *FlowPlan) bool {
 	return f.m.Lookup(unsafe.Pointer(k), unsafe.Pointer(p)) == nil
 }
 
-// Remove deletes a flow's entry and returns its last counters (ok false:
-// there was none).
+// Remove deletes a flow's entry and returns its plan (ok false: there was
+// none).
 func (f *FlowMap) Remove(k *FlowKey, p *FlowPlan) bool {
 	return f.m.LookupAndDelete(unsafe.Pointer(k), unsafe.Pointer(p)) == nil
-}
-
-// readChunk is how many entries one BPF_MAP_LOOKUP_BATCH call reads.
-const readChunk = 1024
-
-// ErrNoBatch is ReadAll's error where the kernel has no batch lookup for
-// hash maps (before Linux 5.6): read the entries one by one instead.
-var ErrNoBatch = errors.New("xdp: the kernel has no batch map lookup")
-
-// ReadAll appends every entry of the map to keys and plans (of equal
-// length: pairwise) and returns them: a few BPF_MAP_LOOKUP_BATCH calls, where a Lookup per
-// entry costs a system call each (the daemon's fold reads the whole map
-// every 100 ms). An entry added or removed while it reads may or may not
-// be in the result; every entry present throughout is, once.
-func (f *FlowMap) ReadAll(keys []FlowKey, plans []FlowPlan) ([]FlowKey, []FlowPlan, error) {
-	var cursor ebpf.MapBatchCursor
-	for {
-		n0 := len(keys)
-		keys = slices.Grow(keys, readChunk)[:n0+readChunk]
-		plans = slices.Grow(plans[:n0], readChunk)[:n0+readChunk]
-		n, err := f.m.BatchLookup(&cursor, keys[n0:], plans[n0:], nil)
-		keys, plans = keys[:n0+n], plans[:n0+n]
-		switch {
-		case errors.Is(err, ebpf.ErrKeyNotExist):
-			return keys, plans, nil
-		case errors.Is(err, ebpf.ErrNotSupported):
-			return keys[:0], plans[:0], ErrNoBatch
-		case err != nil:
-			return keys, plans, err
-		}
-	}
 }
 
 // Close releases the maps. The counters IDCounters returned must not be
@@ -258,6 +271,13 @@ func (f *FlowMap) Close() error {
 	if f.idMem != nil {
 		errs = append(errs, unix.Munmap(f.idMem))
 		f.idMem = nil
+	}
+	if f.ctrMem != nil {
+		errs = append(errs, unix.Munmap(f.ctrMem))
+		f.ctrMem = nil
+	}
+	if f.ctrs != nil {
+		errs = append(errs, f.ctrs.Close())
 	}
 	if f.ids != nil {
 		errs = append(errs, f.ids.Close())
@@ -373,8 +393,8 @@ func PlanFor(k *FlowKey, out []byte, method uint8, ifindex, mtu int, flags uint8
 //	UDP: 8 <= ulen <= tot_len-20, csum != 0
 //	if (ipcsum(ip) not valid) goto miss;
 //	v = lookup(flows, {src, dst, sport, dport, proto}); if (!v || tot_len > v.mtu) goto miss;
-//	now = ktime_get_ns(); if (now - v.seen > v.timeout) goto miss;
-//	v.seen = now; atomic v.packets += 1; atomic v.bytes += tot_len;
+//	now = ktime_get_ns(); c = lookup(ctrs, v.slot); if (!c || now - c.seen > v.timeout) goto miss;
+//	c.seen = now; atomic c.packets += 1; atomic c.bytes += tot_len;
 //	eth.dst, eth.src = v.macs; ip.ttl--;
 //	NAT: address, port := v.addr, v.port; checksums updated (RFC 1624)
 //	trim the Ethernet padding (bpf_xdp_adjust_tail);
@@ -387,7 +407,7 @@ func PlanFor(k *FlowKey, out []byte, method uint8, ifindex, mtu int, flags uint8
 // Checksum arithmetic works on 16-bit words loaded little-endian: the
 // one's complement sum is byte-order independent (RFC 1071), so the
 // results are the network-order ones, byte-swapped, as stored.
-func fastPath(flowsFD, idsFD int, miss string) asm.Instructions {
+func fastPath(flowsFD, idsFD, ctrsFD int, miss string) asm.Instructions {
 	const (
 		tcp        = "fast_tcp"
 		udp        = "fast_udp"
@@ -512,19 +532,29 @@ func fastPath(flowsFD, idsFD int, miss string) asm.Instructions {
 		asm.LoadMem(asm.R1, asm.R10, -24, asm.DWord),
 		asm.LoadMem(asm.R2, asm.R6, fpMTU, asm.Word),
 		asm.JGT.Reg(asm.R1, asm.R2, hitMiss),
-		// Idle for longer than its timeout: the pipeline's.
+		// The counter slot (fp-40: now, fp-48: the slot).
 		asm.FnKtimeGetNs.Call(),
-		asm.LoadMem(asm.R1, asm.R6, fpSeen, asm.DWord),
-		asm.Mov.Reg(asm.R2, asm.R0),
-		asm.Sub.Reg(asm.R2, asm.R1),
-		asm.LoadMem(asm.R3, asm.R6, fpTimeout, asm.DWord),
-		asm.JGT.Reg(asm.R2, asm.R3, hitMiss),
+		asm.StoreMem(asm.R10, -40, asm.R0, asm.DWord),
+		asm.LoadMem(asm.R1, asm.R6, fpSlot, asm.Word),
+		asm.StoreMem(asm.R10, -48, asm.R1, asm.Word),
+		asm.LoadMapPtr(asm.R1, ctrsFD),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, -48),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, hitMiss),
+		// Idle for longer than its timeout: the pipeline's.
+		asm.LoadMem(asm.R2, asm.R10, -40, asm.DWord),
+		asm.LoadMem(asm.R1, asm.R0, ctrSeen, asm.DWord),
+		asm.Mov.Reg(asm.R3, asm.R2),
+		asm.Sub.Reg(asm.R3, asm.R1),
+		asm.LoadMem(asm.R4, asm.R6, fpTimeout, asm.DWord),
+		asm.JGT.Reg(asm.R3, asm.R4, hitMiss),
 		// Counted: forwarded from here on.
-		asm.StoreMem(asm.R6, fpSeen, asm.R0, asm.DWord),
+		asm.StoreMem(asm.R0, ctrSeen, asm.R2, asm.DWord),
 		asm.LoadMem(asm.R1, asm.R10, -24, asm.DWord),
 		asm.Mov.Imm(asm.R2, 1),
-		asm.AddAtomic.Mem(asm.R6, asm.R2, asm.DWord, fpPackets),
-		asm.AddAtomic.Mem(asm.R6, asm.R1, asm.DWord, fpBytes),
+		asm.AddAtomic.Mem(asm.R0, asm.R2, asm.DWord, ctrPackets),
+		asm.AddAtomic.Mem(asm.R0, asm.R1, asm.DWord, ctrBytes),
 		// MACs.
 		asm.LoadMem(asm.R1, asm.R6, 0, asm.Word),
 		asm.StoreMem(asm.R7, 0, asm.R1, asm.Word),

@@ -109,7 +109,7 @@ func load(mac [6]byte, withXSK bool, flows *FlowMap) (*Program, error) {
 		Name:         "gvs_xdp",
 		Type:         ebpf.XDP,
 		License:      "GPL",
-		Instructions: instructions(p.conf.FD(), p.rules.FD(), p.ranges.FD(), xsks, flows.fd(), flows.idsFD()),
+		Instructions: instructions(p.conf.FD(), p.rules.FD(), p.ranges.FD(), xsks, flows.fd(), flows.idsFD(), flows.ctrsFD()),
 	})
 	if err != nil {
 		p.Close()
@@ -372,7 +372,7 @@ const (
 // +14; a priority-tagged frame's data+4), R8 the L4 header, R9 the protocol. With xsksFD < 0 (tests) the
 // program returns XDP_REDIRECT itself instead of calling the helper. With
 // flowsFD >= 0, TCP and UDP frames try the fast path (fastPath) first.
-func instructions(confFD, rulesFD, rangesFD, xsksFD, flowsFD, idsFD int) asm.Instructions {
+func instructions(confFD, rulesFD, rangesFD, xsksFD, flowsFD, idsFD, ctrsFD int) asm.Instructions {
 	const (
 		pass        = "pass"
 		redirect    = "redirect"
@@ -473,7 +473,7 @@ func instructions(confFD, rulesFD, rangesFD, xsksFD, flowsFD, idsFD int) asm.Ins
 		asm.Return(),
 	)
 	if flowsFD >= 0 {
-		p = append(p, fastPath(flowsFD, idsFD, "ports")...)
+		p = append(p, fastPath(flowsFD, idsFD, ctrsFD, "ports")...)
 	}
 	return p
 }
