@@ -104,6 +104,7 @@ type worker struct {
 	clock    func() int64
 	buf      []byte
 	pfds     []unix.PollFd
+	polled   []rxRing // the ring of each of pfds, in order
 	c        WorkerCounters
 	// xsk, when set, is the worker's AF_XDP I/O (afxdp_linux.go), used
 	// instead of the rings above.
@@ -124,24 +125,30 @@ func newWorker(fw *forwarder.Worker, clock func() int64, batch int) *worker {
 func (w *worker) addRX(r rxRing, side int) {
 	w.rx = append(w.rx, r)
 	w.rxSide = append(w.rxSide, side)
+	w.addPoll(r)
+}
+
+// addPoll adds r to the rings wait polls.
+func (w *worker) addPoll(r rxRing) {
+	w.polled = append(w.polled, r)
 	w.pfds = append(w.pfds, unix.PollFd{Fd: int32(r.Fd()), Events: unix.POLLIN | unix.POLLERR})
 }
 
 // addSYN sets the ring of connection openings, receiving on side.
 func (w *worker) addSYN(r rxRing, side int) {
 	w.syn, w.synSide = r, side
-	w.pfds = append(w.pfds, unix.PollFd{Fd: int32(r.Fd()), Events: unix.POLLIN | unix.POLLERR})
+	w.addPoll(r)
 }
 
 // addUDP sets the ring of UDP to the VIPs, receiving on side.
 func (w *worker) addUDP(r rxRing, side int) {
 	w.udp, w.udpSide = r, side
-	w.pfds = append(w.pfds, unix.PollFd{Fd: int32(r.Fd()), Events: unix.POLLIN | unix.POLLERR})
+	w.addPoll(r)
 }
 
 // clearRings forgets the worker's rings (they are being replaced).
 func (w *worker) clearRings() {
-	w.rx, w.rxSide, w.pfds = w.rx[:0], w.rxSide[:0], w.pfds[:0]
+	w.rx, w.rxSide, w.pfds, w.polled = w.rx[:0], w.rxSide[:0], w.pfds[:0], w.polled[:0]
 	w.syn, w.udp = nil, nil
 	w.tx = [2]txRing{}
 }
@@ -371,27 +378,6 @@ func (w *worker) flushOne(tx txRing) {
 	}
 }
 
-// takeError takes the pending error of the ring of w.pfds[i] (the rx
-// rings, then the SYN ring, then the UDP ring, in the order they were
-// added).
-func (w *worker) takeError(i int) {
-	if i < len(w.rx) {
-		_ = w.rx[i].TakeError()
-		return
-	}
-	i -= len(w.rx)
-	if w.syn != nil {
-		if i == 0 {
-			_ = w.syn.TakeError()
-			return
-		}
-		i--
-	}
-	if w.udp != nil && i == 0 {
-		_ = w.udp.TakeError()
-	}
-}
-
 // wait sleeps until an RX ring has a frame, or briefly when TX frames are
 // still queued (EAGAIN/ENOBUFS on the last kick), or up to pollTimeout.
 func (w *worker) wait() {
@@ -416,7 +402,7 @@ func (w *worker) wait() {
 			// down or away) keeps POLLERR raised until it is taken: left
 			// there, every poll returns at once and the worker spins. The
 			// daemon's link watcher logs the transition.
-			w.takeError(i)
+			_ = w.polled[i].TakeError()
 		}
 	}
 }
