@@ -453,24 +453,7 @@ func TestFastPathFragments(t *testing.T) {
 	}
 	l2 := frames.L2{Src: frames.MAC{0x02, 0, 0, 0, 0, 9}, Dst: ours}
 	dgram := frames.UDP(l2, frames.IP{Src: client, Dst: vip, TTL: 64, ID: 77}, frames.UDPDgram{SrcPort: 5000, DstPort: 53, Payload: make([]byte, 64)})
-	key, steady, ok := FrameKey(dgram)
-	if !ok || !steady {
-		t.Fatal("a UDP datagram is a steady packet")
-	}
-	out := bytes.Clone(dgram)
-	copy(out[30:34], []byte{198, 19, 0, 2})
-	plan, ok := PlanFor(&key, out, FastNATIn, 7, 1500, 0)
-	if !ok {
-		t.Fatal("no plan")
-	}
-	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	plan.Slot, plan.Timeout = MaxFlows-1, uint64(time.Hour)
-	bed.arm(plan.Slot, uint64(ts.Nano()))
-	if _, err := bed.flows.Install(&key, &plan); err != nil {
-		t.Fatal(err)
-	}
-	packets := func() uint64 { return bed.counters(plan.Slot).Packets }
+	packets := bed.natInPlan(t, dgram, MaxFlows-1)
 	// The unfragmented datagram: the fast path's (rewritten, counted).
 	if v, x := bed.run(t, dgram); v != xdpRedirect || bytes.Equal(x[:len(dgram)], dgram) || packets() != 1 {
 		t.Fatalf("unfragmented datagram: verdict %d, rewritten %v, %d packets; want the fast path", v, !bytes.Equal(x[:len(dgram)], dgram), packets())
@@ -510,24 +493,7 @@ func TestFastPathPriorityTagged(t *testing.T) {
 	client, vip := netip.MustParseAddr("198.18.0.99"), netip.MustParseAddr("198.18.0.10")
 	l2 := frames.L2{Src: frames.MAC{0x02, 0, 0, 0, 0, 9}, Dst: ours}
 	ack := frames.TCP(l2, frames.IP{Src: client, Dst: vip, TTL: 64}, frames.TCPSeg{SrcPort: 40000, DstPort: 80, ACK: true, Payload: make([]byte, 32)})
-	key, steady, ok := FrameKey(ack)
-	if !ok || !steady {
-		t.Fatal("an ACK is a steady packet")
-	}
-	out := bytes.Clone(ack)
-	copy(out[30:34], []byte{198, 19, 0, 2})
-	plan, ok := PlanFor(&key, out, FastNATIn, 7, 1500, 0)
-	if !ok {
-		t.Fatal("no plan")
-	}
-	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	plan.Slot, plan.Timeout = MaxFlows-2, uint64(time.Hour)
-	bed.arm(plan.Slot, uint64(ts.Nano()))
-	if _, err := bed.flows.Install(&key, &plan); err != nil {
-		t.Fatal(err)
-	}
-	packets := func() uint64 { return bed.counters(plan.Slot).Packets }
+	packets := bed.natInPlan(t, ack, MaxFlows-2)
 	tagged := withTag(ack, 0x8100, 5<<13)
 	// No rule: the kernel's, tag and all.
 	if v, x := bed.run(t, tagged); v != xdpPass || !bytes.Equal(x, tagged) || packets() != 0 {
@@ -683,4 +649,29 @@ func BenchmarkFlowMapFold(b *testing.B) {
 			}
 		}
 	})
+}
+
+// natInPlan installs a NAT plan (destination 198.19.0.2, unexpiring,
+// counters in slot) for the flow of frame, a steady packet, and returns
+// the slot's packet count.
+func (b *fastBed) natInPlan(t *testing.T, frame []byte, slot uint32) func() uint64 {
+	t.Helper()
+	key, steady, ok := FrameKey(frame)
+	if !ok || !steady {
+		t.Fatal("not a steady packet")
+	}
+	out := bytes.Clone(frame)
+	copy(out[30:34], []byte{198, 19, 0, 2})
+	plan, ok := PlanFor(&key, out, FastNATIn, 7, 1500, 0)
+	if !ok {
+		t.Fatal("no plan")
+	}
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	plan.Slot, plan.Timeout = slot, uint64(time.Hour)
+	b.arm(plan.Slot, uint64(ts.Nano()))
+	if _, err := b.flows.Install(&key, &plan); err != nil {
+		t.Fatal(err)
+	}
+	return func() uint64 { return b.counters(slot).Packets }
 }
