@@ -249,8 +249,12 @@ func TestHostileFramesCounted(t *testing.T) {
 			binary.BigEndian.PutUint16(f[38:], 400)
 			return f
 		}},
+		// IPVS schedules a TTL-0 SYN (a connection in SYN_RECV) before
+		// its transmit finds the TTL spent: keep its ports out of the
+		// client's ephemeral range (32768-60999), or a later GET from
+		// the same port reuses that connection and its real server.
 		{"TTL 0", "ttl_exceeded", func(i int) []byte {
-			f := frames.TCP(l2, frames.IP{Src: c.Addr(), Dst: vip}, frames.TCPSeg{SrcPort: uint16(33000 + i), DstPort: 80, SYN: true})
+			f := frames.TCP(l2, frames.IP{Src: c.Addr(), Dst: vip}, frames.TCPSeg{SrcPort: uint16(30500 + i), DstPort: 80, SYN: true})
 			f[22] = 0
 			fixIPSum(f, 14, 20)
 			return f
