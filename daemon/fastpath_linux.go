@@ -22,7 +22,8 @@ import (
 //
 //   - install: after the pipeline transmitted a steady packet (TCP ACK
 //     without SYN, FIN, RST; UDP) of an ESTABLISHED (or UDP) NAT, DR or
-//     TUN connection, the flow's plan is made from the transmitted frame
+//     TUN connection (UDP: from the connection's first datagram, unless
+//     the service schedules one packet at a time), the flow's plan is made from the transmitted frame
 //     (xdp.PlanFor) and installed; later packets of the flow are rewritten
 //     (TUN: encapsulated, with IPv4 IDs from the counter of the worker
 //     that serves the RX queue, shared with it) and redirected in the
@@ -285,7 +286,14 @@ func (f *fastPath) after(k *xdp.FlowKey, steady bool, r *forwarder.Result, now i
 				}
 			}
 		}
-		return
+		// A new UDP connection is steady from its first datagram (IPVS
+		// has no UDP states): install it now, so that a flow's first
+		// datagram is the only one the pipeline sees (not the first two).
+		// One-packet scheduling (-o) makes a connection per datagram:
+		// none of its flows is installed.
+		if !stable || !r.New || k.Proto != rewrite.ProtoUDP || r.Dest.Svc == nil || r.Dest.Svc.State().Config.OnePacket() {
+			return
+		}
 	}
 	if r.Action != forwarder.Transmit || r.Frags != 0 || !steady || m == 0 {
 		return

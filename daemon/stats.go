@@ -24,6 +24,13 @@ type Stats struct {
 	// SYNBudget counts connection openings dropped by the per-source
 	// budget (Config.SYNRate).
 	SYNBudget uint64
+	// With --io afxdp, the AF_XDP sockets' XDP_STATISTICS summed: frames
+	// the kernel dropped for the sockets (XSKRXDropped, all reasons),
+	// those dropped because an RX ring was full (XSKRXRingFull) and
+	// receives that found a fill ring empty (XSKFillEmpty). A frame the
+	// XDP program redirects to a socket that cannot take it is dropped
+	// in the driver, and also counted as the interface's rx_dropped.
+	XSKRXDropped, XSKRXRingFull, XSKFillEmpty uint64
 	// TXKicks counts sendto(2) calls on the TX rings: frames per kick is
 	// the transmit batching.
 	TXKicks uint64
@@ -67,6 +74,18 @@ func (d *Daemon) Stats() Stats {
 		}
 	}
 	s.RingDrops += s.SYNRingDrops + s.UDPRingDrops
+	for _, w := range d.workers {
+		if w.xsk == nil {
+			continue
+		}
+		for _, x := range w.xsk.rx {
+			if st, err := x.Stats(); err == nil {
+				s.XSKRXDropped += st.Rx_dropped
+				s.XSKRXRingFull += st.Rx_ring_full
+				s.XSKFillEmpty += st.Rx_fill_ring_empty_descs
+			}
+		}
+	}
 	for _, t := range d.txs {
 		ts := t.Stats()
 		s.TXAgain += ts.Again
@@ -114,6 +133,7 @@ func (s Stats) Fields() []zap.Field {
 		zap.Uint64("rx", s.RX), zap.Uint64("tx", s.TX), zap.Uint64("oversize", s.Oversize),
 		zap.Uint64("tx_full", s.TXFull), zap.Uint64("tx_error", s.TXError), zap.Uint64("vlan", s.VLAN),
 		zap.Uint64("ring_drops", s.RingDrops), zap.Uint64("syn_ring_drops", s.SYNRingDrops), zap.Uint64("udp_ring_drops", s.UDPRingDrops), zap.Uint64("syn_budget", s.SYNBudget),
+		zap.Uint64("xsk_rx_dropped", s.XSKRXDropped), zap.Uint64("xsk_rx_ring_full", s.XSKRXRingFull), zap.Uint64("xsk_fill_empty", s.XSKFillEmpty),
 		zap.Uint64("tx_again", s.TXAgain), zap.Uint64("tx_nobufs", s.TXNoBufs),
 		zap.Uint64("sleeps", s.Sleeps), zap.Uint64("tx_kicks", s.TXKicks),
 		zap.Uint64("go_allocs", s.GoAllocs), zap.Uint64("go_gc_cycles", s.GoGCCycles),

@@ -232,10 +232,13 @@ func (b *bench) casePPS(ctx context.Context, c contender, r *running, round int)
 func (b *bench) trial(ctx context.Context, rate float64) (trial, error) {
 	t := trial{Rate: rate}
 	count := uint64(rate * b.o.trial.Seconds())
-	d0 := b.linkDrops()
+	d0, c0 := b.linkDrops(), b.trialCounters()
 	defer func() {
 		if dd := dropDelta(d0, b.linkDrops()); dd != "" {
 			b.logf("      interface drops: %s", dd)
+		}
+		if dc := counterDelta(c0, b.trialCounters()); dc != "" {
+			b.logf("      driver and softnet counters: %s", dc)
 		}
 	}()
 	s0, err := b.snap()
@@ -254,6 +257,9 @@ func (b *bench) trial(ctx context.Context, rate float64) (trial, error) {
 	// (then it could not offer rate): the offered rate is what it
 	// achieved over its own sending time, or over its lifetime (which
 	// includes its setup and errs low) if it did not report one.
+	if bs := genBursts(g.Output()); bs != "" {
+		b.logf("      generator: %s", bs)
+	}
 	elapsed, ok := parseTrafgenTime(g.Output())
 	if !ok || elapsed <= 0 {
 		elapsed = time.Since(began)

@@ -8,6 +8,8 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
+	"strconv"
 	"time"
 
 	"gvs/internal/lab"
@@ -332,6 +334,28 @@ func (b *bench) setDirectorRPS(ctx context.Context, mask string) error {
 	return b.sh(ctx, b.dir.NS, script)
 }
 
+// vethXDPRing is veth's XDP ring (VETH_RING_SIZE, fixed): the queue in
+// front of the director's CPU for the native XDP contenders in the budget
+// case (threaded NAPI drains it there).
+const vethXDPRing = 256
+
+// backlogSysctl is the input backlog's length (per CPU, global to all
+// network namespaces): RPS queues a frame for another CPU there.
+const backlogSysctl = "/proc/sys/net/core/netdev_max_backlog"
+
+// setBacklog sets net.core.netdev_max_backlog to n and returns what puts
+// the old value back.
+func setBacklog(n int) (restore func(), err error) {
+	old, err := os.ReadFile(backlogSysctl)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(backlogSysctl, []byte(strconv.Itoa(n)), 0o644); err != nil {
+		return nil, fmt.Errorf("netdev_max_backlog %d: %w", n, err)
+	}
+	return func() { _ = os.WriteFile(backlogSysctl, old, 0o644) }, nil
+}
+
 // budgetReach is the rate the generator contender asks of the paced
 // generator in the budget case, to learn how far it reaches.
 const budgetReach = 1.5e6
@@ -350,12 +374,27 @@ const budgetReach = 1.5e6
 // director's interfaces run threaded NAPI with the threads pinned to the
 // director's CPU (directorNAPI).
 //
+// Equal queue depth: the native XDP contenders' queue in front of the
+// director's CPU is veth's XDP ring, 256 frames and fixed; RPS's is the
+// input backlog, net.core.netdev_max_backlog (1000 by default). Short
+// stalls of the director's vCPU and the generator's catch-up bursts
+// overflow the shallower queue first (measured 2026-12-05, see
+// docs/PERFORMANCE.md), so the case sets the backlog to veth's ring's
+// depth (-budget-backlog) for every contender.
+//
 // Flat-out trafgen stops on "Flushing TX_RING failed" in this placement,
 // so every trial uses the paced generator, whose reach the generator
 // contender measures first (budget_gen_pps) and which bounds the search.
 func (b *bench) caseBudget(ctx context.Context, c contender, r *running, round int) error {
 	if err := b.setDirectorRPS(ctx, b.o.budgetRPS); err != nil {
 		return fmt.Errorf("budget: RPS: %w", err)
+	}
+	if b.o.budgetBacklog > 0 {
+		restore, err := setBacklog(b.o.budgetBacklog)
+		if err != nil {
+			return fmt.Errorf("budget: %w", err)
+		}
+		defer restore()
 	}
 	defer func() {
 		if err := b.setDirectorRPS(ctx, b.o.rps); err != nil {
@@ -385,7 +424,7 @@ func (b *bench) caseBudget(ctx context.Context, c contender, r *running, round i
 		}
 		b.budgetGenMax = t.Offered
 		b.add("budget", c, round, "budget_gen_pps", t.Offered)
-		b.logf("  %-10s budget: the paced generator reaches %s/s with RPS %s on the director", c.Name, formatValue(t.Offered), b.o.budgetRPS)
+		b.logf("  %-10s budget: the paced generator reaches %s/s with RPS %s on the director, input backlog %d (0: the kernel's)", c.Name, formatValue(t.Offered), b.o.budgetRPS, b.o.budgetBacklog)
 		return nil
 	}
 	hi := b.budgetGenMax

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -193,9 +194,14 @@ func runGen(args []string, stdout, stderr io.Writer) error {
 	p := pacer{rate: f.rate, start: time.Now(), limit: f.count}
 	sport := f.s.PortLo
 	var sent, full uint64
+	// burst: frames sent since the last sleep; maxBurst the largest such
+	// run (a late wake-up's catch-up, sent back to back), bursts64 how
+	// many runs exceeded 64 frames.
+	var burst, maxBurst, bursts64 int
 	ts := unix.NsecToTimespec(int64(f.tick))
 	for ctx.Err() == nil && !p.Done() {
 		n := p.Take(time.Now(), genMaxBatch)
+		burst += n
 		for range n {
 			slot, ok := tx.Slot()
 			if !ok {
@@ -220,13 +226,29 @@ func runGen(args []string, stdout, stderr io.Writer) error {
 		if n == genMaxBatch {
 			continue // behind the schedule: no sleep
 		}
+		if burst > 64 {
+			bursts64++
+		}
+		maxBurst, burst = max(maxBurst, burst), 0
 		// EINTR (a signal) ends the sleep early; the loop checks ctx.
 		_ = unix.Nanosleep(&ts, nil)
 	}
 	txgen.Drain(tx)
 	el := time.Since(p.start)
 	st := tx.Stats()
-	fmt.Fprintf(stdout, "gen: %d frames sent, %d kernel-accepted, %d ring-full drops, %d kicks\n", sent, st.Frames, full, st.Kicks)
+	fmt.Fprintf(stdout, "gen: %d frames sent, %d kernel-accepted, %d ring-full drops, %d kicks; largest burst %d frames, %d bursts over 64\n",
+		sent, st.Frames, full, st.Kicks, max(maxBurst, burst), bursts64)
 	fmt.Fprintf(stdout, "  %d sec, %d usec on CPU0 (%d packets)\n", int64(el/time.Second), int64(el%time.Second/time.Microsecond), st.Frames)
 	return nil
+}
+
+// genBursts is the burst part of the paced generator's summary line
+// ("largest burst N frames, M bursts over 64"), or "".
+func genBursts(out string) string {
+	_, rest, ok := strings.Cut(out, "largest burst ")
+	if !ok {
+		return ""
+	}
+	line, _, _ := strings.Cut(rest, "\n")
+	return "largest burst " + line
 }

@@ -206,3 +206,23 @@ func TestIsGenerator(t *testing.T) {
 		}
 	}
 }
+
+func TestGenBursts(t *testing.T) {
+	out := "gen: 100 frames sent, 100 kernel-accepted, 0 ring-full drops, 9 kicks; largest burst 42 frames, 0 bursts over 64\n  0 sec, 5 usec on CPU0 (100 packets)\n"
+	if got, want := genBursts(out), "largest burst 42 frames, 0 bursts over 64"; got != want {
+		t.Errorf("genBursts = %q, want %q", got, want)
+	}
+	if got := genBursts("  1 sec, 0 usec on CPU0 (5 packets)\n"); got != "" {
+		t.Errorf("genBursts of trafgen's output = %q, want empty", got)
+	}
+}
+
+func TestCounterDelta(t *testing.T) {
+	a := trialCounters{drv: map[string]uint64{"vip0:rx_queue_0_drops": 5, "dv:x_err": 1},
+		softnet: []softnet{{dropped: 1}, {squeezed: 2}}}
+	c := trialCounters{drv: map[string]uint64{"vip0:rx_queue_0_drops": 9, "dv:x_err": 1, "new:err": 3},
+		softnet: []softnet{{dropped: 1}, {dropped: 4, squeezed: 3}}}
+	if got, want := counterDelta(a, c), "vip0:rx_queue_0_drops+4; softnet cpu1 dropped+4 time_squeeze+1"; got != want {
+		t.Errorf("counterDelta = %q, want %q", got, want)
+	}
+}

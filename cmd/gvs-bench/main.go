@@ -80,6 +80,7 @@ type options struct {
 	cpuRates              []float64
 	spinThreshold         time.Duration
 	budgetRPS             string
+	budgetBacklog         int
 	cases                 []string
 	contenders            []string
 	out, bin              string
@@ -120,6 +121,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	cpuRates := fs.String("cpu-rates", "60000,150000", "fixed offered rates (packets/s) of the cpu case")
 	fs.DurationVar(&o.spinThreshold, "spin-threshold", spinThreshold, "exact CPU accounting: a gap in an idle-priority spinner's clock reads longer than this is CPU used by something else")
 	fs.StringVar(&o.budgetRPS, "budget-rps", "", "RPS CPU mask of the director's interfaces in the budget case (default: the -director-cpu's mask)")
+	fs.IntVar(&o.budgetBacklog, "budget-backlog", vethXDPRing, "net.core.netdev_max_backlog in the budget case: the depth of the RPS queue in front of the director's CPU, by default veth's XDP ring's (the native XDP contenders' queue), so that every contender has as deep a queue; 0: leave the kernel's setting")
 	cases := fs.String("cases", strings.Join(caseNames, ","), "cases to run: "+strings.Join(caseNames, ","))
 	conts := fs.String("contenders", "", "only these contenders (comma-separated names; default all)")
 	gvsdArgs := fs.String("gvsd-args", "", "extra gvsd flags for every gvs contender, space-separated (e.g. \"--ring-frames 8192\"; diagnostic)")
@@ -633,7 +635,7 @@ func (o options) describe() map[string]string {
 	return map[string]string{
 		"rounds": fmt.Sprint(o.rounds), "warmup": o.warmup.String(), "window": o.window.String(),
 		"trial": o.trial.String(), "steps": fmt.Sprint(o.steps), "tolerance": fmt.Sprint(o.tolerance),
-		"rate": fmt.Sprint(o.rate), "cpu_rates": fmt.Sprint(o.cpuRates), "spin_threshold": o.spinThreshold.String(), "budget_rps": o.budgetRPS, "cases": strings.Join(o.cases, ","), "gen_cpu": o.genCPU,
+		"rate": fmt.Sprint(o.rate), "cpu_rates": fmt.Sprint(o.cpuRates), "spin_threshold": o.spinThreshold.String(), "budget_rps": o.budgetRPS, "budget_backlog": strconv.Itoa(o.budgetBacklog), "cases": strings.Join(o.cases, ","), "gen_cpu": o.genCPU,
 		"director_cpu": o.dirCPU, "rps": o.rps, "endpoint_rps": o.endpointRPS, "cps_duration": o.cpsDur.String(), "cps_conns": fmt.Sprint(o.cpsConns), "cps_rate": fmt.Sprint(o.cpsRate),
 		"ping_rate": fmt.Sprint(o.pingRate), "ping_duration": o.pingDur.String(),
 		"cpu_dma_latency_us": fmt.Sprint(o.cpuDMALatency), "client_xdp_pass": fmt.Sprint(o.clientXDPPass),
