@@ -353,6 +353,7 @@ func (d *Defense) randomDropEntry(now int64) int {
 				t.release(s, slot, e, true)
 				s.dropEntry++
 				n++
+				t.changes.Add(1)
 			}
 			s.mu.Unlock()
 			for _, r := range tmpls[:nt] {

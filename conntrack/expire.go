@@ -198,10 +198,13 @@ func (s *shard) lookAhead(seed uint64, slot uint32, now int64) (tag uint32, ok b
 // so that it lists what the kernel's table holds once its timers have fired
 // (in particular, which due templates were extended). Each shard is copied
 // under its lock and fn runs after the lock is released, so fn may call
-// back into the table; fn must not keep the *Conn. Walk allocates and is
-// for the control plane only.
+// back into the table; fn must not keep the *Conn. With a SeenFunc
+// (SetSeen), an ESTABLISHED TCP or UDP connection's Expires is at least
+// its last packet outside the table plus its state's timeout. Walk
+// allocates and is for the control plane only.
 func (t *Table) Walk(now int64, fn func(*Conn)) {
 	t.Expire(now)
+	seen := t.seenFn.Load()
 	var buf []Conn
 	for i := range t.shards {
 		s := &t.shards[i]
@@ -226,6 +229,9 @@ func (t *Table) Walk(now int64, fn func(*Conn)) {
 		}
 		s.mu.Unlock()
 		for j := range buf {
+			if seen != nil {
+				t.seenExpiry(*seen, &buf[j])
+			}
 			fn(&buf[j])
 		}
 	}
@@ -267,6 +273,9 @@ func (t *Table) removeWhere(match func(*entry) bool) int {
 			}
 			s.mu.Unlock()
 		}
+	}
+	if n != 0 {
+		t.changes.Add(1)
 	}
 	return n
 }

@@ -372,6 +372,7 @@ func (t *Table) Synced(sc *SyncedConn, dest *ipvs.Dest, now int64) (SyncResult, 
 				return 0, ErrSyncStale
 			}
 			t.release(s, slot, e, true)
+			t.changes.Add(1)
 			s.expired++
 			res = SyncReplaced
 		default:
@@ -386,6 +387,7 @@ func (t *Table) Synced(sc *SyncedConn, dest *ipvs.Dest, now int64) (SyncResult, 
 			e.state = state
 			e.aux = sc.InPkts
 			s.rearm(slot, e, now+int64(timeout))
+			t.changes.Add(1) // the timer may be earlier now
 			f := t.facts(si, slot, e)
 			f.oldState = sc.State
 			return SyncUpdated, nil

@@ -71,6 +71,7 @@ type Table struct {
 	dropRate  atomic.Int64
 	dropEpoch atomic.Uint32
 	sync      syncState // sync.go
+	seenState           // seen.go
 }
 
 // New makes an empty table.
@@ -804,5 +805,8 @@ func (t *Table) Remove(k InKey) bool {
 		s.removed++
 	}
 	s.mu.Unlock()
+	if slot != nilSlot {
+		t.changes.Add(1)
+	}
 	return slot != nilSlot
 }

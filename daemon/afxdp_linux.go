@@ -233,6 +233,7 @@ func (d *Daemon) closeXDP() error {
 		}
 	}
 	if x.fast != nil {
+		x.fast.detach() // before the counter slots go
 		errs = append(errs, x.fast.flows.Close())
 	}
 	return errors.Join(errs...)

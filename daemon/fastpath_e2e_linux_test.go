@@ -248,9 +248,17 @@ func dumpFastPathState(t *testing.T, d *director) {
 // TestXDPFastPathKeepsConnection: a UDP flow the fast path forwards for
 // longer than its connection's timeout keeps its one connection. The
 // pipeline sees only its first packets; the fold re-arms the connection's
-// timer from the flow map's last-seen time (for each entry every few
-// ticks). Without that the connection expires after the timeout, the fold
-// removes the entry and the next datagram makes a second connection.
+// timer from the flow map's last-seen time when the timer comes due (half
+// the timeout before it runs out). Without that the connection expires
+// after the timeout, the fold removes the entry and the next datagram
+// makes a second connection.
+//
+// First, with a 10 s UDP timeout, after 3 s of the flow -Lnc lists the
+// connection's expire as the kernel would, the timeout from the latest
+// datagram (9 or 10 s, truncated), although its timer was last set when
+// the flow began (7 s left): the listing takes the program's last-seen
+// time. Then the timeout goes down to 3 s (--set): the fold applies it to
+// the connection within a few ticks, as the next packet would.
 func TestXDPFastPathKeepsConnection(t *testing.T) {
 	lab.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -271,11 +279,13 @@ func TestXDPFastPathKeepsConnection(t *testing.T) {
 		}
 	}, "--xdp-fastpath", "--xdp-mode", "native")
 	requireXDP(t, d, "native")
-	// UDP timeout 3 s: the program takes a flow for 2 s after its last
-	// packet (fastMargin), the connection lives 3 s after the last re-arm.
-	if out, err := d.l.Run(ctx, d.l.Director().NS, adminBin, "--set", "0", "0", "3"); err != nil {
-		t.Fatalf("%v: %s", err, out)
+	setUDP := func(secs string) {
+		t.Helper()
+		if out, err := d.l.Run(ctx, d.l.Director().NS, adminBin, "--set", "0", "0", secs); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
 	}
+	setUDP("10")
 	udpConns := func() (conns, pkts uint64) {
 		t.Helper()
 		stats, err := d.l.Run(ctx, d.l.Director().NS, adminBin, "-Ln", "--stats", "--exact")
@@ -304,17 +314,38 @@ func TestXDPFastPathKeepsConnection(t *testing.T) {
 	_, _, rx0 := fastPathCounts(t, ctx, d, "")                    // rx only
 	const period, total = 100 * time.Millisecond, 7 * time.Second // more than twice the timeout
 	sent, answered := 0, 0
-	for start := time.Now(); time.Since(start) < total; {
-		if _, err := c.Write([]byte("ping")); err != nil {
-			t.Fatal(err)
+	flow := func(d time.Duration) {
+		for start := time.Now(); time.Since(start) < d; {
+			if _, err := c.Write([]byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			sent++
+			c.SetReadDeadline(time.Now().Add(period))
+			if n, err := c.Read(buf); err == nil && n > 0 {
+				answered++
+			}
+			time.Sleep(period / 2)
 		}
-		sent++
-		c.SetReadDeadline(time.Now().Add(period))
-		if n, err := c.Read(buf); err == nil && n > 0 {
-			answered++
-		}
-		time.Sleep(period / 2)
 	}
+	flow(3 * time.Second)
+	list, err := d.l.Run(ctx, d.l.Director().NS, adminBin, "-Lnc")
+	if err != nil {
+		t.Fatalf("%v: %s", err, list)
+	}
+	expire := ""
+	for _, line := range strings.Split(list, "\n") {
+		if f := strings.Fields(line); len(f) >= 5 && f[0] == "UDP" && strings.HasSuffix(f[4], ":53") {
+			expire = f[1]
+		}
+	}
+	if expire != "00:09" && expire != "00:10" {
+		t.Errorf("-Lnc lists the expire of a flow that keeps sending with a 10 s UDP timeout as %q, want 00:09 or 00:10:\n%s", expire, list)
+	}
+	// UDP timeout 3 s: the program goes on with the flow (installed
+	// under 10 s, it takes it for 9 s after its last packet), the
+	// connection lives 3 s after the last re-arm.
+	setUDP("3")
+	flow(total)
 	time.Sleep(300 * time.Millisecond) // a fold
 	conns, pkts := udpConns()
 	_, _, rx1 := fastPathCounts(t, ctx, d, "") // rx only

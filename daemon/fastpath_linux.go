@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -54,35 +55,49 @@ import (
 //     map's buckets, no Go map lookup): the packet and byte counters are
 //     added to the real servers' and services' statistics and an entry
 //     whose real server is gone or that is idle past its timeout is
-//     removed. Only a flow seen since its last re-arm costs more: every
-//     fastDue-th tick (a quarter of the slots each tick) its connection
-//     is looked up and its timer re-armed at the time it was last seen
-//     (the state machine applies an ACK, as for a packet of the flow); a
-//     connection gone or changed removes the entry. An entry not seen is
-//     not looked up: the program forwards nothing for it, and its next
-//     packet has it looked up within fastDue ticks. (Reading the whole
-//     hash map every tick, in batches, cost ~8 % of a CPU with 10k flows;
-//     the connection lookups, done for all entries every tick, more than
-//     the fast path saved at 60 kpps.)
+//     removed. Only a flow seen since its last re-arm whose connection's
+//     timer comes due (half its timeout before it runs out, at least
+//     fastSoon) costs more: its connection is looked up and its timer
+//     re-armed at the time the flow was last seen (the state machine
+//     applies an ACK, as for a packet of the flow); a connection gone or
+//     changed removes the entry. The kernel re-arms the timer at every
+//     packet; gvs's timer runs on until it comes due, and -Lnc lists the
+//     expiry the kernel would, from the later of the timer and the
+//     flow's last-seen time (the table's SeenFunc, lastSeen). When the
+//     table reports a connection removed or changed other than by its
+//     packets and timer (conntrack.Table.Changes: Remove, Flush,
+//     RemoveDest, drop_entry, a sync record) or the timeouts change, the
+//     next fastDue folds look every entry's connection up, a quarter of
+//     the slots each (re-armed if seen, only read if not). (Reading the
+//     whole hash map every tick, in batches, cost ~8 % of a CPU with 10k
+//     flows; the connection lookups, done for all entries every tick,
+//     more than the fast path saved at 60 kpps; re-arming every seen
+//     flow every fastDue ticks was ~3/4 of the fold.)
 //
 // Staleness: `-Ln --stats` lags the fast path's packets by at most a tick
-// (~100 ms) and the `-Lnc` expire column by at most fastDue ticks
-// (~400 ms; fastMargin covers it); a state change made by the other
-// direction and a removed real server take at most a tick to reach the
-// program (the pipeline's own flow cache lags by up to a second), a
-// connection removed otherwise at most fastDue ticks.
+// (~100 ms); the `-Lnc` expire column does not lag (it reads the
+// last-seen time); a state change made by the other direction and a
+// removed real server take at most a tick to reach the program (the
+// pipeline's own flow cache lags by up to a second), a connection removed
+// or changed otherwise at most fastDue ticks.
 const (
 	fastShards = 64
 	// fastMargin is taken off a connection's timeout for the program's
-	// idle check: the connection's timer, re-armed by the fold, is then
-	// still running whenever the program forwards.
+	// idle check: the connection's timer, re-armed by the fold when it
+	// comes due, is then still running whenever the program forwards.
 	fastMargin = time.Second
 	// fastRetry is how long a worker waits before trying to install the
 	// same flow again (a flow the program declines, too big for instance).
 	fastRetry = int64(time.Second)
-	// fastDue: the fold looks an entry's connection up every fastDue-th
-	// tick. fastDue ticks and the fold's own lag stay below fastMargin.
+	// fastDue: after a change in the connection table, the fold looks
+	// each entry's connection up within fastDue ticks (a quarter of the
+	// slots each tick).
 	fastDue = 4
+	// fastSoon: a seen flow's connection is re-armed by the fold when its
+	// timer runs out within half its timeout, at least fastSoon (the
+	// ticks to the next fold and the fold's own lag stay below it); so a
+	// fold delayed by up to that still finds the timer running.
+	fastSoon = int64(fastMargin / 2)
 	// fastSlots is a shard's range of counter slots.
 	fastSlots = xdp.MaxFlows / fastShards
 )
@@ -104,6 +119,13 @@ type fastPath struct {
 	tick      uint32     // folds so far (which quarter of the slots is due)
 	planFlags uint8      // the plan flags (pmtu_disc) of this fold: TUN entries installed under others go
 	sums      []fastSum  // the fold's counter deltas per real server and direction
+	// changes and timeouts are the connection table's Changes and
+	// timeouts (tcp, tcpfin, udp) at the last fold; sweep is the number of
+	// folds left that look up the connections of the due quarter of the
+	// entries, seen or not (after a change of either).
+	changes  uint64
+	timeouts [3]time.Duration
+	sweep    int
 }
 
 // fastSum is what one fold adds to a real server's (and its service's)
@@ -125,6 +147,7 @@ type fastShard struct {
 	// removed: slots - base of entries removed since the last fold;
 	// cooling: those of the fold before, free at the next fold.
 	removed, cooling []uint32
+	detached         bool // the counter slots are going: seenOf reads none
 }
 
 type fastEntry struct {
@@ -139,14 +162,29 @@ type fastEntry struct {
 	pkts    uint64 // folded so far
 	bytes   uint64
 	seen    uint64 // the last Seen the connection's timer was re-armed at (CLOCK_MONOTONIC)
+	// due is when the fold re-arms the connection's timer, if the flow
+	// was seen since (setExpires): set from the timer as the fold last
+	// set or read it, never later than the real one, unless the table
+	// reports a change (conntrack.Table.Changes) or the timeouts change,
+	// after which the fold looks every entry's connection up again.
+	due int64
+}
+
+// setExpires notes the connection's timer exp and when the fold re-arms
+// it: half the connection's timeout (at least fastSoon) before it runs
+// out.
+func (e *fastEntry) setExpires(exp int64, timeout time.Duration) {
+	e.due = exp - max(fastSoon, int64(timeout)/2)
 }
 
 // fastItem is an entry the fold acts on outside the shard's lock: remove
-// it (drop) or re-arm its connection's timer at seen.
+// it (drop), re-arm its connection's timer at seen, or (check) only look
+// its connection up.
 type fastItem struct {
-	e    *fastEntry
-	seen uint64
-	drop bool
+	e     *fastEntry
+	seen  uint64
+	drop  bool
+	check bool
 }
 
 // fastRecent is a worker's memory of its latest install attempts
@@ -166,7 +204,9 @@ func newFastPath(flows *xdp.FlowMap, env forwarder.Env, conns *conntrack.Table, 
 		f.shards[i].m = map[xdp.FlowKey]*fastEntry{}
 		f.shards[i].base = uint32(i * fastSlots)
 	}
+	f.changes, f.timeouts = f.tableState()
 	f.checkEgress()
+	conns.SetSeen(f.lastSeen)
 	return f
 }
 
@@ -357,6 +397,10 @@ func (f *fastPath) install(k *xdp.FlowKey, plan *xdp.FlowPlan, e *fastEntry, see
 	// slot's previous flow is lost to the statistics, not added twice).
 	c := f.flows.Counters(plan.Slot)
 	e.k, e.slot, e.timeout, e.seen = *k, plan.Slot, plan.Timeout, seen
+	// The pipeline has just re-armed the connection at seen, to the
+	// timeout the plan's is taken from.
+	timeout := time.Duration(plan.Timeout) + fastMargin
+	e.setExpires(int64(seen)-f.mono0+int64(timeout), timeout)
 	e.pkts, e.bytes = atomic.LoadUint64(&c.Packets), atomic.LoadUint64(&c.Bytes)
 	atomic.StoreUint64(&c.Seen, seen)
 	if ok, err := f.flows.Install(k, plan); ok && err == nil {
@@ -419,8 +463,9 @@ func (f *fastPath) count(e *fastEntry) {
 // statistics and the connection table, and removes the entries whose
 // connection is gone, changed or idle past the program's timeout; now is
 // the daemon clock. It reads the counter slots in memory, shard by shard,
-// in slot order; only entries to remove and flows seen since their last
-// re-arm (the due quarter of them) cost more than that.
+// in slot order; only entries to remove, flows seen since their last
+// re-arm whose connection's timer comes due, and (after a change in the
+// table) the due quarter of the entries cost more than that.
 func (f *fastPath) fold(now int64) {
 	f.checkEgress()
 	f.foldSlots(now)
@@ -430,6 +475,9 @@ func (f *fastPath) fold(now int64) {
 func (f *fastPath) foldSlots(now int64) {
 	f.planFlags = f.flags()
 	f.tick++
+	if ch, to := f.tableState(); ch != f.changes || to != f.timeouts {
+		f.changes, f.timeouts, f.sweep = ch, to, fastDue
+	}
 	mono := uint64(now + f.mono0)
 	items := f.scratch[:0]
 	for i := range f.shards {
@@ -452,7 +500,9 @@ func (f *fastPath) foldSlots(now int64) {
 			switch {
 			case int64(mono-seen) > int64(e.timeout) || !e.dest.Available() || e.tun && e.flags != f.planFlags:
 				items = append(items, fastItem{e: e, drop: true})
-			case seen > e.seen && (uint32(j)+f.tick)%fastDue == 0:
+			case f.sweep > 0 && (uint32(j)+f.tick)%fastDue == 0:
+				items = append(items, fastItem{e: e, seen: seen, check: seen <= e.seen})
+			case seen > e.seen && now >= e.due:
 				items = append(items, fastItem{e: e, seen: seen})
 			}
 		}
@@ -460,14 +510,27 @@ func (f *fastPath) foldSlots(now int64) {
 	}
 	f.addSums()
 	for i := range items {
-		if items[i].drop {
-			f.removeEntry(&items[i].e.k, items[i].e)
-		} else {
-			f.rearm(items[i].e, items[i].seen, now)
+		switch it := &items[i]; {
+		case it.drop:
+			f.removeEntry(&it.e.k, it.e)
+		case it.check:
+			f.check(it.e, now)
+		default:
+			f.rearm(it.e, it.seen, now)
 		}
 	}
 	clear(items)
 	f.scratch = items[:0]
+	if f.sweep > 0 {
+		f.sweep--
+	}
+}
+
+// tableState is the connection table's Changes and timeouts (tcp, tcpfin,
+// udp).
+func (f *fastPath) tableState() (changes uint64, to [3]time.Duration) {
+	to[0], to[1], to[2] = f.conns.GetTimeouts()
+	return f.conns.Changes(), to
 }
 
 // rearm re-arms the timer of entry e's connection at seen (the flow's
@@ -490,10 +553,74 @@ func (f *fastPath) rearm(e *fastEntry, seen uint64, now int64) {
 	} else {
 		alive, _ = f.conns.InLive(conntrack.InKeyV4(proto, k.Src, sp, k.Dst, dp), flags, at, &c)
 	}
+	f.keep(e, alive, &c)
+}
+
+// check looks entry e's connection up without changing it (no packet of
+// the flow since its last re-arm) and removes the entry when the
+// connection is gone or changed.
+func (f *fastPath) check(e *fastEntry, now int64) {
+	k := &e.k
+	sp, dp := k.Ports()
+	proto := ipvs.Protocol(k.Proto)
+	var c conntrack.Conn
+	var alive bool
+	if e.out {
+		alive = f.conns.PeekOut(conntrack.ReplyKeyV4(proto, k.Src, sp, k.Dst, dp), now, &c)
+	} else {
+		alive = f.conns.PeekIn(conntrack.InKeyV4(proto, k.Src, sp, k.Dst, dp), now, &c)
+	}
+	f.keep(e, alive, &c)
+}
+
+// keep removes entry e when its connection c (alive: found) is gone or
+// changed, and otherwise notes its timer.
+func (f *fastPath) keep(e *fastEntry, alive bool, c *conntrack.Conn) {
 	if !alive || c.Dest != e.dest || !c.Dest.Available() ||
 		c.State != conntrack.StateEstablished && c.State != conntrack.StateUDP {
-		f.removeEntry(k, e)
+		f.removeEntry(&e.k, e)
+		return
 	}
+	timeout := f.timeouts[2] // udp
+	if e.k.Proto == rewrite.ProtoTCP {
+		timeout = f.timeouts[0]
+	}
+	e.setExpires(c.Expires, timeout)
+}
+
+// lastSeen is the connection table's SeenFunc: the latest packet the
+// program forwarded of connection c (either direction of a NAT one), for
+// the expiry -Lnc lists.
+func (f *fastPath) lastSeen(c *conntrack.Conn) (int64, bool) {
+	if !c.CAddr.Is4() || !c.VAddr.Is4() || !c.DAddr.Is4() {
+		return 0, false
+	}
+	k := xdp.FlowKey{Src: c.CAddr.As4(), Dst: c.VAddr.As4(), Proto: uint8(c.Proto)}
+	binary.BigEndian.PutUint16(k.SrcPort[:], c.CPort)
+	binary.BigEndian.PutUint16(k.DstPort[:], c.VPort)
+	at, ok := f.seenOf(&k, c.Dest)
+	if c.Method == ipvs.Masq {
+		k = xdp.FlowKey{Src: c.DAddr.As4(), Dst: c.CAddr.As4(), Proto: uint8(c.Proto)}
+		binary.BigEndian.PutUint16(k.SrcPort[:], c.DPort)
+		binary.BigEndian.PutUint16(k.DstPort[:], c.CPort)
+		if o, ok2 := f.seenOf(&k, c.Dest); ok2 && (!ok || o > at) {
+			at, ok = o, true
+		}
+	}
+	return at, ok
+}
+
+// seenOf is the last-seen time (daemon clock) of flow k's entry, if it
+// has one for real server d.
+func (f *fastPath) seenOf(k *xdp.FlowKey, d *ipvs.Dest) (int64, bool) {
+	s := &f.shards[hashFlowKey(k).shard()]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.m[*k]
+	if e == nil || e.dest != d || s.detached {
+		return 0, false
+	}
+	return int64(atomic.LoadUint64(&f.flows.Counters(e.slot).Seen)) - f.mono0, true
 }
 
 // sum adds what entry e forwarded since the last fold (dp packets, db
@@ -543,6 +670,19 @@ func (f *fastPath) flush() {
 		for j := range keys {
 			f.remove(&keys[j])
 		}
+	}
+}
+
+// detach stops the connection table's Walk from reading the counter
+// slots (before the flow map closes): a Walk under way holds a shard's
+// lock while it reads one.
+func (f *fastPath) detach() {
+	f.conns.SetSeen(nil)
+	for i := range f.shards {
+		s := &f.shards[i]
+		s.mu.Lock()
+		s.detached = true
+		s.mu.Unlock()
 	}
 }
 
