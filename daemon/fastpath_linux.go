@@ -537,38 +537,39 @@ func (f *fastPath) tableState() (changes uint64, to [3]time.Duration) {
 // latest packet, CLOCK_MONOTONIC), or removes the entry when the
 // connection is gone or changed.
 func (f *fastPath) rearm(e *fastEntry, seen uint64, now int64) {
-	k := &e.k
-	sp, dp := k.Ports()
-	proto := ipvs.Protocol(k.Proto)
-	var flags uint8
-	if proto == ipvs.ProtoTCP {
-		flags = rewrite.TCPAck
-	}
-	var c conntrack.Conn
-	var alive bool
 	e.seen = seen
-	at := min(int64(seen)-f.mono0, now)
-	if e.out {
-		alive = f.conns.Out(conntrack.ReplyKeyV4(proto, k.Src, sp, k.Dst, dp), flags, at, &c)
-	} else {
-		alive, _ = f.conns.InLive(conntrack.InKeyV4(proto, k.Src, sp, k.Dst, dp), flags, at, &c)
-	}
-	f.keep(e, alive, &c)
+	f.lookup(e, true, min(int64(seen)-f.mono0, now))
 }
 
 // check looks entry e's connection up without changing it (no packet of
 // the flow since its last re-arm) and removes the entry when the
 // connection is gone or changed.
-func (f *fastPath) check(e *fastEntry, now int64) {
+func (f *fastPath) check(e *fastEntry, now int64) { f.lookup(e, false, now) }
+
+// lookup finds entry e's connection at time at, as a packet of the flow
+// (an ACK for TCP: re-arming its timer) when packet is set, without
+// touching it otherwise, and keeps or removes the entry (keep).
+func (f *fastPath) lookup(e *fastEntry, packet bool, at int64) {
 	k := &e.k
 	sp, dp := k.Ports()
 	proto := ipvs.Protocol(k.Proto)
 	var c conntrack.Conn
 	var alive bool
-	if e.out {
-		alive = f.conns.PeekOut(conntrack.ReplyKeyV4(proto, k.Src, sp, k.Dst, dp), now, &c)
-	} else {
-		alive = f.conns.PeekIn(conntrack.InKeyV4(proto, k.Src, sp, k.Dst, dp), now, &c)
+	switch {
+	case packet:
+		var flags uint8
+		if proto == ipvs.ProtoTCP {
+			flags = rewrite.TCPAck
+		}
+		if e.out {
+			alive = f.conns.Out(conntrack.ReplyKeyV4(proto, k.Src, sp, k.Dst, dp), flags, at, &c)
+		} else {
+			alive, _ = f.conns.InLive(conntrack.InKeyV4(proto, k.Src, sp, k.Dst, dp), flags, at, &c)
+		}
+	case e.out:
+		alive = f.conns.PeekOut(conntrack.ReplyKeyV4(proto, k.Src, sp, k.Dst, dp), at, &c)
+	default:
+		alive = f.conns.PeekIn(conntrack.InKeyV4(proto, k.Src, sp, k.Dst, dp), at, &c)
 	}
 	f.keep(e, alive, &c)
 }
@@ -595,19 +596,23 @@ func (f *fastPath) lastSeen(c *conntrack.Conn) (int64, bool) {
 	if !c.CAddr.Is4() || !c.VAddr.Is4() || !c.DAddr.Is4() {
 		return 0, false
 	}
-	k := xdp.FlowKey{Src: c.CAddr.As4(), Dst: c.VAddr.As4(), Proto: uint8(c.Proto)}
-	binary.BigEndian.PutUint16(k.SrcPort[:], c.CPort)
-	binary.BigEndian.PutUint16(k.DstPort[:], c.VPort)
+	k := flowKeyV4(c.Proto, c.CAddr, c.CPort, c.VAddr, c.VPort)
 	at, ok := f.seenOf(&k, c.Dest)
 	if c.Method == ipvs.Masq {
-		k = xdp.FlowKey{Src: c.DAddr.As4(), Dst: c.CAddr.As4(), Proto: uint8(c.Proto)}
-		binary.BigEndian.PutUint16(k.SrcPort[:], c.DPort)
-		binary.BigEndian.PutUint16(k.DstPort[:], c.CPort)
+		k = flowKeyV4(c.Proto, c.DAddr, c.DPort, c.CAddr, c.CPort)
 		if o, ok2 := f.seenOf(&k, c.Dest); ok2 && (!ok || o > at) {
 			at, ok = o, true
 		}
 	}
 	return at, ok
+}
+
+// flowKeyV4 is the program's key of the IPv4 flow src:sport -> dst:dport.
+func flowKeyV4(proto ipvs.Protocol, src netip.Addr, sport uint16, dst netip.Addr, dport uint16) xdp.FlowKey {
+	k := xdp.FlowKey{Src: src.As4(), Dst: dst.As4(), Proto: uint8(proto)}
+	binary.BigEndian.PutUint16(k.SrcPort[:], sport)
+	binary.BigEndian.PutUint16(k.DstPort[:], dport)
+	return k
 }
 
 // seenOf is the last-seen time (daemon clock) of flow k's entry, if it
